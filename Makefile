@@ -1,0 +1,33 @@
+# Set-up and everyday commands. Overrides pass straight to Hydra:
+#   make train model=resnet18 trainer.max_epochs=2
+#   make train ARGS="-m optimizer.lr=1e-3,3e-4"
+PY := .venv/bin/python
+PORT ?= 5000
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+# make hands command-line assignments over in reverse order, with ARGS="a b" split into words;
+# drop our own variables (and ARGS's words) and put the rest back in the order typed.
+reverse = $(if $(1),$(call reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword $(1)))
+OWN_VARS = ARGS=% PORT=% INPUT=% $(ARGS) $(INPUT)
+OVERRIDES = $(ARGS) $(call reverse,$(filter-out $(OWN_VARS),$(MAKEOVERRIDES)))
+
+.PHONY: install test smoke train ui lint
+
+install:  ## create .venv and install the locked dependency set plus this package
+	python3 -m venv .venv
+	.venv/bin/pip install -c requirements.lock -e '.[dev]'
+
+test:  ## the test suite, on CPU
+	$(PY) -m pytest -q
+
+smoke:  ## the whole pipeline on a tiny config
+	$(PY) -m pipeline debug=smoke $(OVERRIDES)
+
+train:  ## the whole pipeline; overrides as above
+	$(PY) -m pipeline $(OVERRIDES)
+
+ui:  ## MLflow UI over the embedded store, on 127.0.0.1:$(PORT)
+	.venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port $(PORT)
+
+lint:
+	.venv/bin/ruff check pipeline tests scripts

@@ -1,0 +1,19 @@
+"""What one stage hands the next. Small and typed: stages share nothing else."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.data.sources import DatasetIndex
+from pipeline.data.transforms import Preprocess
+
+
+@dataclass
+class Context:
+    output_dir: Path
+    index: DatasetIndex | None = None
+    # per-channel mean and std of the training images, in [0, 1]
+    dataset_mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    preprocess: Preprocess | None = None
+    ckpt_path: Path | None = None
+    onnx_path: Path | None = None
+    metrics: dict[str, float] = field(default_factory=dict)

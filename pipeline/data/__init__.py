@@ -1,0 +1,1 @@
+"""Data building blocks: sources -> index, statistics, transforms, datamodule. No Hydra, no stages."""

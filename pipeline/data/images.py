@@ -1,0 +1,26 @@
+"""Image decoding and the torch Dataset over index records."""
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline.data.sources import Record
+
+
+def load_rgb(path: str) -> np.ndarray:
+    """Decode any PIL-readable image (grayscale, palette, RGBA, ...) to an HxWx3 uint8 array."""
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    def __init__(self, records: list[Record], transform):
+        self.records = records
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        record = self.records[i]
+        return self.transform(image=load_rgb(record.path))["image"], record.label

@@ -1,0 +1,169 @@
+"""Turn a data source (an image folder or the built-in digits) into a DatasetIndex.
+
+A folder is either `root/<class>/*` (split here, stratified and seeded, so reruns see the same split) or
+`root/<split>/<class>/*` with split folders train, val (or valid, validation) and test.
+"""
+
+import csv
+import os
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Record:
+    path: str
+    label: int
+    split: str
+
+
+@dataclass
+class DatasetIndex:
+    """Every image the pipeline uses: its path, label and split, plus the class names."""
+
+    root: str
+    class_names: list[str]
+    records: list[Record]
+
+    def split(self, name: str) -> list[Record]:
+        return [r for r in self.records if r.split == name]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per split and class name."""
+        out: dict[str, dict[str, int]] = {}
+        for split in SPLITS:
+            per_label = Counter(r.label for r in self.split(split))
+            if per_label:
+                out[split] = {name: per_label.get(i, 0) for i, name in enumerate(self.class_names)}
+        return out
+
+    def to_csv(self, path: Path) -> None:
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label", "class_name", "split"])
+            for r in self.records:
+                writer.writerow([r.path, r.label, self.class_names[r.label], r.split])
+
+
+def digits_folder(cache_dir: Path) -> Path:
+    """Write scikit-learn's digits once as PNGs in `cache_dir/digits/<class>/`; return that folder."""
+    target = cache_dir / "digits"
+    if target.is_dir():
+        return target
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".digits-", dir=cache_dir))
+    try:
+        for i, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
+            class_dir = staging / str(label)
+            class_dir.mkdir(exist_ok=True)
+            pixels = np.clip(image * (255.0 / 16.0), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels, mode="L").save(class_dir / f"{i:04d}.png")
+        os.replace(staging, target)  # atomic: a crash never leaves a half-written cache
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not target.is_dir():
+            raise
+    return target
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def scan_folder(root: Path) -> tuple[list[str], list[tuple[Path, str, str | None]]]:
+    """Return class names and (path, class name, split or None) for every image under root."""
+    if not root.exists():
+        raise PipelineError(f"data folder not found: {root}")
+    if not root.is_dir():
+        raise PipelineError(f"data.root is not a folder: {root}")
+    top = _class_dirs(root)
+    split_dirs = {d: SPLIT_ALIASES[d.name.lower()] for d in top if d.name.lower() in SPLIT_ALIASES}
+    items: list[tuple[Path, str, str | None]] = []
+    if split_dirs:
+        for split_dir, split in split_dirs.items():
+            for class_dir in _class_dirs(split_dir):
+                items += [(p, class_dir.name, split) for p in _images_in(class_dir)]
+    else:
+        for class_dir in top:
+            items += [(p, class_dir.name, None) for p in _images_in(class_dir)]
+    if not items:
+        raise PipelineError(f"no images found in {root} (expected {root}/<class>/<image> files)")
+    class_names = sorted({name for _, name, _ in items})
+    if len(class_names) < 2:
+        raise PipelineError(f"{root} holds a single class ({class_names[0]}); classification needs two or more")
+    return class_names, items
+
+
+def _stratified_split(labels: list[int], val_fraction: float, test_fraction: float, seed: int) -> list[str]:
+    from sklearn.model_selection import train_test_split
+
+    indices = list(range(len(labels)))
+    splits = ["train"] * len(labels)
+    for name, fraction in (("test", test_fraction), ("val", val_fraction)):
+        if fraction <= 0:
+            continue
+        remaining = [i for i in indices if splits[i] == "train"]
+        share = fraction * len(labels) / len(remaining)
+        try:
+            _, held_out = train_test_split(
+                remaining, test_size=share, random_state=seed, stratify=[labels[i] for i in remaining]
+            )
+        except ValueError as err:
+            raise PipelineError(f"cannot split off a stratified {name} set: {err}") from err
+        for i in held_out:
+            splits[i] = name
+    return splits
+
+
+def build_index(
+    root: Path, val_fraction: float, test_fraction: float, seed: int
+) -> DatasetIndex:
+    """Scan root and assign splits: folder splits when present, else a seeded stratified split."""
+    if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise PipelineError(
+            f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be fractions "
+            "with val > 0 and val + test < 1"
+        )
+    class_names, items = scan_folder(root)
+    label_of = {name: i for i, name in enumerate(class_names)}
+    labels = [label_of[name] for _, name, _ in items]
+    if any(split is None for _, _, split in items):
+        splits = _stratified_split(labels, val_fraction, test_fraction, seed)
+    else:
+        splits = [split for _, _, split in items]
+        if "val" not in splits:  # train (and test) folders only: carve val out of train
+            train_idx = [i for i, s in enumerate(splits) if s == "train"]
+            carved = _stratified_split([labels[i] for i in train_idx], val_fraction, 0.0, seed)
+            for i, s in zip(train_idx, carved, strict=True):
+                splits[i] = s
+    records = [
+        Record(str(path), label, split) for (path, _, _), label, split in zip(items, labels, splits, strict=True)
+    ]
+    index = DatasetIndex(str(root), class_names, records)
+    missing = [name for name, n in index.counts().get("train", {}).items() if n == 0]
+    if missing or "train" not in index.counts():
+        raise PipelineError(f"classes without training images: {', '.join(missing) or 'all'}")
+    return index
+
+
+def resolve_root(root: str | None, cache_dir: str) -> Path:
+    """The user's folder, or the built-in digits written under cache_dir when root is null."""
+    return Path(root).expanduser() if root else digits_folder(Path(cache_dir))

@@ -1,0 +1,39 @@
+"""One factory for every model: `create_model(name, num_classes, ...)` over timm's registry."""
+
+from typing import Any
+
+import timm
+import torch
+
+from pipeline.errors import PipelineError
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    pretrained: bool = False,
+    drop_rate: float = 0.0,
+    kwargs: dict[str, Any] | None = None,
+) -> torch.nn.Module:
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name}*")[:5]
+        hint = f"; similar: {', '.join(close)}" if close else ""
+        raise PipelineError(f"unknown model {name!r}{hint}")
+    try:
+        return timm.create_model(
+            name, pretrained=pretrained, num_classes=num_classes, drop_rate=drop_rate, **(kwargs or {})
+        )
+    except (OSError, RuntimeError) as err:
+        if pretrained:
+            raise PipelineError(
+                f"could not load pretrained weights for {name} (offline? use model.pretrained=false): {err}"
+            ) from err
+        raise
+    except TypeError as err:
+        raise PipelineError(f"bad model.kwargs for {name}: {err}") from err
+
+
+def pretrained_mean_std(name: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """Normalization the model's pretrained weights were trained with, from timm's pretrained config."""
+    config = timm.models.get_pretrained_cfg(name)
+    return (tuple(config.mean), tuple(config.std)) if config is not None else None

@@ -1,0 +1,58 @@
+"""Run the configured stages in order inside one MLflow parent run, one child run per stage."""
+
+import importlib
+import logging
+import warnings
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.context import Context
+from pipeline.errors import PipelineError
+from pipeline.schema import STAGE_NAMES
+
+
+def _not_litlogger_tip(record: logging.LogRecord) -> bool:
+    return "litlogger" not in record.getMessage()
+
+
+def quiet_known_noise() -> None:
+    """Silence library chatter that says nothing about the user's run; real warnings still show."""
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+    # Workers are chosen in conf/data; the built-in digits load fastest in the main process.
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    for name in ("onnx_ir", "onnxscript", "mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import lightning  # noqa: F401  (adds its own console handler on import; drop it, keep Hydra's)
+
+    logging.getLogger("lightning").handlers.clear()
+    for handler in logging.getLogger().handlers:
+        if _not_litlogger_tip not in handler.filters:
+            handler.addFilter(_not_litlogger_tip)
+
+
+def check_stages(stages: list[str]) -> None:
+    unknown = [s for s in stages if s not in STAGE_NAMES]
+    if unknown or not stages:
+        raise PipelineError(f"unknown or no stages {unknown}: choose from {list(STAGE_NAMES)}")
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Returns the objective metric (cfg.objective) when a stage produced it, for sweepers."""
+    check_stages(list(cfg.stages))
+    quiet_known_noise()
+    from pipeline.tracking import Tracker
+
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.dir)
+    ctx = Context(output_dir=output_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    with tracker.pipeline_run(config, OmegaConf.to_yaml(cfg, resolve=True), cfg.tracking.run_name) as run_id:
+        print(f"[pipeline] MLflow run {run_id} at {tracker.uri}; outputs in {output_dir}")
+        for name in cfg.stages:
+            stage = importlib.import_module(f"pipeline.stages.{name}")
+            with tracker.stage_run(name):
+                ctx = stage.run(cfg, ctx, tracker)
+    return ctx.metrics.get(cfg.objective)

@@ -1,0 +1,125 @@
+"""Structured config schemas, registered in Hydra's ConfigStore.
+
+`conf/config.yaml` lists `base_config` first in its defaults, so every YAML file is merged onto these
+dataclasses: an unknown key or a value of the wrong type fails at start, before any work is done.
+Defaults live in `conf/`; the values here only give each field its type.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    root: str | None = None  # an image folder; null means the built-in digits
+    cache_dir: str = ".cache/data"  # where the built-in digits are written as PNG files
+    image_size: int = MISSING
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    split_seed: int = 42
+    batch_size: int = 64
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    pretrained: bool = False
+    drop_rate: float = 0.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AugmentConfig:
+    name: str = MISSING
+    # albumentations transforms applied to training images only, each a `_target_` dict.
+    train: list[Any] = field(default_factory=list)
+    # null: the model's pretrained normalization when it has weights, else the training set's own.
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    lr: float = MISSING
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = MISSING  # cosine | step | none
+    warmup_epochs: int = 0
+    step_size: int = 10
+    gamma: float = 0.1
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"  # auto | cpu | gpu
+    devices: Any = "auto"
+    strategy: str = "auto"
+    precision: str = "32-true"
+    max_epochs: int = MISSING
+    limit_train_batches: Any = 1.0  # a fraction (float) or a number of batches (int)
+    limit_val_batches: Any = 1.0
+    log_every_n_steps: int = 10
+    enable_progress_bar: bool = True
+    deterministic: bool = False
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class TrackingConfig:
+    experiment: str = MISSING
+    # null: the embedded store under `dir` (SQLite + artifacts). MLFLOW_TRACKING_URI overrides it.
+    uri: str | None = None
+    dir: str = "mlruns"
+    run_name: str | None = None
+
+
+@dataclass
+class SanityConfig:
+    enforce: bool = True
+    init_loss_tolerance: float = 0.5  # allowed |loss_at_init - ln(C)| / ln(C)
+    overfit_batch_size: int = 16
+    overfit_steps: int = 100
+    overfit_lr: float = 1e-3
+    overfit_target_loss: float = 0.05
+
+
+@dataclass
+class ExportConfig:
+    opset: int = 18
+    parity_atol: float = 1e-4
+
+
+@dataclass
+class Config:
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    augment: AugmentConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    scheduler: SchedulerConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    sanity: SanityConfig = field(default_factory=SanityConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    stages: list[str] = field(default_factory=lambda: ["data", "sanity", "train", "validate", "export"])
+    seed: int = 42
+    output_dir: str = MISSING
+    ckpt_path: str | None = None
+    objective: str = "val/acc"
+
+
+STAGE_NAMES = ("data", "sanity", "train", "validate", "export")
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="base_config", node=Config)

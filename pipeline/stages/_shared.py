@@ -1,0 +1,35 @@
+"""Inputs several stages need and rebuild when run alone (not a stage itself)."""
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.context import Context
+from pipeline.data.sources import DatasetIndex, build_index, resolve_root
+from pipeline.data.stats import channel_mean_std
+from pipeline.data.transforms import Preprocess, resolve_preprocess
+
+
+def ensure_index(cfg: DictConfig, ctx: Context) -> DatasetIndex:
+    """The data stage's index, or the same index rebuilt from cfg.data (same seed, same split)."""
+    if ctx.index is None:
+        root = resolve_root(cfg.data.root, cfg.data.cache_dir)
+        ctx.index = build_index(root, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed)
+    return ctx.index
+
+
+def ensure_preprocess(cfg: DictConfig, ctx: Context, model_mean_std) -> Preprocess:
+    """Resolve size and normalization once; later stages reuse the same Preprocess."""
+    if ctx.preprocess is None:
+        if ctx.dataset_mean_std is None:
+            ctx.dataset_mean_std = channel_mean_std(ensure_index(cfg, ctx).split("train"))
+        ctx.preprocess = resolve_preprocess(
+            cfg.data.image_size,
+            OmegaConf.to_container(cfg.augment.mean) if cfg.augment.mean is not None else None,
+            OmegaConf.to_container(cfg.augment.std) if cfg.augment.std is not None else None,
+            model_mean_std,
+            ctx.dataset_mean_std,
+        )
+    return ctx.preprocess
+
+
+def model_spec(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg.model, resolve=True)

@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny image folders made in tmp_path and the real config, composed and shrunk."""
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from pipeline.schema import register  # noqa: E402
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+PATTERNS = ("stripes_h", "stripes_v", "checker")
+
+
+def pattern_image(kind: str, size: int, rng: np.random.Generator) -> Image.Image:
+    """A noisy, randomly shifted stripe or checker pattern: easy to learn, never identical twice."""
+    yy, xx = np.mgrid[0:size, 0:size] + rng.integers(0, 4, size=2)[:, None, None]
+    grid = {"stripes_h": (yy // 3) % 2, "stripes_v": (xx // 3) % 2, "checker": ((yy // 3) + (xx // 3)) % 2}[kind]
+    pixels = grid * 200 + rng.normal(0, 20, (size, size)) + 25
+    colour = rng.uniform(0.6, 1.0, 3)
+    return Image.fromarray(np.clip(pixels[..., None] * colour, 0, 255).astype(np.uint8))
+
+
+def make_image_folder(root: Path, per_class: int = 12, size: int = 24, splits: tuple[str, ...] = (), seed=0):
+    """root/<class>/*.png, or root/<split>/<class>/*.png when splits are given."""
+    rng = np.random.default_rng(seed)
+    for split in splits or ("",):
+        for kind in PATTERNS:
+            folder = root / split / kind
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                pattern_image(kind, size, rng).save(folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    return make_image_folder(tmp_path / "images")
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_tracking(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path):
+    """Compose conf/config.yaml as the CLI would, pointed at tmp_path and shrunk for CPU tests."""
+    register()
+
+    def _make(*overrides: str, root: Path | None = None):
+        base = [
+            f"output_dir={tmp_path / 'out'}",
+            f"tracking.dir={tmp_path / 'mlruns'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "trainer=cpu",
+            "trainer.enable_progress_bar=false",
+        ]
+        if root is not None:
+            base.append(f"data.root={root}")
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return compose(config_name="config", overrides=[*base, *overrides])
+
+    return _make

@@ -1,0 +1,78 @@
+from collections import Counter
+
+import pytest
+from conftest import make_image_folder
+
+from pipeline.data.sources import build_index, digits_folder, resolve_root, scan_folder
+from pipeline.errors import PipelineError
+
+
+def test_flat_folder_gets_a_seeded_stratified_split(image_folder):
+    index = build_index(image_folder, val_fraction=0.25, test_fraction=0.25, seed=3)
+    assert index.class_names == ["checker", "stripes_h", "stripes_v"]
+    counts = index.counts()
+    assert all(n == 6 for n in counts["train"].values())
+    assert all(n == 3 for n in counts["val"].values()) and all(n == 3 for n in counts["test"].values())
+    again = build_index(image_folder, val_fraction=0.25, test_fraction=0.25, seed=3)
+    assert again.records == index.records  # reruns see the same split
+
+
+def test_split_folders_are_read_with_aliases(tmp_path):
+    root = make_image_folder(tmp_path / "d", per_class=4, splits=("train", "valid", "test"))
+    index = build_index(root, val_fraction=0.2, test_fraction=0.0, seed=0)
+    assert Counter(r.split for r in index.records) == {"train": 12, "val": 12, "test": 12}
+
+
+def test_train_only_split_folder_carves_val_out_of_train(tmp_path):
+    root = make_image_folder(tmp_path / "d", per_class=10, splits=("train",))
+    index = build_index(root, val_fraction=0.2, test_fraction=0.0, seed=0)
+    assert Counter(r.split for r in index.records) == {"train": 24, "val": 6}
+
+
+def test_non_image_files_are_not_indexed(image_folder):
+    (image_folder / "checker" / "notes.txt").write_text("not an image")
+    _, items = scan_folder(image_folder)
+    assert len(items) == 36 and all(p.suffix == ".png" for p, _, _ in items)
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda root: None, "data folder not found"),
+        (lambda root: root.mkdir(), "no images found"),
+        (lambda root: make_image_folder(root, per_class=3) and None, None),
+    ],
+)
+def test_bad_folders_fail_with_a_clear_message(tmp_path, setup, message):
+    root = tmp_path / "data"
+    setup(root)
+    if message is None:  # the well-formed control case
+        assert len(build_index(root, 0.34, 0.0, 0).records) == 9
+        return
+    with pytest.raises(PipelineError, match=message):
+        build_index(root, 0.2, 0.0, 0)
+
+
+def test_single_class_folder_is_rejected(tmp_path):
+    root = make_image_folder(tmp_path / "d", per_class=3)
+    for extra in ("stripes_h", "stripes_v"):
+        for f in (root / extra).iterdir():
+            f.unlink()
+        (root / extra).rmdir()
+    with pytest.raises(PipelineError, match="single class"):
+        build_index(root, 0.2, 0.0, 0)
+
+
+def test_bad_fractions_are_rejected(image_folder):
+    with pytest.raises(PipelineError, match="fractions"):
+        build_index(image_folder, val_fraction=0.7, test_fraction=0.4, seed=0)
+
+
+def test_digits_are_written_once_as_a_png_folder(tmp_path):
+    root = resolve_root(None, str(tmp_path))
+    assert root == tmp_path / "digits"
+    files = sorted(root.rglob("*.png"))
+    assert len(files) == 1797 and len({f.parent.name for f in files}) == 10
+    mtime = files[0].stat().st_mtime_ns
+    assert digits_folder(tmp_path) == root and files[0].stat().st_mtime_ns == mtime
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".digits-")]  # no staging left

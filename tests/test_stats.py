@@ -1,0 +1,28 @@
+import numpy as np
+from PIL import Image
+
+from pipeline.data.sources import build_index
+from pipeline.data.stats import channel_mean_std, dataset_stats
+
+
+def test_channel_mean_std_on_known_pixels(tmp_path):
+    for name, value in (("a", 0), ("b", 255)):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.fromarray(np.full((4, 4, 3), value, dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+    index = build_index(tmp_path, 0.5, 0.0, 0)
+    mean, std = channel_mean_std(index.records)
+    assert np.allclose(mean, 0.5) and np.allclose(std, 0.5)
+
+
+def test_dataset_stats_counts_sizes_and_imbalance(tmp_path):
+    sizes = {"big": [(10, 20)] * 6, "small": [(30, 40)] * 2}
+    for name, shapes in sizes.items():
+        (tmp_path / name).mkdir()
+        for i, (w, h) in enumerate(shapes):
+            Image.new("RGB", (w, h)).save(tmp_path / name / f"{i}.png")
+    stats = dataset_stats(build_index(tmp_path, 0.5, 0.0, 0))
+    assert stats["num_images"] == 8 and stats["num_classes"] == 2
+    assert stats["imbalance_ratio"] == 3.0
+    assert stats["width"] == {"min": 10, "median": 10.0, "max": 30}
+    assert sum(stats["split_sizes"].values()) == 8

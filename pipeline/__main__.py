@@ -18,38 +18,57 @@ from pipeline.schema import register  # noqa: E402
 register()
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def _hydra_main(cfg: DictConfig) -> float | None:
-    from pipeline.runner import run
-
-    return run(cfg)
+NOISE_PREFIXES = ("full_key:", "reference_type=", "object_type=", "To append to your config")
 
 
-def one_line(err: BaseException) -> str:
-    """Fold an exception (and a config error's cause) into one readable line."""
-    parts = []
+def one_line(err: BaseException | None) -> str:
+    """Fold an exception and its causes into one line, without OmegaConf's key/type detail lines."""
+    parts: list[str] = []
     while err is not None and len(parts) < 3:
-        text = " ".join(line.strip() for line in str(err).strip().splitlines() if line.strip())
+        lines = [line.strip() for line in str(err).strip().splitlines()]
+        text = " ".join(line for line in lines if line and not line.startswith(NOISE_PREFIXES))
+        key = getattr(err, "full_key", None)
+        if key and key not in " ".join([*parts, text]):
+            text = f"{text} ({key})"
         if text and text not in parts:
-            parts.append(text)
+            parts.append(text.rstrip("."))
         err = err.__cause__
     return ": ".join(parts) or "unknown error"
 
 
-def main() -> None:
+def exit_on_known_error(err: BaseException) -> None:
+    """Print one line and exit 2 for bad input; anything else is a bug and keeps its traceback."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from pipeline.errors import PipelineError
 
+    if isinstance(err, PipelineError):
+        print(f"error: {err}", file=sys.stderr)
+    elif isinstance(err, HydraException | OmegaConfBaseException):
+        print(f"config error: {one_line(err)}", file=sys.stderr)
+    else:
+        return
+    sys.exit(2)
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    from pipeline.runner import run
+
+    try:
+        return run(cfg)
+    except Exception as err:  # handled here, inside the job, so Hydra adds no lines of its own
+        exit_on_known_error(err)
+        raise
+
+
+def main() -> None:
     try:
         _hydra_main()
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except (HydraException, OmegaConfBaseException) as err:
-        print(f"config error: {one_line(err)}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as err:  # config composition errors arrive here, before any job starts
+        exit_on_known_error(err)
+        raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -23,7 +23,9 @@ class CheckResult:
         return asdict(self)
 
 
-def loss_at_init(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, tolerance: float):
+def loss_at_init(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, tolerance: float
+):
     """Cross-entropy of the untrained model on a batch should be close to ln(num_classes)."""
     expected = math.log(num_classes)
     with torch.no_grad():
@@ -33,8 +35,8 @@ def loss_at_init(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_c
     message = (
         f"loss at init {loss:.3f} is within {tolerance:.0%} of ln({num_classes})={expected:.3f}"
         if passed
-        else f"loss at init {loss:.3f} is far from ln({num_classes})={expected:.3f} (off by {deviation:.0%}): "
-        "check the last layer's init, the input scaling and the labels"
+        else f"loss at init {loss:.3f} is far from ln({num_classes})={expected:.3f} "
+        f"(off by {deviation:.0%}): check the last layer's init, the input scaling and the labels"
     )
     return CheckResult("loss_at_init", passed, loss, f"{expected:.3f} +/- {tolerance:.0%}", message)
 
@@ -47,7 +49,8 @@ def overfit_one_batch(
     model.train()
     loss = float("nan")
     used = 0
-    for used in range(1, steps + 1):
+    while used < steps:
+        used += 1
         optimizer.zero_grad(set_to_none=True)
         batch_loss = F.cross_entropy(model(x), y)
         batch_loss.backward()

@@ -33,7 +33,9 @@ def confusion_matrix(matrix: np.ndarray, class_names: list[str], title: str) -> 
     for i in range(n):
         for j in range(n):
             share = matrix[i, j] / row_sums[i, 0]
-            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", color="white" if share > 0.5 else "black")
+            ax.text(
+                j, i, int(matrix[i, j]), ha="center", va="center", color="white" if share > 0.5 else "black"
+            )
     ax.set_xticks(range(n), class_names, rotation=45 if n > 10 else 0)
     ax.set_yticks(range(n), class_names)
     ax.set_xlabel("predicted")

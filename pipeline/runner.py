@@ -41,6 +41,7 @@ def check_stages(stages: list[str]) -> None:
 def run(cfg: DictConfig) -> float | None:
     """Returns the objective metric (cfg.objective) when a stage produced it, for sweepers."""
     check_stages(list(cfg.stages))
+    config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # fail before any run starts
     quiet_known_noise()
     from pipeline.tracking import Tracker
 
@@ -48,7 +49,6 @@ def run(cfg: DictConfig) -> float | None:
     output_dir.mkdir(parents=True, exist_ok=True)
     tracker = Tracker(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.dir)
     ctx = Context(output_dir=output_dir)
-    config = OmegaConf.to_container(cfg, resolve=True)
     with tracker.pipeline_run(config, OmegaConf.to_yaml(cfg, resolve=True), cfg.tracking.run_name) as run_id:
         print(f"[pipeline] MLflow run {run_id} at {tracker.uri}; outputs in {output_dir}")
         for name in cfg.stages:

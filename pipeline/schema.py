@@ -15,7 +15,7 @@ from omegaconf import MISSING
 @dataclass
 class DataConfig:
     name: str = MISSING
-    root: str | None = None  # an image folder; null means the built-in digits
+    root: str | None = MISSING  # an image folder; null means the built-in digits
     cache_dir: str = ".cache/data"  # where the built-in digits are written as PNG files
     image_size: int = MISSING
     val_fraction: float = 0.2

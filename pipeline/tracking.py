@@ -91,7 +91,9 @@ class Tracker:
 
     @contextmanager
     def stage_run(self, stage: str) -> Iterator[str]:
-        with mlflow.start_run(run_name=stage, nested=True, tags={"stage": stage}) as run:
+        with mlflow.start_run(
+            experiment_id=self.experiment_id, run_name=stage, nested=True, tags={"stage": stage}
+        ) as run:
             yield run.info.run_id
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -116,4 +118,3 @@ class Tracker:
 
     def log_text(self, text: str, name: str) -> None:
         mlflow.log_text(text, name)
-

@@ -20,7 +20,9 @@ PATTERNS = ("stripes_h", "stripes_v", "checker")
 def pattern_image(kind: str, size: int, rng: np.random.Generator) -> Image.Image:
     """A noisy, randomly shifted stripe or checker pattern: easy to learn, never identical twice."""
     yy, xx = np.mgrid[0:size, 0:size] + rng.integers(0, 4, size=2)[:, None, None]
-    grid = {"stripes_h": (yy // 3) % 2, "stripes_v": (xx // 3) % 2, "checker": ((yy // 3) + (xx // 3)) % 2}[kind]
+    grid = {"stripes_h": (yy // 3) % 2, "stripes_v": (xx // 3) % 2, "checker": ((yy // 3) + (xx // 3)) % 2}[
+        kind
+    ]
     pixels = grid * 200 + rng.normal(0, 20, (size, size)) + 25
     colour = rng.uniform(0.6, 1.0, 3)
     return Image.fromarray(np.clip(pixels[..., None] * colour, 0, 255).astype(np.uint8))

@@ -45,7 +45,9 @@ def test_train_transform_applies_configured_ops():
     pre = Preprocess(4, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     image = np.zeros((4, 4, 3), dtype=np.uint8)
     image[:, 0] = 255  # bright left column
-    flipped = train_transform(pre, [{"_target_": "albumentations.HorizontalFlip", "p": 1.0}])(image=image)["image"]
+    flipped = train_transform(pre, [{"_target_": "albumentations.HorizontalFlip", "p": 1.0}])(image=image)[
+        "image"
+    ]
     assert flipped[0, :, -1].min() == 1.0 and flipped[0, :, 0].max() == 0.0
 
 

@@ -25,7 +25,9 @@ class ImageDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.train_set = ImageDataset(index.split("train"), train_transform(preprocess, augmentations))
         evaluate = eval_transform(preprocess)
-        self.eval_sets = {s: ImageDataset(index.split(s), evaluate) for s in ("val", "test") if index.split(s)}
+        self.eval_sets = {
+            s: ImageDataset(index.split(s), evaluate) for s in ("val", "test") if index.split(s)
+        }
 
     def _loader(self, dataset: ImageDataset, shuffle: bool) -> DataLoader:
         return DataLoader(

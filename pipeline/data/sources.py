@@ -108,7 +108,9 @@ def scan_folder(root: Path) -> tuple[list[str], list[tuple[Path, str, str | None
         raise PipelineError(f"no images found in {root} (expected {root}/<class>/<image> files)")
     class_names = sorted({name for _, name, _ in items})
     if len(class_names) < 2:
-        raise PipelineError(f"{root} holds a single class ({class_names[0]}); classification needs two or more")
+        raise PipelineError(
+            f"{root} holds a single class ({class_names[0]}); classification needs two or more"
+        )
     return class_names, items
 
 
@@ -133,9 +135,7 @@ def _stratified_split(labels: list[int], val_fraction: float, test_fraction: flo
     return splits
 
 
-def build_index(
-    root: Path, val_fraction: float, test_fraction: float, seed: int
-) -> DatasetIndex:
+def build_index(root: Path, val_fraction: float, test_fraction: float, seed: int) -> DatasetIndex:
     """Scan root and assign splits: folder splits when present, else a seeded stratified split."""
     if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise PipelineError(
@@ -155,7 +155,8 @@ def build_index(
             for i, s in zip(train_idx, carved, strict=True):
                 splits[i] = s
     records = [
-        Record(str(path), label, split) for (path, _, _), label, split in zip(items, labels, splits, strict=True)
+        Record(str(path), label, split)
+        for (path, _, _), label, split in zip(items, labels, splits, strict=True)
     ]
     index = DatasetIndex(str(root), class_names, records)
     missing = [name for name, n in index.counts().get("train", {}).items() if n == 0]

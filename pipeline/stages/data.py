@@ -32,7 +32,9 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     index.to_csv(index_csv)
     (ctx.output_dir / "stats.json").write_text(json.dumps(stats, indent=2))
 
-    tracker.log_params({"data.source": "digits" if cfg.data.root is None else "folder", "data.root": index.root})
+    tracker.log_params(
+        {"data.source": "digits" if cfg.data.root is None else "folder", "data.root": index.root}
+    )
     metrics = {
         "data/num_images": stats["num_images"],
         "data/num_classes": stats["num_classes"],
@@ -40,7 +42,9 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         **{f"data/{split}_images": n for split, n in stats["split_sizes"].items()},
     }
     tracker.log_metrics(metrics, headline=True)
-    tracker.log_metrics({"data/width_median": stats["width"]["median"], "data/height_median": stats["height"]["median"]})
+    tracker.log_metrics(
+        {"data/width_median": stats["width"]["median"], "data/height_median": stats["height"]["median"]}
+    )
     tracker.log_artifact(ctx.output_dir / "stats.json")
     tracker.log_artifact(index_csv)
     fig = plots.class_distribution(stats["counts"])

@@ -20,7 +20,9 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         raise PipelineError("export needs a checkpoint: run the train stage first or pass ckpt_path=<file>")
     classifier = load_classifier(ckpt)
     preprocess = Preprocess.from_dict(classifier.hparams.preprocess)
-    onnx_path = export_onnx(classifier.model, ctx.output_dir / "model.onnx", preprocess.image_size, cfg.export.opset)
+    onnx_path = export_onnx(
+        classifier.model, ctx.output_dir / "model.onnx", preprocess.image_size, cfg.export.opset
+    )
     ctx.onnx_path = onnx_path
 
     index = ensure_index(cfg, ctx)

@@ -22,8 +22,12 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     L.seed_everything(cfg.seed, verbose=False)
     index = ensure_index(cfg, ctx)
     spec = model_spec(cfg)
-    model = create_model(spec["name"], len(index.class_names), spec["pretrained"], spec["drop_rate"], spec["kwargs"])
-    preprocess = ensure_preprocess(cfg, ctx, pretrained_mean_std(spec["name"]) if spec["pretrained"] else None)
+    model = create_model(
+        spec["name"], len(index.class_names), spec["pretrained"], spec["drop_rate"], spec["kwargs"]
+    )
+    preprocess = ensure_preprocess(
+        cfg, ctx, pretrained_mean_std(spec["name"]) if spec["pretrained"] else None
+    )
     datamodule = ImageDataModule(index, preprocess, list(cfg.augment.train), cfg.data.batch_size, 0)
     x, y = _one_batch(datamodule, cfg.sanity.overfit_batch_size)
 

@@ -21,7 +21,9 @@ class EpochMetricsToTracker(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        metrics = {k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
+        metrics = {
+            k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))
+        }
         self.tracker.log_metrics(metrics, step=trainer.current_epoch)
 
 
@@ -29,7 +31,9 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     L.seed_everything(cfg.seed, verbose=False)
     index = ensure_index(cfg, ctx)
     spec = model_spec(cfg)
-    preprocess = ensure_preprocess(cfg, ctx, pretrained_mean_std(spec["name"]) if spec["pretrained"] else None)
+    preprocess = ensure_preprocess(
+        cfg, ctx, pretrained_mean_std(spec["name"]) if spec["pretrained"] else None
+    )
     datamodule = ImageDataModule(
         index, preprocess, list(cfg.augment.train), cfg.data.batch_size, cfg.data.num_workers
     )
@@ -44,8 +48,12 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     )
     ckpt_dir = ctx.output_dir / "checkpoints"
     best = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max",
-        save_weights_only=True, auto_insert_metric_name=False,
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor="val/acc",
+        mode="max",
+        save_weights_only=True,
+        auto_insert_metric_name=False,
     )
     last = ModelCheckpoint(dirpath=ckpt_dir, filename="last")
     t = cfg.trainer
@@ -65,12 +73,14 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         default_root_dir=ctx.output_dir,
         enable_model_summary=False,
     )
-    tracker.log_params({
-        "train.num_parameters": sum(p.numel() for p in classifier.parameters()),
-        "train.accelerator": type(trainer.accelerator).__name__,
-        "train.devices": trainer.num_devices,
-        "train.preprocess": preprocess.to_dict(),
-    })
+    tracker.log_params(
+        {
+            "train.num_parameters": sum(p.numel() for p in classifier.parameters()),
+            "train.accelerator": type(trainer.accelerator).__name__,
+            "train.devices": trainer.num_devices,
+            "train.preprocess": preprocess.to_dict(),
+        }
+    )
     trainer.fit(classifier, datamodule=datamodule)
 
     ctx.ckpt_path = ckpt_dir / "best.ckpt"

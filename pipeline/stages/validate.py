@@ -41,7 +41,9 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
 
     for split in datamodule.eval_sets:
         logits, targets = predict(classifier, datamodule.eval_dataloader(split))
-        metrics = {f"{split}/{k}": v for k, v in classification_metrics(logits, targets, len(class_names)).items()}
+        metrics = {
+            f"{split}/{k}": v for k, v in classification_metrics(logits, targets, len(class_names)).items()
+        }
         tracker.log_metrics(metrics, headline=True)
         ctx.metrics.update(metrics)
         print(f"[validate] {split}: " + ", ".join(f"{k.split('/')[1]}={v:.4f}" for k, v in metrics.items()))

@@ -1,0 +1,83 @@
+"""All five stages on a tiny folder, then the MLflow store read back: what a user would see in the UI."""
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline.errors import PipelineError
+from pipeline.runner import run
+
+STAGES = ["data", "sanity", "train", "validate", "export"]
+TINY = ["data.image_size=32", "data.batch_size=8", "trainer.max_epochs=2", "sanity.overfit_target_loss=0.5"]
+
+
+def runs_by_parent(client: MlflowClient, experiment_id: str) -> dict[str, list]:
+    runs = client.search_runs([experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return {
+        p.info.run_id: [r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id]
+        for p in parents
+    }
+
+
+def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    out = set()
+    for item in client.list_artifacts(run_id, path):
+        out |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return out
+
+
+@pytest.mark.slow
+def test_pipeline_runs_five_stages_and_records_them(make_cfg, image_folder, tmp_path):
+    cfg = make_cfg(*TINY, root=image_folder)
+    objective = run(cfg)
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("image-classification")
+    families = runs_by_parent(client, experiment.experiment_id)
+    assert len(families) == 1
+    parent_id, children = next(iter(families.items()))
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED"
+    assert sorted(c.info.run_name for c in children) == sorted(STAGES)
+    assert {c.info.status for c in children} == {"FINISHED"}
+
+    metrics = parent.data.metrics
+    assert objective == pytest.approx(metrics["val/acc"])
+    assert metrics["data/num_images"] == 36 and metrics["data/num_classes"] == 3
+    assert metrics["sanity/passed"] == 1.0
+    assert 0.0 <= metrics["val/acc"] <= 1.0 and "val/f1_macro" in metrics and "val/auc_macro" in metrics
+    assert metrics["export/parity_max_abs_diff"] <= 1e-4 and metrics["export/parity_top1_agreement"] == 1.0
+    assert parent.data.params["model.name"] == "resnet18" and parent.data.params["trainer.max_epochs"] == "2"
+    assert "command" in parent.data.tags
+    assert "config.yaml" in artifact_paths(client, parent_id)
+
+    by_stage = {c.info.run_name: c for c in children}
+    expected = {
+        "data": {"stats.json", "index.csv", "plots/class_distribution.png"},
+        "sanity": {"sanity_verdict.json"},
+        "train": {"checkpoints/best.ckpt"},
+        "validate": {"plots/confusion_matrix_val.png"},
+        "export": {"model.onnx"},
+    }
+    for stage, files in expected.items():
+        assert files <= artifact_paths(client, by_stage[stage].info.run_id), stage
+    train_history = client.get_metric_history(by_stage["train"].info.run_id, "train/loss")
+    assert [m.step for m in train_history] == [0, 1]
+
+    # The validate stage alone, on the checkpoint just written, reproduces the same numbers.
+    ckpt = tmp_path / "out" / "checkpoints" / "best.ckpt"
+    again = run(make_cfg(*TINY, "stages=[validate]", f"ckpt_path={ckpt}", root=image_folder))
+    assert again == pytest.approx(metrics["val/acc"])
+
+
+def test_missing_data_folder_fails_the_runs_it_started(make_cfg, tmp_path):
+    with pytest.raises(PipelineError, match="data folder not found"):
+        run(make_cfg(root=tmp_path / "nowhere"))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("image-classification").experiment_id])
+    assert sorted((r.info.run_name is not None, r.info.status) for r in runs) == [(True, "FAILED")] * 2
+
+
+def test_validate_alone_without_checkpoint_says_what_is_missing(make_cfg, image_folder):
+    with pytest.raises(PipelineError, match="needs a checkpoint"):
+        run(make_cfg("stages=[validate]", root=image_folder))

@@ -1,0 +1,37 @@
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline.tracking import Tracker, flatten, resolve_tracking_uri
+
+
+def test_flatten_nests_keys_and_stringifies():
+    assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None, "e": {}}) == {
+        "a.b": "1",
+        "a.c": "[1, 2]",
+        "d": "None",
+        "e": "{}",
+    }
+
+
+def test_tracking_uri_precedence(monkeypatch, tmp_path):
+    assert resolve_tracking_uri(None, str(tmp_path)) == f"sqlite:///{tmp_path}/mlflow.db"
+    assert resolve_tracking_uri("http://127.0.0.1:1", str(tmp_path)) == "http://127.0.0.1:1"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+    assert resolve_tracking_uri("http://127.0.0.1:1", str(tmp_path)) == "sqlite:///elsewhere.db"
+
+
+def test_failure_marks_parent_and_stage_failed_and_keeps_headline(tmp_path):
+    tracker = Tracker("exp", None, str(tmp_path))
+    with pytest.raises(RuntimeError):
+        with tracker.pipeline_run({"model": {"name": "m"}}, "model:\n  name: m\n", "r") as parent_id:
+            with tracker.stage_run("data"):
+                tracker.log_metrics({"data/num_images": 5}, headline=True)
+            with tracker.stage_run("train"):
+                raise RuntimeError("boom")
+    client = MlflowClient(tracker.uri)
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FAILED"
+    assert parent.data.params["model.name"] == "m" and parent.data.metrics["data/num_images"] == 5
+    children = client.search_runs([tracker.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert {c.info.run_name: c.info.status for c in children} == {"data": "FINISHED", "train": "FAILED"}
+    assert (tmp_path / "artifacts").is_dir()  # artifacts live beside the SQLite file

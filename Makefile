@@ -30,4 +30,4 @@ ui:  ## MLflow UI over the embedded store, on 127.0.0.1:$(PORT)
 	.venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port $(PORT)
 
 lint:
-	.venv/bin/ruff check pipeline tests scripts
+	.venv/bin/ruff check pipeline tests

@@ -1,6 +1,7 @@
 import numpy as np
 from PIL import Image
 
+from pipeline.data.integrity import inspect_files
 from pipeline.data.sources import build_index
 from pipeline.data.stats import channel_mean_std, dataset_stats
 
@@ -21,8 +22,11 @@ def test_dataset_stats_counts_sizes_and_imbalance(tmp_path):
         (tmp_path / name).mkdir()
         for i, (w, h) in enumerate(shapes):
             Image.new("RGB", (w, h)).save(tmp_path / name / f"{i}.png")
-    stats = dataset_stats(build_index(tmp_path, 0.5, 0.0, 0))
+    index = build_index(tmp_path, 0.5, 0.0, 0)
+    stats = dataset_stats(index, inspect_files([r.path for r in index.records], None, workers=1))
     assert stats["num_images"] == 8 and stats["num_classes"] == 2
     assert stats["imbalance_ratio"] == 3.0
     assert stats["width"] == {"min": 10, "median": 10.0, "max": 30}
     assert sum(stats["split_sizes"].values()) == 8
+    assert stats["modes"] == {"RGB": 8} and stats["formats"] == {"PNG": 8}
+    assert stats["class_shares"] == {"big": 0.75, "small": 0.25}

@@ -5,6 +5,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
+from pipeline.data.balance import check_mode, resample, weighted_sampler
 from pipeline.data.images import ImageDataset
 from pipeline.data.sources import DatasetIndex
 from pipeline.data.transforms import Preprocess, eval_transform, train_transform
@@ -18,28 +19,39 @@ class ImageDataModule(L.LightningDataModule):
         augmentations: list[dict[str, Any]],
         batch_size: int,
         num_workers: int,
+        balance: str = "none",
+        seed: int = 0,
     ):
         super().__init__()
         self.index = index
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.train_set = ImageDataset(index.split("train"), train_transform(preprocess, augmentations))
+        self.balance = check_mode(balance)
+        self.seed = seed
+        train = index.split("train")
+        if balance in ("oversample", "undersample"):
+            train = resample(train, balance, seed)
+        self.train_set = ImageDataset(train, train_transform(preprocess, augmentations))
         evaluate = eval_transform(preprocess)
         self.eval_sets = {
             s: ImageDataset(index.split(s), evaluate) for s in ("val", "test") if index.split(s)
         }
 
-    def _loader(self, dataset: ImageDataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: ImageDataset, shuffle: bool, sampler=None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        sampler = None
+        if self.balance == "weighted_sampler":
+            sampler = weighted_sampler([r.label for r in self.train_set.records], self.seed)
+        return self._loader(self.train_set, shuffle=True, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.eval_sets["val"], shuffle=False)

@@ -1,23 +1,14 @@
-"""Dataset statistics: counts per split and class, image sizes, imbalance, channel mean and std."""
+"""Dataset statistics: counts per split and class, sizes, modes, formats, imbalance, channel mean/std."""
 
 import statistics
 from collections import Counter
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from pipeline.data.images import load_rgb
+from pipeline.data.integrity import FileInfo
 from pipeline.data.sources import DatasetIndex, Record
-
-
-def image_sizes(records: list[Record]) -> list[tuple[int, int]]:
-    """(width, height) of each image, read from the file header without decoding pixels."""
-    sizes = []
-    for r in records:
-        with Image.open(r.path) as img:
-            sizes.append(img.size)
-    return sizes
 
 
 def channel_mean_std(records: list[Record], max_images: int = 5000, seed: int = 0) -> tuple[tuple, tuple]:
@@ -37,12 +28,15 @@ def channel_mean_std(records: list[Record], max_images: int = 5000, seed: int = 
     return tuple(mean.round(6).tolist()), tuple(std.round(6).tolist())
 
 
-def dataset_stats(index: DatasetIndex) -> dict[str, Any]:
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def dataset_stats(index: DatasetIndex, infos: list[FileInfo]) -> dict[str, Any]:
+    """Figures over the index's images; `infos` are their decoded FileInfo, in index order."""
     counts = index.counts()
     per_class = Counter(r.label for r in index.records)
     largest, smallest = max(per_class.values()), min(per_class.values())
-    sizes = image_sizes(index.records)
-    widths, heights = [w for w, _ in sizes], [h for _, h in sizes]
     return {
         "num_images": len(index.records),
         "num_classes": len(index.class_names),
@@ -50,6 +44,10 @@ def dataset_stats(index: DatasetIndex) -> dict[str, Any]:
         "counts": counts,
         "split_sizes": {split: sum(c.values()) for split, c in counts.items()},
         "imbalance_ratio": largest / smallest,
-        "width": {"min": min(widths), "median": statistics.median(widths), "max": max(widths)},
-        "height": {"min": min(heights), "median": statistics.median(heights), "max": max(heights)},
+        "class_shares": {index.class_names[k]: n / len(index.records) for k, n in sorted(per_class.items())},
+        "width": _spread([i.width for i in infos]),
+        "height": _spread([i.height for i in infos]),
+        "bytes": _spread([i.bytes for i in infos]),
+        "modes": dict(Counter(i.mode for i in infos)),
+        "formats": dict(Counter(i.format for i in infos)),
     }

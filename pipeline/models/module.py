@@ -55,6 +55,7 @@ class Classifier(L.LightningModule):
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         label_smoothing: float = 0.0,
+        class_weights: list[float] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -65,6 +66,8 @@ class Classifier(L.LightningModule):
             drop_rate=model.get("drop_rate", 0.0),
             kwargs=model.get("kwargs"),
         )
+        weights = torch.tensor(class_weights, dtype=torch.float) if class_weights else None
+        self.register_buffer("class_weights", weights, persistent=False)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
 
@@ -74,7 +77,9 @@ class Classifier(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        loss = F.cross_entropy(
+            logits, y, weight=self.class_weights, label_smoothing=self.hparams.label_smoothing
+        )
         self.train_acc(logits, y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)

@@ -1,11 +1,14 @@
 """Data stage: build the index (split once, seeded), measure the dataset, log the figures."""
 
 import json
+from dataclasses import asdict
+from pathlib import Path
 
 from omegaconf import DictConfig
 
 from pipeline import plots
 from pipeline.context import Context
+from pipeline.data.integrity import apply_policies, find_problems, inspect_files
 from pipeline.data.stats import channel_mean_std, dataset_stats
 from pipeline.stages._shared import ensure_index
 from pipeline.tracking import Tracker
@@ -19,9 +22,29 @@ def _table(stats: dict) -> str:
     return "\n".join(lines)
 
 
-def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
+def _check_integrity(cfg: DictConfig, ctx: Context, tracker: Tracker):
+    """Decode and hash every file, apply the corrupt and leakage policies, log the findings."""
     index = ensure_index(cfg, ctx)
-    stats = dataset_stats(index)
+    paths = [r.path for r in index.records]
+    infos = inspect_files(paths, Path(cfg.data.cache_dir) / "inspection.json", cfg.data.inspect_workers)
+    findings = find_problems(index.records, infos, index.class_names, cfg.data.near_duplicate_distance)
+    summary = findings.summary()
+    print("[data] integrity: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items()))
+    for pair in findings.leakage[:5]:
+        print(
+            f"[data] leakage ({pair['kind']}): "
+            f"{pair['a']} [{pair['a_split']}] ~ {pair['b']} [{pair['b_split']}]"
+        )
+    tracker.log_dict(asdict(findings), "integrity.json")
+    tracker.log_metrics({f"data/{k}": v for k, v in summary.items()}, headline=True)
+    ctx.index = apply_policies(index, findings, cfg.data.on_corrupt, cfg.data.on_leakage)
+    kept = {r.path for r in ctx.index.records}
+    return ctx.index, [i for i in infos if i.path in kept]
+
+
+def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
+    index, infos = _check_integrity(cfg, ctx, tracker)
+    stats = dataset_stats(index, infos)
     mean, std = channel_mean_std(index.split("train"), seed=cfg.seed)
     ctx.dataset_mean_std = (mean, std)
     stats["train_channel_mean"], stats["train_channel_std"] = list(mean), list(std)

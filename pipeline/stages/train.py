@@ -5,6 +5,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.context import Context
+from pipeline.data.balance import class_weights
 from pipeline.data.datamodule import ImageDataModule
 from pipeline.models.factory import pretrained_mean_std
 from pipeline.models.module import Classifier
@@ -34,9 +35,17 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     preprocess = ensure_preprocess(
         cfg, ctx, pretrained_mean_std(spec["name"]) if spec["pretrained"] else None
     )
+    balance = cfg.data.balance
     datamodule = ImageDataModule(
-        index, preprocess, list(cfg.augment.train), cfg.data.batch_size, cfg.data.num_workers
+        index,
+        preprocess,
+        list(cfg.augment.train),
+        cfg.data.batch_size,
+        cfg.data.num_workers,
+        balance,
+        cfg.seed,
     )
+    train_labels = [r.label for r in index.split("train")]
     classifier = Classifier(
         model=spec,
         num_classes=len(index.class_names),
@@ -45,6 +54,9 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         optimizer=OmegaConf.to_container(cfg.optimizer),
         scheduler=OmegaConf.to_container(cfg.scheduler),
         label_smoothing=cfg.trainer.label_smoothing,
+        class_weights=class_weights(train_labels, len(index.class_names))
+        if balance == "class_weights"
+        else None,
     )
     ckpt_dir = ctx.output_dir / "checkpoints"
     best = ModelCheckpoint(
@@ -79,6 +91,8 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
             "train.accelerator": type(trainer.accelerator).__name__,
             "train.devices": trainer.num_devices,
             "train.preprocess": preprocess.to_dict(),
+            "train.balance": balance,
+            "train.images_per_epoch": len(datamodule.train_set),
         }
     )
     trainer.fit(classifier, datamodule=datamodule)

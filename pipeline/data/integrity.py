@@ -1,0 +1,222 @@
+"""Integrity checks: decode every file, hash it, and find corrupt files, duplicates, leakage and conflicts.
+
+Files are decoded (not judged by suffix) in worker processes; results are cached by (path, size, mtime),
+so a rerun over an unchanged folder only stats the files. Perceptual hashes come from `imagehash`.
+"""
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.sources import DatasetIndex, Record
+from pipeline.errors import PipelineError
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: str
+    ok: bool
+    error: str = ""
+    width: int = 0
+    height: int = 0
+    mode: str = ""
+    format: str = ""
+    bytes: int = 0
+    sha256: str = ""
+    phash: str = ""  # 64-bit perceptual hash, hex
+
+
+def inspect_file(path: str) -> FileInfo:
+    """Fully decode one file; a truncated, empty or non-image file comes back with ok=False."""
+    import imagehash
+    from PIL import Image
+
+    data = Path(path).read_bytes()
+    if not data:
+        return FileInfo(path, False, "zero-byte file")
+    try:
+        with Image.open(path) as img:
+            img.load()  # decodes every pixel: truncated files fail here, not at open
+            info = FileInfo(
+                path,
+                True,
+                width=img.width,
+                height=img.height,
+                mode=img.mode,
+                format=img.format or "",
+                bytes=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+                phash=str(imagehash.phash(img)),
+            )
+    except Exception as err:  # PIL raises many types for bad files; all mean "unreadable"
+        return FileInfo(path, False, f"{type(err).__name__}: {err}", bytes=len(data))
+    return info
+
+
+class InspectionCache:
+    """JSON cache of FileInfo keyed by absolute path, valid while size and mtime are unchanged."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, dict] = {}
+        if path.is_file():
+            try:
+                stored = json.loads(path.read_text())
+                if stored.get("version") == CACHE_VERSION:
+                    self.entries = stored["entries"]
+            except (OSError, ValueError, KeyError):
+                self.entries = {}  # a damaged cache is rebuilt, never trusted
+
+    @staticmethod
+    def _stamp(path: str) -> list[int]:
+        st = os.stat(path)
+        return [st.st_size, st.st_mtime_ns]
+
+    def get(self, path: str) -> FileInfo | None:
+        entry = self.entries.get(os.path.abspath(path))
+        if entry is None or entry["stamp"] != self._stamp(path):
+            return None
+        return FileInfo(**{**entry["info"], "path": path})
+
+    def put(self, info: FileInfo) -> None:
+        self.entries[os.path.abspath(info.path)] = {"stamp": self._stamp(info.path), "info": asdict(info)}
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": self.entries}))
+        os.replace(tmp, self.path)  # atomic: readers never see half a cache
+
+
+def inspect_files(paths: list[str], cache_path: Path | None, workers: int) -> list[FileInfo]:
+    """FileInfo for every path, in order; uncached files are decoded in `workers` processes."""
+    cache = InspectionCache(cache_path) if cache_path else None
+    infos: dict[str, FileInfo] = {}
+    todo = []
+    for p in paths:
+        hit = cache.get(p) if cache else None
+        if hit is None:
+            todo.append(p)
+        else:
+            infos[p] = hit
+    if todo:
+        if workers > 1 and len(todo) > 64:
+            with ProcessPoolExecutor(workers) as pool:
+                fresh = list(pool.map(inspect_file, todo, chunksize=64))
+        else:
+            fresh = [inspect_file(p) for p in todo]
+        for info in fresh:
+            infos[info.path] = info
+            if cache:
+                cache.put(info)
+        if cache:
+            cache.save()
+    return [infos[p] for p in paths]
+
+
+def _phash_bits(hex_hashes: list[str]) -> np.ndarray:
+    return np.array([int(h, 16) for h in hex_hashes], dtype=np.uint64)
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    return np.unpackbits(x.view(np.uint8).reshape(*x.shape, 8), axis=-1).sum(-1)
+
+
+def near_duplicate_pairs(
+    hex_hashes: list[str], max_distance: int, block: int = 1024
+) -> list[tuple[int, int, int]]:
+    """(i, j, hamming distance) for i < j whose perceptual hashes differ in at most max_distance bits."""
+    bits = _phash_bits(hex_hashes)
+    pairs = []
+    for start in range(0, len(bits), block):
+        rows = bits[start : start + block]
+        dist = _popcount(rows[:, None] ^ bits[None, :])
+        for a, j in zip(*np.nonzero(dist <= max_distance), strict=True):
+            i = start + a
+            if i < j:
+                pairs.append((int(i), int(j), int(dist[a, j])))
+    return pairs
+
+
+@dataclass
+class Findings:
+    corrupt: list[dict]
+    exact_duplicates: list[dict]  # pairs with the same bytes
+    near_duplicates: list[dict]  # pairs within the perceptual distance (exact pairs excluded)
+    leakage: list[dict]  # exact or near pairs that sit in different splits
+    label_conflicts: list[dict]  # exact or near pairs under different labels
+
+    def summary(self) -> dict[str, int]:
+        return {k: len(v) for k, v in asdict(self).items()}
+
+
+def find_problems(
+    records: list[Record], infos: list[FileInfo], class_names: list[str], max_distance: int
+) -> Findings:
+    corrupt = [{"path": i.path, "error": i.error} for i in infos if not i.ok]
+    good = [(r, i) for r, i in zip(records, infos, strict=True) if i.ok]
+    by_sha: dict[str, list[int]] = {}
+    for k, (_, info) in enumerate(good):
+        by_sha.setdefault(info.sha256, []).append(k)
+    exact = {(a, b) for group in by_sha.values() for n, a in enumerate(group) for b in group[n + 1 :]}
+    near = {(a, b): d for a, b, d in near_duplicate_pairs([i.phash for _, i in good], max_distance)}
+
+    def describe(a: int, b: int, kind: str, distance: int) -> dict:
+        (ra, _), (rb, _) = good[a], good[b]
+        return {
+            "kind": kind,
+            "distance": distance,
+            "a": ra.path,
+            "a_split": ra.split,
+            "a_label": class_names[ra.label],
+            "b": rb.path,
+            "b_split": rb.split,
+            "b_label": class_names[rb.label],
+        }
+
+    pairs = [describe(a, b, "exact", 0) for a, b in sorted(exact)]
+    pairs += [describe(a, b, "near", d) for (a, b), d in sorted(near.items()) if (a, b) not in exact]
+    return Findings(
+        corrupt=corrupt,
+        exact_duplicates=[p for p in pairs if p["kind"] == "exact"],
+        near_duplicates=[p for p in pairs if p["kind"] == "near"],
+        leakage=[p for p in pairs if p["a_split"] != p["b_split"]],
+        label_conflicts=[p for p in pairs if p["a_label"] != p["b_label"]],
+    )
+
+
+CORRUPT_POLICIES = ("skip", "fail")
+LEAKAGE_POLICIES = ("warn", "fail", "drop")
+
+
+def apply_policies(index: DatasetIndex, findings: Findings, on_corrupt: str, on_leakage: str) -> DatasetIndex:
+    """Skip or refuse corrupt files; warn about, refuse, or drop the held-out side of leaking pairs."""
+    if on_corrupt not in CORRUPT_POLICIES or on_leakage not in LEAKAGE_POLICIES:
+        raise PipelineError(
+            f"data.on_corrupt must be one of {CORRUPT_POLICIES} and data.on_leakage one of {LEAKAGE_POLICIES}"
+        )
+    if findings.corrupt and on_corrupt == "fail":
+        first = findings.corrupt[0]
+        raise PipelineError(
+            f"{len(findings.corrupt)} unreadable image(s), e.g. {first['path']} ({first['error']}); "
+            "fix them or set data.on_corrupt=skip"
+        )
+    if findings.leakage and on_leakage == "fail":
+        first = findings.leakage[0]
+        raise PipelineError(
+            f"{len(findings.leakage)} duplicate pair(s) across splits, e.g. "
+            f"{first['a']} ({first['a_split']}) and {first['b']} ({first['b_split']}); "
+            "set data.on_leakage=drop to remove the held-out copies"
+        )
+    removed = {c["path"] for c in findings.corrupt}
+    if on_leakage == "drop":
+        for pair in findings.leakage:
+            removed.add(pair["b"] if pair["b_split"] != "train" else pair["a"])
+    return DatasetIndex(index.root, index.class_names, [r for r in index.records if r.path not in removed])

@@ -1,0 +1,92 @@
+import shutil
+
+import numpy as np
+import pytest
+from conftest import make_image_folder
+from PIL import Image
+
+from pipeline.data.integrity import apply_policies, find_problems, inspect_file, inspect_files
+from pipeline.data.sources import build_index
+from pipeline.errors import PipelineError
+
+
+def test_decoding_finds_zero_byte_truncated_and_fake_images(tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(good)
+    jpeg = tmp_path / "photo.jpg"
+    Image.open(good).save(jpeg, quality=95)
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "truncated.jpg").write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 2])
+    (tmp_path / "fake.png").write_text("this is not an image")
+    results = {p.name: inspect_file(str(p)) for p in sorted(tmp_path.iterdir())}
+    assert results["good.png"].ok and results["good.png"].width == 32 and results["good.png"].mode == "RGB"
+    assert results["photo.jpg"].ok and results["photo.jpg"].format == "JPEG"
+    assert results["empty.png"].error == "zero-byte file"
+    assert not results["truncated.jpg"].ok and "truncated" in results["truncated.jpg"].error
+    assert not results["fake.png"].ok
+
+
+def test_inspection_is_cached_by_size_and_mtime(tmp_path, monkeypatch):
+    folder = make_image_folder(tmp_path / "d", per_class=2)
+    paths = sorted(str(p) for p in folder.rglob("*.png"))
+    cache = tmp_path / "cache.json"
+    first = inspect_files(paths, cache, workers=1)
+    calls = []
+    monkeypatch.setattr("pipeline.data.integrity.inspect_file", lambda p: calls.append(p))
+    assert inspect_files(paths, cache, workers=1) == first and calls == []
+    Image.new("RGB", (9, 9)).save(paths[0])  # changed file: decoded again
+    monkeypatch.undo()
+    again = inspect_files(paths, cache, workers=1)
+    assert again[0].width == 9 and again[1:] == first[1:]
+
+
+def test_worker_processes_give_the_same_answers(tmp_path):
+    folder = make_image_folder(tmp_path / "d", per_class=30)
+    paths = sorted(str(p) for p in folder.rglob("*.png"))
+    assert inspect_files(paths, None, workers=2) == inspect_files(paths, None, workers=1)
+
+
+@pytest.fixture
+def leaky_folder(tmp_path):
+    root = make_image_folder(tmp_path / "d", per_class=6, splits=("train", "val"))
+    # exact copy across splits, near copy (re-encoded, slightly brighter) across splits, label conflict
+    shutil.copy(root / "train/checker/000.png", root / "val/checker/copy.png")
+    near = np.asarray(Image.open(root / "train/stripes_h/001.png")).astype(int) + 3
+    Image.fromarray(np.clip(near, 0, 255).astype(np.uint8)).save(root / "val/stripes_h/near.png")
+    shutil.copy(root / "train/stripes_v/002.png", root / "train/checker/mislabeled.png")
+    (root / "train/checker/broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    return root
+
+
+def findings_for(root):
+    index = build_index(root, 0.2, 0.0, 0)
+    infos = inspect_files([r.path for r in index.records], None, workers=1)
+    return index, find_problems(index.records, infos, index.class_names, max_distance=4)
+
+
+def test_duplicates_leakage_and_label_conflicts_are_found(leaky_folder):
+    _, findings = findings_for(leaky_folder)
+    assert [c["path"].endswith("broken.png") for c in findings.corrupt] == [True]
+    exact = {(p["a"].split("d/")[1], p["b"].split("d/")[1]) for p in findings.exact_duplicates}
+    assert exact == {
+        ("train/checker/000.png", "val/checker/copy.png"),
+        ("train/checker/mislabeled.png", "train/stripes_v/002.png"),
+    }
+    assert any(p["b"].endswith("val/stripes_h/near.png") for p in findings.near_duplicates)
+    leak_ends = {p["b"].rsplit("/", 1)[1] for p in findings.leakage}
+    assert {"copy.png", "near.png"} <= leak_ends
+    assert [(p["a_label"], p["b_label"]) for p in findings.label_conflicts] == [("checker", "stripes_v")]
+
+
+def test_policies_skip_fail_and_drop(leaky_folder):
+    index, findings = findings_for(leaky_folder)
+    with pytest.raises(PipelineError, match="unreadable"):
+        apply_policies(index, findings, "fail", "warn")
+    with pytest.raises(PipelineError, match="across splits"):
+        apply_policies(index, findings, "skip", "fail")
+    warned = apply_policies(index, findings, "skip", "warn")
+    assert len(warned.records) == len(index.records) - 1
+    dropped = apply_policies(index, findings, "skip", "drop")
+    gone = {r.path for r in index.records} - {r.path for r in dropped.records}
+    assert {p.rsplit("/", 1)[1] for p in gone} >= {"broken.png", "copy.png", "near.png"}
+    assert all(r.split == "val" or r.path.endswith("broken.png") for r in index.records if r.path in gone)

@@ -24,6 +24,34 @@ def class_distribution(counts: dict[str, dict[str, int]]) -> Figure:
     return fig
 
 
+def image_sizes(widths: list[int], heights: list[int]) -> Figure:
+    """Histograms of image width and height (log-scaled counts, so rare outliers stay visible)."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, values, name in zip(axes, (widths, heights), ("width", "height"), strict=True):
+        ax.hist(values, bins=30, log=True)
+        ax.set_xlabel(f"{name} (px)")
+        ax.set_ylabel("images")
+    fig.suptitle("Image sizes")
+    fig.tight_layout()
+    return fig
+
+
+def sample_grid(images_per_class: dict[str, list[np.ndarray]]) -> Figure:
+    """One row per class, a few example images each."""
+    rows = len(images_per_class)
+    cols = max(len(v) for v in images_per_class.values())
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 1, 1.3 * rows), squeeze=False)
+    for r, (name, images) in enumerate(images_per_class.items()):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(images):
+                ax.imshow(images[c])
+        axes[r, 0].set_title(name, loc="left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def confusion_matrix(matrix: np.ndarray, class_names: list[str], title: str) -> Figure:
     """Counts, with each cell coloured by its share of the true class (row-normalized)."""
     n = len(class_names)

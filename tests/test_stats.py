@@ -12,7 +12,7 @@ def test_channel_mean_std_on_known_pixels(tmp_path):
         for i in range(2):
             Image.fromarray(np.full((4, 4, 3), value, dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
     index = build_index(tmp_path, 0.5, 0.0, 0)
-    mean, std = channel_mean_std(index.records)
+    mean, std = channel_mean_std(inspect_files([r.path for r in index.records], None, workers=1))
     assert np.allclose(mean, 0.5) and np.allclose(std, 0.5)
 
 
@@ -30,3 +30,14 @@ def test_dataset_stats_counts_sizes_and_imbalance(tmp_path):
     assert sum(stats["split_sizes"].values()) == 8
     assert stats["modes"] == {"RGB": 8} and stats["formats"] == {"PNG": 8}
     assert stats["class_shares"] == {"big": 0.75, "small": 0.25}
+    # 30x40 has 6x the median area (10x20): beyond the default factor of 4
+    assert sorted(o["path"].split("/")[-2] for o in stats["size_outliers"]) == ["small", "small"]
+
+
+def test_size_outliers_are_flagged(tmp_path):
+    from pipeline.data.integrity import FileInfo
+    from pipeline.data.stats import size_outliers
+
+    infos = [FileInfo(f"{i}.jpg", True, width=100, height=100) for i in range(9)]
+    infos.append(FileInfo("big.jpg", True, width=3024, height=3024))
+    assert [o["path"] for o in size_outliers(infos, factor=4.0)] == ["big.jpg"]

@@ -16,7 +16,7 @@ import numpy as np
 from pipeline.data.sources import DatasetIndex, Record
 from pipeline.errors import PipelineError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class FileInfo:
     bytes: int = 0
     sha256: str = ""
     phash: str = ""  # 64-bit perceptual hash, hex
+    rgb_mean: tuple[float, ...] = ()  # per-channel mean of the RGB pixels in [0, 1]
+    rgb_sq_mean: tuple[float, ...] = ()  # per-channel mean of their squares (for the std)
 
 
 def inspect_file(path: str) -> FileInfo:
@@ -44,6 +46,7 @@ def inspect_file(path: str) -> FileInfo:
     try:
         with Image.open(path) as img:
             img.load()  # decodes every pixel: truncated files fail here, not at open
+            rgb = np.asarray(img.convert("RGB"), dtype=np.float64).reshape(-1, 3) / 255.0
             info = FileInfo(
                 path,
                 True,
@@ -54,6 +57,8 @@ def inspect_file(path: str) -> FileInfo:
                 bytes=len(data),
                 sha256=hashlib.sha256(data).hexdigest(),
                 phash=str(imagehash.phash(img)),
+                rgb_mean=tuple(rgb.mean(0).round(6).tolist()),
+                rgb_sq_mean=tuple((rgb**2).mean(0).round(6).tolist()),
             )
     except Exception as err:  # PIL raises many types for bad files; all mean "unreadable"
         return FileInfo(path, False, f"{type(err).__name__}: {err}", bytes=len(data))
@@ -83,7 +88,15 @@ class InspectionCache:
         entry = self.entries.get(os.path.abspath(path))
         if entry is None or entry["stamp"] != self._stamp(path):
             return None
-        return FileInfo(**{**entry["info"], "path": path})
+        info = entry["info"]
+        return FileInfo(
+            **{
+                **info,
+                "path": path,
+                "rgb_mean": tuple(info["rgb_mean"]),
+                "rgb_sq_mean": tuple(info["rgb_sq_mean"]),
+            }
+        )
 
     def put(self, info: FileInfo) -> None:
         self.entries[os.path.abspath(info.path)] = {"stamp": self._stamp(info.path), "info": asdict(info)}

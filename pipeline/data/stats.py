@@ -6,25 +6,15 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.data.images import load_rgb
 from pipeline.data.integrity import FileInfo
-from pipeline.data.sources import DatasetIndex, Record
+from pipeline.data.sources import DatasetIndex
 
 
-def channel_mean_std(records: list[Record], max_images: int = 5000, seed: int = 0) -> tuple[tuple, tuple]:
-    """Per-channel mean and std in [0, 1] over (a seeded sample of) the given images."""
-    rng = np.random.default_rng(seed)
-    chosen = records if len(records) <= max_images else rng.choice(records, max_images, replace=False)
-    total = np.zeros(3)
-    total_sq = np.zeros(3)
-    pixels = 0
-    for r in chosen:
-        x = load_rgb(r.path).reshape(-1, 3).astype(np.float64) / 255.0
-        total += x.sum(0)
-        total_sq += (x**2).sum(0)
-        pixels += len(x)
-    mean = total / pixels
-    std = np.sqrt(np.maximum(total_sq / pixels - mean**2, 1e-12))
+def channel_mean_std(infos: list[FileInfo]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std in [0, 1], each image weighted equally (as after resizing)."""
+    mean = np.mean([i.rgb_mean for i in infos], axis=0)
+    sq_mean = np.mean([i.rgb_sq_mean for i in infos], axis=0)
+    std = np.sqrt(np.maximum(sq_mean - mean**2, 1e-12))
     return tuple(mean.round(6).tolist()), tuple(std.round(6).tolist())
 
 
@@ -32,7 +22,18 @@ def _spread(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-def dataset_stats(index: DatasetIndex, infos: list[FileInfo]) -> dict[str, Any]:
+def size_outliers(infos: list[FileInfo], factor: float) -> list[dict[str, Any]]:
+    """Images whose pixel area is more than `factor` times above or below the median area."""
+    areas = [i.width * i.height for i in infos]
+    median = statistics.median(areas)
+    return [
+        {"path": i.path, "width": i.width, "height": i.height}
+        for i, area in zip(infos, areas, strict=True)
+        if area > factor * median or area * factor < median
+    ]
+
+
+def dataset_stats(index: DatasetIndex, infos: list[FileInfo], outlier_factor: float = 4.0) -> dict[str, Any]:
     """Figures over the index's images; `infos` are their decoded FileInfo, in index order."""
     counts = index.counts()
     per_class = Counter(r.label for r in index.records)
@@ -50,4 +51,5 @@ def dataset_stats(index: DatasetIndex, infos: list[FileInfo]) -> dict[str, Any]:
         "bytes": _spread([i.bytes for i in infos]),
         "modes": dict(Counter(i.mode for i in infos)),
         "formats": dict(Counter(i.format for i in infos)),
+        "size_outliers": size_outliers(infos, outlier_factor),
     }

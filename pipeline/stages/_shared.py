@@ -1,8 +1,11 @@
 """Inputs several stages need and rebuild when run alone (not a stage itself)."""
 
+from pathlib import Path
+
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.context import Context
+from pipeline.data.integrity import inspect_files
 from pipeline.data.sources import DatasetIndex, build_index, resolve_root
 from pipeline.data.stats import channel_mean_std
 from pipeline.data.transforms import Preprocess, resolve_preprocess
@@ -20,7 +23,9 @@ def ensure_preprocess(cfg: DictConfig, ctx: Context, model_mean_std) -> Preproce
     """Resolve size and normalization once; later stages reuse the same Preprocess."""
     if ctx.preprocess is None:
         if ctx.dataset_mean_std is None:
-            ctx.dataset_mean_std = channel_mean_std(ensure_index(cfg, ctx).split("train"))
+            train = [r.path for r in ensure_index(cfg, ctx).split("train")]
+            infos = inspect_files(train, inspection_cache(cfg), cfg.data.inspect_workers)
+            ctx.dataset_mean_std = channel_mean_std(infos)
         ctx.preprocess = resolve_preprocess(
             cfg.data.image_size,
             OmegaConf.to_container(cfg.augment.mean) if cfg.augment.mean is not None else None,
@@ -29,6 +34,10 @@ def ensure_preprocess(cfg: DictConfig, ctx: Context, model_mean_std) -> Preproce
             ctx.dataset_mean_std,
         )
     return ctx.preprocess
+
+
+def inspection_cache(cfg: DictConfig) -> Path:
+    return Path(cfg.data.cache_dir) / "inspection.json"
 
 
 def model_spec(cfg: DictConfig) -> dict:

@@ -1,16 +1,17 @@
 """Data stage: build the index (split once, seeded), measure the dataset, log the figures."""
 
 import json
+import random
 from dataclasses import asdict
-from pathlib import Path
 
 from omegaconf import DictConfig
 
 from pipeline import plots
 from pipeline.context import Context
+from pipeline.data.images import load_rgb
 from pipeline.data.integrity import apply_policies, find_problems, inspect_files
 from pipeline.data.stats import channel_mean_std, dataset_stats
-from pipeline.stages._shared import ensure_index
+from pipeline.stages._shared import ensure_index, inspection_cache
 from pipeline.tracking import Tracker
 
 
@@ -26,7 +27,7 @@ def _check_integrity(cfg: DictConfig, ctx: Context, tracker: Tracker):
     """Decode and hash every file, apply the corrupt and leakage policies, log the findings."""
     index = ensure_index(cfg, ctx)
     paths = [r.path for r in index.records]
-    infos = inspect_files(paths, Path(cfg.data.cache_dir) / "inspection.json", cfg.data.inspect_workers)
+    infos = inspect_files(paths, inspection_cache(cfg), cfg.data.inspect_workers)
     findings = find_problems(index.records, infos, index.class_names, cfg.data.near_duplicate_distance)
     summary = findings.summary()
     print("[data] integrity: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items()))
@@ -42,10 +43,20 @@ def _check_integrity(cfg: DictConfig, ctx: Context, tracker: Tracker):
     return ctx.index, [i for i in infos if i.path in kept]
 
 
+def _samples(index, per_class: int, seed: int) -> dict[str, list]:
+    rng = random.Random(seed)
+    out = {}
+    for label, name in enumerate(index.class_names):
+        records = [r for r in index.split("train") if r.label == label]
+        out[name] = [load_rgb(r.path) for r in rng.sample(records, min(per_class, len(records)))]
+    return out
+
+
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     index, infos = _check_integrity(cfg, ctx, tracker)
     stats = dataset_stats(index, infos)
-    mean, std = channel_mean_std(index.split("train"), seed=cfg.seed)
+    train_paths = {r.path for r in index.split("train")}
+    mean, std = channel_mean_std([i for i in infos if i.path in train_paths])
     ctx.dataset_mean_std = (mean, std)
     stats["train_channel_mean"], stats["train_channel_std"] = list(mean), list(std)
     print(f"[data] {stats['num_images']} images, {stats['num_classes']} classes from {index.root}")
@@ -66,12 +77,22 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     }
     tracker.log_metrics(metrics, headline=True)
     tracker.log_metrics(
-        {"data/width_median": stats["width"]["median"], "data/height_median": stats["height"]["median"]}
+        {
+            "data/width_median": stats["width"]["median"],
+            "data/height_median": stats["height"]["median"],
+            "data/size_outliers": len(stats["size_outliers"]),
+        }
     )
+    for outlier in stats["size_outliers"][:5]:
+        print(f"[data] size outlier: {outlier['path']} ({outlier['width']}x{outlier['height']})")
     tracker.log_artifact(ctx.output_dir / "stats.json")
     tracker.log_artifact(index_csv)
-    fig = plots.class_distribution(stats["counts"])
-    tracker.log_figure(fig, "plots/class_distribution.png")
-    plots.close(fig)
+    for name, fig in (
+        ("class_distribution", plots.class_distribution(stats["counts"])),
+        ("image_sizes", plots.image_sizes([i.width for i in infos], [i.height for i in infos])),
+        ("samples", plots.sample_grid(_samples(index, per_class=6, seed=cfg.seed))),
+    ):
+        tracker.log_figure(fig, f"plots/{name}.png")
+        plots.close(fig)
     ctx.metrics.update(metrics)
     return ctx

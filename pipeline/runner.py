@@ -2,6 +2,7 @@
 
 import importlib
 import logging
+import sys
 import warnings
 from pathlib import Path
 
@@ -24,8 +25,13 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     for name in ("onnx_ir", "onnxscript", "mlflow.store.db.utils", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    import lightning  # noqa: F401  (adds its own console handler on import; drop it, keep Hydra's)
 
+
+def tame_lightning_logging() -> None:
+    """Lightning adds its own console handler on import: drop it so Hydra's handlers print (and file)
+    each message once, without the litlogger tip. Called after each stage import; cheap when repeated."""
+    if "lightning" not in sys.modules:
+        return
     logging.getLogger("lightning").handlers.clear()
     for handler in logging.getLogger().handlers:
         if _not_litlogger_tip not in handler.filters:
@@ -53,6 +59,7 @@ def run(cfg: DictConfig) -> float | None:
         print(f"[pipeline] MLflow run {run_id} at {tracker.uri}; outputs in {output_dir}")
         for name in cfg.stages:
             stage = importlib.import_module(f"pipeline.stages.{name}")
+            tame_lightning_logging()
             with tracker.stage_run(name):
                 ctx = stage.run(cfg, ctx, tracker)
     return ctx.metrics.get(cfg.objective)

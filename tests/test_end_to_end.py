@@ -44,7 +44,7 @@ def test_pipeline_runs_five_stages_and_records_them(make_cfg, image_folder, tmp_
     metrics = parent.data.metrics
     assert objective == pytest.approx(metrics["val/acc"])
     assert metrics["data/num_images"] == 36 and metrics["data/num_classes"] == 3
-    assert metrics["sanity/passed"] == 1.0
+    assert metrics["sanity/passed"] == 1.0 and metrics["data/leakage"] == 0 and metrics["data/corrupt"] == 0
     assert 0.0 <= metrics["val/acc"] <= 1.0 and "val/f1_macro" in metrics and "val/auc_macro" in metrics
     assert metrics["export/parity_max_abs_diff"] <= 1e-4 and metrics["export/parity_top1_agreement"] == 1.0
     assert parent.data.params["model.name"] == "resnet18" and parent.data.params["trainer.max_epochs"] == "2"
@@ -53,7 +53,14 @@ def test_pipeline_runs_five_stages_and_records_them(make_cfg, image_folder, tmp_
 
     by_stage = {c.info.run_name: c for c in children}
     expected = {
-        "data": {"stats.json", "index.csv", "plots/class_distribution.png"},
+        "data": {
+            "stats.json",
+            "index.csv",
+            "integrity.json",
+            "plots/class_distribution.png",
+            "plots/image_sizes.png",
+            "plots/samples.png",
+        },
         "sanity": {"sanity_verdict.json"},
         "train": {"checkpoints/best.ckpt"},
         "validate": {"plots/confusion_matrix_val.png"},

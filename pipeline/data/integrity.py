@@ -138,10 +138,6 @@ def _phash_bits(hex_hashes: list[str]) -> np.ndarray:
     return np.array([int(h, 16) for h in hex_hashes], dtype=np.uint64)
 
 
-def _popcount(x: np.ndarray) -> np.ndarray:
-    return np.unpackbits(x.view(np.uint8).reshape(*x.shape, 8), axis=-1).sum(-1)
-
-
 def near_duplicate_pairs(
     hex_hashes: list[str], max_distance: int, block: int = 1024
 ) -> list[tuple[int, int, int]]:
@@ -150,7 +146,7 @@ def near_duplicate_pairs(
     pairs = []
     for start in range(0, len(bits), block):
         rows = bits[start : start + block]
-        dist = _popcount(rows[:, None] ^ bits[None, :])
+        dist = np.bitwise_count(rows[:, None] ^ bits[None, :])
         for a, j in zip(*np.nonzero(dist <= max_distance), strict=True):
             i = start + a
             if i < j:

@@ -76,3 +76,40 @@ def test_digits_are_written_once_as_a_png_folder(tmp_path):
     mtime = files[0].stat().st_mtime_ns
     assert digits_folder(tmp_path) == root and files[0].stat().st_mtime_ns == mtime
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".digits-")]  # no staging left
+
+
+def write_manifest(folder, rows, header="path,label,split"):
+    path = folder / "labels.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def test_csv_manifest_with_splits_and_relative_paths(image_folder):
+    rows = [
+        f"{p.relative_to(image_folder)},{p.parent.name},{'valid' if i % 4 == 0 else 'train'}"
+        for i, p in enumerate(sorted(image_folder.rglob("*.png")))
+    ]
+    index = build_index(write_manifest(image_folder, rows), 0.2, 0.0, 0)
+    assert index.class_names == ["checker", "stripes_h", "stripes_v"]
+    assert Counter(r.split for r in index.records) == {"train": 27, "val": 9}
+    assert all(r.path.startswith(str(image_folder)) for r in index.records)
+
+
+def test_csv_manifest_without_splits_is_split_here(image_folder):
+    rows = [f"{p.relative_to(image_folder)},{p.parent.name}" for p in sorted(image_folder.rglob("*.png"))]
+    index = build_index(write_manifest(image_folder, rows, "path,label"), 0.25, 0.0, 0)
+    assert Counter(r.split for r in index.records) == {"train": 27, "val": 9}
+
+
+@pytest.mark.parametrize(
+    "rows, header, message",
+    [
+        (["checker/000.png,checker,train", "gone.png,checker,train"], "path,label,split", "1 missing file"),
+        (["checker/000.png,checker,holdout"], "path,label,split", "unknown split 'holdout'"),
+        (["checker/000.png"], "path", "columns path,label"),
+        (["checker/000.png,checker,train", "stripes_h/000.png,stripes_h,"], "path,label,split", "every row"),
+    ],
+)
+def test_bad_csv_manifests_fail_clearly(image_folder, rows, header, message):
+    with pytest.raises(PipelineError, match=message):
+        build_index(write_manifest(image_folder, rows, header), 0.2, 0.0, 0)

@@ -1,4 +1,4 @@
-"""Turn a data source (an image folder or the built-in digits) into a DatasetIndex.
+"""Turn a data source (an image folder, a CSV manifest or the built-in digits) into a DatasetIndex.
 
 A folder is either `root/<class>/*` (split here, stratified and seeded, so reruns see the same split) or
 `root/<split>/<class>/*` with split folders train, val (or valid, validation) and test.
@@ -114,6 +114,46 @@ def scan_folder(root: Path) -> tuple[list[str], list[tuple[Path, str, str | None
     return class_names, items
 
 
+def read_manifest(csv_path: Path) -> tuple[list[str], list[tuple[Path, str, str | None]]]:
+    """A CSV with columns path,label[,split]; paths are relative to the CSV's folder."""
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = set(reader.fieldnames or [])
+        if not {"path", "label"} <= columns:
+            raise PipelineError(
+                f"{csv_path} needs a header with columns path,label[,split]; got {sorted(columns)}"
+            )
+        rows = list(reader)
+    items: list[tuple[Path, str, str | None]] = []
+    missing: list[str] = []
+    for line, row in enumerate(rows, start=2):
+        path = (csv_path.parent / row["path"]).resolve()
+        if not path.is_file():
+            missing.append(row["path"])
+        split = (row.get("split") or "").strip().lower() or None
+        if split is not None and split not in SPLIT_ALIASES:
+            raise PipelineError(
+                f"{csv_path} line {line}: unknown split {row['split']!r}; use train, val or test"
+            )
+        items.append((path, row["label"].strip(), SPLIT_ALIASES.get(split) if split else None))
+    if missing:
+        raise PipelineError(f"{csv_path} names {len(missing)} missing file(s), e.g. {missing[0]}")
+    if not items:
+        raise PipelineError(f"{csv_path} lists no images")
+    if any(split is None for _, _, split in items) and any(split for _, _, split in items):
+        raise PipelineError(f"{csv_path}: give a split on every row or on none")
+    return _check_classes(csv_path, items)
+
+
+def _check_classes(root: Path, items: list[tuple[Path, str, str | None]]):
+    class_names = sorted({name for _, name, _ in items})
+    if len(class_names) < 2:
+        raise PipelineError(
+            f"{root} holds a single class ({class_names[0]}); classification needs two or more"
+        )
+    return class_names, items
+
+
 def _stratified_split(labels: list[int], val_fraction: float, test_fraction: float, seed: int) -> list[str]:
     from sklearn.model_selection import train_test_split
 
@@ -142,7 +182,8 @@ def build_index(root: Path, val_fraction: float, test_fraction: float, seed: int
             f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be fractions "
             "with val > 0 and val + test < 1"
         )
-    class_names, items = scan_folder(root)
+    is_manifest = root.suffix.lower() == ".csv" and root.is_file()
+    class_names, items = read_manifest(root) if is_manifest else scan_folder(root)
     label_of = {name: i for i, name in enumerate(class_names)}
     labels = [label_of[name] for _, name, _ in items]
     if any(split is None for _, _, split in items):

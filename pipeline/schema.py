@@ -25,7 +25,7 @@ class DataConfig:
     num_workers: int = 0
     on_corrupt: str = "skip"  # skip | fail
     on_leakage: str = "warn"  # warn | fail | drop: duplicates across splits
-    near_duplicate_distance: int = 4  # max perceptual-hash bits that differ for a near duplicate
+    near_duplicate_distance: int = 2  # max perceptual-hash bits that differ for a near duplicate
     inspect_workers: int = 2  # processes that decode and hash files in the data stage
     balance: str = "none"  # none | class_weights | weighted_sampler | oversample | undersample
 

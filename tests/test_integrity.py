@@ -61,7 +61,7 @@ def leaky_folder(tmp_path):
 def findings_for(root):
     index = build_index(root, 0.2, 0.0, 0)
     infos = inspect_files([r.path for r in index.records], None, workers=1)
-    return index, find_problems(index.records, infos, index.class_names, max_distance=4)
+    return index, find_problems(index.records, infos, index.class_names, max_distance=2)
 
 
 def test_duplicates_leakage_and_label_conflicts_are_found(leaky_folder):

@@ -113,3 +113,12 @@ def test_csv_manifest_without_splits_is_split_here(image_folder):
 def test_bad_csv_manifests_fail_clearly(image_folder, rows, header, message):
     with pytest.raises(PipelineError, match=message):
         build_index(write_manifest(image_folder, rows, header), 0.2, 0.0, 0)
+
+
+def test_class_without_training_images_is_rejected(tmp_path):
+    root = make_image_folder(tmp_path / "d", per_class=3, splits=("train", "val"))
+    for f in (root / "train" / "checker").iterdir():
+        f.unlink()
+    (root / "train" / "checker").rmdir()
+    with pytest.raises(PipelineError, match="classes without training images: checker"):
+        build_index(root, 0.2, 0.0, 0)

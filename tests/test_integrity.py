@@ -90,3 +90,12 @@ def test_policies_skip_fail_and_drop(leaky_folder):
     gone = {r.path for r in index.records} - {r.path for r in dropped.records}
     assert {p.rsplit("/", 1)[1] for p in gone} >= {"broken.png", "copy.png", "near.png"}
     assert all(r.split == "val" or r.path.endswith("broken.png") for r in index.records if r.path in gone)
+
+
+def test_skipping_every_training_image_of_a_class_is_an_error(tmp_path):
+    root = make_image_folder(tmp_path / "d", per_class=2, splits=("train", "val"))
+    for f in (root / "train" / "checker").iterdir():
+        f.write_bytes(b"")
+    index, findings = findings_for(root)
+    with pytest.raises(PipelineError, match="classes without training images: checker"):
+        apply_policies(index, findings, "skip", "warn")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.sources import DatasetIndex, Record
+from pipeline.data.sources import DatasetIndex, Record, require_train_images
 from pipeline.errors import PipelineError
 
 CACHE_VERSION = 2
@@ -228,4 +228,5 @@ def apply_policies(index: DatasetIndex, findings: Findings, on_corrupt: str, on_
     if on_leakage == "drop":
         for pair in findings.leakage:
             removed.add(pair["b"] if pair["b_split"] != "train" else pair["a"])
-    return DatasetIndex(index.root, index.class_names, [r for r in index.records if r.path not in removed])
+    kept = [r for r in index.records if r.path not in removed]
+    return require_train_images(DatasetIndex(index.root, index.class_names, kept))

@@ -199,7 +199,11 @@ def build_index(root: Path, val_fraction: float, test_fraction: float, seed: int
         Record(str(path), label, split)
         for (path, _, _), label, split in zip(items, labels, splits, strict=True)
     ]
-    index = DatasetIndex(str(root), class_names, records)
+    return require_train_images(DatasetIndex(str(root), class_names, records))
+
+
+def require_train_images(index: DatasetIndex) -> DatasetIndex:
+    """Every class needs training images; checked again after files are skipped or dropped."""
     missing = [name for name, n in index.counts().get("train", {}).items() if n == 0]
     if missing or "train" not in index.counts():
         raise PipelineError(f"classes without training images: {', '.join(missing) or 'all'}")

@@ -37,12 +37,13 @@ class ImageDataModule(L.LightningDataModule):
             s: ImageDataset(index.split(s), evaluate) for s in ("val", "test") if index.split(s)
         }
 
-    def _loader(self, dataset: ImageDataset, shuffle: bool, sampler=None) -> DataLoader:
+    def _loader(self, dataset: ImageDataset, shuffle: bool, sampler=None, drop_last=False) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle and sampler is None,
             sampler=sampler,
+            drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
@@ -51,7 +52,9 @@ class ImageDataModule(L.LightningDataModule):
         sampler = None
         if self.balance == "weighted_sampler":
             sampler = weighted_sampler([r.label for r in self.train_set.records], self.seed)
-        return self._loader(self.train_set, shuffle=True, sampler=sampler)
+        # a last batch of one breaks batch norm on 1x1 feature maps; drop the remainder when it can be spared
+        drop_last = len(self.train_set) > self.batch_size
+        return self._loader(self.train_set, shuffle=True, sampler=sampler, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.eval_sets["val"], shuffle=False)

@@ -1,4 +1,4 @@
-"""One factory for every model: `create_model(name, num_classes, ...)` over timm's registry."""
+"""One factory for every model: `create_model(name, num_classes, ...)` over timm's registry and SimpleCNN."""
 
 from typing import Any
 
@@ -6,6 +6,7 @@ import timm
 import torch
 
 from pipeline.errors import PipelineError
+from pipeline.models.simple_cnn import SimpleCNN
 
 
 def create_model(
@@ -15,6 +16,14 @@ def create_model(
     drop_rate: float = 0.0,
     kwargs: dict[str, Any] | None = None,
 ) -> torch.nn.Module:
+    """`simple_cnn` builds pipeline.models.simple_cnn from kwargs; any other name comes from timm."""
+    if name == "simple_cnn":
+        if pretrained:
+            raise PipelineError("simple_cnn has no pretrained weights; set model.pretrained=false")
+        try:
+            return SimpleCNN(num_classes, drop_rate=drop_rate, **(kwargs or {}))
+        except (TypeError, ValueError) as err:
+            raise PipelineError(f"bad model.kwargs for simple_cnn: {err}") from err
     if not timm.is_model(name):
         close = timm.list_models(f"*{name}*")[:5]
         hint = f"; similar: {', '.join(close)}" if close else ""

@@ -1,0 +1,35 @@
+import pytest
+import torch
+
+from pipeline.errors import PipelineError
+from pipeline.models.factory import create_model, pretrained_mean_std
+
+
+def test_simple_cnn_is_assembled_from_config():
+    model = create_model(
+        "simple_cnn", 5, drop_rate=0.1, kwargs={"channels": [8, 16], "convs_per_block": 1, "hidden": 12}
+    )
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 5)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 16]
+    assert [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)] == [12, 5]
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, pretrained, message",
+    [
+        ("simple_cnn", {"activation": "swishy"}, False, "bad model.kwargs"),
+        ("simple_cnn", {"nonsense": 1}, False, "bad model.kwargs"),
+        ("simple_cnn", {}, True, "no pretrained weights"),
+        ("resnet_eighteen", {}, False, "unknown model"),
+    ],
+)
+def test_bad_model_specs_fail_clearly(name, kwargs, pretrained, message):
+    with pytest.raises(PipelineError, match=message):
+        create_model(name, 3, pretrained=pretrained, kwargs=kwargs)
+
+
+def test_timm_models_by_name_with_their_pretrained_normalization():
+    assert create_model("resnet18", 7).eval()(torch.randn(1, 3, 32, 32)).shape == (1, 7)
+    assert pretrained_mean_std("resnet18") == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert pretrained_mean_std("simple_cnn") is None

@@ -66,3 +66,80 @@ def overfit_one_batch(
         f"(target {target_loss}); check that parameters are trainable and the learning rate is not zero"
     )
     return CheckResult("overfit_one_batch", passed, loss, f"<= {target_loss} in {steps} steps", message)
+
+
+def gradient_flow(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+    """After one backward pass every trainable parameter has a finite, non-zero gradient; frozen ones none."""
+    if not any(p.requires_grad for p in model.parameters()):
+        message = "no trainable parameters (is the whole model frozen?)"
+        return CheckResult("gradient_flow", False, 0.0, "0 bad", message)
+    model.train()
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    dead, frozen_with_grad, trainable = [], [], 0
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            trainable += 1
+            if p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.abs().sum() > 0:
+                dead.append(name)
+        elif p.grad is not None:
+            frozen_with_grad.append(name)
+    model.zero_grad(set_to_none=True)
+    problems = []
+    if dead:
+        problems.append(
+            f"{len(dead)} trainable parameter(s) get no finite non-zero gradient, e.g. {dead[:3]}"
+        )
+    if frozen_with_grad:
+        problems.append(f"frozen parameters receive gradients, e.g. {frozen_with_grad[:3]}")
+    message = "; ".join(problems) or f"all {trainable} trainable parameters get finite non-zero gradients"
+    return CheckResult(
+        "gradient_flow", not problems, float(len(dead) + len(frozen_with_grad)), "0 bad", message
+    )
+
+
+def no_batch_mixing(model: torch.nn.Module, x: torch.Tensor):
+    """In eval mode, sample 0's output must not depend on any other sample's input."""
+    model.eval()
+    x = x.detach().clone().requires_grad_(True)
+    model(x)[0].sum().backward()
+    leak = x.grad[1:].abs().max().item() if len(x) > 1 else 0.0
+    own = x.grad[0].abs().max().item()
+    passed = leak == 0.0 and own > 0
+    message = (
+        "outputs depend only on their own sample"
+        if passed
+        else f"sample 0's output depends on other samples (max gradient {leak:.2e}): a layer mixes the batch"
+        if leak
+        else "sample 0's output does not depend on its own input"
+    )
+    return CheckResult("no_batch_mixing", passed, leak, "0", message)
+
+
+def _rounded(t: torch.Tensor) -> list[float]:
+    return [round(v, 2) for v in t.tolist()]
+
+
+def input_statistics(x: torch.Tensor, y: torch.Tensor, num_classes: int, train_counts: list[int]):
+    """Normalized inputs have per-channel mean near 0 and std near 1; labels in range; every class trains."""
+    mean, std = x.mean((0, 2, 3)), x.std((0, 2, 3))
+    problems = []
+    if not torch.isfinite(x).all():
+        problems.append("inputs contain NaN or inf")
+    if mean.abs().max() > 1.5 or std.min() < 0.2 or std.max() > 5:
+        problems.append(
+            f"per-channel mean {_rounded(mean)} and std {_rounded(std)} are far from 0 and 1: "
+            "check the normalization (0-255 inputs?)"
+        )
+    if y.min() < 0 or y.max() >= num_classes:
+        problems.append(f"labels outside 0..{num_classes - 1}")
+    empty = [k for k, n in enumerate(train_counts) if n == 0]
+    if empty:
+        problems.append(f"classes {empty} have no training images")
+    message = "; ".join(problems) or (
+        f"inputs normalized (channel means {_rounded(mean)}, stds {_rounded(std)}), "
+        "labels in range, every class has training images"
+    )
+    return CheckResult(
+        "input_statistics", not problems, float(mean.abs().max()), "|mean| <= 1.5, std 0.2..5", message
+    )

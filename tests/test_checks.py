@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from pipeline.checks import loss_at_init, overfit_one_batch
+from pipeline.checks import gradient_flow, input_statistics, loss_at_init, no_batch_mixing, overfit_one_batch
 
 
 def tiny_net(num_classes: int = 4) -> torch.nn.Module:
@@ -51,3 +51,45 @@ def test_overfit_one_batch_catches_a_pipeline_that_cannot_learn(batch, bug):
         model, *batch, steps=50, lr=0.0 if bug == "zero_lr" else 0.05, target_loss=0.05
     )
     assert not result.passed and "could not overfit" in result.message
+
+
+def test_gradient_flow_passes_for_a_sound_model_and_catches_a_frozen_one(batch):
+    assert gradient_flow(tiny_net(), *batch).passed
+    frozen = tiny_net()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    result = gradient_flow(frozen, *batch)
+    assert not result.passed and "no trainable parameters" in result.message
+
+
+def test_gradient_flow_catches_a_dead_branch(batch):
+    model = tiny_net()
+    model[0].weight.data.zero_()  # ReLU of a zero conv: nothing flows back to the conv
+    model[0].bias.data.fill_(-1.0)
+    result = gradient_flow(model, *batch)
+    assert not result.passed and "0.weight" in result.message
+
+
+class BatchMixer(torch.nn.Module):
+    """The bug: normalizing with statistics of the whole batch at eval time."""
+
+    def forward(self, x):
+        return x - x.mean(0, keepdim=True)
+
+
+def test_batch_mixing_is_caught(batch):
+    x, _ = batch
+    assert no_batch_mixing(tiny_net(), x).passed
+    mixed = torch.nn.Sequential(BatchMixer(), tiny_net())
+    result = no_batch_mixing(mixed, x)
+    assert not result.passed and "mixes the batch" in result.message
+
+
+def test_input_statistics_catch_unnormalized_inputs_and_bad_labels(batch):
+    x, y = batch
+    assert input_statistics(x, y, 4, [2, 2, 2, 2]).passed
+    raw = (torch.rand(8, 3, 8, 8) * 255).round()  # 0-255 pixels straight into the model
+    result = input_statistics(raw, y, 4, [2, 2, 2, 2])
+    assert not result.passed and "0-255" in result.message
+    assert "labels outside" in input_statistics(x, y + 4, 4, [2, 2, 2, 2]).message
+    assert "no training images" in input_statistics(x, y, 4, [2, 0, 2, 2]).message

@@ -1,10 +1,20 @@
-"""Sanity stage: check the training pipeline on one batch before training; a failure stops the run."""
+"""Sanity stage: check the training pipeline on one batch before training; a failure stops the run.
+
+Each check is a row of the verdict table (sanity_verdict.json); an augmentation preview is logged too.
+"""
 
 import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from pipeline.checks import loss_at_init, overfit_one_batch
+from pipeline import plots
+from pipeline.checks import (
+    gradient_flow,
+    input_statistics,
+    loss_at_init,
+    no_batch_mixing,
+    overfit_one_batch,
+)
 from pipeline.context import Context
 from pipeline.data.datamodule import ImageDataModule
 from pipeline.errors import PipelineError
@@ -16,6 +26,21 @@ from pipeline.tracking import Tracker
 def _one_batch(datamodule: ImageDataModule, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     loader = torch.utils.data.DataLoader(datamodule.train_set, batch_size=size, shuffle=True)
     return next(iter(loader))
+
+
+def _augmentation_preview(datamodule: ImageDataModule, preprocess, class_names, per_class: int = 6):
+    """Training images as the model sees them (augmented), un-normalized for display."""
+    mean = torch.tensor(preprocess.mean).view(3, 1, 1)
+    std = torch.tensor(preprocess.std).view(3, 1, 1)
+    shown: dict[str, list] = {name: [] for name in class_names}
+    for i in range(len(datamodule.train_set)):
+        label = datamodule.train_set.records[i].label
+        if len(shown[class_names[label]]) < per_class:
+            x, _ = datamodule.train_set[i]
+            shown[class_names[label]].append((x * std + mean).clamp(0, 1).permute(1, 2, 0).numpy())
+        if all(len(v) == per_class for v in shown.values()):
+            break
+    return shown
 
 
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
@@ -31,16 +56,25 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     datamodule = ImageDataModule(index, preprocess, list(cfg.augment.train), cfg.data.batch_size, 0)
     x, y = _one_batch(datamodule, cfg.sanity.overfit_batch_size)
 
+    num_classes = len(index.class_names)
+    train_counts = list(index.counts()["train"].values())
     model.train()
     results = [
-        loss_at_init(model, x, y, len(index.class_names), cfg.sanity.init_loss_tolerance),
+        input_statistics(*_one_batch(datamodule, cfg.data.batch_size), num_classes, train_counts),
+        loss_at_init(model, x, y, num_classes, cfg.sanity.init_loss_tolerance),
         overfit_one_batch(
             model, x, y, cfg.sanity.overfit_steps, cfg.sanity.overfit_lr, cfg.sanity.overfit_target_loss
         ),
+        # after the overfit steps: zero-initialized residual gammas (timm's default) have moved by then
+        gradient_flow(model, x, y),
+        no_batch_mixing(model, x),
     ]
     for r in results:
         print(f"[sanity] {'PASS' if r.passed else 'FAIL'} {r.name}: {r.message}")
     tracker.log_dict({"checks": [r.to_dict() for r in results]}, "sanity_verdict.json")
+    fig = plots.sample_grid(_augmentation_preview(datamodule, preprocess, index.class_names))
+    tracker.log_figure(fig, "plots/augmentation_preview.png")
+    plots.close(fig)
     tracker.log_metrics({f"sanity/{r.name}": r.value for r in results})
     passed = all(r.passed for r in results)
     tracker.log_metrics({"sanity/passed": float(passed)}, headline=True)

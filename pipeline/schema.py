@@ -33,7 +33,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    pretrained: bool = False
+    pretrained: bool = False  # timm hub weights (needs the network)
+    weights: str | None = None  # a local state_dict/safetensors file, or pkg:<package>/<file>
     drop_rate: float = 0.0
     kwargs: dict[str, Any] = field(default_factory=dict)
 

@@ -7,6 +7,7 @@ import torch
 
 from pipeline.errors import PipelineError
 from pipeline.models.simple_cnn import SimpleCNN
+from pipeline.models.weights import load_weights
 
 
 def create_model(
@@ -15,8 +16,17 @@ def create_model(
     pretrained: bool = False,
     drop_rate: float = 0.0,
     kwargs: dict[str, Any] | None = None,
+    weights: str | None = None,
 ) -> torch.nn.Module:
-    """`simple_cnn` builds pipeline.models.simple_cnn from kwargs; any other name comes from timm."""
+    """`simple_cnn` builds pipeline.models.simple_cnn from kwargs; any other name comes from timm.
+    `weights` (a local file) is loaded after construction; it needs no network."""
+    model = _build(name, num_classes, pretrained, drop_rate, kwargs)
+    if weights:
+        load_weights(model, weights)
+    return model
+
+
+def _build(name: str, num_classes: int, pretrained: bool, drop_rate: float, kwargs: dict[str, Any] | None):
     if name == "simple_cnn":
         if pretrained:
             raise PipelineError("simple_cnn has no pretrained weights; set model.pretrained=false")

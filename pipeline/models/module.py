@@ -65,6 +65,7 @@ class Classifier(L.LightningModule):
             pretrained=model.get("pretrained", False),
             drop_rate=model.get("drop_rate", 0.0),
             kwargs=model.get("kwargs"),
+            weights=model.get("weights"),
         )
         weights = torch.tensor(class_weights, dtype=torch.float) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
@@ -116,7 +117,8 @@ def load_classifier(path: Path) -> Classifier:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         hparams = dict(checkpoint["hyper_parameters"])
-        hparams["model"] = {**hparams["model"], "pretrained": False}  # weights come from the checkpoint
+        # the weights come from the checkpoint, not the hub or the original file
+        hparams["model"] = {**hparams["model"], "pretrained": False, "weights": None}
         classifier = Classifier(**hparams)
         classifier.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, KeyError, TypeError, ValueError, EOFError) as err:

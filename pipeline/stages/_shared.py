@@ -40,5 +40,12 @@ def inspection_cache(cfg: DictConfig) -> Path:
     return Path(cfg.data.cache_dir) / "inspection.json"
 
 
+def model_mean_std(spec: dict):
+    """The pretrained normalization when the model starts from pretrained weights, else None."""
+    from pipeline.models.factory import pretrained_mean_std
+
+    return pretrained_mean_std(spec["name"]) if spec["pretrained"] or spec["weights"] else None
+
+
 def model_spec(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg.model, resolve=True)

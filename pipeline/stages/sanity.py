@@ -18,8 +18,8 @@ from pipeline.checks import (
 from pipeline.context import Context
 from pipeline.data.datamodule import ImageDataModule
 from pipeline.errors import PipelineError
-from pipeline.models.factory import create_model, pretrained_mean_std
-from pipeline.stages._shared import ensure_index, ensure_preprocess, model_spec
+from pipeline.models.factory import create_model
+from pipeline.stages._shared import ensure_index, ensure_preprocess, model_mean_std, model_spec
 from pipeline.tracking import Tracker
 
 
@@ -48,11 +48,14 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     index = ensure_index(cfg, ctx)
     spec = model_spec(cfg)
     model = create_model(
-        spec["name"], len(index.class_names), spec["pretrained"], spec["drop_rate"], spec["kwargs"]
+        spec["name"],
+        len(index.class_names),
+        spec["pretrained"],
+        spec["drop_rate"],
+        spec["kwargs"],
+        spec["weights"],
     )
-    preprocess = ensure_preprocess(
-        cfg, ctx, pretrained_mean_std(spec["name"]) if spec["pretrained"] else None
-    )
+    preprocess = ensure_preprocess(cfg, ctx, model_mean_std(spec))
     datamodule = ImageDataModule(index, preprocess, list(cfg.augment.train), cfg.data.batch_size, 0)
     x, y = _one_batch(datamodule, cfg.sanity.overfit_batch_size)
 

@@ -7,9 +7,8 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.context import Context
 from pipeline.data.balance import class_weights
 from pipeline.data.datamodule import ImageDataModule
-from pipeline.models.factory import pretrained_mean_std
 from pipeline.models.module import Classifier
-from pipeline.stages._shared import ensure_index, ensure_preprocess, model_spec
+from pipeline.stages._shared import ensure_index, ensure_preprocess, model_mean_std, model_spec
 from pipeline.tracking import Tracker
 
 
@@ -32,9 +31,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     L.seed_everything(cfg.seed, verbose=False)
     index = ensure_index(cfg, ctx)
     spec = model_spec(cfg)
-    preprocess = ensure_preprocess(
-        cfg, ctx, pretrained_mean_std(spec["name"]) if spec["pretrained"] else None
-    )
+    preprocess = ensure_preprocess(cfg, ctx, model_mean_std(spec))
     balance = cfg.data.balance
     datamodule = ImageDataModule(
         index,

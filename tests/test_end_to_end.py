@@ -61,7 +61,7 @@ def test_pipeline_runs_five_stages_and_records_them(make_cfg, image_folder, tmp_
             "plots/image_sizes.png",
             "plots/samples.png",
         },
-        "sanity": {"sanity_verdict.json"},
+        "sanity": {"sanity_verdict.json", "plots/augmentation_preview.png"},
         "train": {"checkpoints/best.ckpt"},
         "validate": {"plots/confusion_matrix_val.png"},
         "export": {"model.onnx"},

@@ -14,7 +14,11 @@ def test_real_imagenet_weights_load_offline_by_position_with_a_new_head():
     model = create_model("tf_efficientnet_lite0", 10, weights=LITE0)
     assert torch.equal(model.conv_stem.weight, file_state["_conv_stem.weight"])
     assert torch.equal(model.bn2.running_var, file_state["_bn1.running_var"])
-    assert model.classifier.weight.shape == (10, 1280)  # fresh head for 10 classes
+    assert model.classifier.weight.shape == (10, 1280)  # a new head for 10 classes, starting at zero
+    assert not model.classifier.weight.any() and not model.classifier.bias.any()
+    with torch.no_grad():
+        logits = model.eval()(torch.randn(2, 3, 64, 64))
+    assert torch.equal(logits, torch.zeros(2, 10))  # loss at init is exactly ln(10)
 
 
 def test_safetensors_with_a_module_prefix_load_by_name(tmp_path):

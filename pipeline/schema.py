@@ -35,6 +35,7 @@ class ModelConfig:
     name: str = MISSING
     pretrained: bool = False  # timm hub weights (needs the network)
     weights: str | None = None  # a local state_dict/safetensors file, or pkg:<package>/<file>
+    zero_init_head: bool = True  # last linear layer starts at zero: loss at init = ln(num_classes)
     drop_rate: float = 0.0
     kwargs: dict[str, Any] = field(default_factory=dict)
 

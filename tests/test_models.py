@@ -33,3 +33,10 @@ def test_timm_models_by_name_with_their_pretrained_normalization():
     assert create_model("resnet18", 7).eval()(torch.randn(1, 3, 32, 32)).shape == (1, 7)
     assert pretrained_mean_std("resnet18") == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     assert pretrained_mean_std("simple_cnn") is None
+
+
+def test_head_starts_at_zero_unless_asked_otherwise():
+    assert not create_model("resnet18", 7).fc.weight.any()
+    assert create_model("resnet18", 7, zero_init_head=False).fc.weight.any()
+    cnn = create_model("simple_cnn", 4, kwargs={"channels": [4]})
+    assert not cnn.head[-1].weight.any() and cnn.features[0][0].weight.any()

@@ -17,13 +17,29 @@ def create_model(
     drop_rate: float = 0.0,
     kwargs: dict[str, Any] | None = None,
     weights: str | None = None,
+    zero_init_head: bool = True,
 ) -> torch.nn.Module:
     """`simple_cnn` builds pipeline.models.simple_cnn from kwargs; any other name comes from timm.
     `weights` (a local file) is loaded after construction; it needs no network."""
     model = _build(name, num_classes, pretrained, drop_rate, kwargs)
     if weights:
         load_weights(model, weights)
+    if zero_init_head:
+        _zero_classifier(model)
     return model
+
+
+def _zero_classifier(model: torch.nn.Module) -> None:
+    """Start the last linear layer at zero, so the loss at init is exactly ln(C). timm's default head init
+    gave 4.3 (random init) and 5.1 (on ImageNet features) instead of ln(10) = 2.3 for EfficientNet-Lite0."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if not isinstance(head, torch.nn.Linear):
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        head = linears[-1] if linears else None
+    if head is not None:
+        torch.nn.init.zeros_(head.weight)
+        if head.bias is not None:
+            torch.nn.init.zeros_(head.bias)
 
 
 def _build(name: str, num_classes: int, pretrained: bool, drop_rate: float, kwargs: dict[str, Any] | None):

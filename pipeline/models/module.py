@@ -66,6 +66,7 @@ class Classifier(L.LightningModule):
             drop_rate=model.get("drop_rate", 0.0),
             kwargs=model.get("kwargs"),
             weights=model.get("weights"),
+            zero_init_head=model.get("zero_init_head", True),
         )
         weights = torch.tensor(class_weights, dtype=torch.float) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)

@@ -3,8 +3,7 @@
 Keys are matched by name first (after stripping `model.`/`module.` prefixes); when the names follow another
 project's convention but the tensors line up one to one in order with equal shapes (EfficientNet-PyTorch
 files against timm's tf_efficientnet_*, for example), they are mapped by position. A classifier whose size
-differs from the model's (1000 ImageNet classes against yours) starts at zero, so the loss at init is ln(C)
-(a randomly initialized head on pretrained features gave 5.1 instead of ln(10) = 2.3 on real photos).
+differs from the model's (1000 ImageNet classes against yours) keeps its fresh init.
 """
 
 from pathlib import Path
@@ -75,7 +74,4 @@ def load_weights(model: torch.nn.Module, spec: str) -> dict[str, int]:
     if len(fresh) > 2:
         raise PipelineError(f"weights {path} leave {len(fresh)} tensors unset, e.g. {fresh[:3]}")
     model.load_state_dict(fitting, strict=False)
-    with torch.no_grad():
-        for key in fresh:  # a new head starts at zero: loss at init is exactly ln(C), features stay intact
-            target[key].zero_()
     return {"loaded": len(fitting), "fresh": len(fresh)}

@@ -54,6 +54,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         spec["drop_rate"],
         spec["kwargs"],
         spec["weights"],
+        spec["zero_init_head"],
     )
     preprocess = ensure_preprocess(cfg, ctx, model_mean_std(spec))
     datamodule = ImageDataModule(index, preprocess, list(cfg.augment.train), cfg.data.batch_size, 0)

@@ -9,6 +9,7 @@ from pipeline.data.integrity import inspect_files
 from pipeline.data.sources import DatasetIndex, build_index, resolve_root
 from pipeline.data.stats import channel_mean_std
 from pipeline.data.transforms import Preprocess, resolve_preprocess
+from pipeline.errors import PipelineError
 
 
 def ensure_index(cfg: DictConfig, ctx: Context) -> DatasetIndex:
@@ -49,3 +50,12 @@ def model_mean_std(spec: dict):
 
 def model_spec(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg.model, resolve=True)
+
+
+def checkpoint_path(cfg: DictConfig, ctx: Context, stage: str) -> Path:
+    """The checkpoint the train stage just wrote, else `ckpt_path=` from the command line."""
+    if ctx.ckpt_path is not None:
+        return ctx.ckpt_path
+    if cfg.ckpt_path:
+        return Path(cfg.ckpt_path)
+    raise PipelineError(f"{stage} needs a checkpoint: run the train stage first or pass ckpt_path=<file>")

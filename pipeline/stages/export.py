@@ -1,7 +1,5 @@
 """Export stage: ONNX file, checked with onnx.checker and compared with PyTorch through onnxruntime."""
 
-from pathlib import Path
-
 from omegaconf import DictConfig
 
 from pipeline.context import Context
@@ -10,14 +8,12 @@ from pipeline.data.transforms import Preprocess
 from pipeline.errors import PipelineError
 from pipeline.export.onnx import export_onnx, parity
 from pipeline.models.module import load_classifier
-from pipeline.stages._shared import ensure_index
+from pipeline.stages._shared import checkpoint_path, ensure_index
 from pipeline.tracking import Tracker
 
 
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
-    ckpt = ctx.ckpt_path or (Path(cfg.ckpt_path) if cfg.ckpt_path else None)
-    if ckpt is None:
-        raise PipelineError("export needs a checkpoint: run the train stage first or pass ckpt_path=<file>")
+    ckpt = checkpoint_path(cfg, ctx, "export")
     classifier = load_classifier(ckpt)
     preprocess = Preprocess.from_dict(classifier.hparams.preprocess)
     onnx_path = export_onnx(

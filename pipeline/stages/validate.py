@@ -1,7 +1,5 @@
 """Validate stage: metrics and a confusion matrix for the checkpoint on val (and test when present)."""
 
-from pathlib import Path
-
 from omegaconf import DictConfig
 
 from pipeline import plots
@@ -11,21 +9,12 @@ from pipeline.data.transforms import Preprocess
 from pipeline.errors import PipelineError
 from pipeline.evaluation.metrics import classification_metrics, confusion_matrix, predict
 from pipeline.models.module import load_classifier
-from pipeline.stages._shared import ensure_index
+from pipeline.stages._shared import checkpoint_path, ensure_index
 from pipeline.tracking import Tracker
 
 
-def checkpoint_path(cfg: DictConfig, ctx: Context) -> Path:
-    """The checkpoint the train stage just wrote, else `ckpt_path=` from the command line."""
-    if ctx.ckpt_path is not None:
-        return ctx.ckpt_path
-    if cfg.ckpt_path:
-        return Path(cfg.ckpt_path)
-    raise PipelineError("validate needs a checkpoint: run the train stage first or pass ckpt_path=<file>")
-
-
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
-    ckpt = checkpoint_path(cfg, ctx)
+    ckpt = checkpoint_path(cfg, ctx, "validate")
     classifier = load_classifier(ckpt)
     ctx.ckpt_path = ckpt
     class_names = list(classifier.hparams.class_names)

@@ -79,7 +79,39 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     enable_progress_bar: bool = True
     deterministic: bool = False
+    num_nodes: int = 1
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = None  # null: no clipping
+    gradient_clip_algorithm: str = "norm"  # norm | value
+
+
+@dataclass
+class FinetuneConfig:
+    strategy: str = MISSING  # full | linear_probe | gradual
+    unfreeze_epoch: int = 1  # gradual: the epoch at which the backbone starts training
+    backbone_lr_factor: float = 1.0  # backbone lr = optimizer.lr x this factor (discriminative lr)
+    freeze_batchnorm: bool = True  # frozen batch norm layers stay in eval mode (running stats kept)
+
+
+@dataclass
+class TrainConfig:
     label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0  # 0 disables mixup
+    cutmix_alpha: float = 0.0  # 0 disables cutmix
+    mix_prob: float = 1.0  # chance that a batch is mixed when mixup or cutmix is on
+    early_stopping_patience: int | None = None  # epochs without improvement of `objective`; null: off
+    lr_find: bool = False  # run Lightning's LR finder and train with its suggestion
+    lr_find_steps: int = 100
+    channels_last: bool = False
+    resume: str | None = None  # a last.ckpt to continue from (epoch, optimizer and scheduler state)
+
+
+@dataclass
+class ValidateConfig:
+    top_k: int = 5
+    tta: bool = False  # also score horizontally flipped images and report the change
+    top_losses: int = 16  # most confidently wrong images shown in a grid
+    calibration_bins: int = 15
 
 
 @dataclass
@@ -105,6 +137,10 @@ class SanityConfig:
 class ExportConfig:
     opset: int = 18
     parity_atol: float = 1e-4
+    quantize: bool = False  # also write a dynamic INT8 model and report its accuracy change and speed-up
+    latency_runs: int = 20  # timed repetitions per batch size (median reported)
+    register: bool = False  # register the logged ONNX model in the MLflow model registry
+    model_name: str = "image-classifier"
 
 
 @dataclass
@@ -116,12 +152,17 @@ class Config:
     scheduler: SchedulerConfig = MISSING
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
+    finetune: FinetuneConfig = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
     sanity: SanityConfig = field(default_factory=SanityConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     stages: list[str] = field(default_factory=lambda: ["data", "sanity", "train", "validate", "export"])
     seed: int = 42
     output_dir: str = MISSING
-    ckpt_path: str | None = None
+    ckpt_path: str | None = None  # validate/export this checkpoint
+    from_run: str | None = None  # validate/export the best checkpoint of this MLflow run
+    onnx_path: str | None = None  # validate this ONNX file
     objective: str = "val/acc"
 
 

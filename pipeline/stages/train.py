@@ -50,7 +50,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         preprocess=preprocess.to_dict(),
         optimizer=OmegaConf.to_container(cfg.optimizer),
         scheduler=OmegaConf.to_container(cfg.scheduler),
-        label_smoothing=cfg.trainer.label_smoothing,
+        label_smoothing=cfg.train.label_smoothing,
         class_weights=class_weights(train_labels, len(index.class_names))
         if balance == "class_weights"
         else None,

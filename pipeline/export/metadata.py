@@ -1,0 +1,58 @@
+"""The self-description stored in every exported ONNX file: preprocessing, class names, tensor names.
+
+Readers need only onnxruntime (no torch, no albumentations), so `scripts/predict.py` can rebuild the exact
+eval transform from the file alone. One JSON document under the metadata key `pipeline`.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PipelineError
+
+METADATA_KEY = "pipeline"
+FORMAT_VERSION = 1
+
+
+def describe(preprocess: dict[str, Any], class_names: list[str], input_name: str, output_name: str) -> dict:
+    """The metadata document; `preprocess` is `Preprocess.to_dict()` (image_size, mean, std)."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "input": input_name,
+        "output": output_name,
+        "class_names": list(class_names),
+        "preprocess": {
+            "image_size": int(preprocess["image_size"]),
+            # decode with PIL, convert("RGB"), resize to image_size x image_size with OpenCV's INTER_LINEAR,
+            # then (pixel / 255 - mean) / std per channel, float32, NCHW
+            "resize": "cv2.INTER_LINEAR",
+            "mean": [float(v) for v in preprocess["mean"]],
+            "std": [float(v) for v in preprocess["std"]],
+            "max_pixel_value": 255.0,
+            "channel_order": "RGB",
+            "layout": "NCHW",
+            "dtype": "float32",
+        },
+    }
+
+
+def write_metadata(onnx_path: Path, document: dict) -> None:
+    """Store the document in the ONNX file's metadata_props, in place."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(document)
+    onnx.save(model, str(onnx_path))
+
+
+def read_metadata(custom_metadata_map: dict[str, str], source: str) -> dict:
+    """The document from `session.get_modelmeta().custom_metadata_map`; `source` names the file in errors."""
+    raw = custom_metadata_map.get(METADATA_KEY)
+    if raw is None:
+        raise PipelineError(f"{source} has no '{METADATA_KEY}' metadata: export it with this pipeline")
+    document = json.loads(raw)
+    if document.get("format_version") != FORMAT_VERSION:
+        raise PipelineError(f"{source}: unsupported metadata format {document.get('format_version')!r}")
+    return document

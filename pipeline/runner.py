@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.context import Context
 from pipeline.errors import PipelineError
+from pipeline.ranks import SilentTracker, is_rank_zero, worker_stages
 from pipeline.schema import STAGE_NAMES
 
 
@@ -23,6 +24,8 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
     # Workers are chosen in conf/data; the built-in digits load fastest in the main process.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # finetune=linear_probe|gradual keep frozen batch norm layers in eval mode on purpose
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
     for name in ("onnx_ir", "onnxscript", "mlflow.store.db.utils", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -49,6 +52,8 @@ def run(cfg: DictConfig) -> float | None:
     check_stages(list(cfg.stages))
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # fail before any run starts
     quiet_known_noise()
+    if not is_rank_zero():
+        return run_worker(cfg)
     from pipeline.tracking import Tracker
 
     output_dir = Path(cfg.output_dir)
@@ -57,9 +62,21 @@ def run(cfg: DictConfig) -> float | None:
     ctx = Context(output_dir=output_dir)
     with tracker.pipeline_run(config, OmegaConf.to_yaml(cfg, resolve=True), cfg.tracking.run_name) as run_id:
         print(f"[pipeline] MLflow run {run_id} at {tracker.uri}; outputs in {output_dir}")
-        for name in cfg.stages:
-            stage = importlib.import_module(f"pipeline.stages.{name}")
-            tame_lightning_logging()
-            with tracker.stage_run(name):
-                ctx = stage.run(cfg, ctx, tracker)
+        ctx = run_stages(cfg, list(cfg.stages), ctx, tracker)
     return ctx.metrics.get(cfg.objective)
+
+
+def run_stages(cfg: DictConfig, stages: list[str], ctx: Context, tracker) -> Context:
+    for name in stages:
+        stage = importlib.import_module(f"pipeline.stages.{name}")
+        tame_lightning_logging()
+        with tracker.stage_run(name):
+            ctx = stage.run(cfg, ctx, tracker)
+    return ctx
+
+
+def run_worker(cfg: DictConfig) -> None:
+    """A DDP rank other than 0: train alongside rank 0, record nothing (rank 0 owns the MLflow runs)."""
+    run_stages(
+        cfg, worker_stages(list(cfg.stages)), Context(output_dir=Path(cfg.output_dir)), SilentTracker()
+    )

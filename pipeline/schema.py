@@ -37,6 +37,7 @@ class ModelConfig:
     weights: str | None = None  # a local state_dict/safetensors file, or pkg:<package>/<file>
     zero_init_head: bool = True  # last linear layer starts at zero: loss at init = ln(num_classes)
     drop_rate: float = 0.0
+    drop_path_rate: float = 0.0  # stochastic depth (timm models that support it)
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -54,17 +55,21 @@ class AugmentConfig:
 class OptimizerConfig:
     name: str = MISSING
     lr: float = MISSING
-    weight_decay: float = 0.0
-    momentum: float = 0.9
+    weight_decay: float = 0.0  # never applied to biases and norm layers
+    momentum: float = 0.9  # sgd and rmsprop
+    nesterov: bool = False  # sgd
 
 
 @dataclass
 class SchedulerConfig:
-    name: str = MISSING  # cosine | step | none
-    warmup_epochs: int = 0
-    step_size: int = 10
-    gamma: float = 0.1
-    min_lr: float = 0.0
+    name: str = MISSING  # cosine | step | multistep | onecycle | plateau | none
+    warmup_epochs: int = 0  # cosine
+    min_lr: float = 0.0  # cosine
+    step_size: int = 10  # step
+    milestones: list[int] = field(default_factory=list)  # multistep
+    gamma: float = 0.1  # step, multistep; plateau's reduction factor
+    patience: int = 2  # plateau: epochs without val/loss improvement
+    pct_start: float = 0.3  # onecycle: share of steps spent warming up
 
 
 @dataclass

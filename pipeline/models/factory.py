@@ -1,13 +1,17 @@
-"""One factory for every model: `create_model(name, num_classes, ...)` over timm's registry and SimpleCNN."""
+"""One factory for every model: `create_model(name, num_classes, ...)` over timm's registry, the torchvision
+classics timm lacks (AlexNet, GoogLeNet) and SimpleCNN."""
 
 from typing import Any
 
 import timm
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from pipeline.errors import PipelineError
 from pipeline.models.simple_cnn import SimpleCNN
 from pipeline.models.weights import load_weights
+
+TORCHVISION_CLASSICS = ("alexnet", "googlenet")
 
 
 def create_model(
@@ -18,10 +22,16 @@ def create_model(
     kwargs: dict[str, Any] | None = None,
     weights: str | None = None,
     zero_init_head: bool = True,
+    drop_path_rate: float = 0.0,
 ) -> torch.nn.Module:
-    """`simple_cnn` builds pipeline.models.simple_cnn from kwargs; any other name comes from timm.
-    `weights` (a local file) is loaded after construction; it needs no network."""
-    model = _build(name, num_classes, pretrained, drop_rate, kwargs)
+    """`simple_cnn` builds pipeline.models.simple_cnn from kwargs; `alexnet` and `googlenet` come from
+    torchvision; any other name from timm. `weights` (a local file) is loaded after construction."""
+    if drop_path_rate and (name == "simple_cnn" or name in TORCHVISION_CLASSICS):
+        raise PipelineError(f"{name} has no stochastic depth; set model.drop_path_rate=0")
+    if name in TORCHVISION_CLASSICS:
+        model = _torchvision(name, num_classes, pretrained, drop_rate, kwargs)
+    else:
+        model = _build(name, num_classes, pretrained, drop_rate, kwargs, drop_path_rate)
     if weights:
         load_weights(model, weights)
     if zero_init_head:
@@ -42,7 +52,40 @@ def _zero_classifier(model: torch.nn.Module) -> None:
             torch.nn.init.zeros_(head.bias)
 
 
-def _build(name: str, num_classes: int, pretrained: bool, drop_rate: float, kwargs: dict[str, Any] | None):
+def _torchvision(
+    name: str, num_classes: int, pretrained: bool, drop_rate: float, kwargs: dict[str, Any] | None
+):
+    """The hub weights have 1000 classes: load them, then put a new head of num_classes on top."""
+    import torchvision
+
+    builder = getattr(torchvision.models, name)
+    options = {"dropout": drop_rate, **(kwargs or {})}
+    if name == "googlenet":
+        options["aux_logits"] = False  # the auxiliary heads only served the original training
+        options.setdefault("init_weights", not pretrained)
+    try:
+        if not pretrained:
+            return builder(weights=None, num_classes=num_classes, **options)
+        model = builder(weights="DEFAULT", **options)
+    except TypeError as err:
+        raise PipelineError(f"bad model.kwargs for {name}: {err}") from err
+    except (OSError, RuntimeError) as err:
+        raise PipelineError(f"could not load pretrained weights for {name} (offline?): {err}") from err
+    if name == "googlenet":
+        model.fc = torch.nn.Linear(model.fc.in_features, num_classes)
+    else:
+        model.classifier[-1] = torch.nn.Linear(model.classifier[-1].in_features, num_classes)
+    return model
+
+
+def _build(
+    name: str,
+    num_classes: int,
+    pretrained: bool,
+    drop_rate: float,
+    kwargs: dict[str, Any] | None,
+    drop_path_rate: float,
+):
     if name == "simple_cnn":
         if pretrained:
             raise PipelineError("simple_cnn has no pretrained weights; set model.pretrained=false")
@@ -56,7 +99,12 @@ def _build(name: str, num_classes: int, pretrained: bool, drop_rate: float, kwar
         raise PipelineError(f"unknown model {name!r}{hint}")
     try:
         return timm.create_model(
-            name, pretrained=pretrained, num_classes=num_classes, drop_rate=drop_rate, **(kwargs or {})
+            name,
+            pretrained=pretrained,
+            num_classes=num_classes,
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate or None,  # timm drops None, so models without drop path accept it
+            **(kwargs or {}),
         )
     except (OSError, RuntimeError) as err:
         if pretrained:
@@ -70,5 +118,7 @@ def _build(name: str, num_classes: int, pretrained: bool, drop_rate: float, kwar
 
 def pretrained_mean_std(name: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     """Normalization the model's pretrained weights were trained with, from timm's pretrained config."""
+    if name in TORCHVISION_CLASSICS:
+        return IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     config = timm.models.get_pretrained_cfg(name)
     return (tuple(config.mean), tuple(config.std)) if config is not None else None

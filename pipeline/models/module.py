@@ -4,45 +4,32 @@ Its hyperparameters are plain dicts and lists (model spec, class names, preproce
 rebuilds the exact model with `torch.load(weights_only=True)` and without the config that produced it.
 """
 
-import math
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from timm.optim import create_optimizer_v2
+from timm.data import Mixup
 from torchmetrics.classification import MulticlassAccuracy
 
 from pipeline.errors import PipelineError
 from pipeline.models.factory import create_model
+from pipeline.models.finetune import param_groups
+from pipeline.models.optim import build_optimizer, build_scheduler
 
-OPTIMIZERS = {"sgd", "adam", "adamw", "rmsprop"}
-SCHEDULERS = {"cosine", "step", "none"}
 
-
-def build_scheduler(optimizer: torch.optim.Optimizer, spec: dict[str, Any], max_epochs: int):
-    """Per-epoch schedule: linear warmup then cosine, a step decay, or a constant rate."""
-    name = spec["name"]
-    if name == "none":
+def batch_mixer(train: dict[str, Any], num_classes: int) -> Mixup | None:
+    """timm's Mixup/CutMix on whole batches (soft targets, label smoothing folded in); None when off."""
+    if train["mixup_alpha"] <= 0 and train["cutmix_alpha"] <= 0:
         return None
-    warmup = min(int(spec.get("warmup_epochs", 0)), max(max_epochs - 1, 0))
-    if name == "cosine":
-        base_lrs = [g["lr"] for g in optimizer.param_groups]
-        min_lr = float(spec.get("min_lr", 0.0))
-
-        def factor(epoch: int, base: float) -> float:
-            if epoch < warmup:
-                return (epoch + 1) / (warmup + 1)
-            progress = (epoch - warmup) / max(max_epochs - warmup, 1)
-            floor = min_lr / base if base > 0 else 0.0
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        lambdas = [lambda e, b=b: factor(e, b) for b in base_lrs]
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
-    if name == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=spec["step_size"], gamma=spec["gamma"])
-    raise PipelineError(f"unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)}")
+    return Mixup(
+        mixup_alpha=train["mixup_alpha"],
+        cutmix_alpha=train["cutmix_alpha"],
+        prob=train["mix_prob"],
+        label_smoothing=train["label_smoothing"],
+        num_classes=num_classes,
+    )
 
 
 class Classifier(L.LightningModule):
@@ -54,7 +41,8 @@ class Classifier(L.LightningModule):
         preprocess: dict[str, Any],
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
-        label_smoothing: float = 0.0,
+        train: dict[str, Any] | None = None,
+        finetune: dict[str, Any] | None = None,
         class_weights: list[float] | None = None,
     ):
         super().__init__()
@@ -67,48 +55,66 @@ class Classifier(L.LightningModule):
             kwargs=model.get("kwargs"),
             weights=model.get("weights"),
             zero_init_head=model.get("zero_init_head", True),
+            drop_path_rate=model.get("drop_path_rate", 0.0),
         )
         weights = torch.tensor(class_weights, dtype=torch.float) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
+        self.label_smoothing = train["label_smoothing"] if train else 0.0
+        self.mixer = batch_mixer(train, num_classes) if train else None
+        self.channels_last = bool(train and train["channels_last"])
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def on_fit_start(self) -> None:
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
     def training_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self(x)
-        loss = F.cross_entropy(
-            logits, y, weight=self.class_weights, label_smoothing=self.hparams.label_smoothing
-        )
-        self.train_acc(logits, y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        x, y = self._inputs(batch[0]), batch[1]
+        if self.mixer is not None:
+            x, target = self.mixer(x, y)  # soft targets, label smoothing included
+            logits = self(x)
+            loss = F.cross_entropy(logits, target, weight=self.class_weights)
+        else:
+            logits = self(x)
+            loss = F.cross_entropy(logits, y, weight=self.class_weights, label_smoothing=self.label_smoothing)
+        self.train_acc(logits, y)  # against the unmixed labels when mixing
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
-        x, y = batch
+        x, y = self._inputs(batch[0]), batch[1]
         logits = self(x)
         self.val_acc(logits, y)
-        self.log("val/loss", F.cross_entropy(logits, y), on_step=False, on_epoch=True, prog_bar=True)
+        loss = F.cross_entropy(logits, y)
+        self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
 
     def on_train_epoch_start(self) -> None:
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
+        lrs = {g.get("name", "head"): g["lr"] for g in self.trainer.optimizers[0].param_groups}
+        self.log("train/lr", lrs.get("head", 0.0), on_step=False, on_epoch=True)
+        if "backbone" in lrs:
+            self.log("train/lr_backbone", lrs["backbone"], on_step=False, on_epoch=True)
 
     def configure_optimizers(self):
         spec = self.hparams.optimizer
-        if spec["name"] not in OPTIMIZERS:
-            raise PipelineError(f"unknown optimizer {spec['name']!r}; choose one of {sorted(OPTIMIZERS)}")
-        extra = {"momentum": spec["momentum"]} if spec["name"] in {"sgd", "rmsprop"} else {}
-        optimizer = create_optimizer_v2(
-            self.model, opt=spec["name"], lr=spec["lr"], weight_decay=spec["weight_decay"], **extra
+        factor = self.hparams.finetune["backbone_lr_factor"] if self.hparams.finetune else 1.0
+        groups = param_groups(self.model, spec["lr"], spec["weight_decay"], factor)
+        optimizer = build_optimizer(groups, spec)
+        scheduler = build_scheduler(
+            optimizer,
+            self.hparams.scheduler,
+            self.trainer.max_epochs,
+            self.trainer.estimated_stepping_batches,
         )
-        scheduler = build_scheduler(optimizer, self.hparams.scheduler, self.trainer.max_epochs)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 
 def load_classifier(path: Path) -> Classifier:

@@ -19,6 +19,7 @@ from pipeline.context import Context
 from pipeline.data.datamodule import ImageDataModule
 from pipeline.errors import PipelineError
 from pipeline.models.factory import create_model
+from pipeline.models.finetune import freeze_backbone
 from pipeline.stages._shared import ensure_index, ensure_preprocess, model_mean_std, model_spec
 from pipeline.tracking import Tracker
 
@@ -55,6 +56,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         spec["kwargs"],
         spec["weights"],
         spec["zero_init_head"],
+        spec["drop_path_rate"],
     )
     preprocess = ensure_preprocess(cfg, ctx, model_mean_std(spec))
     datamodule = ImageDataModule(index, preprocess, list(cfg.augment.train), cfg.data.batch_size, 0)
@@ -63,6 +65,8 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     num_classes = len(index.class_names)
     train_counts = list(index.counts()["train"].values())
     model.train()
+    if cfg.finetune.strategy in ("linear_probe", "gradual"):
+        freeze_backbone(model, cfg.finetune.freeze_batchnorm)  # check the model as training starts it
     results = [
         input_statistics(*_one_batch(datamodule, cfg.data.batch_size), num_classes, train_counts),
         loss_at_init(model, x, y, num_classes, cfg.sanity.init_loss_tolerance),

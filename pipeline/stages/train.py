@@ -1,12 +1,19 @@
 """Train stage: fit the classifier with Lightning, keep the best and last checkpoints, log per epoch."""
 
+from pathlib import Path
+
 import lightning as L
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline import plots
 from pipeline.context import Context
 from pipeline.data.balance import class_weights
 from pipeline.data.datamodule import ImageDataModule
+from pipeline.errors import PipelineError
+from pipeline.models.finetune import FinetuneSchedule, check_strategy
 from pipeline.models.module import Classifier
 from pipeline.stages._shared import ensure_index, ensure_preprocess, model_mean_std, model_spec
 from pipeline.tracking import Tracker
@@ -27,7 +34,88 @@ class EpochMetricsToTracker(Callback):
         self.tracker.log_metrics(metrics, step=trainer.current_epoch)
 
 
+def check_train_config(cfg: DictConfig) -> None:
+    """Fail before any data is read: the combinations below cannot run."""
+    finetune = OmegaConf.to_container(cfg.finetune)
+    check_strategy(finetune)
+    if finetune["strategy"] == "gradual" and "ddp" in str(cfg.trainer.strategy):
+        raise PipelineError(
+            "finetune=gradual cannot run under DDP (DDP registers the trainable parameters once); "
+            "use finetune=full with finetune.backbone_lr_factor < 1"
+        )
+    mixing = cfg.train.mixup_alpha > 0 or cfg.train.cutmix_alpha > 0
+    if mixing and cfg.data.batch_size % 2:
+        raise PipelineError(f"mixup/cutmix need an even data.batch_size, got {cfg.data.batch_size}")
+    if cfg.train.resume:
+        check_resumable(Path(cfg.train.resume), cfg)
+
+
+def check_resumable(path: Path, cfg: DictConfig) -> None:
+    """A run continues only with the model, optimizer, schedule and strategy that wrote the checkpoint."""
+    if not path.is_file():
+        raise PipelineError(f"train.resume: checkpoint not found: {path}")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]
+    except (RuntimeError, KeyError, EOFError, OSError) as err:
+        raise PipelineError(f"train.resume: {path} is not a training checkpoint ({err})") from err
+    now = {
+        "model": model_spec(cfg)["name"],
+        "optimizer": cfg.optimizer.name,
+        "scheduler": cfg.scheduler.name,
+        "finetune": cfg.finetune.strategy,
+    }
+    then = {
+        "model": saved["model"]["name"],
+        "optimizer": saved["optimizer"].get("name"),
+        "scheduler": (saved.get("scheduler") or {}).get("name"),
+        "finetune": (saved.get("finetune") or {}).get("strategy", "full"),
+    }
+    differ = [f"{k} {then[k]} (now {now[k]})" for k in now if then[k] != now[k]]
+    if differ:
+        raise PipelineError(f"train.resume: {path} was trained with another setup: {', '.join(differ)}")
+
+
+def find_lr(trainer: L.Trainer, classifier: Classifier, datamodule, steps: int, tracker: Tracker) -> float:
+    """Lightning's LR range test; its suggestion replaces optimizer.lr. Every layer trains while it sweeps."""
+    finder = Tuner(trainer).lr_find(classifier, datamodule=datamodule, num_training=steps, update_attr=False)
+    suggestion = finder.suggestion() if finder is not None else None
+    if suggestion is None:
+        steps = len(finder.results["lr"]) if finder else 0
+        raise PipelineError(
+            f"the LR finder got no suggestion from {steps} steps (too few batches for train.lr_find_steps "
+            "in max_epochs, or a loss that never fell); set optimizer.lr by hand"
+        )
+    fig = finder.plot(suggest=True)
+    tracker.log_figure(fig, "plots/lr_find.png")
+    plots.close(fig)
+    tracker.log_metrics({"train/lr_found": suggestion})
+    print(f"[train] LR finder suggests lr={suggestion:.3g}")
+    return float(suggestion)
+
+
+def training_callbacks(cfg: DictConfig, tracker: Tracker, ckpt_dir: Path) -> list[Callback]:
+    """Best (weights only, by val/acc) and last checkpoints first, then logging, fine-tuning, early stop."""
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor="val/acc",
+        mode="max",
+        save_weights_only=True,
+        auto_insert_metric_name=False,
+    )
+    callbacks = [
+        best,
+        ModelCheckpoint(dirpath=ckpt_dir, filename="last"),
+        EpochMetricsToTracker(tracker),
+        FinetuneSchedule(cfg.finetune.strategy, cfg.finetune.unfreeze_epoch, cfg.finetune.freeze_batchnorm),
+    ]
+    if cfg.train.early_stopping_patience is not None:
+        callbacks.append(EarlyStopping("val/acc", mode="max", patience=cfg.train.early_stopping_patience))
+    return callbacks
+
+
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
+    check_train_config(cfg)
     L.seed_everything(cfg.seed, verbose=False)
     index = ensure_index(cfg, ctx)
     spec = model_spec(cfg)
@@ -50,34 +138,32 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         preprocess=preprocess.to_dict(),
         optimizer=OmegaConf.to_container(cfg.optimizer),
         scheduler=OmegaConf.to_container(cfg.scheduler),
-        label_smoothing=cfg.train.label_smoothing,
+        train=OmegaConf.to_container(cfg.train),
+        finetune=OmegaConf.to_container(cfg.finetune),
         class_weights=class_weights(train_labels, len(index.class_names))
         if balance == "class_weights"
         else None,
     )
     ckpt_dir = ctx.output_dir / "checkpoints"
-    best = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best",
-        monitor="val/acc",
-        mode="max",
-        save_weights_only=True,
-        auto_insert_metric_name=False,
-    )
-    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last")
+    callbacks = training_callbacks(cfg, tracker, ckpt_dir)
+    best = callbacks[0]
     t = cfg.trainer
     trainer = L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
         strategy=t.strategy,
         precision=t.precision,
+        num_nodes=t.num_nodes,
         max_epochs=t.max_epochs,
         limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches,
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.enable_progress_bar,
         deterministic=t.deterministic,
-        callbacks=[best, last, EpochMetricsToTracker(tracker)],
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=t.gradient_clip_val,
+        gradient_clip_algorithm=t.gradient_clip_algorithm,
+        callbacks=callbacks,
         logger=False,
         default_root_dir=ctx.output_dir,
         enable_model_summary=False,
@@ -90,12 +176,24 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
             "train.preprocess": preprocess.to_dict(),
             "train.balance": balance,
             "train.images_per_epoch": len(datamodule.train_set),
+            "train.finetune": cfg.finetune.strategy,
         }
     )
-    trainer.fit(classifier, datamodule=datamodule)
+    if cfg.train.lr_find:
+        classifier.hparams.optimizer["lr"] = find_lr(
+            trainer, classifier, datamodule, cfg.train.lr_find_steps, tracker
+        )
+    trainer.fit(classifier, datamodule=datamodule, ckpt_path=cfg.train.resume)
 
     ctx.ckpt_path = ckpt_dir / "best.ckpt"
-    metrics = {"train/best_val_acc": float(best.best_model_score), "train/epochs": trainer.current_epoch}
+    if best.best_model_score is None:
+        raise PipelineError("training ended before any validation: no best checkpoint was written")
+    trainable = sum(p.numel() for p in classifier.parameters() if p.requires_grad)
+    metrics = {
+        "train/best_val_acc": float(best.best_model_score),
+        "train/epochs": trainer.current_epoch,
+        "train/trainable_parameters": trainable,
+    }
     tracker.log_metrics(metrics, headline=True)
     tracker.log_artifact(ctx.ckpt_path, "checkpoints")
     ctx.metrics.update(metrics)

@@ -1,0 +1,107 @@
+"""Fine-tuning strategies: which layers train when, and at which learning rate.
+
+- `full`: every layer trains from the start; the backbone at `lr x backbone_lr_factor`.
+- `linear_probe`: the backbone stays frozen; only the classifier head trains.
+- `gradual`: the head trains alone until `unfreeze_epoch`, then the backbone joins at its own lr.
+
+The optimizer holds every parameter from the start, in head and backbone groups (each split into decay and
+no-decay), so the LR schedule covers all groups; a frozen parameter has no gradient and is skipped.
+"""
+
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import BaseFinetuning
+from torch import nn
+
+from pipeline.errors import PipelineError
+
+STRATEGIES = ("full", "linear_probe", "gradual")
+
+
+def classifier_head(model: nn.Module) -> nn.Module:
+    """timm's `get_classifier()`, else the last linear layer (SimpleCNN, torchvision classics)."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if isinstance(head, nn.Module) and any(True for _ in head.parameters()):
+        return head
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise PipelineError(f"cannot find the classifier head of {type(model).__name__}")
+    return linears[-1]
+
+
+def backbone_modules(model: nn.Module) -> list[nn.Module]:
+    """The leaf modules outside the head (everything a linear probe freezes)."""
+    head = set(classifier_head(model).modules())
+    return [m for m in model.modules() if m not in head and not list(m.children())]
+
+
+def check_strategy(spec: dict[str, Any]) -> None:
+    if spec["strategy"] not in STRATEGIES:
+        raise PipelineError(
+            f"unknown finetune.strategy {spec['strategy']!r}; choose one of {list(STRATEGIES)}"
+        )
+    if spec["backbone_lr_factor"] < 0:
+        raise PipelineError(f"finetune.backbone_lr_factor must be >= 0, got {spec['backbone_lr_factor']}")
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_factor: float) -> list[dict]:
+    """Head and backbone groups, each without weight decay on biases, norms and other 1-d parameters."""
+    head_ids = {id(p) for p in classifier_head(model).parameters()}
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        in_head = id(param) in head_ids
+        decays = param.ndim > 1 and not name.endswith(".bias") and name not in skip
+        groups.setdefault((in_head, decays), []).append(param)
+    return [
+        {
+            "params": params,
+            "lr": lr if in_head else lr * backbone_lr_factor,
+            "weight_decay": weight_decay if decays else 0.0,
+            "name": f"{'head' if in_head else 'backbone'}{'' if decays else '_no_decay'}",
+        }
+        for (in_head, decays), params in sorted(groups.items(), reverse=True)
+    ]
+
+
+def freeze_backbone(model: nn.Module, freeze_batchnorm: bool) -> None:
+    """Freeze everything but the head; with freeze_batchnorm=false, batch norm layers keep training."""
+    BaseFinetuning.freeze(backbone_modules(model), train_bn=not freeze_batchnorm)
+    if freeze_batchnorm:
+        set_frozen_batchnorm_eval(model)
+
+
+def set_frozen_batchnorm_eval(model: nn.Module) -> None:
+    """Frozen batch norm normalizes with its pretrained running statistics and leaves them untouched."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and _is_frozen(module):
+            module.eval()
+
+
+def _is_frozen(module: nn.Module) -> bool:
+    params = list(module.parameters(recurse=False))
+    return not any(p.requires_grad for p in params) if params else not module.track_running_stats
+
+
+class FinetuneSchedule(BaseFinetuning):
+    """Lightning's finetuning callback driven by the `finetune` config."""
+
+    def __init__(self, strategy: str, unfreeze_epoch: int, freeze_batchnorm: bool):
+        super().__init__()
+        self.strategy = strategy
+        self.unfreeze_epoch = unfreeze_epoch
+        self.freeze_batchnorm = freeze_batchnorm
+
+    def freeze_before_training(self, pl_module) -> None:
+        if self.strategy in ("linear_probe", "gradual"):
+            freeze_backbone(pl_module.model, self.freeze_batchnorm)
+
+    def finetune_function(self, pl_module, epoch: int, optimizer: torch.optim.Optimizer) -> None:
+        if self.strategy == "gradual" and epoch >= self.unfreeze_epoch:
+            backbone = backbone_modules(pl_module.model)
+            self.make_trainable(backbone)
+            for module in backbone:
+                module.train()  # batch norm frozen until now was in eval mode
+        if self.freeze_batchnorm:
+            set_frozen_batchnorm_eval(pl_module.model)  # after fit's model.train() and on resume

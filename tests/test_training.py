@@ -1,0 +1,275 @@
+"""Training options: fine-tuning strategies, optimizers, schedules, the classics, resume, LR finder, DDP."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from conftest import make_image_folder
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+from mlflow.tracking import MlflowClient
+from torch.utils.data import DataLoader, TensorDataset
+
+from pipeline.errors import PipelineError
+from pipeline.models.factory import create_model
+from pipeline.models.finetune import FinetuneSchedule, classifier_head, param_groups
+from pipeline.models.module import Classifier
+from pipeline.models.optim import build_optimizer, build_scheduler
+from pipeline.runner import run
+from pipeline.stages.train import training_callbacks
+from pipeline.tracking import Tracker
+
+TINY_CNN = {"name": "simple_cnn", "kwargs": {"channels": [4, 8], "convs_per_block": 1}, "drop_rate": 0.0}
+STAGE_TRAIN = [
+    "stages=[train]",
+    "model=simple_cnn",
+    "model.kwargs.channels=[8,16]",
+    "data.image_size=16",
+    "data.batch_size=8",
+]
+
+
+def optimizer_spec(name: str, **extra) -> dict:
+    return {"name": name, "lr": 0.01, "weight_decay": 0.05, "momentum": 0.9, "nesterov": False, **extra}
+
+
+def test_param_groups_split_head_from_backbone_and_spare_norms_and_biases():
+    model = create_model("simple_cnn", 3, kwargs={"channels": [4, 8]})
+    groups = {g["name"]: g for g in param_groups(model, lr=1e-2, weight_decay=0.05, backbone_lr_factor=0.1)}
+    assert set(groups) == {"head", "head_no_decay", "backbone", "backbone_no_decay"}
+    head = classifier_head(model)
+    assert groups["head"]["params"] == [head.weight] and groups["head_no_decay"]["params"] == [head.bias]
+    assert groups["head"]["lr"] == 1e-2 and groups["backbone"]["lr"] == pytest.approx(1e-3)
+    assert all(p.ndim == 1 for p in groups["backbone_no_decay"]["params"])
+    assert groups["backbone_no_decay"]["weight_decay"] == 0.0 and groups["backbone"]["weight_decay"] == 0.05
+    assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize(
+    "spec, cls, nesterov",
+    [
+        (optimizer_spec("sgd", nesterov=True), torch.optim.SGD, True),
+        (optimizer_spec("sgd"), torch.optim.SGD, False),
+        (optimizer_spec("adam"), torch.optim.Adam, None),
+        (optimizer_spec("adamw"), torch.optim.AdamW, None),
+        (optimizer_spec("rmsprop"), torch.optim.RMSprop, None),
+    ],
+)
+def test_optimizers_keep_group_settings(spec, cls, nesterov):
+    model = create_model("simple_cnn", 3, kwargs={"channels": [4]})
+    optimizer = build_optimizer(param_groups(model, 0.01, 0.05, 0.5), spec)
+    assert type(optimizer) is cls
+    assert sorted(g["lr"] for g in optimizer.param_groups) == [0.005, 0.005, 0.01, 0.01]
+    if nesterov is not None:
+        assert optimizer.param_groups[0]["nesterov"] is nesterov
+
+
+@pytest.mark.parametrize("spec", [optimizer_spec("lamb"), optimizer_spec("adamw", lr=0.0)])
+def test_bad_optimizer_specs_fail_clearly(spec):
+    with pytest.raises(PipelineError, match="optimizer"):
+        build_optimizer([{"params": [torch.nn.Parameter(torch.ones(2))]}], spec)
+
+
+def scheduled_lrs(spec: dict, epochs: int, steps_per_epoch: int = 4) -> list[float]:
+    """Head lr at the start of each epoch, stepping the scheduler as Lightning would."""
+    param = torch.nn.Parameter(torch.ones(1))
+    optimizer = torch.optim.SGD([{"params": [param], "lr": 1.0}])
+    config = build_scheduler(optimizer, spec, epochs, epochs * steps_per_epoch)
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        for _ in range(steps_per_epoch):
+            optimizer.step()
+            if config["interval"] == "step":
+                config["scheduler"].step()
+        if config["interval"] == "epoch":
+            args = (1.0,) if "monitor" in config else ()  # plateau: a val/loss that never improves
+            config["scheduler"].step(*args)
+    return lrs
+
+
+def test_schedulers_follow_their_definitions():
+    base = {"warmup_epochs": 0, "min_lr": 0.0, "step_size": 2, "milestones": [1, 3], "gamma": 0.5}
+    assert scheduled_lrs({**base, "name": "step"}, 5) == [1.0, 1.0, 0.5, 0.5, 0.25]
+    assert scheduled_lrs({**base, "name": "multistep"}, 5) == [1.0, 0.5, 0.5, 0.25, 0.25]
+    cosine = scheduled_lrs({**base, "name": "cosine", "warmup_epochs": 1}, 5)
+    assert cosine[0] == pytest.approx(0.5) and cosine[1] == pytest.approx(1.0) and cosine[-1] < 0.2
+    onecycle = scheduled_lrs({**base, "name": "onecycle", "pct_start": 0.3}, 5)
+    assert onecycle[0] < 0.1 and max(onecycle) > 0.8 and onecycle[-1] < onecycle[2]
+    plateau = scheduled_lrs({**base, "name": "plateau", "patience": 1}, 5)
+    assert plateau[0] == 1.0 and plateau[-1] < 1.0
+    with pytest.raises(PipelineError, match="unknown scheduler"):
+        scheduled_lrs({**base, "name": "triangle"}, 2)
+
+
+@pytest.mark.parametrize("name, size", [("alexnet", 64), ("googlenet", 32), ("vgg11_bn", 32)])
+def test_classic_architectures_build_with_a_fresh_zero_head(name, size):
+    model = create_model(name, 4).eval()
+    assert model(torch.randn(2, 3, size, size)).shape == (2, 4)
+    head = classifier_head(model)
+    assert head.out_features == 4 and not head.weight.any()
+
+
+class WeightsAfterEachEpoch(Callback):
+    def __init__(self):
+        self.snapshots = []
+
+    def on_train_epoch_end(self, trainer, module):
+        self.snapshots.append({k: v.detach().clone() for k, v in module.model.state_dict().items()})
+
+
+def fit_tiny(strategy: str, unfreeze_epoch: int = 1, epochs: int = 2) -> tuple[dict, list[dict]]:
+    """Fit a tiny CNN on random tensors; the weights before and after each epoch."""
+    L.seed_everything(0, verbose=False)
+    classifier = Classifier(
+        model=TINY_CNN,
+        num_classes=3,
+        class_names=["a", "b", "c"],
+        preprocess={"image_size": 8, "mean": [0.5] * 3, "std": [0.5] * 3},
+        optimizer=optimizer_spec("adamw"),
+        scheduler={"name": "none"},
+        finetune={"strategy": strategy, "backbone_lr_factor": 0.5},
+    )
+    before = {k: v.clone() for k, v in classifier.model.state_dict().items()}
+    data = TensorDataset(torch.randn(32, 3, 8, 8) * 2 + 1, torch.randint(0, 3, (32,)))
+    recorder = WeightsAfterEachEpoch()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        callbacks=[FinetuneSchedule(strategy, unfreeze_epoch, freeze_batchnorm=True), recorder],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(classifier, DataLoader(data, batch_size=8), DataLoader(data, batch_size=8))
+    return before, recorder.snapshots
+
+
+BACKBONE_KEYS = ("features.0.0.weight", "features.0.1.weight", "features.0.1.running_mean")
+
+
+def test_linear_probe_trains_the_head_only_and_keeps_batchnorm_statistics():
+    before, (_, after) = fit_tiny("linear_probe")
+    for key in BACKBONE_KEYS:
+        assert torch.equal(before[key], after[key]), key
+    assert not torch.equal(before["head.3.weight"], after["head.3.weight"])
+
+
+def test_gradual_unfreezes_the_backbone_at_the_configured_epoch():
+    before, (first, second) = fit_tiny("gradual", unfreeze_epoch=1)
+    for key in BACKBONE_KEYS:
+        assert torch.equal(before[key], first[key]) and not torch.equal(first[key], second[key]), key
+
+
+def test_full_finetuning_trains_everything_from_the_start():
+    before, (first,) = fit_tiny("full", epochs=1)
+    assert all(not torch.equal(before[k], first[k]) for k in BACKBONE_KEYS)
+
+
+def test_early_stopping_is_wired_from_config(make_cfg, tmp_path):
+    tracker = Tracker("t", None, str(tmp_path / "mlruns"))
+    assert not any(isinstance(c, EarlyStopping) for c in training_callbacks(make_cfg(), tracker, tmp_path))
+    callbacks = training_callbacks(make_cfg("train.early_stopping_patience=3"), tracker, tmp_path)
+    (stopper,) = [c for c in callbacks if isinstance(c, EarlyStopping)]
+    assert stopper.patience == 3 and stopper.monitor == "val/acc" and stopper.mode == "max"
+
+
+def train_run(client: MlflowClient):
+    (child,) = [
+        r
+        for r in client.search_runs(client.search_experiments()[0].experiment_id)
+        if r.info.run_name == "train"
+    ]
+    return child
+
+
+@pytest.mark.slow
+def test_training_extras_lr_finder_mixing_gradual_and_resume(make_cfg, tmp_path):
+    """One run with the LR finder, mixup/cutmix, label smoothing, channels_last and a gradual unfreeze;
+    a second run resumes its last checkpoint for one more epoch, with accumulation and clipping."""
+    images = make_image_folder(tmp_path / "images", per_class=30, size=16)
+    extras = [
+        "data.batch_size=4",
+        "trainer.max_epochs=2",
+        "train.lr_find=true",
+        "train.lr_find_steps=20",
+        "train.mixup_alpha=0.2",
+        "train.cutmix_alpha=1.0",
+        "train.label_smoothing=0.1",
+        "train.channels_last=true",
+        "finetune=gradual",
+        "finetune.unfreeze_epoch=1",
+    ]
+    run(make_cfg(*STAGE_TRAIN, *extras, root=images))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    first = train_run(client)
+    assert first.data.metrics["train/epochs"] == 2 and first.data.metrics["train/lr_found"] > 0
+    assert "plots/lr_find.png" in {a.path for a in client.list_artifacts(first.info.run_id, "plots")}
+    assert "train/lr_backbone" in first.data.metrics
+
+    last = tmp_path / "out" / "checkpoints" / "last.ckpt"
+    resume = [
+        *[o for o in extras if not o.startswith(("train.lr_find", "trainer.max_epochs"))],
+        "trainer.max_epochs=3",
+        f"train.resume={last}",
+        f"output_dir={tmp_path / 'out2'}",
+        "trainer.accumulate_grad_batches=2",
+        "trainer.gradient_clip_val=1.0",
+    ]
+    run(make_cfg(*STAGE_TRAIN, *resume, root=images))
+    runs = client.search_runs(client.search_experiments()[0].experiment_id, "attributes.run_name = 'train'")
+    resumed = next(r for r in runs if r.info.run_id != first.info.run_id)
+    steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "train/loss")]
+    assert steps == [2] and resumed.data.metrics["train/epochs"] == 3
+
+
+def resnet_checkpoint(tmp_path: Path) -> Path:
+    classifier = Classifier(
+        model={"name": "resnet18"}, num_classes=3, class_names=["a", "b", "c"], preprocess={}, optimizer={}
+    )
+    path = tmp_path / "resnet.ckpt"
+    torch.save({"hyper_parameters": dict(classifier.hparams), "state_dict": {}}, path)
+    return path
+
+
+def test_bad_training_combinations_fail_before_reading_data(make_cfg, image_folder, tmp_path):
+    cases = [
+        (["train.mixup_alpha=0.2", "data.batch_size=7"], "even data.batch_size"),
+        ([f"train.resume={tmp_path / 'nope.ckpt'}"], "checkpoint not found"),
+        (["finetune=gradual", "trainer=ddp"], "cannot run under DDP"),
+        (["finetune.strategy=partial"], "unknown finetune.strategy"),
+        ([f"train.resume={resnet_checkpoint(tmp_path)}"], "was trained with another setup: model"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(PipelineError, match=message):
+            run(make_cfg(*STAGE_TRAIN, *overrides, root=image_folder))
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_records_one_mlflow_run(image_folder, tmp_path):
+    """Lightning's DDP launcher re-runs the command for rank 1; only rank 0 may write to MLflow."""
+    command = [
+        sys.executable, "-m", "pipeline", *STAGE_TRAIN,
+        "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+        f"data.root={image_folder}", f"data.cache_dir={tmp_path / 'cache'}",
+        f"tracking.dir={tmp_path / 'mlruns'}", f"hydra.run.dir={tmp_path / 'out'}",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=Path.cwd())
+    assert done.returncode == 0, done.stderr[-2000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs(client.search_experiments()[0].experiment_id)
+    assert sorted(r.info.run_name == "train" for r in runs) == [False, True]  # one parent, one train child
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    train = train_run(client)
+    assert (
+        train.data.params["train.devices"] == "2"
+        and train.data.params["train.accelerator"] == "CPUAccelerator"
+    )
+    assert [m.step for m in client.get_metric_history(train.info.run_id, "train/loss")] == [0, 1]
+    assert (tmp_path / "out" / "checkpoints" / "best.ckpt").is_file()

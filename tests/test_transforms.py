@@ -1,5 +1,9 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
+from conftest import CONF_DIR
+from omegaconf import OmegaConf
 from PIL import Image
 
 from pipeline.data.images import load_rgb
@@ -56,3 +60,15 @@ def test_any_colour_mode_loads_as_rgb(tmp_path, mode):
     path = tmp_path / f"img.{'tif' if mode in ('CMYK', 'I;16') else 'png'}"
     Image.new(mode, (5, 7)).save(path)
     assert load_rgb(str(path)).shape == (7, 5, 3)
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (Path(CONF_DIR) / "augment").glob("*.yaml")))
+def test_every_augment_preset_builds_and_changes_images_but_not_their_shape(preset):
+    specs = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "augment" / f"{preset}.yaml"))["train"]
+    transform = train_transform(Preprocess(32, (0.5,) * 3, (0.25,) * 3), specs)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    outputs = [transform(image=image)["image"] for _ in range(8)]
+    assert all(tuple(x.shape) == (3, 32, 32) for x in outputs)
+    changed = any(not np.allclose(outputs[0].numpy(), x.numpy()) for x in outputs[1:])
+    assert changed == bool(specs)  # random augmentations vary; `none` is deterministic

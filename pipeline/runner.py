@@ -1,7 +1,9 @@
 """Run the configured stages in order inside one MLflow parent run, one child run per stage."""
 
+import contextlib
 import importlib
 import logging
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -11,7 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.context import Context
 from pipeline.errors import PipelineError
 from pipeline.ranks import SilentTracker, is_rank_zero, worker_stages
-from pipeline.schema import STAGE_NAMES
+from pipeline.schema import STAGE_NAMES, Config
+
+INTERRUPTS = (KeyboardInterrupt, SystemExit)  # Lightning turns Ctrl-C and SIGTERM into SystemExit
 
 
 def _not_litlogger_tip(record: logging.LogRecord) -> bool:
@@ -56,14 +60,57 @@ def run(cfg: DictConfig) -> float | None:
         return run_worker(cfg)
     from pipeline.tracking import Tracker
 
+    tracker = Tracker(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.dir)
+    for abandoned in tracker.mark_abandoned_runs():
+        print(f"[pipeline] run {abandoned} was left RUNNING by a process that is gone: marked KILLED")
+    resume_id = None
+    if cfg.resume:
+        resume_id, saved_yaml = tracker.resumable_run(None if cfg.resume is True else str(cfg.resume))
+        cfg = resumed_config(saved_yaml, tracker.stage_statuses(resume_id))
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    tracker = Tracker(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.dir)
     ctx = Context(output_dir=output_dir)
-    with tracker.pipeline_run(config, OmegaConf.to_yaml(cfg, resolve=True), cfg.tracking.run_name) as run_id:
+    yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    with (
+        sigterm_as_interrupt(),
+        tracker.pipeline_run(config, yaml, cfg.tracking.run_name, resume_id) as run_id,
+    ):
         print(f"[pipeline] MLflow run {run_id} at {tracker.uri}; outputs in {output_dir}")
-        ctx = run_stages(cfg, list(cfg.stages), ctx, tracker)
+        try:
+            ctx = run_stages(cfg, list(cfg.stages), ctx, tracker)
+        except INTERRUPTS as err:
+            print(f"[pipeline] interrupted: run {run_id} marked KILLED; continue it with resume={run_id}")
+            raise KeyboardInterrupt from err  # one exit path (130) for Ctrl-C and SIGTERM
     return ctx.metrics.get(cfg.objective)
+
+
+def resumed_config(saved_yaml: str, statuses: dict[str, tuple[str, str]]) -> DictConfig:
+    """The interrupted run's own config, reduced to its unfinished stages, training from its last.ckpt."""
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(saved_yaml))
+    done = {stage for stage, (_, status) in statuses.items() if status == "FINISHED"}
+    checkpoints = Path(cfg.output_dir) / "checkpoints"
+    cfg.stages = [s for s in cfg.stages if s not in done]
+    if "train" in cfg.stages and (checkpoints / "last.ckpt").is_file():
+        cfg.train.resume = str(checkpoints / "last.ckpt")
+    if "train" in done:
+        cfg.ckpt_path = str(checkpoints / "best.ckpt")
+    cfg.resume = None
+    print(f"[pipeline] resuming stages {list(cfg.stages)} in {cfg.output_dir}")
+    return cfg
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a scheduler, `kill`) ends the run like Ctrl-C: runs marked KILLED, checkpoints intact."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_stages(cfg: DictConfig, stages: list[str], ctx: Context, tracker) -> Context:

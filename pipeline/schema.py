@@ -168,6 +168,7 @@ class Config:
     ckpt_path: str | None = None  # validate/export this checkpoint
     from_run: str | None = None  # validate/export the best checkpoint of this MLflow run
     onnx_path: str | None = None  # validate this ONNX file
+    resume: Any = None  # true: the newest KILLED/FAILED pipeline run; or a parent run id
     objective: str = "val/acc"
 
 

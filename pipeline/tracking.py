@@ -2,10 +2,12 @@
 
 One parent run per pipeline run holds the resolved config, git and command-line tags and the headline
 metrics of every stage; one nested child run per stage holds that stage's params, metrics and artifacts.
-A run that ends by an exception is marked FAILED, never left RUNNING.
+A run that ends by an exception is marked FAILED, by Ctrl-C or SIGTERM KILLED, never left RUNNING; a run
+that a hard kill left RUNNING is found and marked KILLED by the next pipeline start on the same host.
 """
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
+
+from pipeline.errors import PipelineError
+
+INTERRUPTS = (KeyboardInterrupt, SystemExit)  # Lightning turns Ctrl-C and SIGTERM into SystemExit
 
 PARAM_VALUE_LIMIT = 6000  # MLflow's limit on a param value's length
 
@@ -39,6 +46,27 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[name] = str(value)[:PARAM_VALUE_LIMIT]
     return out
+
+
+@contextmanager
+def _killed_on_interrupt() -> Iterator[None]:
+    try:
+        yield
+    except INTERRUPTS:
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _git(*args: str) -> str | None:
@@ -78,23 +106,81 @@ class Tracker:
             return self.client.get_experiment_by_name(name).experiment_id
 
     @contextmanager
-    def pipeline_run(self, config: dict[str, Any], config_yaml: str, run_name: str | None) -> Iterator[str]:
-        with mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name) as run:
+    def pipeline_run(
+        self, config: dict[str, Any], config_yaml: str, run_name: str | None, resume_id: str | None = None
+    ) -> Iterator[str]:
+        """A new parent run, or the parent run `resume_id` reopened (its params and config stay as logged)."""
+        with mlflow.start_run(run_id=resume_id, experiment_id=self.experiment_id, run_name=run_name) as run:
             self.parent_id = run.info.run_id
-            mlflow.set_tags({**git_tags(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])})
-            mlflow.log_params(flatten(config))
-            mlflow.log_text(config_yaml, "config.yaml")
+            mlflow.set_tags({"pid": str(os.getpid()), "host": socket.gethostname()})
+            if resume_id is None:
+                mlflow.set_tags({**git_tags(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])})
+                mlflow.log_params(flatten(config))
+                mlflow.log_text(config_yaml, "config.yaml")
             try:
-                yield run.info.run_id
+                with _killed_on_interrupt():
+                    yield run.info.run_id
             finally:
                 self.parent_id = None
 
     @contextmanager
     def stage_run(self, stage: str) -> Iterator[str]:
+        """A child run of the parent; an unfinished child of the same stage is reopened when resuming."""
+        unfinished = self.stage_statuses(self.parent_id).get(stage) if self.parent_id else None
+        reopen = unfinished[0] if unfinished and unfinished[1] != "FINISHED" else None
         with mlflow.start_run(
-            experiment_id=self.experiment_id, run_name=stage, nested=True, tags={"stage": stage}
+            run_id=reopen,
+            experiment_id=self.experiment_id,
+            run_name=stage,
+            nested=True,
+            tags={"stage": stage},
         ) as run:
-            yield run.info.run_id
+            with _killed_on_interrupt():
+                yield run.info.run_id
+
+    def stage_statuses(self, parent_id: str) -> dict[str, tuple[str, str]]:
+        """stage name -> (child run id, status) under a parent run."""
+        children = self.client.search_runs(
+            [self.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=100
+        )
+        return {r.data.tags.get("stage", r.info.run_name): (r.info.run_id, r.info.status) for r in children}
+
+    def mark_abandoned_runs(self) -> list[str]:
+        """Runs of this host left RUNNING by a process that no longer exists (a hard kill) become KILLED."""
+        host = socket.gethostname()
+        running = self.client.search_runs(
+            [self.experiment_id], f"attributes.status = 'RUNNING' and tags.host = '{host}'", max_results=1000
+        )
+        abandoned = [r.info.run_id for r in running if not _process_alive(int(r.data.tags.get("pid", 0)))]
+        for run_id in abandoned:
+            for child_id, status in self.stage_statuses(run_id).values():
+                if status == "RUNNING":
+                    self.client.set_terminated(child_id, "KILLED")
+            self.client.set_terminated(run_id, "KILLED")
+        return abandoned
+
+    def resumable_run(self, run_id: str | None) -> tuple[str, str]:
+        """(parent run id, its resolved config YAML): the given run, or the newest KILLED/FAILED one."""
+        if run_id is None:
+            found = self.client.search_runs(
+                [self.experiment_id],
+                "attributes.status != 'FINISHED' and attributes.status != 'RUNNING' and tags.pid != ''",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            if not found:
+                raise PipelineError("resume: no interrupted or failed pipeline run in this experiment")
+            run_id = found[0].info.run_id
+        try:
+            run = self.client.get_run(run_id)
+        except mlflow.exceptions.MlflowException as err:
+            raise PipelineError(f"resume: no MLflow run {run_id} at {self.uri}") from err
+        if "mlflow.parentRunId" in run.data.tags:
+            raise PipelineError(f"resume: {run_id} is a stage run; pass its parent run id")
+        if run.info.status in ("FINISHED", "RUNNING"):
+            raise PipelineError(f"resume: run {run_id} is {run.info.status}, not KILLED or FAILED")
+        config_path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml")
+        return run_id, Path(config_path).read_text()
 
     def log_params(self, params: dict[str, Any]) -> None:
         mlflow.log_params(flatten(params))

@@ -13,6 +13,7 @@ from pipeline.context import Context
 from pipeline.data.balance import class_weights
 from pipeline.data.datamodule import ImageDataModule
 from pipeline.errors import PipelineError
+from pipeline.models.checkpoint_io import AtomicCheckpointIO
 from pipeline.models.finetune import FinetuneSchedule, check_strategy
 from pipeline.models.module import Classifier
 from pipeline.stages._shared import ensure_index, ensure_preprocess, model_mean_std, model_spec
@@ -164,6 +165,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         gradient_clip_val=t.gradient_clip_val,
         gradient_clip_algorithm=t.gradient_clip_algorithm,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         logger=False,
         default_root_dir=ctx.output_dir,
         enable_model_summary=False,

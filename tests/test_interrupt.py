@@ -1,0 +1,85 @@
+"""Interruption and resume: SIGTERM marks the runs KILLED and keeps last.ckpt; resume=<id> finishes the same
+runs; a run a hard kill left RUNNING is marked KILLED by the next start."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from pipeline.runner import run
+from pipeline.tracking import Tracker
+
+TRAIN = [
+    "stages=[train]",
+    "model=simple_cnn",
+    "model.kwargs.channels=[8]",
+    "data.image_size=16",
+    "data.batch_size=8",
+    "trainer.max_epochs=40",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def store(tmp_path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+
+
+@pytest.mark.slow
+def test_sigterm_marks_runs_killed_and_resume_finishes_them(make_cfg, image_folder, tmp_path):
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "pipeline", *TRAIN, f"data.root={image_folder}",
+        f"data.cache_dir={tmp_path / 'cache'}", f"tracking.dir={tmp_path / 'mlruns'}", f"hydra.run.dir={out}",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 130, output[-2000:]
+    assert "marked KILLED" in output and "Traceback" not in output
+
+    client = store(tmp_path)
+    runs = client.search_runs([client.get_experiment_by_name("image-classification").experiment_id])
+    assert {r.info.status for r in runs} == {"KILLED"} and len(runs) == 2
+    parent = next(r for r in runs if r.info.run_name != "train")
+    train = next(r for r in runs if r.info.run_name == "train")
+    interrupted_at = torch.load(last, weights_only=True)["epoch"]  # intact and loadable
+    assert interrupted_at < 39
+
+    run(make_cfg(f"resume={parent.info.run_id}"))
+    runs = client.search_runs([train.info.experiment_id])
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}  # the same two runs
+    steps = [m.step for m in client.get_metric_history(train.info.run_id, "train/loss")]
+    assert sorted(set(steps)) == list(range(40)) and len(steps) == 40
+    assert client.get_run(train.info.run_id).data.metrics["train/epochs"] == 40
+
+
+def test_a_run_left_running_by_a_dead_process_is_marked_killed(tmp_path):
+    tracker = Tracker("image-classification", None, str(tmp_path / "mlruns"))
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid now belongs to no process
+    host = socket.gethostname()
+    dead = tracker.client.create_run(tracker.experiment_id, tags={"pid": str(gone.pid), "host": host})
+    alive = tracker.client.create_run(tracker.experiment_id, tags={"pid": str(os.getpid()), "host": host})
+    assert tracker.mark_abandoned_runs() == [dead.info.run_id]
+    assert tracker.client.get_run(dead.info.run_id).info.status == "KILLED"
+    assert tracker.client.get_run(alive.info.run_id).info.status == "RUNNING"
+
+
+def test_resume_refuses_runs_that_cannot_resume(make_cfg, tmp_path):
+    from pipeline.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="no interrupted or failed pipeline run"):
+        run(make_cfg("resume=true"))
+    with pytest.raises(PipelineError, match="no MLflow run"):
+        run(make_cfg("resume=0123456789abcdef0123456789abcdef"))

@@ -30,26 +30,32 @@ def one_line(err: BaseException | None) -> str:
         key = getattr(err, "full_key", None)
         if key and key not in " ".join([*parts, text]):
             text = f"{text} ({key})"
-        if text and text not in parts:
+        if text and not any(text in part for part in parts):  # a cause already quoted by its wrapper
             parts.append(text.rstrip("."))
         err = err.__cause__
     return ": ".join(parts) or "unknown error"
 
 
-def exit_on_known_error(err: BaseException) -> None:
-    """Print one line and exit 2 for bad input; anything else is a bug and keeps its traceback."""
+def error_line(err: BaseException) -> str | None:
+    """The one line the CLI prints for bad input; None for anything else (a bug keeps its traceback)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from pipeline.errors import PipelineError
 
     if isinstance(err, PipelineError):
-        print(f"error: {err}", file=sys.stderr)
-    elif isinstance(err, HydraException | OmegaConfBaseException):
-        print(f"config error: {one_line(err)}", file=sys.stderr)
-    else:
-        return
-    sys.exit(2)
+        return f"error: {err}"
+    if isinstance(err, HydraException | OmegaConfBaseException):
+        return f"config error: {one_line(err)}"
+    return None
+
+
+def exit_on_known_error(err: BaseException) -> None:
+    """Print one line and exit 2 for bad input; anything else is a bug and keeps its traceback."""
+    line = error_line(err)
+    if line is not None:
+        print(line, file=sys.stderr)
+        sys.exit(2)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -3,6 +3,7 @@
 import contextlib
 import importlib
 import logging
+import os
 import signal
 import sys
 import warnings
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.config_checks import check_config
 from pipeline.context import Context
 from pipeline.errors import PipelineError
 from pipeline.ranks import SilentTracker, is_rank_zero, worker_stages
@@ -55,11 +57,15 @@ def run(cfg: DictConfig) -> float | None:
     """Returns the objective metric (cfg.objective) when a stage produced it, for sweepers."""
     check_stages(list(cfg.stages))
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # fail before any run starts
+    check_config(cfg)
     quiet_known_noise()
     if not is_rank_zero():
         return run_worker(cfg)
     from pipeline.tracking import Tracker
 
+    writable_folder(Path(cfg.output_dir), "output folder")
+    if cfg.tracking.uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):  # the embedded store
+        writable_folder(Path(cfg.tracking.dir), "tracking.dir")
     tracker = Tracker(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.dir)
     for abandoned in tracker.mark_abandoned_runs():
         print(f"[pipeline] run {abandoned} was left RUNNING by a process that is gone: marked KILLED")
@@ -67,8 +73,7 @@ def run(cfg: DictConfig) -> float | None:
     if cfg.resume:
         resume_id, saved_yaml = tracker.resumable_run(None if cfg.resume is True else str(cfg.resume))
         cfg = resumed_config(saved_yaml, tracker.stage_statuses(resume_id))
-    output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = writable_folder(Path(cfg.output_dir), "output folder")
     ctx = Context(output_dir=output_dir)
     yaml = OmegaConf.to_yaml(cfg, resolve=True)
     with (
@@ -82,6 +87,18 @@ def run(cfg: DictConfig) -> float | None:
             print(f"[pipeline] interrupted: run {run_id} marked KILLED; continue it with resume={run_id}")
             raise KeyboardInterrupt from err  # one exit path (130) for Ctrl-C and SIGTERM
     return ctx.metrics.get(cfg.objective)
+
+
+def writable_folder(folder: Path, what: str) -> Path:
+    """Create the folder and prove it takes files, before any run starts."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise PipelineError(f"{what} {folder} is not writable: {err.strerror or err}") from err
+    return folder
 
 
 def resumed_config(saved_yaml: str, statuses: dict[str, tuple[str, str]]) -> DictConfig:

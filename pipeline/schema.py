@@ -173,6 +173,9 @@ class Config:
 
 
 STAGE_NAMES = ("data", "sanity", "train", "validate", "export")
+FINETUNE_STRATEGIES = ("full", "linear_probe", "gradual")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULERS = ("cosine", "step", "multistep", "onecycle", "plateau", "none")
 
 
 def register() -> None:

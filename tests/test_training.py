@@ -241,7 +241,7 @@ def test_bad_training_combinations_fail_before_reading_data(make_cfg, image_fold
         (["train.mixup_alpha=0.2", "data.batch_size=7"], "even data.batch_size"),
         ([f"train.resume={tmp_path / 'nope.ckpt'}"], "checkpoint not found"),
         (["finetune=gradual", "trainer=ddp"], "cannot run under DDP"),
-        (["finetune.strategy=partial"], "unknown finetune.strategy"),
+        (["finetune.strategy=partial"], "finetune.strategy='partial' is not one of"),
         ([f"train.resume={resnet_checkpoint(tmp_path)}"], "was trained with another setup: model"),
     ]
     for overrides, message in cases:

@@ -229,4 +229,6 @@ def apply_policies(index: DatasetIndex, findings: Findings, on_corrupt: str, on_
         for pair in findings.leakage:
             removed.add(pair["b"] if pair["b_split"] != "train" else pair["a"])
     kept = [r for r in index.records if r.path not in removed]
+    if not kept:
+        raise PipelineError(f"no readable images in {index.root}: all {len(index.records)} files are corrupt")
     return require_train_images(DatasetIndex(index.root, index.class_names, kept))

@@ -8,15 +8,11 @@ The optimizer holds every parameter from the start, in head and backbone groups 
 no-decay), so the LR schedule covers all groups; a frozen parameter has no gradient and is skipped.
 """
 
-from typing import Any
-
 import torch
 from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
 
 from pipeline.errors import PipelineError
-
-STRATEGIES = ("full", "linear_probe", "gradual")
 
 
 def classifier_head(model: nn.Module) -> nn.Module:
@@ -34,15 +30,6 @@ def backbone_modules(model: nn.Module) -> list[nn.Module]:
     """The leaf modules outside the head (everything a linear probe freezes)."""
     head = set(classifier_head(model).modules())
     return [m for m in model.modules() if m not in head and not list(m.children())]
-
-
-def check_strategy(spec: dict[str, Any]) -> None:
-    if spec["strategy"] not in STRATEGIES:
-        raise PipelineError(
-            f"unknown finetune.strategy {spec['strategy']!r}; choose one of {list(STRATEGIES)}"
-        )
-    if spec["backbone_lr_factor"] < 0:
-        raise PipelineError(f"finetune.backbone_lr_factor must be >= 0, got {spec['backbone_lr_factor']}")
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_factor: float) -> list[dict]:

@@ -4,6 +4,7 @@ Its hyperparameters are plain dicts and lists (model spec, class names, preproce
 rebuilds the exact model with `torch.load(weights_only=True)` and without the config that produced it.
 """
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,8 @@ def load_classifier(path: Path) -> Classifier:
         hparams["model"] = {**hparams["model"], "pretrained": False, "weights": None}
         classifier = Classifier(**hparams)
         classifier.load_state_dict(checkpoint["state_dict"])
+    except pickle.UnpicklingError as err:
+        raise PipelineError(f"cannot load checkpoint {path}: not a checkpoint this pipeline wrote") from err
     except (RuntimeError, KeyError, TypeError, ValueError, EOFError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PipelineError(f"cannot load checkpoint {path}: {first_line}") from err

@@ -7,9 +7,7 @@ import torch
 from timm.optim import create_optimizer_v2
 
 from pipeline.errors import PipelineError
-
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-SCHEDULERS = ("cosine", "step", "multistep", "onecycle", "plateau", "none")
+from pipeline.schema import OPTIMIZERS, SCHEDULERS
 
 
 def build_optimizer(groups: list[dict], spec: dict[str, Any]) -> torch.optim.Optimizer:

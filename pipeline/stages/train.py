@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig, OmegaConf
@@ -14,7 +13,7 @@ from pipeline.data.balance import class_weights
 from pipeline.data.datamodule import ImageDataModule
 from pipeline.errors import PipelineError
 from pipeline.models.checkpoint_io import AtomicCheckpointIO
-from pipeline.models.finetune import FinetuneSchedule, check_strategy
+from pipeline.models.finetune import FinetuneSchedule
 from pipeline.models.module import Classifier
 from pipeline.stages._shared import ensure_index, ensure_preprocess, model_mean_std, model_spec
 from pipeline.tracking import Tracker
@@ -33,47 +32,6 @@ class EpochMetricsToTracker(Callback):
             k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))
         }
         self.tracker.log_metrics(metrics, step=trainer.current_epoch)
-
-
-def check_train_config(cfg: DictConfig) -> None:
-    """Fail before any data is read: the combinations below cannot run."""
-    finetune = OmegaConf.to_container(cfg.finetune)
-    check_strategy(finetune)
-    if finetune["strategy"] == "gradual" and "ddp" in str(cfg.trainer.strategy):
-        raise PipelineError(
-            "finetune=gradual cannot run under DDP (DDP registers the trainable parameters once); "
-            "use finetune=full with finetune.backbone_lr_factor < 1"
-        )
-    mixing = cfg.train.mixup_alpha > 0 or cfg.train.cutmix_alpha > 0
-    if mixing and cfg.data.batch_size % 2:
-        raise PipelineError(f"mixup/cutmix need an even data.batch_size, got {cfg.data.batch_size}")
-    if cfg.train.resume:
-        check_resumable(Path(cfg.train.resume), cfg)
-
-
-def check_resumable(path: Path, cfg: DictConfig) -> None:
-    """A run continues only with the model, optimizer, schedule and strategy that wrote the checkpoint."""
-    if not path.is_file():
-        raise PipelineError(f"train.resume: checkpoint not found: {path}")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]
-    except (RuntimeError, KeyError, EOFError, OSError) as err:
-        raise PipelineError(f"train.resume: {path} is not a training checkpoint ({err})") from err
-    now = {
-        "model": model_spec(cfg)["name"],
-        "optimizer": cfg.optimizer.name,
-        "scheduler": cfg.scheduler.name,
-        "finetune": cfg.finetune.strategy,
-    }
-    then = {
-        "model": saved["model"]["name"],
-        "optimizer": saved["optimizer"].get("name"),
-        "scheduler": (saved.get("scheduler") or {}).get("name"),
-        "finetune": (saved.get("finetune") or {}).get("strategy", "full"),
-    }
-    differ = [f"{k} {then[k]} (now {now[k]})" for k in now if then[k] != now[k]]
-    if differ:
-        raise PipelineError(f"train.resume: {path} was trained with another setup: {', '.join(differ)}")
 
 
 def find_lr(trainer: L.Trainer, classifier: Classifier, datamodule, steps: int, tracker: Tracker) -> float:
@@ -116,7 +74,6 @@ def training_callbacks(cfg: DictConfig, tracker: Tracker, ckpt_dir: Path) -> lis
 
 
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
-    check_train_config(cfg)
     L.seed_everything(cfg.seed, verbose=False)
     index = ensure_index(cfg, ctx)
     spec = model_spec(cfg)

@@ -1,0 +1,174 @@
+"""Bad inputs, table-driven: each ends with one clear line (as the CLI prints it), leaves no MLflow run
+RUNNING and loses nothing written before (a sentinel output file and an earlier finished run survive)."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_image_folder
+from hydra.errors import HydraException
+from mlflow.tracking import MlflowClient
+from omegaconf.errors import OmegaConfBaseException
+
+from pipeline.__main__ import error_line
+from pipeline.errors import PipelineError
+from pipeline.models.module import Classifier
+from pipeline.runner import run
+
+KNOWN_ERRORS = (PipelineError, HydraException, OmegaConfBaseException)
+TINY = ["data.image_size=16", "data.batch_size=8"]
+
+
+def images(tmp: Path) -> Path:
+    return make_image_folder(tmp / "images", per_class=6, size=16)
+
+
+def empty(tmp: Path) -> Path:
+    (tmp / "empty").mkdir()
+    return tmp / "empty"
+
+
+def one_class(tmp: Path) -> Path:
+    root = images(tmp)
+    for folder in ("stripes_v", "checker"):
+        for f in (root / folder).iterdir():
+            f.unlink()
+        (root / folder).rmdir()
+    return root
+
+
+def corrupt_files(tmp: Path, keep_good: bool) -> Path:
+    root = images(tmp) if keep_good else tmp / "images"
+    for kind in ("stripes_h", "stripes_v", "checker"):
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            (root / kind / f"zero{i}.png").write_bytes(b"")
+            (root / kind / f"text{i}.jpg").write_text("not an image")
+    if keep_good:
+        good = root / "checker" / "000.png"
+        (root / "checker" / "truncated.png").write_bytes(good.read_bytes()[:60])
+    return root
+
+
+def manifest(tmp: Path, text: str) -> Path:
+    root = images(tmp)
+    (root / "labels.csv").write_text(text)
+    return root / "labels.csv"
+
+
+def checkpoint(tmp: Path, classes: list[str], name: str = "simple_cnn") -> Path:
+    classifier = Classifier(
+        model={"name": name, "kwargs": {"channels": [8]} if name == "simple_cnn" else {}},
+        num_classes=len(classes),
+        class_names=classes,
+        preprocess={"image_size": 16, "mean": [0.5] * 3, "std": [0.5] * 3},
+        optimizer={"name": "adamw"},
+        scheduler={"name": "none"},
+    )
+    path = tmp / f"{name}-{len(classes)}.ckpt"
+    torch.save({"hyper_parameters": dict(classifier.hparams), "state_dict": classifier.state_dict()}, path)
+    return path
+
+
+def a_file(tmp: Path, content: bytes = b"\x00garbage") -> Path:
+    (tmp / "blob").write_bytes(content)
+    return tmp / "blob"
+
+
+def root_is(build: Callable[[Path], Path]) -> Callable[[Path], list[str]]:
+    return lambda tmp: ["data=folder", f"data.root={build(tmp)}"]
+
+
+# (id, overrides or a function of tmp_path giving them, what the one line must say)
+CASES = [
+    ("unknown key", ["trainer.max_epoch=3"], "Key 'max_epoch' not in 'TrainerConfig'"),
+    ("wrong type", ["trainer.max_epochs=abc"], "max_epochs"),
+    ("unknown group option", ["model=resnet999"], "Could not find 'model/resnet999'"),
+    ("unknown model name", ["model=timm", "model.name=resnet_eighteen"], "unknown model 'resnet_eighteen'"),
+    ("negative lr", ["optimizer.lr=-0.1"], "optimizer.lr must be > 0"),
+    ("batch size 0", ["data.batch_size=0"], "data.batch_size must be > 0"),
+    ("zero epochs", ["trainer.max_epochs=0"], "trainer.max_epochs must be > 0"),
+    ("val fraction above 1", ["data.val_fraction=1.5"], "data.val_fraction must be within [0, 1]"),
+    ("no training images left", ["data.val_fraction=0.6", "data.test_fraction=0.4"], "leave images for"),
+    ("unknown stage", ["stages=[trian]"], "unknown or no stages ['trian']"),
+    ("unknown corrupt policy", ["data.on_corrupt=ignore"], "data.on_corrupt='ignore' is not one of"),
+    ("unknown balance", ["data.balance=magic"], "data.balance='magic' is not one of"),
+    ("unknown optimizer", ["optimizer.name=lamb"], "optimizer.name='lamb' is not one of"),
+    ("unknown augmentation", ["augment.train=[{_target_: os.system}]"], "unknown augmentation 'os.system'"),
+    ("odd batch with mixup", ["train.mixup_alpha=0.2", "data.batch_size=7"], "even data.batch_size"),
+    ("missing folder", lambda tmp: ["data=folder", f"data.root={tmp / 'nowhere'}"], "data folder not found"),
+    ("root is a file", lambda tmp: ["data=folder", f"data.root={a_file(tmp)}"], "data.root is not a folder"),
+    ("empty folder", root_is(empty), "no images found"),
+    ("one class", root_is(one_class), "holds a single class (stripes_h)"),
+    ("only corrupt files", root_is(lambda tmp: corrupt_files(tmp, keep_good=False)), "no readable images"),
+    (
+        "truncated image with on_corrupt=fail",
+        lambda tmp: [*root_is(lambda t: corrupt_files(t, keep_good=True))(tmp), "data.on_corrupt=fail"],
+        "unreadable",
+    ),
+    (
+        "CSV naming missing files",
+        root_is(lambda tmp: manifest(tmp, "path,label\nstripes_h/000.png,a\nnope.png,b\n")),
+        "missing file",
+    ),
+    ("CSV without a label column", root_is(lambda tmp: manifest(tmp, "file,class\nx.png,a\n")), "path,label"),
+    ("checkpoint missing", lambda tmp: ["stages=[validate]", f"ckpt_path={tmp / 'no.ckpt'}"], "not found"),
+    (
+        "checkpoint that is not one",
+        lambda tmp: ["stages=[validate]", f"ckpt_path={a_file(tmp)}"],
+        "cannot load checkpoint",
+    ),
+    (
+        "checkpoint with other classes",
+        lambda tmp: ["stages=[validate]", f"ckpt_path={checkpoint(tmp, ['x', 'y'])}"],
+        "do not match the data",
+    ),
+    (
+        "resume from another architecture",
+        lambda tmp: [
+            "stages=[train]",
+            f"train.resume={checkpoint(tmp, ['a', 'b'])}",
+        ],
+        "was trained with another setup: model simple_cnn (now resnet18)",
+    ),
+    (
+        "resume a missing checkpoint",
+        lambda tmp: [f"train.resume={tmp / 'gone.ckpt'}"],
+        "checkpoint not found",
+    ),
+    ("weights file missing", lambda tmp: [f"model.weights={tmp / 'w.pth'}"], "not found"),
+    ("nothing to resume", ["resume=true"], "no interrupted or failed pipeline run"),
+    (
+        "output folder not writable",
+        lambda tmp: [f"output_dir={a_file(tmp)}/out"],
+        "output folder",
+    ),
+    (
+        "tracking folder not writable",
+        lambda tmp: [f"tracking.dir={a_file(tmp)}/mlruns"],
+        "tracking.dir",
+    ),
+]
+
+
+@pytest.mark.parametrize("overrides, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_gives_one_clear_line_and_loses_nothing(make_cfg, tmp_path, overrides, expected):
+    out = tmp_path / "out"
+    out.mkdir()
+    sentinel = out / "earlier-result.txt"
+    sentinel.write_text("kept")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    earlier = client.create_run(client.create_experiment("image-classification"))
+    client.set_terminated(earlier.info.run_id)
+
+    args = overrides(tmp_path) if callable(overrides) else overrides
+    with pytest.raises(KNOWN_ERRORS) as caught:
+        run(make_cfg(*TINY, *args))
+
+    message = error_line(caught.value)
+    assert expected in message and "\n" not in message and len(message) < 400, message
+    runs = client.search_runs([earlier.info.experiment_id])
+    assert "RUNNING" not in {r.info.status for r in runs}
+    assert client.get_run(earlier.info.run_id).info.status == "FINISHED"
+    assert sentinel.read_text() == "kept"

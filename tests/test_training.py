@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.errors import PipelineError
 from pipeline.models.factory import create_model
-from pipeline.models.finetune import FinetuneSchedule, classifier_head, param_groups
+from pipeline.models.finetune import FinetuneSchedule, classifier_head, freeze_backbone, param_groups
 from pipeline.models.module import Classifier
 from pipeline.models.optim import build_optimizer, build_scheduler
 from pipeline.runner import run
@@ -111,6 +111,16 @@ def test_classic_architectures_build_with_a_fresh_zero_head(name, size):
     assert model(torch.randn(2, 3, size, size)).shape == (2, 4)
     head = classifier_head(model)
     assert head.out_features == 4 and not head.weight.any()
+
+
+@pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "resnet18", "googlenet"])
+def test_freezing_the_backbone_leaves_only_the_head_trainable(name):
+    model = create_model(name, 4).train()
+    freeze_backbone(model, freeze_batchnorm=True)
+    head = {id(p) for p in classifier_head(model).parameters()}
+    assert {id(p) for p in model.parameters() if p.requires_grad} == head
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and not any(m.training for m in norms)  # normalizing with the pretrained statistics
 
 
 class WeightsAfterEachEpoch(Callback):

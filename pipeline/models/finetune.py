@@ -11,6 +11,7 @@ no-decay), so the LR schedule covers all groups; a frozen parameter has no gradi
 import torch
 from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from pipeline.errors import PipelineError
 
@@ -27,9 +28,14 @@ def classifier_head(model: nn.Module) -> nn.Module:
 
 
 def backbone_modules(model: nn.Module) -> list[nn.Module]:
-    """The leaf modules outside the head (everything a linear probe freezes)."""
+    """Every module outside the head that owns parameters or is a batch norm (everything a linear probe
+    freezes). Not only leaves: timm's BatchNormAct2d holds its own weights and an activation child."""
     head = set(classifier_head(model).modules())
-    return [m for m in model.modules() if m not in head and not list(m.children())]
+    return [
+        m
+        for m in model.modules()
+        if m not in head and (any(True for _ in m.parameters(recurse=False)) or isinstance(m, _BatchNorm))
+    ]
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_factor: float) -> list[dict]:
@@ -62,7 +68,7 @@ def freeze_backbone(model: nn.Module, freeze_batchnorm: bool) -> None:
 def set_frozen_batchnorm_eval(model: nn.Module) -> None:
     """Frozen batch norm normalizes with its pretrained running statistics and leaves them untouched."""
     for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and _is_frozen(module):
+        if isinstance(module, _BatchNorm) and _is_frozen(module):
             module.eval()
 
 

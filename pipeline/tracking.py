@@ -85,6 +85,35 @@ def git_tags() -> dict[str, str]:
     return {"git.commit": commit, "git.dirty": str(bool(dirty))}
 
 
+def download_best_checkpoint(run_id: str, uri: str, dst: Path) -> Path:
+    """The train stage's `checkpoints/best.ckpt`, given a pipeline (parent) run or its train run."""
+    client = MlflowClient(uri)
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException as err:
+        raise PipelineError(f"from_run: no MLflow run {run_id} at {uri}") from err
+    train_id = run_id
+    if run.data.tags.get("stage") != "train":
+        found = client.search_runs(
+            [run.info.experiment_id],
+            f"tags.mlflow.parentRunId = '{run_id}' and tags.stage = 'train'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not found:
+            raise PipelineError(f"from_run: run {run_id} has no train stage run; pass a run that trained")
+        train_id = found[0].info.run_id
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=train_id, artifact_path="checkpoints/best.ckpt", dst_path=str(dst), tracking_uri=uri
+        )
+    except mlflow.exceptions.MlflowException as err:
+        raise PipelineError(
+            f"from_run: train run {train_id} logged no checkpoints/best.ckpt (did training finish?)"
+        ) from err
+    return Path(path)
+
+
 class Tracker:
     def __init__(self, experiment: str, uri: str | None = None, store_dir: str = "mlruns"):
         self.uri = resolve_tracking_uri(uri, store_dir)

@@ -6,6 +6,7 @@ A run that ends by an exception is marked FAILED, by Ctrl-C or SIGTERM KILLED, n
 that a hard kill left RUNNING is found and marked KILLED by the next pipeline start on the same host.
 """
 
+import fcntl
 import os
 import socket
 import subprocess
@@ -69,6 +70,20 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+@contextmanager
+def _one_at_a_time(uri: str) -> Iterator[None]:
+    """Runs that open a new SQLite store together would each create its tables (alembic migrations) and
+    collide; an exclusive lock on <db>.lock lets one create them while the others wait."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(f"{uri.removeprefix('sqlite:///')}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
 def _git(*args: str) -> str | None:
     try:
         done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True)
@@ -118,8 +133,9 @@ class Tracker:
     def __init__(self, experiment: str, uri: str | None = None, store_dir: str = "mlruns"):
         self.uri = resolve_tracking_uri(uri, store_dir)
         mlflow.set_tracking_uri(self.uri)
-        self.client = MlflowClient(self.uri)
-        self.experiment_id = self._experiment_id(experiment, store_dir)
+        with _one_at_a_time(self.uri):
+            self.client = MlflowClient(self.uri)  # creates the tables of a new store
+            self.experiment_id = self._experiment_id(experiment, store_dir)
         self.parent_id: str | None = None
 
     def _experiment_id(self, name: str, store_dir: str) -> str:

@@ -11,7 +11,7 @@ reverse = $(if $(1),$(call reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword
 OWN_VARS = ARGS=% PORT=% INPUT=% $(ARGS) $(INPUT)
 OVERRIDES = $(ARGS) $(call reverse,$(filter-out $(OWN_VARS),$(MAKEOVERRIDES)))
 
-.PHONY: install test smoke train ui lint
+.PHONY: install test smoke train ui server lint
 
 install:  ## create .venv and install the locked dependency set plus this package
 	python3 -m venv .venv
@@ -28,6 +28,9 @@ train:  ## the whole pipeline; overrides as above
 
 ui:  ## MLflow UI over the embedded store, on 127.0.0.1:$(PORT)
 	.venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port $(PORT)
+
+server:  ## MLflow tracking server on 127.0.0.1:$(PORT) (store mlruns/server/); Ctrl-C stops it
+	$(PY) scripts/mlflow_server.py --port $(PORT) --dir mlruns/server
 
 lint:
 	.venv/bin/ruff check pipeline tests

@@ -11,6 +11,8 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +27,7 @@ from pipeline.errors import PipelineError
 INTERRUPTS = (KeyboardInterrupt, SystemExit)  # Lightning turns Ctrl-C and SIGTERM into SystemExit
 
 PARAM_VALUE_LIMIT = 6000  # MLflow's limit on a param value's length
+SERVER_CHECK_TIMEOUT_S = 5  # a down server fails here, not after MLflow's minutes of HTTP retries
 
 
 def resolve_tracking_uri(uri: str | None, store_dir: str) -> str:
@@ -35,6 +38,20 @@ def resolve_tracking_uri(uri: str | None, store_dir: str) -> str:
     if uri:
         return uri
     return f"sqlite:///{Path(store_dir).resolve() / 'mlflow.db'}"
+
+
+def check_reachable(uri: str) -> None:
+    """A tracking server must answer before a run starts; any HTTP reply counts (auth is MLflow's job)."""
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=SERVER_CHECK_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return
+    except OSError as err:  # refused, unknown host, timed out (URLError is an OSError)
+        reason = getattr(err, "reason", err)
+        raise PipelineError(
+            f"MLflow tracking server {uri} is not reachable ({reason}): start it with `make server` "
+            "or set tracking.uri"
+        ) from err
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -132,6 +149,8 @@ def download_best_checkpoint(run_id: str, uri: str, dst: Path) -> Path:
 class Tracker:
     def __init__(self, experiment: str, uri: str | None = None, store_dir: str = "mlruns"):
         self.uri = resolve_tracking_uri(uri, store_dir)
+        if self.uri.startswith(("http://", "https://")):
+            check_reachable(self.uri)
         mlflow.set_tracking_uri(self.uri)
         with _one_at_a_time(self.uri):
             self.client = MlflowClient(self.uri)  # creates the tables of a new store

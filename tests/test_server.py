@@ -1,0 +1,87 @@
+"""A real MLflow tracking server (scripts/mlflow_server.py) on a free loopback port: the pipeline records
+through it, parallel runs too, and the server stops as a whole process group. A server that is down is
+one clear error, at once."""
+
+import importlib.util
+import socket
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from test_parallel import assert_all_recorded, parallel_data_runs
+
+from pipeline.errors import PipelineError
+from pipeline.runner import run
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "mlflow_server.py"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("mlflow_server", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """(script module, server process, url); stopped at the end of the module whatever happens."""
+    script = load_script()
+    port = free_port()
+    proc = script.start(tmp_path_factory.mktemp("server"), port=port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        script.wait_ready(url, proc)
+        yield script, proc, url
+    finally:
+        script.stop(proc)
+
+
+def test_pipeline_records_through_the_server(server, make_cfg, image_folder, tmp_path):
+    _, _, url = server
+    run(make_cfg("stages=[data]", f"tracking.uri={url}", "tracking.experiment=served", root=image_folder))
+
+    client = MlflowClient(url)
+    experiment = client.get_experiment_by_name("served")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")  # stored by the server, not here
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    (child,) = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert (parent.info.status, child.info.run_name, child.info.status) == ("FINISHED", "data", "FINISHED")
+    assert parent.data.metrics["data/num_images"] == 36 and child.data.metrics["data/num_classes"] == 3
+    assert "config.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    stats = mlflow.artifacts.download_artifacts(
+        run_id=child.info.run_id, artifact_path="stats.json", tracking_uri=url, dst_path=str(tmp_path)
+    )
+    assert '"num_images": 36' in Path(stats).read_text()
+
+
+def test_parallel_runs_through_the_server(server, make_cfg, image_folder, tmp_path):
+    _, _, url = server
+    parallel_data_runs(make_cfg, image_folder, tmp_path, f"tracking.uri={url}", "tracking.experiment=many")
+    assert_all_recorded(MlflowClient(url), "many")
+
+
+def test_server_stops_as_a_whole_process_group(server):
+    script, proc, url = server
+    script.stop(proc)
+    assert proc.returncode is not None and not script.group_alive(proc.pid)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=2).close()
+
+
+def test_a_server_that_is_down_is_one_clear_error_at_once(make_cfg, tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(PipelineError, match=f"MLflow tracking server {url} is not reachable"):
+        run(make_cfg("stages=[data]", f"tracking.uri={url}"))
+    assert time.monotonic() - started < 10  # MLflow's own HTTP retries would take minutes
+    assert not (tmp_path / "mlruns").exists()  # no silent fallback to the embedded store

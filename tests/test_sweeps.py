@@ -1,0 +1,77 @@
+"""Hydra sweeps as users start them (`python -m pipeline -m ...`, `hparams_search=...`): one MLflow parent run
+per job in one experiment, and Optuna sees the objective the pipeline returns. Launcher presets compose."""
+
+import pytest
+import yaml
+from conftest import CONF_DIR
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from test_config import run_cli
+
+from pipeline.schema import register
+
+
+def cli_on_tiny_data(image_folder, tmp_path, *args: str):
+    """The CLI on the tiny folder, data stage only, everything written under tmp_path."""
+    done = run_cli(
+        *args,
+        "stages=[data]",
+        f"data.root={image_folder}",
+        f"tracking.dir={tmp_path / 'mlruns'}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def parent_runs(tmp_path) -> list:
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("image-classification").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 2 * len(parents)
+    return parents
+
+
+@pytest.mark.slow
+def test_multirun_gives_one_parent_run_per_job(image_folder, tmp_path):
+    cli_on_tiny_data(image_folder, tmp_path, "-m", "data.val_fraction=0.25,0.5")
+    parents = parent_runs(tmp_path)
+    assert sorted(p.data.params["data.val_fraction"] for p in parents) == ["0.25", "0.5"]
+    assert sorted(p.data.metrics["data/val_images"] for p in parents) == [9, 18]
+
+
+@pytest.mark.slow
+def test_optuna_sweep_maximizes_the_objective_the_pipeline_returns(image_folder, tmp_path):
+    cli_on_tiny_data(
+        image_folder,
+        tmp_path,
+        "hparams_search=digits_optuna",
+        "hydra.sweeper.n_trials=3",
+        "data.val_fraction=interval(0.1, 0.6)",  # a command-line search space joins the preset's
+        "objective=data/train_images",
+    )
+    parents = parent_runs(tmp_path)
+    assert len(parents) == 3
+    assert all(1e-4 <= float(p.data.params["optimizer.lr"]) <= 1e-2 for p in parents)
+    result = yaml.safe_load((tmp_path / "multirun" / "optimization_results.yaml").read_text())
+    assert result["best_value"] == max(p.data.metrics["data/train_images"] for p in parents)
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["hydra/launcher=parallel"], {"_target_": "JoblibLauncher", "n_jobs": 2}),
+        (
+            ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"],
+            {"_target_": "SlurmLauncher", "nodes": 2, "tasks_per_node": 4, "gpus_per_node": 4},
+        ),
+    ],
+)
+def test_launcher_presets_compose(overrides, expected):
+    register()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith(expected.pop("_target_"))
+    assert {key: launcher[key] for key in expected} == expected

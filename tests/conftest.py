@@ -50,22 +50,25 @@ def _no_outside_tracking(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
+def compose_cfg(tmp: Path, *overrides: str, root: Path | None = None):
+    """Compose conf/config.yaml as the CLI would, pointed at the folder `tmp` and shrunk for CPU tests."""
+    register()
+    base = [
+        f"output_dir={tmp / 'out'}",
+        f"tracking.dir={tmp / 'mlruns'}",
+        f"data.cache_dir={tmp / 'cache'}",
+        "trainer=cpu",
+        "trainer.enable_progress_bar=false",
+    ]
+    if root is not None:
+        base.append(f"data.root={root}")
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=[*base, *overrides])
+
+
 @pytest.fixture
 def make_cfg(tmp_path: Path):
-    """Compose conf/config.yaml as the CLI would, pointed at tmp_path and shrunk for CPU tests."""
-    register()
-
     def _make(*overrides: str, root: Path | None = None):
-        base = [
-            f"output_dir={tmp_path / 'out'}",
-            f"tracking.dir={tmp_path / 'mlruns'}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            "trainer=cpu",
-            "trainer.enable_progress_bar=false",
-        ]
-        if root is not None:
-            base.append(f"data.root={root}")
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            return compose(config_name="config", overrides=[*base, *overrides])
+        return compose_cfg(tmp_path, *overrides, root=root)
 
     return _make

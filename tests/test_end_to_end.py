@@ -63,7 +63,7 @@ def test_pipeline_runs_five_stages_and_records_them(make_cfg, image_folder, tmp_
         },
         "sanity": {"sanity_verdict.json", "plots/augmentation_preview.png"},
         "train": {"checkpoints/best.ckpt"},
-        "validate": {"plots/confusion_matrix_val.png"},
+        "validate": {"plots/confusion_matrix_val.png", "plots/roc_val.png", "reports/per_class_val.csv"},
         "export": {"model.onnx"},
     }
     for stage, files in expected.items():

@@ -1,39 +1,114 @@
-"""Classification metrics from logits, computed with torchmetrics (no hand-written formulas)."""
+"""Classification metrics, curves and top losses from logits, computed with torchmetrics (no hand-written
+formulas), so every model source (checkpoint, MLflow run, ONNX file) is judged by the same code."""
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
     multiclass_auroc,
+    multiclass_average_precision,
+    multiclass_calibration_error,
     multiclass_confusion_matrix,
     multiclass_f1_score,
     multiclass_precision,
+    multiclass_precision_recall_curve,
     multiclass_recall,
+    multiclass_roc,
+    multilabel_auroc,
+    multilabel_average_precision,
 )
 
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, loader) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and targets over a loader, in loader order."""
-    model.eval()
-    logits, targets = [], []
-    for x, y in loader:
-        logits.append(model(x).float())
-        targets.append(y)
-    return torch.cat(logits), torch.cat(targets)
+XY = tuple[np.ndarray, np.ndarray]
 
 
-def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, num_classes: int) -> dict[str, float]:
+def top_k(requested: int, num_classes: int) -> int:
+    """Top-k beyond the number of classes would always be 1.0: cap it."""
+    return min(requested, num_classes)
+
+
+def classification_metrics(
+    logits: torch.Tensor, targets: torch.Tensor, num_classes: int, k: int, calibration_bins: int
+) -> dict[str, float]:
+    """Scalar metrics over one split; `top{k}_acc` names its k, `ece` is the L1 expected calibration error."""
     probs = logits.softmax(1)
     args = {"num_classes": num_classes}
+    out = {
+        "acc": multiclass_accuracy(probs, targets, average="micro", **args),
+        f"top{top_k(k, num_classes)}_acc": multiclass_accuracy(
+            probs, targets, average="micro", top_k=top_k(k, num_classes), **args
+        ),
+    }
+    for average in ("macro", "weighted"):
+        out[f"precision_{average}"] = multiclass_precision(probs, targets, average=average, **args)
+        out[f"recall_{average}"] = multiclass_recall(probs, targets, average=average, **args)
+        out[f"f1_{average}"] = multiclass_f1_score(probs, targets, average=average, **args)
+        out[f"auc_{average}"] = multiclass_auroc(probs, targets, average=average, **args)
+    one_hot = F.one_hot(targets, num_classes)
+    out["auc_micro"] = multilabel_auroc(probs, one_hot, num_labels=num_classes, average="micro")
+    out["ap_macro"] = multiclass_average_precision(probs, targets, average="macro", **args)
+    out["ap_micro"] = multilabel_average_precision(probs, one_hot, num_labels=num_classes, average="micro")
+    out["ece"] = multiclass_calibration_error(probs, targets, n_bins=calibration_bins, norm="l1", **args)
+    return {name: value.item() for name, value in out.items()}
+
+
+def per_class_metrics(logits: torch.Tensor, targets: torch.Tensor, num_classes: int) -> dict[str, list]:
+    """The per-class report's columns, one value per class in class-index order."""
+    probs = logits.softmax(1)
+    args = {"num_classes": num_classes, "average": "none"}
     return {
-        "acc": multiclass_accuracy(probs, targets, average="micro", **args).item(),
-        "precision_macro": multiclass_precision(probs, targets, average="macro", **args).item(),
-        "recall_macro": multiclass_recall(probs, targets, average="macro", **args).item(),
-        "f1_macro": multiclass_f1_score(probs, targets, average="macro", **args).item(),
-        "auc_macro": multiclass_auroc(probs, targets, average="macro", **args).item(),
+        "precision": multiclass_precision(probs, targets, **args).tolist(),
+        "recall": multiclass_recall(probs, targets, **args).tolist(),
+        "f1": multiclass_f1_score(probs, targets, **args).tolist(),
+        "support": torch.bincount(targets, minlength=num_classes).tolist(),
+        "auc": multiclass_auroc(probs, targets, **args).tolist(),
+        "ap": multiclass_average_precision(probs, targets, **args).tolist(),
     }
 
 
-def confusion_matrix(logits: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Rows are true classes, columns predicted classes; raw counts."""
-    return multiclass_confusion_matrix(logits.argmax(1), targets, num_classes=num_classes)
+def confusion_matrix(
+    logits: torch.Tensor, targets: torch.Tensor, num_classes: int, normalize: str | None = None
+) -> torch.Tensor:
+    """Rows are true classes, columns predicted ones; counts, or each row's shares with normalize="true"."""
+    return multiclass_confusion_matrix(
+        logits.argmax(1), targets, num_classes=num_classes, normalize=normalize
+    )
+
+
+@dataclass(frozen=True)
+class Curves:
+    """One-vs-rest curves per class and their micro and macro averages, each as (x, y) arrays."""
+
+    per_class: list[XY]
+    micro: XY
+    macro: XY
+
+
+def roc_curves(logits: torch.Tensor, targets: torch.Tensor, num_classes: int) -> Curves:
+    """x: false positive rate, y: true positive rate."""
+    return _curves(multiclass_roc, logits.softmax(1), targets, num_classes, swap=False)
+
+
+def pr_curves(logits: torch.Tensor, targets: torch.Tensor, num_classes: int) -> Curves:
+    """x: recall, y: precision."""
+    return _curves(multiclass_precision_recall_curve, logits.softmax(1), targets, num_classes, swap=True)
+
+
+def _curves(curve, probs: torch.Tensor, targets: torch.Tensor, num_classes: int, swap: bool) -> Curves:
+    def xy(first: torch.Tensor, second: torch.Tensor) -> XY:
+        pair = (second, first) if swap else (first, second)
+        return pair[0].numpy(), pair[1].numpy()
+
+    first, second, _ = curve(probs, targets, num_classes)
+    averages = {avg: xy(*curve(probs, targets, num_classes, average=avg)[:2]) for avg in ("micro", "macro")}
+    return Curves(
+        [xy(a, b) for a, b in zip(first, second, strict=True)], averages["micro"], averages["macro"]
+    )
+
+
+def top_losses(logits: torch.Tensor, targets: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of the n highest cross-entropy losses, highest first: confidently wrong predictions lead."""
+    losses = F.cross_entropy(logits, targets, reduction="none")
+    return losses.topk(min(n, len(losses))).indices

@@ -1,43 +1,130 @@
-"""Validate stage: metrics and a confusion matrix for the checkpoint on val (and test when present)."""
+"""Validate stage: metrics, curves, a per-class report and the top losses on val (and test when present).
 
+What is scored is a checkpoint (this run's, `ckpt_path=` or the best one of MLflow run `from_run=`) or an ONNX
+file (`onnx_path=`); each becomes a Scorer, so everything after choosing it is one code path.
+"""
+
+from pathlib import Path
+
+import torch
 from omegaconf import DictConfig
 
 from pipeline import plots
 from pipeline.context import Context
 from pipeline.data.datamodule import ImageDataModule
-from pipeline.data.transforms import Preprocess
+from pipeline.data.images import ImageDataset, load_rgb
 from pipeline.errors import PipelineError
-from pipeline.evaluation.metrics import classification_metrics, confusion_matrix, predict
-from pipeline.models.module import load_classifier
-from pipeline.stages._shared import checkpoint_path, ensure_index
+from pipeline.evaluation import metrics as m
+from pipeline.evaluation.report import report_rows, to_csv, to_markdown
+from pipeline.evaluation.scorers import Scorer, checkpoint_scorer, onnx_scorer, predict
+from pipeline.stages._shared import checkpoint_path, ensure_index, has_checkpoint
 from pipeline.tracking import Tracker
+
+# repeated on the parent run; {k} is validate.top_k capped at the number of classes
+HEADLINE = ("acc", "top{k}_acc", "f1_macro", "auc_macro", "ece", "tta_acc", "tta_acc_change")
+CURVES = (  # file name, curves, score in the legend, title, axis labels
+    ("roc", m.roc_curves, "auc", "ROC curves, one-vs-rest", ("false positive rate", "true positive rate")),
+    ("pr", m.pr_curves, "ap", "Precision-recall curves, one-vs-rest", ("recall", "precision")),
+)
+
+
+def choose_scorer(cfg: DictConfig, ctx: Context) -> Scorer:
+    """A checkpoint (this run's, ckpt_path=, from_run=, in that order), else the ONNX file onnx_path=."""
+    if cfg.onnx_path and not has_checkpoint(cfg, ctx):
+        return onnx_scorer(Path(cfg.onnx_path))
+    ckpt = checkpoint_path(cfg, ctx, "validate")
+    if cfg.onnx_path:
+        print(f"[validate] onnx_path={cfg.onnx_path} not scored: a checkpoint comes first ({ckpt})")
+    return checkpoint_scorer(ckpt)
 
 
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
-    ckpt = checkpoint_path(cfg, ctx, "validate")
-    classifier = load_classifier(ckpt)
-    ctx.ckpt_path = ckpt
-    class_names = list(classifier.hparams.class_names)
+    scorer = choose_scorer(cfg, ctx)
     index = ensure_index(cfg, ctx)
-    if index.class_names != class_names:
+    names = scorer.class_names
+    if index.class_names != names:
         raise PipelineError(
-            f"the checkpoint's {len(class_names)} classes {class_names[:5]}... do not match the data's "
+            f"the {scorer.kind}'s {len(names)} classes {names[:5]}... do not match the data's "
             f"{len(index.class_names)} classes {index.class_names[:5]}..."
         )
-    ctx.preprocess = Preprocess.from_dict(classifier.hparams.preprocess)
-    datamodule = ImageDataModule(index, ctx.preprocess, [], cfg.data.batch_size, cfg.data.num_workers)
-    tracker.log_params({"validate.checkpoint": str(ckpt)})
+    ctx.preprocess = scorer.preprocess
+    datamodule = ImageDataModule(index, scorer.preprocess, [], cfg.data.batch_size, cfg.data.num_workers)
+    v = cfg.validate
+    k = m.top_k(v.top_k, len(names))
+    headline = tuple(name.format(k=k) for name in HEADLINE)
+    tracker.log_params({"validate.source": scorer.source, "validate.top_k": k, "validate.tta": v.tta})
 
-    for split in datamodule.eval_sets:
-        logits, targets = predict(classifier, datamodule.eval_dataloader(split))
-        metrics = {
-            f"{split}/{k}": v for k, v in classification_metrics(logits, targets, len(class_names)).items()
-        }
-        tracker.log_metrics(metrics, headline=True)
-        ctx.metrics.update(metrics)
-        print(f"[validate] {split}: " + ", ".join(f"{k.split('/')[1]}={v:.4f}" for k, v in metrics.items()))
-        matrix = confusion_matrix(logits, targets, len(class_names)).numpy()
-        fig = plots.confusion_matrix(matrix, class_names, f"Confusion matrix ({split})")
-        tracker.log_figure(fig, f"plots/confusion_matrix_{split}.png")
-        plots.close(fig)
+    for split, dataset in datamodule.eval_sets.items():
+        logits, targets, tta_logits = predict(scorer, datamodule.eval_dataloader(split), v.tta)
+        metrics = split_metrics(logits, targets, tta_logits, len(names), k, v.calibration_bins)
+        named = {f"{split}/{name}": value for name, value in metrics.items()}
+        tracker.log_metrics({n: x for n, x in named.items() if n.split("/")[1] in headline}, headline=True)
+        tracker.log_metrics({n: x for n, x in named.items() if n.split("/")[1] not in headline})
+        ctx.metrics.update(named)
+        shown = ", ".join(f"{name}={metrics[name]:.4f}" for name in headline if name in metrics)
+        print(f"[validate] {scorer.source}, {split} ({len(targets)} images): {shown}")
+
+        per_class = m.per_class_metrics(logits, targets, len(names))
+        rows = report_rows(names, per_class, metrics)
+        tracker.log_text(to_csv(rows), f"reports/per_class_{split}.csv")
+        tracker.log_text(to_markdown(rows, f"Per-class report ({split})"), f"reports/per_class_{split}.md")
+        log_confusion_matrices(tracker, split, names, logits, targets)
+        log_curves(tracker, split, names, logits, targets, per_class, metrics)
+        if v.top_losses > 0:
+            log_top_losses(tracker, split, names, logits, targets, dataset, v.top_losses)
     return ctx
+
+
+def split_metrics(logits, targets, tta_logits, num_classes: int, k: int, bins: int) -> dict[str, float]:
+    """With test-time augmentation, each metric also as tta_<name>, and the accuracy change it brings."""
+    metrics = m.classification_metrics(logits, targets, num_classes, k, bins)
+    if tta_logits is not None:
+        tta = m.classification_metrics(tta_logits, targets, num_classes, k, bins)
+        metrics |= {f"tta_{name}": value for name, value in tta.items()}
+        metrics["tta_acc_change"] = tta["acc"] - metrics["acc"]
+    return metrics
+
+
+def log_confusion_matrices(tracker: Tracker, split: str, names: list[str], logits, targets) -> None:
+    counts = m.confusion_matrix(logits, targets, len(names)).numpy()
+    shares = m.confusion_matrix(logits, targets, len(names), normalize="true").numpy()
+    title = f"Confusion matrix ({split})"
+    _log(tracker, plots.confusion_matrix(counts, shares, names, title), f"plots/confusion_matrix_{split}.png")
+    title = f"Confusion matrix, shares of each true class ({split})"
+    fig = plots.confusion_matrix(shares, shares, names, title)
+    _log(tracker, fig, f"plots/confusion_matrix_normalized_{split}.png")
+
+
+def log_curves(tracker: Tracker, split: str, names, logits, targets, per_class: dict, metrics: dict) -> None:
+    """One-vs-rest ROC and precision-recall curves, each class's AUC or AP and both averages in the legend."""
+    for kind, compute, score, title, axes in CURVES:
+        curves = compute(logits, targets, len(names))
+        label = score.upper()
+        classes = {
+            f"{name} ({label} {value:.3f})": xy
+            for name, value, xy in zip(names, per_class[score], curves.per_class, strict=True)
+        }
+        averages = {
+            f"micro avg ({label} {metrics[f'{score}_micro']:.3f})": curves.micro,
+            f"macro avg ({label} {metrics[f'{score}_macro']:.3f})": curves.macro,
+        }
+        fig = plots.curves(classes, averages, f"{title} ({split})", axes, diagonal=kind == "roc")
+        _log(tracker, fig, f"plots/{kind}_{split}.png")
+
+
+def log_top_losses(
+    tracker: Tracker, split: str, names, logits, targets, dataset: ImageDataset, n: int
+) -> None:
+    """The highest losses, most confidently wrong first, captioned with true class, prediction, confidence."""
+    chosen = m.top_losses(logits, targets, n).tolist()
+    confidence, preds = torch.softmax(logits, 1).max(1)
+    captions = [f"true: {names[targets[i]]}\npred: {names[preds[i]]} ({confidence[i]:.2f})" for i in chosen]
+    wrong = [bool(preds[i] != targets[i]) for i in chosen]
+    images = [load_rgb(dataset.records[i].path) for i in chosen]
+    fig = plots.image_grid(images, captions, wrong, f"Top losses ({split})")
+    _log(tracker, fig, f"plots/top_losses_{split}.png")
+
+
+def _log(tracker: Tracker, fig, name: str) -> None:
+    tracker.log_figure(fig, name)
+    plots.close(fig)

@@ -1,0 +1,88 @@
+"""What validation scores, whatever file it came from: a checkpoint or an exported ONNX model.
+
+A Scorer carries the class names and preprocessing the model was trained with and turns an NCHW float32
+batch into logits, so the validate stage runs one code path for every source.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+from pipeline.data.transforms import Preprocess
+from pipeline.errors import PipelineError
+from pipeline.export.metadata import describe, read_metadata
+from pipeline.export.onnx import session
+from pipeline.models.module import load_classifier
+
+# what onnxruntime raises for a file that is not a loadable ONNX model (an empty one: InvalidArgument)
+NOT_ONNX = (
+    ort_errors.InvalidProtobuf,
+    ort_errors.InvalidArgument,
+    ort_errors.InvalidGraph,
+    ort_errors.Fail,
+    ort_errors.NotImplemented,
+)
+
+
+@dataclass(frozen=True)
+class Scorer:
+    kind: str  # "checkpoint" or "onnx"
+    path: Path
+    class_names: list[str]
+    preprocess: Preprocess
+    logits: Callable[[torch.Tensor], torch.Tensor]
+
+    @property
+    def source(self) -> str:
+        return f"{self.kind} {self.path}"
+
+
+def checkpoint_scorer(path: Path) -> Scorer:
+    classifier = load_classifier(path)
+    return Scorer(
+        "checkpoint",
+        path,
+        list(classifier.hparams.class_names),
+        Preprocess.from_dict(classifier.hparams.preprocess),
+        lambda x: classifier(x).float(),
+    )
+
+
+def onnx_scorer(path: Path) -> Scorer:
+    """Scored in onnxruntime; class names and preprocessing come from the file's own metadata."""
+    if not path.is_file():
+        raise PipelineError(f"ONNX file not found: {path}")
+    try:
+        sess = session(path)
+    except NOT_ONNX as err:
+        raise PipelineError(
+            f"{path} is not an ONNX model onnxruntime can load ({type(err).__name__})"
+        ) from err
+    document = read_metadata(sess.get_modelmeta().custom_metadata_map, str(path))
+    preprocess = Preprocess.from_dict(document["preprocess"])
+    expected = describe(preprocess.to_dict(), document["class_names"], document["input"], document["output"])
+    if document["preprocess"] != expected["preprocess"]:
+        raise PipelineError(
+            f"{path}: preprocessing {document['preprocess']} is not this pipeline's eval transform"
+        )
+
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(sess.run([document["output"]], {document["input"]: x.numpy()})[0])
+
+    return Scorer("onnx", path, list(document["class_names"]), preprocess, logits)
+
+
+@torch.inference_mode()
+def predict(scorer: Scorer, loader, tta: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Logits, targets and, with test-time augmentation, the mean logits of each image and its mirror."""
+    logits, targets, averaged = [], [], []
+    for x, y in loader:
+        plain = scorer.logits(x)
+        logits.append(plain)
+        targets.append(y)
+        if tta:
+            averaged.append((plain + scorer.logits(x.flip(3))) / 2)
+    return torch.cat(logits), torch.cat(targets), torch.cat(averaged) if tta else None

@@ -28,18 +28,26 @@ def run_at_once(cfgs: list) -> list[int | None]:
         proc.start()
     for proc in procs:
         proc.join(timeout=180)
+        if proc.is_alive():  # hung: leave nothing behind, the exit code (None) fails the test
+            proc.kill()
     return [proc.exitcode for proc in procs]
 
 
-def parallel_data_runs(make_cfg, folder, tmp_path, *overrides: str) -> list:
-    """Run the data stage PROCESSES times at once; returns the configs used."""
+def parallel_data_runs(make_cfg, folder, tmp_path, *overrides: str) -> None:
+    """The data stage, PROCESSES runs at once; each must exit cleanly."""
     importlib.import_module("pipeline.stages.data")  # once here rather than in every forked child
     cfgs = [
-        make_cfg("stages=[data]", f"output_dir={tmp_path / f'out{i}'}", f"seed={i}", *overrides, root=folder)
+        make_cfg(
+            "stages=[data]",
+            f"seed={i}",
+            f"output_dir={tmp_path / f'out{i}'}",
+            f"data.cache_dir={tmp_path / f'cache{i}'}",  # the runs share the MLflow store and nothing else
+            *overrides,
+            root=folder,
+        )
         for i in range(PROCESSES)
     ]
     assert run_at_once(cfgs) == [0] * PROCESSES
-    return cfgs
 
 
 def assert_all_recorded(client: MlflowClient, experiment: str) -> None:

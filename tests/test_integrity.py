@@ -1,3 +1,6 @@
+import json
+import multiprocessing
+import os
 import shutil
 
 import numpy as np
@@ -5,7 +8,13 @@ import pytest
 from conftest import make_image_folder
 from PIL import Image
 
-from pipeline.data.integrity import apply_policies, find_problems, inspect_file, inspect_files
+from pipeline.data.integrity import (
+    InspectionCache,
+    apply_policies,
+    find_problems,
+    inspect_file,
+    inspect_files,
+)
 from pipeline.data.sources import build_index
 from pipeline.errors import PipelineError
 
@@ -99,3 +108,23 @@ def test_skipping_every_training_image_of_a_class_is_an_error(tmp_path):
     index, findings = findings_for(root)
     with pytest.raises(PipelineError, match="classes without training images: checker"):
         apply_policies(index, findings, "skip", "warn")
+
+
+def _save_repeatedly(path, times: int) -> None:
+    cache = InspectionCache(path)
+    for i in range(times):
+        cache.entries[f"{os.getpid()}-{i}"] = {"size": i}
+        cache.save()
+
+
+def test_parallel_runs_can_share_one_inspection_cache(tmp_path):
+    path = tmp_path / "cache" / "inspection.json"
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=_save_repeatedly, args=(path, 100)) for _ in range(3)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(timeout=60)
+    assert [w.exitcode for w in writers] == [0, 0, 0]
+    assert json.loads(path.read_text())["entries"]  # a whole file from one of the writers
+    assert list(path.parent.iterdir()) == [path]  # no temporary files left behind

@@ -103,7 +103,7 @@ class InspectionCache:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")  # one per writer: parallel runs
         tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": self.entries}))
         os.replace(tmp, self.path)  # atomic: readers never see half a cache
 

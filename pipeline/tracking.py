@@ -268,3 +268,24 @@ class Tracker:
 
     def log_text(self, text: str, name: str) -> None:
         mlflow.log_text(text, name)
+
+    def log_onnx_model(
+        self, path: Path, example: dict[str, Any], example_output: dict[str, Any], register_as: str | None
+    ) -> tuple[str, int | None]:
+        """The ONNX file as an MLflow model of the active run, with a signature and an input example (named
+        numpy arrays), registered under `register_as` when given: (model URI, registered version or None)."""
+        import mlflow.onnx  # imports onnx: only the export stage pays for it
+        import onnx
+
+        info = mlflow.onnx.log_model(
+            onnx.load(str(path)),
+            name="model",
+            signature=mlflow.models.infer_signature(example, example_output),
+            input_example=example,
+            registered_model_name=register_as,
+            onnx_execution_providers=["CPUExecutionProvider"],
+            save_as_external_data=False,  # one file, as exported
+            # onnx and onnxruntime, pinned; inferring them costs a subprocess (~3 s) and finds torch too
+            pip_requirements=mlflow.onnx.get_default_pip_requirements(),
+        )
+        return info.model_uri, info.registered_model_version

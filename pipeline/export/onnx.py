@@ -1,4 +1,5 @@
-"""ONNX export with a dynamic batch axis, checked by onnx.checker and against PyTorch in onnxruntime."""
+"""ONNX export with a dynamic batch axis, checked by onnx.checker; PyTorch and onnxruntime as comparable
+runners (numpy batch in, logits out)."""
 
 import warnings
 from pathlib import Path
@@ -7,6 +8,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+
+from pipeline.export.compare import Runner
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -39,16 +42,16 @@ def session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def parity(model: torch.nn.Module, onnx_path: Path, loader) -> dict[str, float]:
-    """Max abs logit difference and top-1 agreement between PyTorch and onnxruntime over a loader."""
-    sess = session(onnx_path)
-    max_diff, agree, total = 0.0, 0, 0
+def torch_runner(model: torch.nn.Module) -> Runner:
+    """NCHW float32 batch -> logits in PyTorch eager, on CPU, as numpy (for comparison and timing)."""
     model = model.eval().cpu()
-    with torch.no_grad():
-        for x, _ in loader:
-            expected = model(x).numpy()
-            got = sess.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
-            max_diff = max(max_diff, float(np.abs(expected - got).max()))
-            agree += int((expected.argmax(1) == got.argmax(1)).sum())
-            total += len(x)
-    return {"parity_max_abs_diff": max_diff, "parity_top1_agreement": agree / total, "parity_images": total}
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(x)).numpy()
+
+    return run
+
+
+def onnx_runner(sess: ort.InferenceSession) -> Runner:
+    return lambda x: sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]

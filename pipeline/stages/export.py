@@ -1,4 +1,7 @@
-"""Export stage: ONNX file, checked with onnx.checker and compared with PyTorch through onnxruntime."""
+"""Export stage: a self-describing ONNX file, checked against PyTorch, timed, optionally quantized to INT8,
+and logged (and registered) as an MLflow model."""
+
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -6,10 +9,30 @@ from pipeline.context import Context
 from pipeline.data.datamodule import ImageDataModule
 from pipeline.data.transforms import Preprocess
 from pipeline.errors import PipelineError
-from pipeline.export.onnx import export_onnx, parity
+from pipeline.export.benchmark import latency
+from pipeline.export.compare import accuracy, agreement, collect_logits
+from pipeline.export.metadata import describe, write_metadata
+from pipeline.export.onnx import INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_runner, session, torch_runner
+from pipeline.export.quantize import quantize_int8
 from pipeline.models.module import load_classifier
 from pipeline.stages._shared import checkpoint_path, ensure_index
 from pipeline.tracking import Tracker
+
+BATCH_SIZES = (1, 32)
+HEADLINE = (  # repeated on the parent run
+    "parity_max_abs_diff",
+    "parity_top1_agreement",
+    "onnx_acc",
+    "onnx_size_mb",
+    "latency_ms_onnx_b1",
+    "throughput_onnx_b32",
+    "int8_acc_change",
+    "int8_speedup_b1",
+)
+
+
+def size_mb(path: Path) -> float:
+    return path.stat().st_size / 2**20
 
 
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
@@ -19,24 +42,78 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     onnx_path = export_onnx(
         classifier.model, ctx.output_dir / "model.onnx", preprocess.image_size, cfg.export.opset
     )
+    document = describe(preprocess.to_dict(), classifier.hparams.class_names, INPUT_NAME, OUTPUT_NAME)
+    write_metadata(onnx_path, document)
     ctx.onnx_path = onnx_path
+    runners = {"torch": torch_runner(classifier.model), "onnx": onnx_runner(session(onnx_path))}
+    files = {"onnx": onnx_path}
+    if cfg.export.quantize:
+        files["int8"] = quantize_int8(onnx_path, ctx.output_dir / "model.int8.onnx")
+        runners["int8"] = onnx_runner(session(files["int8"]))
 
     index = ensure_index(cfg, ctx)
     datamodule = ImageDataModule(index, preprocess, [], cfg.data.batch_size, cfg.data.num_workers)
-    result = parity(classifier.model, onnx_path, datamodule.eval_dataloader("val"))
-    metrics = {f"export/{k}": v for k, v in result.items()}
-    metrics["export/onnx_size_mb"] = onnx_path.stat().st_size / 2**20
-    tracker.log_metrics(metrics, headline=True)
-    tracker.log_params({"export.opset": cfg.export.opset, "export.checkpoint": str(ckpt)})
-    tracker.log_artifact(onnx_path)
-    ctx.metrics.update(metrics)
+    val = datamodule.eval_dataloader("val")
+    logits, labels = collect_logits(runners, val)
+    parity = agreement(logits["torch"], logits["onnx"])
+    metrics = {f"parity_{name}": value for name, value in parity.items()}
+    metrics |= {"parity_images": len(labels), "onnx_acc": accuracy(logits["onnx"], labels)}
+    metrics |= {f"{name}_size_mb": size_mb(path) for name, path in files.items()}
+    if "int8" in files:
+        metrics["int8_acc"] = accuracy(logits["int8"], labels)
+        metrics["int8_acc_change"] = metrics["int8_acc"] - metrics["onnx_acc"]
+        metrics["int8_top1_agreement"] = agreement(logits["onnx"], logits["int8"])["top1_agreement"]
     print(
-        f"[export] {onnx_path} ({metrics['export/onnx_size_mb']:.1f} MB): max |logit diff| "
-        f"{result['parity_max_abs_diff']:.2e}, top-1 agreement {result['parity_top1_agreement']:.2%}"
+        f"[export] {onnx_path} ({metrics['onnx_size_mb']:.1f} MB): max |logit diff| "
+        f"{parity['max_abs_diff']:.2e}, top-1 agreement {parity['top1_agreement']:.2%}"
     )
-    if result["parity_max_abs_diff"] > cfg.export.parity_atol:
+    if parity["max_abs_diff"] > cfg.export.parity_atol:
+        log(tracker, ctx, metrics)
         raise PipelineError(
-            f"ONNX output differs from PyTorch by {result['parity_max_abs_diff']:.2e} "
+            f"ONNX output differs from PyTorch by {parity['max_abs_diff']:.2e} "
             f"(> export.parity_atol={cfg.export.parity_atol})"
         )
+
+    metrics |= latency(runners, preprocess.image_size, BATCH_SIZES, cfg.export.latency_runs)
+    print_latency(metrics, list(runners))
+    if "int8" in files:
+        for n in BATCH_SIZES:
+            onnx_ms, int8_ms = metrics[f"latency_ms_onnx_b{n}"], metrics[f"latency_ms_int8_b{n}"]
+            metrics[f"int8_speedup_b{n}"] = onnx_ms / int8_ms
+        print(
+            f"[export] {files['int8']} ({metrics['int8_size_mb']:.1f} MB): val acc {metrics['int8_acc']:.4f} "
+            f"(fp32 ONNX {metrics['onnx_acc']:.4f}, change {metrics['int8_acc_change']:+.4f}), speed-up "
+            + ", ".join(f"x{metrics[f'int8_speedup_b{n}']:.2f} at batch {n}" for n in BATCH_SIZES)
+        )
+    log(tracker, ctx, metrics)
+    tracker.log_params({"export.opset": cfg.export.opset, "export.checkpoint": str(ckpt)})
+    for path in files.values():
+        tracker.log_artifact(path)
+
+    example = next(iter(val))[0][:1].numpy()
+    uri, version = tracker.log_onnx_model(
+        onnx_path,
+        {INPUT_NAME: example},
+        {OUTPUT_NAME: runners["onnx"](example)},
+        cfg.export.model_name if cfg.export.register else None,
+    )
+    registered = f", registered as {cfg.export.model_name} version {version}" if version else ""
+    print(f"[export] MLflow model {uri}{registered}")
     return ctx
+
+
+def log(tracker: Tracker, ctx: Context, metrics: dict[str, float]) -> None:
+    named = {f"export/{k}": v for k, v in metrics.items()}
+    ctx.metrics.update(named)
+    tracker.log_metrics({k: v for k, v in named.items() if k.split("/")[1] in HEADLINE}, headline=True)
+    tracker.log_metrics({k: v for k, v in named.items() if k.split("/")[1] not in HEADLINE})
+
+
+def print_latency(metrics: dict[str, float], runners: list[str]) -> None:
+    for n in BATCH_SIZES:
+        shown = ", ".join(
+            f"{name} {metrics[f'latency_ms_{name}_b{n}']:.2f} ms "
+            f"({metrics[f'throughput_{name}_b{n}']:.0f} img/s)"
+            for name in runners
+        )
+        print(f"[export] latency at batch {n} (median): {shown}")

@@ -1,0 +1,35 @@
+"""Two models' logits over the same labelled batches: how far apart they are and how accurate each is.
+
+Used for PyTorch against its ONNX export (parity) and fp32 ONNX against its INT8 version; a runner is any
+callable from an NCHW float32 numpy batch to logits, so this module needs neither torch nor onnxruntime.
+"""
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def collect_logits(runners: dict[str, Runner], loader: Iterable) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """One pass over (images, labels) batches: each runner's logits on the same inputs, and the labels."""
+    logits: dict[str, list[np.ndarray]] = {name: [] for name in runners}
+    labels = []
+    for x, y in loader:
+        batch = np.ascontiguousarray(x, dtype=np.float32)
+        for name, run in runners.items():
+            logits[name].append(np.asarray(run(batch), dtype=np.float32))
+        labels.append(np.asarray(y))
+    return {name: np.concatenate(parts) for name, parts in logits.items()}, np.concatenate(labels)
+
+
+def agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """Max abs logit difference and the share of images with the same top-1 class."""
+    return {
+        "max_abs_diff": float(np.abs(reference - candidate).max()),
+        "top1_agreement": float((reference.argmax(1) == candidate.argmax(1)).mean()),
+    }
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(1) == labels).mean())

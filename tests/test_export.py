@@ -1,0 +1,154 @@
+"""The export stage on a tiny trained model: the ONNX file describes itself, matches PyTorch, is timed,
+quantized with its metadata, and logged and registered as an MLflow model."""
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import compose_cfg, make_image_folder
+from mlflow.tracking import MlflowClient
+
+from pipeline.data.sources import build_index
+from pipeline.data.transforms import Preprocess
+from pipeline.export.benchmark import WARMUP_RUNS, latency
+from pipeline.export.compare import accuracy, agreement, collect_logits
+from pipeline.export.metadata import describe, read_metadata
+from pipeline.models.module import load_classifier
+from pipeline.runner import run
+
+EXPORT = [
+    "stages=[train,export]",
+    "model=simple_cnn",
+    "model.kwargs.channels=[4,8]",
+    "model.kwargs.convs_per_block=1",
+    "augment=none",
+    "data.image_size=16",
+    "data.batch_size=8",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "optimizer.lr=0.01",
+    "export.quantize=true",
+    "export.register=true",
+    "export.model_name=tiny-cnn",
+    "export.latency_runs=2",
+    "tracking.run_name=exported",
+]
+TIMED = [
+    f"{kind}_{runner}_b{n}"
+    for kind in ("latency_ms", "throughput")
+    for runner in ("torch", "onnx", "int8")
+    for n in (1, 32)
+]
+
+
+@dataclass
+class Exported:
+    out: Path
+    root: Path
+    client: MlflowClient
+    parent: mlflow.entities.Run
+    export: mlflow.entities.Run
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Exported:
+    tmp = tmp_path_factory.mktemp("export")
+    root = make_image_folder(tmp / "images", per_class=8, size=16)
+    run(compose_cfg(tmp, *EXPORT, root=root))
+    client = MlflowClient(f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("image-classification").experiment_id
+    (parent,) = client.search_runs([experiment], "attributes.run_name = 'exported'")
+    (export,) = client.search_runs(
+        [experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.stage = 'export'"
+    )
+    return Exported(tmp / "out", root, client, parent, export)
+
+
+def metadata(path: Path) -> dict:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return read_metadata(sess.get_modelmeta().custom_metadata_map, str(path))
+
+
+def test_onnx_file_carries_the_checkpoint_preprocessing_and_classes(exported):
+    classifier = load_classifier(exported.out / "checkpoints" / "best.ckpt")
+    preprocess = Preprocess.from_dict(classifier.hparams.preprocess)
+    expected = describe(preprocess.to_dict(), ["checker", "stripes_h", "stripes_v"], "input", "logits")
+    assert metadata(exported.out / "model.onnx") == expected
+    graph = onnx.load(str(exported.out / "model.onnx")).graph
+    (batch, *rest) = graph.input[0].type.tensor_type.shape.dim
+    assert batch.dim_param and [d.dim_value for d in rest] == [3, 16, 16]  # dynamic batch, fixed image
+
+
+def test_parity_accuracy_and_timings_are_logged(exported):
+    metrics = {k.removeprefix("export/"): v for k, v in exported.export.data.metrics.items()}
+    assert metrics["parity_max_abs_diff"] <= 1e-4 and metrics["parity_top1_agreement"] == 1.0
+    val = build_index(exported.root, 0.2, 0.0, 42).split("val")  # the split the stage rebuilt
+    assert metrics["parity_images"] == len(val) > 0
+    assert 0 <= metrics["onnx_acc"] <= 1 and 0 <= metrics["int8_acc"] <= 1
+    assert metrics["int8_acc_change"] == pytest.approx(metrics["int8_acc"] - metrics["onnx_acc"])
+    for name in TIMED:
+        assert metrics[name] > 0, name
+    assert metrics["throughput_onnx_b32"] == pytest.approx(32_000 / metrics["latency_ms_onnx_b32"])
+    assert metrics["int8_speedup_b1"] == pytest.approx(
+        metrics["latency_ms_onnx_b1"] / metrics["latency_ms_int8_b1"]
+    )
+    assert metrics["onnx_size_mb"] == pytest.approx((exported.out / "model.onnx").stat().st_size / 2**20)
+    headline = exported.parent.data.metrics
+    assert {"export/parity_max_abs_diff", "export/latency_ms_onnx_b1", "export/int8_acc_change"} <= set(
+        headline
+    )
+    assert "export/latency_ms_torch_b32" not in headline  # details stay on the export run
+
+
+def test_int8_model_keeps_the_metadata_and_uses_integer_kernels(exported):
+    int8 = exported.out / "model.int8.onnx"
+    assert metadata(int8) == metadata(exported.out / "model.onnx")
+    ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
+    assert {"ConvInteger", "MatMulInteger"} <= ops and "Conv" not in ops
+    artifacts = {a.path for a in exported.client.list_artifacts(exported.export.info.run_id)}
+    assert {"model.onnx", "model.int8.onnx"} <= artifacts
+
+
+def test_model_is_logged_with_signature_and_registered(exported):
+    (version,) = exported.client.search_model_versions("name = 'tiny-cnn'")
+    assert version.run_id == exported.export.info.run_id
+    info = mlflow.models.get_model_info(version.source)
+    assert info.signature.inputs.input_names() == ["input"]
+    assert info.signature.inputs.inputs[0].shape == (-1, 3, 16, 16)
+    assert info.signature.outputs.inputs[0].shape == (-1, 3)
+    assert "onnx" in info.flavors and info.saved_input_example_info is not None
+
+
+def test_compare_measures_difference_agreement_and_accuracy():
+    batches = [(np.ones((2, 3, 4, 4), np.float32), np.array([0, 1])), (np.zeros((1, 3, 4, 4)), np.array([1]))]
+    runners = {
+        "a": lambda x: np.stack([x.mean((1, 2, 3)), 1 - x.mean((1, 2, 3))], axis=1),
+        "b": lambda x: np.stack([x.mean((1, 2, 3)), 0.25 + 0 * x.mean((1, 2, 3))], axis=1),
+    }
+    logits, labels = collect_logits(runners, batches)
+    assert logits["a"].shape == (3, 2) and labels.tolist() == [0, 1, 1]
+    assert agreement(logits["a"], logits["b"]) == {"max_abs_diff": 0.75, "top1_agreement": 1.0}
+    assert accuracy(logits["a"], labels) == pytest.approx(2 / 3)
+
+
+def test_latency_times_each_runner_after_a_warm_up():
+    calls: dict[str, list[int]] = {"fast": [], "slow": []}
+
+    def runner(name, seconds):
+        def run(x):
+            calls[name].append(len(x))
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+
+        return run
+
+    result = latency({"fast": runner("fast", 0.0), "slow": runner("slow", 0.002)}, 8, (1, 4), runs=3)
+    assert calls["fast"] == [1] * (WARMUP_RUNS + 3) + [4] * (WARMUP_RUNS + 3)
+    assert result["latency_ms_slow_b4"] >= 2 > result["latency_ms_fast_b4"]
+    assert result["throughput_slow_b4"] == pytest.approx(4000 / result["latency_ms_slow_b4"])

@@ -3,15 +3,17 @@
 #   make train ARGS="-m optimizer.lr=1e-3,3e-4"
 PY := .venv/bin/python
 PORT ?= 5000
+TOPK ?= 5
+FORMAT ?= json
 export NO_ALBUMENTATIONS_UPDATE := 1
 
 # make hands command-line assignments over in reverse order, with ARGS="a b" split into words;
 # drop our own variables (and ARGS's words) and put the rest back in the order typed.
 reverse = $(if $(1),$(call reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword $(1)))
-OWN_VARS = ARGS=% PORT=% INPUT=% $(ARGS) $(INPUT)
+OWN_VARS = ARGS=% PORT=% INPUT=% MODEL=% TOPK=% FORMAT=% $(ARGS) $(INPUT)
 OVERRIDES = $(ARGS) $(call reverse,$(filter-out $(OWN_VARS),$(MAKEOVERRIDES)))
 
-.PHONY: install test smoke train ui server lint
+.PHONY: install test smoke train predict ui server lint
 
 install:  ## create .venv and install the locked dependency set plus this package
 	python3 -m venv .venv
@@ -25,6 +27,10 @@ smoke:  ## the whole pipeline on a tiny config
 
 train:  ## the whole pipeline; overrides as above
 	$(PY) -m pipeline $(OVERRIDES)
+
+predict:  ## top-k classes for INPUT=<image, folder or glob> [MODEL=<file.onnx>] [TOPK=5] [FORMAT=json|csv]
+	$(if $(INPUT),,$(error usage: make predict INPUT=<image, folder or glob> [MODEL=<file.onnx>]))
+	$(PY) scripts/predict.py "$(INPUT)" $(if $(MODEL),--model "$(MODEL)") --top-k $(TOPK) --format $(FORMAT)
 
 ui:  ## MLflow UI over the embedded store, on 127.0.0.1:$(PORT)
 	.venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port $(PORT)

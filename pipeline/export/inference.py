@@ -1,0 +1,147 @@
+"""Prediction from an exported ONNX file alone: numpy, PIL, OpenCV and onnxruntime, never torch.
+
+Everything the model needs (preprocessing, class names, tensor names) is read from the file's own
+metadata, so `scripts/predict.py` starts in well under a second and gives the tensors validation scored.
+"""
+
+import glob
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+from PIL import Image
+
+from pipeline.errors import PipelineError
+from pipeline.export.metadata import read_metadata
+
+# what onnxruntime raises for a file that is not a loadable ONNX model
+NOT_ONNX = (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail, ort_errors.NotImplemented)
+# what PIL raises for a file it cannot decode (truncated, not an image, a decompression bomb, ...)
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+@dataclass(frozen=True)
+class OnnxClassifier:
+    session: ort.InferenceSession
+    document: dict  # the metadata document (pipeline.export.metadata.describe)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.document["class_names"])
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self.document["output"]], {self.document["input"]: batch})[0]
+
+
+def load_classifier(path: Path) -> OnnxClassifier:
+    """The session and its metadata; one PipelineError line for a missing, foreign or unlabelled file."""
+    if not path.is_file():
+        raise PipelineError(f"model file not found: {path}")
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # our one-line error says it; onnxruntime's own log would repeat it
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except NOT_ONNX as err:
+        kind = type(err).__name__
+        raise PipelineError(f"{path} is not an ONNX model onnxruntime can load ({kind})") from err
+    try:
+        document = read_metadata(session.get_modelmeta().custom_metadata_map, str(path))
+    except json.JSONDecodeError as err:
+        raise PipelineError(f"{path}: its pipeline metadata is not valid JSON ({err})") from err
+    return OnnxClassifier(session, document)
+
+
+def decode_rgb(path: Path) -> np.ndarray:
+    """HxWx3 uint8, as training decoded it (pipeline.data.images.load_rgb, which imports torch)."""
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def preprocess(rgb: np.ndarray, spec: dict) -> np.ndarray:
+    """CHW float32, bit for bit the eval transform (albumentations Resize, Normalize, ToTensorV2).
+
+    albumentations normalizes uint8 through a per-channel float32 lookup table,
+    (pixel - mean * max) * (1 / (std * max)); the same arithmetic here gives the same floats.
+    """
+    size = int(spec["image_size"])
+    if rgb.shape[:2] != (size, size):
+        rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)
+    scale = np.float32(spec["max_pixel_value"])
+    mean = np.asarray(spec["mean"], dtype=np.float32) * scale
+    denominator = np.reciprocal(np.asarray(spec["std"], dtype=np.float32) * scale)
+    lut = (np.arange(256, dtype=np.float32)[None, :] - mean[:, None]) * denominator[:, None]
+    return lut[np.arange(3), rgb].transpose(2, 0, 1)
+
+
+def image_suffixes() -> set[str]:
+    return {suffix.lower() for suffix in Image.registered_extensions()}
+
+
+def expand_inputs(items: Iterable[str]) -> list[Path]:
+    """Files as given; folders searched recursively for image files; anything else read as a glob."""
+    suffixes = image_suffixes()
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            paths += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            paths += sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+    return paths
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: Path
+    top_k: list[tuple[str, float]]  # (label, probability), most likely first
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: Path
+    reason: str
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def top_k(model: OnnxClassifier, paths: list[Path], batch: list[np.ndarray], k: int) -> list[Prediction]:
+    probs = softmax(model.logits(np.stack(batch)).astype(np.float64))
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    names = model.class_names
+    return [
+        Prediction(path, [(names[j], float(p[j])) for j in ranks])
+        for path, p, ranks in zip(paths, probs, order, strict=True)
+    ]
+
+
+def predict(
+    model: OnnxClassifier, paths: list[Path], batch_size: int, k: int
+) -> Iterator[Prediction | Skipped]:
+    """Predictions in input order, in batches (the first holds one image, so its line appears at once);
+    an unreadable file is reported as soon as it is read."""
+    spec = model.document["preprocess"]
+    pending: list[Path] = []
+    tensors: list[np.ndarray] = []
+    limit = 1
+    for path in paths:
+        try:
+            tensors.append(preprocess(decode_rgb(path), spec))
+        except UNREADABLE as err:
+            yield Skipped(path, str(err) or type(err).__name__)
+            continue
+        pending.append(path)
+        if len(pending) == limit:
+            yield from top_k(model, pending, tensors, k)
+            pending, tensors, limit = [], [], batch_size
+    if pending:
+        yield from top_k(model, pending, tensors, k)

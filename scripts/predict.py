@@ -1,0 +1,119 @@
+"""Top-k predictions for images from an exported ONNX file alone (onnxruntime; no torch, no training code).
+
+    python scripts/predict.py IMAGE|FOLDER|GLOB ... [--model model.onnx] [--top-k 5] [--format json|csv]
+    make predict INPUT=<image, folder or glob> [MODEL=<file.onnx>] [TOPK=5] [FORMAT=json|csv]
+
+Preprocessing and class names come from the model's metadata. The model defaults to the newest
+outputs/runs/*/model.onnx. Output goes to stdout (or --output) as it is computed: JSON Lines, one object per
+image, or CSV with one row per image. A file that cannot be decoded is reported on stderr and skipped.
+Exit code: 0 when every image was predicted, 1 when some were skipped, 2 for a bad model or no input.
+"""
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+from pipeline.errors import PipelineError
+from pipeline.export.inference import Prediction, Skipped, expand_inputs, load_classifier, predict
+
+RUNS = Path("outputs/runs")
+
+
+def newest_model() -> Path:
+    found = sorted(RUNS.glob("*/model.onnx"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise PipelineError(f"no {RUNS}/*/model.onnx: train first or pass --model (make predict MODEL=...)")
+    return found[-1]
+
+
+def json_lines(predictions: Iterator[Prediction], k: int) -> Iterator[str]:
+    for p in predictions:
+        top = [{"label": label, "probability": round(prob, 6)} for label, prob in p.top_k]
+        yield json.dumps({"path": str(p.path), "top_k": top})
+
+
+def csv_lines(predictions: Iterator[Prediction], k: int) -> Iterator[str]:
+    def row(values: list) -> str:
+        out = io.StringIO()
+        csv.writer(out, lineterminator="").writerow(values)
+        return out.getvalue()
+
+    yield row(["path", *(f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "probability"))])
+    for p in predictions:
+        yield row([str(p.path), *(v for label, prob in p.top_k for v in (label, f"{prob:.6f}"))])
+
+
+FORMATS = {"json": json_lines, "csv": csv_lines}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or globs")
+    parser.add_argument("--model", type=Path, help="ONNX file (default: newest outputs/runs/*/model.onnx)")
+    parser.add_argument("--top-k", type=int, default=5, help="classes per image (capped at the class count)")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="json")
+    parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+    if args.top_k < 1 or args.batch_size < 1:
+        parser.error("--top-k and --batch-size must be at least 1")
+    return args
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    model = load_classifier(args.model or newest_model())
+    paths = expand_inputs(args.inputs)
+    if not paths:
+        raise PipelineError(f"no files match {' '.join(args.inputs)}")
+    k = min(args.top_k, len(model.class_names))
+    skipped = 0
+
+    def predictions() -> Iterator[Prediction]:
+        nonlocal skipped
+        for result in predict(model, paths, args.batch_size, k):
+            if isinstance(result, Skipped):
+                skipped += 1
+                print(f"skipped {result.path}: {result.reason}", file=sys.stderr, flush=True)
+            else:
+                yield result
+
+    for line in FORMATS[args.format](predictions(), k):
+        print(line, file=out, flush=True)
+    return 1 if skipped else 0
+
+
+@contextmanager
+def destination(path: Path | None) -> Iterator[TextIO]:
+    if path is None:
+        yield sys.stdout
+        return
+    try:
+        out = path.open("w")
+    except OSError as err:
+        raise PipelineError(f"cannot write {path}: {err.strerror or err}") from err
+    with out:
+        yield out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        with destination(args.output) as out:
+            return run(args, out)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader left (`| head`): stop quietly, as Python's docs advise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

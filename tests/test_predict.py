@@ -1,0 +1,182 @@
+"""Prediction from the ONNX file alone: the eval transform reproduced from its metadata, corrupt files
+skipped, one error line for a model that is not ours, and no torch in the process."""
+
+import csv
+import io
+import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from PIL import Image
+
+from pipeline.data.images import load_rgb
+from pipeline.data.transforms import Preprocess, eval_transform
+from pipeline.export.inference import Prediction, Skipped, decode_rgb, expand_inputs, load_classifier, predict
+from pipeline.export.inference import preprocess as numpy_preprocess
+from pipeline.export.metadata import describe, write_metadata
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "predict.py"
+PRE = Preprocess(24, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+COLOURS = {"red": (220, 30, 40), "green": (20, 200, 30), "blue": (30, 40, 210)}
+
+
+def colour_model(path: Path) -> Path:
+    """A hand-made classifier: logits = per-channel mean of the normalized image, classes red, green, blue.
+    Its answers are known without training, and it is written in milliseconds."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input", "axes"], ["means"], keepdims=0),
+            helper.make_node("MatMul", ["means", "eye"], ["logits"]),
+        ],
+        "colour",
+        [
+            helper.make_tensor_value_info(
+                "input", TensorProto.FLOAT, ["batch", 3, PRE.image_size, PRE.image_size]
+            )
+        ],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+        [
+            helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3]),
+            helper.make_tensor("eye", TensorProto.FLOAT, [3, 3], np.eye(3).ravel().tolist()),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    onnx.save(model, str(path))
+    write_metadata(path, describe(PRE.to_dict(), list(COLOURS), "input", "logits"))
+    return path
+
+
+def colour_image(rgb: tuple[int, int, int], size=(31, 17)) -> Image.Image:
+    noise = np.random.default_rng(sum(rgb)).integers(-20, 20, (size[1], size[0], 3))
+    return Image.fromarray(np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture
+def model_path(tmp_path: Path) -> Path:
+    return colour_model(tmp_path / "colour.onnx")
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """Three readable colour images (PNG, JPEG, RGBA PNG), a corrupt one, a truncated one, a text file."""
+    root = tmp_path / "images"
+    (root / "sub").mkdir(parents=True)
+    colour_image(COLOURS["red"]).save(root / "a_red.png")
+    colour_image(COLOURS["green"]).save(root / "sub" / "b_green.jpg", quality=95)
+    colour_image(COLOURS["blue"]).convert("RGBA").save(root / "c_blue.png")
+    (root / "d_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    whole = io.BytesIO()
+    colour_image(COLOURS["red"], size=(64, 64)).save(whole, "PNG")
+    (root / "e_truncated.png").write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
+    (root / "notes.txt").write_text("not an image suffix: a folder search leaves it out")
+    return root
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        colour_image((200, 120, 40), size=(37, 23)),  # non-square RGB, resized
+        Image.fromarray(np.random.default_rng(1).integers(0, 256, (19, 45), dtype=np.uint8)),  # grayscale
+        colour_image((10, 250, 90), size=(29, 29)).convert("RGBA"),  # RGBA
+        colour_image((90, 90, 180), size=(24, 24)),  # already the model's size: no resize
+    ],
+    ids=["rgb_non_square", "grayscale", "rgba", "model_size"],
+)
+def test_metadata_preprocessing_is_the_eval_transform_bit_for_bit(tmp_path, image):
+    path = tmp_path / "image.png"
+    image.save(path)
+    spec = describe(PRE.to_dict(), ["x"], "input", "logits")["preprocess"]
+    expected = eval_transform(PRE)(image=load_rgb(str(path)))["image"].numpy()
+    got = numpy_preprocess(decode_rgb(path), spec)
+    assert got.dtype == np.float32 and got.shape == (3, PRE.image_size, PRE.image_size)
+    assert np.array_equal(got, expected)
+
+
+def test_corrupt_files_are_skipped_and_the_rest_predicted(model_path, folder):
+    paths = expand_inputs([str(folder)])
+    assert [p.name for p in paths] == [
+        "a_red.png",
+        "c_blue.png",
+        "d_corrupt.png",
+        "e_truncated.png",
+        "b_green.jpg",
+    ]
+    results = list(predict(load_classifier(model_path), paths, batch_size=2, k=2))
+    skipped = [r.path.name for r in results if isinstance(r, Skipped)]
+    predicted = [r for r in results if isinstance(r, Prediction)]
+    assert skipped == ["d_corrupt.png", "e_truncated.png"]
+    assert [p.path.name for p in predicted] == ["a_red.png", "c_blue.png", "b_green.jpg"]
+    assert [p.top_k[0][0] for p in predicted] == ["red", "blue", "green"]
+    for p in predicted:
+        probabilities = [prob for _, prob in p.top_k]
+        assert len(p.top_k) == 2 and probabilities == sorted(probabilities, reverse=True)
+        assert 1 / 3 < probabilities[0] < 1
+
+
+def cli(argv: list[str]) -> int:
+    return runpy.run_path(str(SCRIPT))["main"](argv)
+
+
+def test_cli_writes_csv_reports_skips_and_exits_1(model_path, folder, tmp_path, capfd):
+    out = tmp_path / "predictions.csv"
+    code = cli(
+        [str(folder / "*.png"), "--model", str(model_path), "--format", "csv", "--top-k", "9", "-o", str(out)]
+    )
+    stderr = capfd.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert [line.split(":")[0] for line in stderr] == [
+        f"skipped {folder / 'd_corrupt.png'}",
+        f"skipped {folder / 'e_truncated.png'}",
+    ]
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert [(Path(r["path"]).name, r["label_1"]) for r in rows] == [
+        ("a_red.png", "red"),
+        ("c_blue.png", "blue"),
+    ]
+    assert "label_3" in rows[0] and "label_4" not in rows[0]  # top-k capped at the three classes
+
+
+def test_cli_json_lines_exit_0_when_all_predicted(model_path, folder, capfd):
+    assert cli([str(folder / "sub"), "--model", str(model_path), "--top-k", "1"]) == 0
+    lines = capfd.readouterr().out.splitlines()
+    assert [json.loads(line)["top_k"][0]["label"] for line in lines] == ["green"]
+
+
+@pytest.mark.parametrize("kind", ["text", "checkpoint_bytes", "onnx_without_metadata", "missing"])
+def test_a_model_that_is_not_ours_is_one_error_line_and_exit_2(model_path, folder, tmp_path, capfd, kind):
+    bad = tmp_path / "bad.onnx"
+    if kind == "text":
+        bad.write_text("hello")
+    elif kind == "checkpoint_bytes":
+        bad.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)
+    elif kind == "onnx_without_metadata":
+        model = onnx.load(str(model_path))
+        del model.metadata_props[:]
+        onnx.save(model, str(bad))
+    assert cli([str(folder), "--model", str(bad)]) == 2
+    captured = capfd.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1 and captured.err.startswith("error: ")
+
+
+def test_predict_script_never_imports_torch(model_path, folder):
+    """The script run as a user runs it; the process's modules are listed after it ends."""
+    runner = (
+        "import runpy, sys\n"
+        f"sys.argv = ['predict.py', {str(folder)!r}, '--model', {str(model_path)!r}]\n"
+        "try:\n"
+        f"    runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n"
+        "except SystemExit as end:\n"
+        "    code = end.code\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'lightning', 'albumentations'})\n"
+        "print('exit', code, 'heavy', heavy, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True, timeout=120)
+    assert done.stderr.strip().splitlines()[-1] == "exit 1 heavy []", done.stderr
+    assert len(done.stdout.splitlines()) == 3

@@ -7,7 +7,13 @@ from pipeline.errors import PipelineError
 from pipeline.runner import run
 
 STAGES = ["data", "sanity", "train", "validate", "export"]
-TINY = ["data.image_size=32", "data.batch_size=8", "trainer.max_epochs=2", "sanity.overfit_target_loss=0.5"]
+TINY = [
+    "data.image_size=32",
+    "data.batch_size=8",
+    "trainer.max_epochs=2",
+    "sanity.overfit_target_loss=0.5",
+    "export.latency_runs=2",  # timings are tested in test_export.py; 20 runs of PyTorch on a busy CPU: ~40 s
+]
 
 
 def runs_by_parent(client: MlflowClient, experiment_id: str) -> dict[str, list]:

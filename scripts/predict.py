@@ -6,7 +6,8 @@
 Preprocessing and class names come from the model's metadata. The model defaults to the newest
 outputs/runs/*/model.onnx. Output goes to stdout (or --output) as it is computed: JSON Lines, one object per
 image, or CSV with one row per image. A file that cannot be decoded is reported on stderr and skipped.
-Exit code: 0 when every image was predicted, 1 when some were skipped, 2 for a bad model or no input.
+Exit code: 0 when every image was predicted, 1 when some were skipped, 2 (one `error: ...` line) for a
+model that is missing, not ONNX or not exported by this pipeline, an input naming no image, a bad --output.
 """
 
 import argparse
@@ -70,8 +71,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace, out: TextIO) -> int:
     model = load_classifier(args.model or newest_model())
     paths = expand_inputs(args.inputs)
-    if not paths:
-        raise PipelineError(f"no files match {' '.join(args.inputs)}")
     k = min(args.top_k, len(model.class_names))
     skipped = 0
 

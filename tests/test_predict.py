@@ -165,6 +165,15 @@ def test_a_model_that_is_not_ours_is_one_error_line_and_exit_2(model_path, folde
     assert len(captured.err.strip().splitlines()) == 1 and captured.err.startswith("error: ")
 
 
+@pytest.mark.parametrize("item", ["missing.png", "empty_folder", "*.jpeg"])
+def test_an_input_that_names_no_image_is_one_error_line_and_exit_2(model_path, tmp_path, capfd, item):
+    (tmp_path / "empty_folder").mkdir()
+    colour_image(COLOURS["red"]).save(tmp_path / "red.png")
+    assert cli([str(tmp_path / "red.png"), str(tmp_path / item), "--model", str(model_path)]) == 2
+    captured = capfd.readouterr()
+    assert captured.out == "" and captured.err == f"error: no image files found at {tmp_path / item}\n"
+
+
 def test_predict_script_never_imports_torch(model_path, folder):
     """The script run as a user runs it; the process's modules are listed after it ends."""
     runner = (

@@ -83,17 +83,21 @@ def image_suffixes() -> set[str]:
 
 
 def expand_inputs(items: Iterable[str]) -> list[Path]:
-    """Files as given; folders searched recursively for image files; anything else read as a glob."""
+    """Files as given; folders searched recursively for image files; anything else read as a glob.
+    An item that names no file is an error: a mistyped path should not pass as an empty result."""
     suffixes = image_suffixes()
     paths: list[Path] = []
     for item in items:
         path = Path(item)
-        if path.is_dir():
-            paths += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
-        elif path.is_file():
-            paths.append(path)
+        if path.is_file():
+            found = [path]
+        elif path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
         else:
-            paths += sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            found = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+        if not found:
+            raise PipelineError(f"no image files found at {item}")
+        paths += found
     return paths
 
 

@@ -6,7 +6,7 @@ and resnet18 with every combination of op types, per-channel and weight type:
   turns Gemm into MatMul with a transposed weight, and its shape inference then rejects the stale shape.
   Dropping value_info (shapes are re-inferred) fixes it;
 - Conv becomes ConvInteger: the file is ~4x smaller (resnet18 42.7 -> 10.7 MB) but slower than fp32 at
-  batch 1 and 32 (x0.3-0.6), ConvInteger having no fast kernel. Speed for CNNs needs static (QDQ)
+  batch 1 and 32 (x0.15-0.6), ConvInteger having no fast kernel. Speed for CNNs needs static (QDQ)
   quantization with calibration images, which this module does not do. Leaving Conv out (MatMul and Gemm
   only) keeps size and speed about as they were;
 - signed weights (QInt8) ran slowest and, on an untrained resnet18, kept top-1 on only 91% of random

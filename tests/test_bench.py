@@ -1,0 +1,62 @@
+"""The bench's own logic (scripts/bench.py) on made-up numbers: warm-up and stalled steps left out of a rate,
+targets marked in both reports, and a torchvision side that computes the pipeline's tensors. No timing is
+asserted: a bench reports, it does not fail."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+from PIL import Image
+
+from pipeline.data.transforms import eval_transform, train_transform
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rate_leaves_out_warm_up_and_a_stalled_step(bench):
+    seconds = [1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 2.0, 0.1, 0.1]  # three warm-up steps, one step stalled
+    assert bench.steady_rate(list(np.cumsum(seconds)), warmup=3, batch_size=64) == pytest.approx(640)
+
+
+def test_reports_mark_each_target(bench, tmp_path):
+    figures = [
+        bench.Figure("a.ratio", "A: pipeline / bare", 0.97, "", target=0.95),
+        bench.Figure("b.ratio", "B: pipeline / bare", 0.9, "", target=0.95),
+        bench.Figure("c.ms", "C: latency", 1234.5, "ms", "median of 5"),
+    ]
+    md, js = bench.write_reports(figures, bench.machine(), tmp_path / "bench")
+    report = json.loads(js.read_text())
+    assert [f["met"] for f in report["figures"]] == [True, False, None]
+    assert report["machine"]["torch_threads"] >= 1
+    rows = md.read_text().splitlines()
+    assert "| A: pipeline / bare | 0.970 | >= 0.95 (met) |  |" in rows
+    assert "| B: pipeline / bare | 0.900 | >= 0.95 (missed) |  |" in rows
+    assert "| C: latency | 1,234.5 ms |  | median of 5 |" in rows
+
+
+def test_torchvision_side_computes_the_pipelines_tensors(bench):
+    pre = bench.Preprocess(32, *bench.NORMALIZE)
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    theirs = bench.torchvision_transform(pre, [])(Image.fromarray(image))
+    ours = eval_transform(pre)(image=image)["image"]
+    assert (theirs - ours).abs().max() <= 1 / 255 / min(pre.std) + 1e-6  # one grey level of rounding
+
+    light = [OmegaConf.to_container(s) for s in bench.compose_config().augment.train]
+    augmented = bench.torchvision_transform(pre, light)(Image.fromarray(image))
+    assert augmented.shape == train_transform(pre, light)(image=image)["image"].shape
+
+
+def test_an_augmentation_without_a_counterpart_is_refused(bench):
+    with pytest.raises(ValueError, match="HorizontalFlip"):
+        bench.torchvision_augmentations([{"_target_": "albumentations.HorizontalFlip", "p": 0.5}])

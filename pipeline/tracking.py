@@ -40,6 +40,18 @@ def resolve_tracking_uri(uri: str | None, store_dir: str) -> str:
     return f"sqlite:///{Path(store_dir).resolve() / 'mlflow.db'}"
 
 
+def _use_tracking_uri(uri: str) -> None:
+    """Point MLflow's fluent API at `uri` without leaving it in MLFLOW_TRACKING_URI: mlflow.set_tracking_uri
+    writes the variable, which would then win over tracking.dir/uri for every later run in this process
+    (Hydra's in-process multirun jobs, tests)."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 def check_reachable(uri: str) -> None:
     """A tracking server must answer before a run starts; any HTTP reply counts (auth is MLflow's job)."""
     try:
@@ -151,7 +163,7 @@ class Tracker:
         self.uri = resolve_tracking_uri(uri, store_dir)
         if self.uri.startswith(("http://", "https://")):
             check_reachable(self.uri)
-        mlflow.set_tracking_uri(self.uri)
+        _use_tracking_uri(self.uri)
         with _one_at_a_time(self.uri):
             self.client = MlflowClient(self.uri)  # creates the tables of a new store
             self.experiment_id = self._experiment_id(experiment, store_dir)

@@ -35,3 +35,16 @@ def test_failure_marks_parent_and_stage_failed_and_keeps_headline(tmp_path):
     children = client.search_runs([tracker.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
     assert {c.info.run_name: c.info.status for c in children} == {"data": "FINISHED", "train": "FAILED"}
     assert (tmp_path / "artifacts").is_dir()  # artifacts live beside the SQLite file
+
+
+def test_each_tracker_keeps_to_its_own_store(tmp_path):
+    """Runs in one process (Hydra's in-process multirun jobs) each record to their own tracking.dir."""
+    recorded = {}
+    for name in ("a", "b"):
+        tracker = Tracker("exp", None, str(tmp_path / name))
+        with tracker.pipeline_run({}, "", f"run-{name}"):
+            pass
+        recorded[tracker.uri] = tracker.experiment_id
+    assert list(recorded) == [f"sqlite:///{tmp_path / n / 'mlflow.db'}" for n in ("a", "b")]
+    names = [[r.info.run_name for r in MlflowClient(uri).search_runs([exp])] for uri, exp in recorded.items()]
+    assert names == [["run-a"], ["run-b"]]

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from pipeline.errors import PipelineError
 from pipeline.models.factory import create_model
 from pipeline.models.finetune import FinetuneSchedule, classifier_head, freeze_backbone, param_groups
-from pipeline.models.module import Classifier
+from pipeline.models.module import Classifier, load_classifier
 from pipeline.models.optim import build_optimizer, build_scheduler
 from pipeline.runner import run
 from pipeline.stages.train import training_callbacks
@@ -283,3 +283,35 @@ def test_ddp_on_two_cpu_processes_records_one_mlflow_run(image_folder, tmp_path)
     )
     assert [m.step for m in client.get_metric_history(train.info.run_id, "train/loss")] == [0, 1]
     assert (tmp_path / "out" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_checkpoint_reloads_into_an_identical_model(tmp_path):
+    """Lightning's checkpoint, read back with torch.load(weights_only=True), rebuilds the trained model:
+    same hyperparameters, every tensor (batch norm statistics included) and the same outputs."""
+    L.seed_everything(0, verbose=False)
+    classifier = Classifier(
+        model=TINY_CNN,
+        num_classes=3,
+        class_names=["a", "b", "c"],
+        preprocess={"image_size": 8, "mean": [0.5] * 3, "std": [0.5] * 3},
+        optimizer=optimizer_spec("sgd"),
+        scheduler={"name": "none"},
+    )
+    data = DataLoader(TensorDataset(torch.randn(16, 3, 8, 8) + 1, torch.randint(0, 3, (16,))), batch_size=8)
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.fit(classifier, data)
+    trainer.save_checkpoint(tmp_path / "trained.ckpt")
+
+    reloaded = load_classifier(tmp_path / "trained.ckpt")
+    assert dict(reloaded.hparams) == {
+        **classifier.hparams,
+        "model": {**TINY_CNN, "pretrained": False, "weights": None},
+    }
+    trained, restored = classifier.state_dict(), reloaded.state_dict()
+    assert trained.keys() == restored.keys()
+    assert all(torch.equal(trained[k], restored[k]) for k in trained)
+    assert trained["model.features.0.1.running_mean"].abs().sum() > 0  # not a fresh model
+    x = torch.randn(4, 3, 8, 8)
+    assert torch.equal(classifier.eval()(x), reloaded(x))

@@ -131,18 +131,23 @@ class WeightsAfterEachEpoch(Callback):
         self.snapshots.append({k: v.detach().clone() for k, v in module.model.state_dict().items()})
 
 
-def fit_tiny(strategy: str, unfreeze_epoch: int = 1, epochs: int = 2) -> tuple[dict, list[dict]]:
-    """Fit a tiny CNN on random tensors; the weights before and after each epoch."""
+def tiny_classifier(optimizer: str, **extra) -> Classifier:
+    """A seeded Classifier around TINY_CNN for 8 px inputs and 3 classes."""
     L.seed_everything(0, verbose=False)
-    classifier = Classifier(
+    return Classifier(
         model=TINY_CNN,
         num_classes=3,
         class_names=["a", "b", "c"],
         preprocess={"image_size": 8, "mean": [0.5] * 3, "std": [0.5] * 3},
-        optimizer=optimizer_spec("adamw"),
+        optimizer=optimizer_spec(optimizer),
         scheduler={"name": "none"},
-        finetune={"strategy": strategy, "backbone_lr_factor": 0.5},
+        **extra,
     )
+
+
+def fit_tiny(strategy: str, unfreeze_epoch: int = 1, epochs: int = 2) -> tuple[dict, list[dict]]:
+    """Fit a tiny CNN on random tensors; the weights before and after each epoch."""
+    classifier = tiny_classifier("adamw", finetune={"strategy": strategy, "backbone_lr_factor": 0.5})
     before = {k: v.clone() for k, v in classifier.model.state_dict().items()}
     data = TensorDataset(torch.randn(32, 3, 8, 8) * 2 + 1, torch.randint(0, 3, (32,)))
     recorder = WeightsAfterEachEpoch()
@@ -288,15 +293,7 @@ def test_ddp_on_two_cpu_processes_records_one_mlflow_run(image_folder, tmp_path)
 def test_checkpoint_reloads_into_an_identical_model(tmp_path):
     """Lightning's checkpoint, read back with torch.load(weights_only=True), rebuilds the trained model:
     same hyperparameters, every tensor (batch norm statistics included) and the same outputs."""
-    L.seed_everything(0, verbose=False)
-    classifier = Classifier(
-        model=TINY_CNN,
-        num_classes=3,
-        class_names=["a", "b", "c"],
-        preprocess={"image_size": 8, "mean": [0.5] * 3, "std": [0.5] * 3},
-        optimizer=optimizer_spec("sgd"),
-        scheduler={"name": "none"},
-    )
+    classifier = tiny_classifier("sgd")
     data = DataLoader(TensorDataset(torch.randn(16, 3, 8, 8) + 1, torch.randint(0, 3, (16,))), batch_size=8)
     trainer = L.Trainer(
         accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False

@@ -7,7 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from pipeline.errors import PipelineError
-from pipeline.schema import FINETUNE_STRATEGIES, OPTIMIZERS, SCHEDULERS
+from pipeline.schema import FINETUNE_STRATEGIES, OPTIMIZERS, QUANTIZE_MODES, SCHEDULERS
 
 CHOICES = {
     "data.on_corrupt": ("skip", "fail"),
@@ -17,8 +17,16 @@ CHOICES = {
     "optimizer.name": OPTIMIZERS,
     "scheduler.name": SCHEDULERS,
     "trainer.gradient_clip_algorithm": ("norm", "value"),
+    "export.quantize": QUANTIZE_MODES,
 }
-POSITIVE = ("optimizer.lr", "data.batch_size", "data.image_size", "trainer.max_epochs", "trainer.num_nodes")
+POSITIVE = (
+    "optimizer.lr",
+    "data.batch_size",
+    "data.image_size",
+    "trainer.max_epochs",
+    "trainer.num_nodes",
+    "export.calibration_images",
+)
 NON_NEGATIVE = (
     "optimizer.weight_decay",
     "optimizer.momentum",

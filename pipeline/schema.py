@@ -142,7 +142,9 @@ class SanityConfig:
 class ExportConfig:
     opset: int = 18
     parity_atol: float = 1e-4
-    quantize: bool = False  # also write a dynamic INT8 model and report its accuracy change and speed-up
+    # none | static | dynamic: also write an INT8 model and report its accuracy change and speed-up
+    quantize: str = "none"
+    calibration_images: int = 256  # training images that set the activation ranges of `static`
     latency_runs: int = 20  # timed repetitions per batch size (median reported)
     register: bool = False  # register the logged ONNX model in the MLflow model registry
     model_name: str = "image-classifier"
@@ -175,6 +177,7 @@ class Config:
 STAGE_NAMES = ("data", "sanity", "train", "validate", "export")
 FINETUNE_STRATEGIES = ("full", "linear_probe", "gradual")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+QUANTIZE_MODES = ("none", "static", "dynamic")
 SCHEDULERS = ("cosine", "step", "multistep", "onecycle", "plateau", "none")
 
 

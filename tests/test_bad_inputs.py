@@ -95,6 +95,7 @@ CASES = [
     ("unknown corrupt policy", ["data.on_corrupt=ignore"], "data.on_corrupt='ignore' is not one of"),
     ("unknown balance", ["data.balance=magic"], "data.balance='magic' is not one of"),
     ("unknown optimizer", ["optimizer.name=lamb"], "optimizer.name='lamb' is not one of"),
+    ("unknown quantization", ["export.quantize=int4"], "export.quantize='int4' is not one of"),
     ("unknown augmentation", ["augment.train=[{_target_: os.system}]"], "unknown augmentation 'os.system'"),
     ("odd batch with mixup", ["train.mixup_alpha=0.2", "data.batch_size=7"], "even data.batch_size"),
     ("missing folder", lambda tmp: ["data=folder", f"data.root={tmp / 'nowhere'}"], "data folder not found"),

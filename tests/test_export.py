@@ -18,6 +18,7 @@ from pipeline.data.transforms import Preprocess
 from pipeline.export.benchmark import WARMUP_RUNS, latency
 from pipeline.export.compare import accuracy, agreement, collect_logits
 from pipeline.export.metadata import describe, read_metadata
+from pipeline.export.quantize import quantize_int8
 from pipeline.models.module import load_classifier
 from pipeline.runner import run
 
@@ -32,7 +33,7 @@ EXPORT = [
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=3",
     "optimizer.lr=0.01",
-    "export.quantize=true",
+    "export.quantize=static",
     "export.register=true",
     "export.model_name=tiny-cnn",
     "export.latency_runs=2",
@@ -105,13 +106,42 @@ def test_parity_accuracy_and_timings_are_logged(exported):
     assert "export/latency_ms_torch_b32" not in headline  # details stay on the export run
 
 
-def test_int8_model_keeps_the_metadata_and_uses_integer_kernels(exported):
+def test_int8_model_keeps_the_metadata_and_is_quantized_statically(exported):
     int8 = exported.out / "model.int8.onnx"
     assert metadata(int8) == metadata(exported.out / "model.onnx")
-    ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
-    assert {"ConvInteger", "MatMulInteger"} <= ops and "Conv" not in ops
+    graph = onnx.load(str(int8)).graph
+    ops = [node.op_type for node in graph.node]
+    assert {"QuantizeLinear", "DequantizeLinear"} <= set(ops)  # QDQ: onnxruntime runs QLinearConv
+    int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) > 1]
+    assert len(int8_weights) == ops.count("Conv") + ops.count("Gemm") + ops.count("MatMul")
     artifacts = {a.path for a in exported.client.list_artifacts(exported.export.info.run_id)}
     assert {"model.onnx", "model.int8.onnx"} <= artifacts
+
+
+def input_scale(path: Path) -> float:
+    """The scale with which a statically quantized model quantizes its input: set by calibration."""
+    graph = onnx.load(str(path)).graph
+    (node,) = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "input"]
+    (scale,) = [t for t in graph.initializer if t.name == node.input[1]]
+    return float(onnx.numpy_helper.to_array(scale))
+
+
+def test_static_ranges_come_from_the_calibration_images(exported, tmp_path):
+    fp32 = exported.out / "model.onnx"
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(size=(4, 3, 16, 16)).astype(np.float32) for _ in range(2)]
+    narrow = quantize_int8(fp32, tmp_path / "narrow.onnx", "static", batches)
+    wide = quantize_int8(fp32, tmp_path / "wide.onnx", "static", [b * 10 for b in batches])
+    assert input_scale(wide) == pytest.approx(10 * input_scale(narrow), rel=1e-3)
+    with pytest.raises(ValueError, match="calibration"):
+        quantize_int8(fp32, tmp_path / "none.onnx", "static")
+
+
+def test_dynamic_int8_uses_integer_kernels_and_keeps_the_metadata(exported, tmp_path):
+    dynamic = quantize_int8(exported.out / "model.onnx", tmp_path / "dynamic.onnx", "dynamic")
+    assert metadata(dynamic) == metadata(exported.out / "model.onnx")
+    ops = {node.op_type for node in onnx.load(str(dynamic)).graph.node}
+    assert {"ConvInteger", "MatMulInteger"} <= ops and "Conv" not in ops
 
 
 def test_model_is_logged_with_signature_and_registered(exported):

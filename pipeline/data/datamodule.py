@@ -1,5 +1,6 @@
 """LightningDataModule over a DatasetIndex: the same loaders for sanity, train and validate."""
 
+import random
 from typing import Any
 
 import lightning as L
@@ -32,7 +33,7 @@ class ImageDataModule(L.LightningDataModule):
         if balance in ("oversample", "undersample"):
             train = resample(train, balance, seed)
         self.train_set = ImageDataset(train, train_transform(preprocess, augmentations))
-        evaluate = eval_transform(preprocess)
+        self.evaluate = evaluate = eval_transform(preprocess)
         self.eval_sets = {
             s: ImageDataset(index.split(s), evaluate) for s in ("val", "test") if index.split(s)
         }
@@ -61,3 +62,9 @@ class ImageDataModule(L.LightningDataModule):
 
     def eval_dataloader(self, split: str) -> DataLoader:
         return self._loader(self.eval_sets[split], shuffle=False)
+
+    def sample_dataloader(self, split: str, count: int, seed: int) -> DataLoader:
+        """Up to `count` images of `split` drawn with `seed`, eval transform (INT8 calibration)."""
+        records = self.index.split(split)
+        chosen = random.Random(seed).sample(records, min(count, len(records)))
+        return self._loader(ImageDataset(chosen, self.evaluate), shuffle=False)

@@ -47,12 +47,18 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     ctx.onnx_path = onnx_path
     runners = {"torch": torch_runner(classifier.model), "onnx": onnx_runner(session(onnx_path))}
     files = {"onnx": onnx_path}
-    if cfg.export.quantize:
-        files["int8"] = quantize_int8(onnx_path, ctx.output_dir / "model.int8.onnx")
-        runners["int8"] = onnx_runner(session(files["int8"]))
-
     index = ensure_index(cfg, ctx)
     datamodule = ImageDataModule(index, preprocess, [], cfg.data.batch_size, cfg.data.num_workers)
+    if cfg.export.quantize != "none":
+        calibration = datamodule.sample_dataloader("train", cfg.export.calibration_images, cfg.seed)
+        files["int8"] = quantize_int8(
+            onnx_path,
+            ctx.output_dir / "model.int8.onnx",
+            cfg.export.quantize,
+            (x.numpy() for x, _ in calibration),
+        )
+        runners["int8"] = onnx_runner(session(files["int8"]))
+
     val = datamodule.eval_dataloader("val")
     logits, labels = collect_logits(runners, val)
     parity = agreement(logits["torch"], logits["onnx"])
@@ -81,12 +87,19 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
             onnx_ms, int8_ms = metrics[f"latency_ms_onnx_b{n}"], metrics[f"latency_ms_int8_b{n}"]
             metrics[f"int8_speedup_b{n}"] = onnx_ms / int8_ms
         print(
-            f"[export] {files['int8']} ({metrics['int8_size_mb']:.1f} MB): val acc {metrics['int8_acc']:.4f} "
+            f"[export] {files['int8']} ({cfg.export.quantize}, {metrics['int8_size_mb']:.1f} MB): "
+            f"val acc {metrics['int8_acc']:.4f} "
             f"(fp32 ONNX {metrics['onnx_acc']:.4f}, change {metrics['int8_acc_change']:+.4f}), speed-up "
             + ", ".join(f"x{metrics[f'int8_speedup_b{n}']:.2f} at batch {n}" for n in BATCH_SIZES)
         )
     log(tracker, ctx, metrics)
-    tracker.log_params({"export.opset": cfg.export.opset, "export.checkpoint": str(ckpt)})
+    tracker.log_params(
+        {
+            "export.opset": cfg.export.opset,
+            "export.quantize": cfg.export.quantize,
+            "export.checkpoint": str(ckpt),
+        }
+    )
     for path in files.values():
         tracker.log_artifact(path)
 

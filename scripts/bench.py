@@ -80,7 +80,7 @@ class Plan:
     models: tuple[str, ...] = ("resnet18", "simple_cnn")
     warmup_steps: int = 10
     steps: int = 40
-    rounds: int = 3
+    rounds: int = 4
     images: int = 2000
     latency_runs: int = 50
     startup_runs: int = 3
@@ -203,10 +203,14 @@ def train_figures(model: str, plan: Plan, work: Path) -> list[Figure]:
     size, batch = cfg.data.image_size, cfg.data.batch_size
     batches = random_batches(plan.warmup_steps + plan.steps, batch, size)
     lightning, bare = [], []
-    for r in range(plan.rounds):  # interleaved, so a change in machine load hits both sides alike
+    # interleaved rounds, each side first by turns, so changes in machine load hit both sides alike
+    for r in range(plan.rounds):
         say(f"train {model} {size} px b{batch}: round {r + 1}/{plan.rounds}")
+        if r % 2:
+            bare_ips, bare_threads = bare_rate(cfg, batches, plan.warmup_steps)
         rate, threads = lightning_rate(cfg, batches, plan.warmup_steps, work / f"{model}_{r}")
-        bare_ips, bare_threads = bare_rate(cfg, batches, plan.warmup_steps)
+        if not r % 2:
+            bare_ips, bare_threads = bare_rate(cfg, batches, plan.warmup_steps)
         if threads != bare_threads:
             raise RuntimeError(f"Lightning ran on {threads} threads, the bare loop on {bare_threads}")
         lightning.append(rate)

@@ -48,7 +48,7 @@ def check_config(cfg: DictConfig) -> None:
         if value not in allowed:
             raise PipelineError(f"{key}={value!r} is not one of {list(allowed)}")
     for key in POSITIVE:
-        if _get(cfg, key) <= 0:
+        if _get(cfg, key) is not None and _get(cfg, key) <= 0:  # None where the schema allows it
             raise PipelineError(f"{key} must be > 0, got {_get(cfg, key)}")
     for key in NON_NEGATIVE:
         if _get(cfg, key) < 0:

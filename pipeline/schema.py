@@ -17,7 +17,7 @@ class DataConfig:
     name: str = MISSING
     root: str | None = MISSING  # an image folder; null means the built-in digits
     cache_dir: str = ".cache/data"  # where the built-in digits are written as PNG files
-    image_size: int = MISSING
+    image_size: int | None = MISSING  # null: the pretrained model's input size
     val_fraction: float = 0.2
     test_fraction: float = 0.0
     split_seed: int = 42
@@ -46,9 +46,12 @@ class AugmentConfig:
     name: str = MISSING
     # albumentations transforms applied to training images only, each a `_target_` dict.
     train: list[Any] = field(default_factory=list)
-    # null: the model's pretrained normalization when it has weights, else the training set's own.
+    # null: the model's pretrained data config when it starts from weights, else the training set's own
+    # mean and std, bilinear resizing and the whole image squeezed to a square.
     mean: list[float] | None = None
     std: list[float] | None = None
+    interpolation: str | None = None  # nearest | bilinear | bicubic | area | lanczos
+    crop_pct: float | None = None  # (0, 1]: shortest side to image_size / crop_pct, then a center crop
 
 
 @dataclass

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.models.factory import create_model, pretrained_mean_std
+from pipeline.models.factory import create_model, pretrained_data_config
 
 
 def test_simple_cnn_is_assembled_from_config():
@@ -29,10 +29,15 @@ def test_bad_model_specs_fail_clearly(name, kwargs, pretrained, message):
         create_model(name, 3, pretrained=pretrained, kwargs=kwargs)
 
 
-def test_timm_models_by_name_with_their_pretrained_normalization():
+def test_timm_models_by_name_with_their_pretrained_data_config():
     assert create_model("resnet18", 7).eval()(torch.randn(1, 3, 32, 32)).shape == (1, 7)
-    assert pretrained_mean_std("resnet18") == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    assert pretrained_mean_std("simple_cnn") is None
+    resnet = pretrained_data_config("resnet18")
+    assert resnet["mean"] == (0.485, 0.456, 0.406) and resnet["std"] == (0.229, 0.224, 0.225)
+    assert (resnet["image_size"], resnet["interpolation"], resnet["crop_pct"]) == (224, "bicubic", 0.95)
+    lite0 = pretrained_data_config("tf_efficientnet_lite0")
+    assert (lite0["mean"], lite0["interpolation"], lite0["crop_pct"]) == ((0.5,) * 3, "bicubic", 0.875)
+    assert pretrained_data_config("alexnet")["crop_pct"] == 0.875
+    assert pretrained_data_config("simple_cnn") is None
 
 
 def test_head_starts_at_zero_unless_asked_otherwise():

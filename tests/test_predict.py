@@ -88,13 +88,16 @@ def folder(tmp_path: Path) -> Path:
     ],
     ids=["rgb_non_square", "grayscale", "rgba", "model_size"],
 )
-def test_metadata_preprocessing_is_the_eval_transform_bit_for_bit(tmp_path, image):
+@pytest.mark.parametrize(
+    "pre", [PRE, Preprocess(24, (0.5,) * 3, (0.5,) * 3, "bicubic", 0.875)], ids=["squeeze", "crop"]
+)
+def test_metadata_preprocessing_is_the_eval_transform_bit_for_bit(tmp_path, image, pre):
     path = tmp_path / "image.png"
     image.save(path)
-    spec = describe(PRE.to_dict(), ["x"], "input", "logits")["preprocess"]
-    expected = eval_transform(PRE)(image=load_rgb(str(path)))["image"].numpy()
+    spec = describe(pre.to_dict(), ["x"], "input", "logits")["preprocess"]
+    expected = eval_transform(pre)(image=load_rgb(str(path)))["image"].numpy()
     got = numpy_preprocess(decode_rgb(path), spec)
-    assert got.dtype == np.float32 and got.shape == (3, PRE.image_size, PRE.image_size)
+    assert got.dtype == np.float32 and got.shape == (3, pre.image_size, pre.image_size)
     assert np.array_equal(got, expected)
 
 

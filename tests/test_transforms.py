@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from pipeline.data.images import load_rgb
+from pipeline.data.resize import resize_and_crop
 from pipeline.data.transforms import (
     Preprocess,
     build_augmentations,
@@ -17,15 +18,63 @@ from pipeline.data.transforms import (
 from pipeline.errors import PipelineError
 
 DATASET = ((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
-MODEL = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+PRETRAINED = {
+    "image_size": 224,
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "interpolation": "bicubic",
+    "crop_pct": 0.875,
+}
+UNSET = {"mean": None, "std": None, "interpolation": None, "crop_pct": None}
 
 
-def test_normalization_precedence():
-    assert resolve_preprocess(32, [0.5] * 3, [0.25] * 3, MODEL, DATASET).mean == (0.5, 0.5, 0.5)
-    assert resolve_preprocess(32, None, None, MODEL, DATASET).std == MODEL[1]
-    assert resolve_preprocess(32, None, None, None, DATASET).mean == DATASET[0]
-    with pytest.raises(PipelineError, match="together"):
-        resolve_preprocess(32, [0.5] * 3, None, None, DATASET)
+def test_preprocess_precedence_config_then_pretrained_then_defaults():
+    assert resolve_preprocess(32, UNSET, None, DATASET) == Preprocess(32, *DATASET, "bilinear", None)
+    from_model = resolve_preprocess(None, UNSET, PRETRAINED, DATASET)
+    assert from_model == Preprocess(224, PRETRAINED["mean"], PRETRAINED["std"], "bicubic", 0.875)
+    mine = {"mean": [0.5] * 3, "std": [0.25] * 3, "interpolation": "area", "crop_pct": 1.0}
+    assert resolve_preprocess(64, mine, PRETRAINED, DATASET) == Preprocess(
+        64, (0.5,) * 3, (0.25,) * 3, "area", 1.0
+    )
+    assert Preprocess.from_dict(from_model.to_dict()) == from_model
+    assert (
+        Preprocess.from_dict({"image_size": 8, "mean": [0] * 3, "std": [1] * 3}).crop_pct is None
+    )  # older files
+
+
+@pytest.mark.parametrize(
+    "image_size, overrides, pretrained, message",
+    [
+        (32, {**UNSET, "mean": [0.5] * 3}, None, "together"),
+        (None, UNSET, None, "data.image_size is null"),
+        (32, {**UNSET, "interpolation": "cubic"}, None, "interpolation 'cubic' is not one of"),
+        (32, {**UNSET, "crop_pct": 1.5}, None, "crop_pct must be within"),
+    ],
+)
+def test_bad_preprocess_settings_fail_clearly(image_size, overrides, pretrained, message):
+    with pytest.raises(PipelineError, match=message):
+        resolve_preprocess(image_size, overrides, pretrained, DATASET)
+
+
+def framed(size: tuple[int, int], inner: tuple[int, int]) -> np.ndarray:
+    """A red image with a green rectangle of `inner` (h, w) at its centre."""
+    image = np.zeros((*size, 3), dtype=np.uint8)
+    image[..., 0] = 255
+    top, left = (size[0] - inner[0]) // 2, (size[1] - inner[1]) // 2
+    image[top : top + inner[0], left : left + inner[1]] = (0, 255, 0)
+    return image
+
+
+def test_crop_keeps_the_centre_and_squeezing_keeps_everything():
+    wide = framed((100, 200), (100, 100))  # red bands left and right of a green square
+    cropped = resize_and_crop(wide, 50, "bilinear", 1.0)  # shortest side to 50, central 50 x 50
+    assert cropped.shape == (50, 50, 3) and (cropped[..., 0] == 0).all()
+    squeezed = resize_and_crop(wide, 50, "bilinear", None)
+    assert squeezed.shape == (50, 50, 3) and squeezed[:, 0, 0].min() == 255  # the red bands are kept
+    centre = framed((64, 64), (32, 32))
+    zoomed = resize_and_crop(centre, 16, "nearest", 0.5)  # 64 -> 32, then the central 16: all green
+    assert (zoomed[..., 0] == 0).all() and (zoomed[..., 1] == 255).all()
+    assert resize_and_crop(centre, 16, "nearest", 1.0)[0, 0, 0] == 255
 
 
 def test_eval_transform_resizes_and_normalizes():

@@ -10,12 +10,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from PIL import Image
 
+from pipeline.data.resize import resize_and_crop
 from pipeline.errors import PipelineError
 from pipeline.export.metadata import read_metadata
 
@@ -63,14 +63,12 @@ def decode_rgb(path: Path) -> np.ndarray:
 
 
 def preprocess(rgb: np.ndarray, spec: dict) -> np.ndarray:
-    """CHW float32, bit for bit the eval transform (albumentations Resize, Normalize, ToTensorV2).
+    """CHW float32, bit for bit the eval transform (resize_and_crop, albumentations Normalize, ToTensorV2).
 
     albumentations normalizes uint8 through a per-channel float32 lookup table,
     (pixel - mean * max) * (1 / (std * max)); the same arithmetic here gives the same floats.
     """
-    size = int(spec["image_size"])
-    if rgb.shape[:2] != (size, size):
-        rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)
+    rgb = resize_and_crop(rgb, int(spec["image_size"]), spec["interpolation"], spec["crop_pct"])
     scale = np.float32(spec["max_pixel_value"])
     mean = np.asarray(spec["mean"], dtype=np.float32) * scale
     denominator = np.reciprocal(np.asarray(spec["std"], dtype=np.float32) * scale)

@@ -15,7 +15,7 @@ FORMAT_VERSION = 1
 
 
 def describe(preprocess: dict[str, Any], class_names: list[str], input_name: str, output_name: str) -> dict:
-    """The metadata document; `preprocess` is `Preprocess.to_dict()` (image_size, mean, std)."""
+    """The metadata document; `preprocess` is `Preprocess.to_dict()`."""
     return {
         "format_version": FORMAT_VERSION,
         "input": input_name,
@@ -23,9 +23,12 @@ def describe(preprocess: dict[str, Any], class_names: list[str], input_name: str
         "class_names": list(class_names),
         "preprocess": {
             "image_size": int(preprocess["image_size"]),
-            # decode with PIL, convert("RGB"), resize to image_size x image_size with OpenCV's INTER_LINEAR,
-            # then (pixel / 255 - mean) / std per channel, float32, NCHW
-            "resize": "cv2.INTER_LINEAR",
+            # decode with PIL, convert("RGB"); crop_pct null: resize to image_size x image_size; else resize
+            # the shortest side to floor(image_size / crop_pct), keeping the aspect ratio, and take the
+            # central image_size x image_size (pipeline.data.resize); then (pixel / 255 - mean) / std per
+            # channel, float32, NCHW
+            "interpolation": preprocess.get("interpolation", "bilinear"),
+            "crop_pct": preprocess.get("crop_pct"),
             "mean": [float(v) for v in preprocess["mean"]],
             "std": [float(v) for v in preprocess["std"]],
             "max_pixel_value": 255.0,

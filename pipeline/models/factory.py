@@ -4,6 +4,7 @@ classics timm lacks (AlexNet, GoogLeNet) and SimpleCNN."""
 from typing import Any
 
 import timm
+import timm.data
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
@@ -116,9 +117,20 @@ def _build(
         raise PipelineError(f"bad model.kwargs for {name}: {err}") from err
 
 
-def pretrained_mean_std(name: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """Normalization the model's pretrained weights were trained with, from timm's pretrained config."""
+def pretrained_data_config(name: str) -> dict[str, Any] | None:
+    """How the model's pretrained weights expect images (timm's resolve_data_config): image_size, mean,
+    std, interpolation, crop_pct. The torchvision classics use torchvision's ImageNet recipe."""
     if name in TORCHVISION_CLASSICS:
-        return IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+        mean, std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+        return {"image_size": 224, "mean": mean, "std": std, "interpolation": "bilinear", "crop_pct": 0.875}
     config = timm.models.get_pretrained_cfg(name)
-    return (tuple(config.mean), tuple(config.std)) if config is not None else None
+    if config is None:
+        return None
+    data = timm.data.resolve_data_config(pretrained_cfg=config.to_dict())
+    return {
+        "image_size": data["input_size"][-1],
+        "mean": tuple(data["mean"]),
+        "std": tuple(data["std"]),
+        "interpolation": data["interpolation"],
+        "crop_pct": data["crop_pct"],
+    }

@@ -21,20 +21,16 @@ def ensure_index(cfg: DictConfig, ctx: Context) -> DatasetIndex:
     return ctx.index
 
 
-def ensure_preprocess(cfg: DictConfig, ctx: Context, model_mean_std) -> Preprocess:
-    """Resolve size and normalization once; later stages reuse the same Preprocess."""
+def ensure_preprocess(cfg: DictConfig, ctx: Context, pretrained: dict | None) -> Preprocess:
+    """Resolve size, resize, crop and normalization once; later stages reuse the same Preprocess."""
     if ctx.preprocess is None:
         if ctx.dataset_mean_std is None:
             train = [r.path for r in ensure_index(cfg, ctx).split("train")]
             infos = inspect_files(train, inspection_cache(cfg), cfg.data.inspect_workers)
             ctx.dataset_mean_std = channel_mean_std(infos)
-        ctx.preprocess = resolve_preprocess(
-            cfg.data.image_size,
-            OmegaConf.to_container(cfg.augment.mean) if cfg.augment.mean is not None else None,
-            OmegaConf.to_container(cfg.augment.std) if cfg.augment.std is not None else None,
-            model_mean_std,
-            ctx.dataset_mean_std,
-        )
+        keys = ("mean", "std", "interpolation", "crop_pct")
+        overrides = {key: OmegaConf.to_container(cfg.augment, resolve=True)[key] for key in keys}
+        ctx.preprocess = resolve_preprocess(cfg.data.image_size, overrides, pretrained, ctx.dataset_mean_std)
     return ctx.preprocess
 
 
@@ -42,11 +38,11 @@ def inspection_cache(cfg: DictConfig) -> Path:
     return Path(cfg.data.cache_dir) / "inspection.json"
 
 
-def model_mean_std(spec: dict):
-    """The pretrained normalization when the model starts from pretrained weights, else None."""
-    from pipeline.models.factory import pretrained_mean_std
+def pretrained_preprocess(spec: dict) -> dict | None:
+    """The pretrained data config when the model starts from pretrained weights, else None."""
+    from pipeline.models.factory import pretrained_data_config
 
-    return pretrained_mean_std(spec["name"]) if spec["pretrained"] or spec["weights"] else None
+    return pretrained_data_config(spec["name"]) if spec["pretrained"] or spec["weights"] else None
 
 
 def model_spec(cfg: DictConfig) -> dict:

@@ -20,7 +20,7 @@ from pipeline.data.datamodule import ImageDataModule
 from pipeline.errors import PipelineError
 from pipeline.models.factory import create_model
 from pipeline.models.finetune import freeze_backbone
-from pipeline.stages._shared import ensure_index, ensure_preprocess, model_mean_std, model_spec
+from pipeline.stages._shared import ensure_index, ensure_preprocess, model_spec, pretrained_preprocess
 from pipeline.tracking import Tracker
 
 
@@ -58,7 +58,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         spec["zero_init_head"],
         spec["drop_path_rate"],
     )
-    preprocess = ensure_preprocess(cfg, ctx, model_mean_std(spec))
+    preprocess = ensure_preprocess(cfg, ctx, pretrained_preprocess(spec))
     datamodule = ImageDataModule(index, preprocess, list(cfg.augment.train), cfg.data.batch_size, 0)
     x, y = _one_batch(datamodule, cfg.sanity.overfit_batch_size)
 

@@ -15,7 +15,7 @@ from pipeline.errors import PipelineError
 from pipeline.models.checkpoint_io import AtomicCheckpointIO
 from pipeline.models.finetune import FinetuneSchedule
 from pipeline.models.module import Classifier
-from pipeline.stages._shared import ensure_index, ensure_preprocess, model_mean_std, model_spec
+from pipeline.stages._shared import ensure_index, ensure_preprocess, model_spec, pretrained_preprocess
 from pipeline.tracking import Tracker
 
 
@@ -77,7 +77,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     L.seed_everything(cfg.seed, verbose=False)
     index = ensure_index(cfg, ctx)
     spec = model_spec(cfg)
-    preprocess = ensure_preprocess(cfg, ctx, model_mean_std(spec))
+    preprocess = ensure_preprocess(cfg, ctx, pretrained_preprocess(spec))
     balance = cfg.data.balance
     datamodule = ImageDataModule(
         index,

@@ -1,0 +1,42 @@
+"""The one geometric step between a decoded image and a model input, in numpy and OpenCV only.
+
+Training, validation and `scripts/predict.py` (which must not import torch) all call `resize_and_crop`,
+so the ONNX model sees exactly the pixels the PyTorch model was validated on.
+"""
+
+import math
+
+import cv2
+import numpy as np
+
+# timm's interpolation names -> OpenCV flags
+INTERPOLATIONS = {
+    "nearest": cv2.INTER_NEAREST,
+    "bilinear": cv2.INTER_LINEAR,
+    "bicubic": cv2.INTER_CUBIC,
+    "area": cv2.INTER_AREA,
+    "lanczos": cv2.INTER_LANCZOS4,
+}
+
+
+def resize_and_crop(rgb: np.ndarray, size: int, interpolation: str, crop_pct: float | None) -> np.ndarray:
+    """HxWx3 uint8 -> size x size x 3 uint8.
+
+    crop_pct None: the whole image squeezed to a square (aspect ratio not kept; nothing cut off).
+    crop_pct in (0, 1]: timm's eval recipe: the shortest side scaled to floor(size / crop_pct), aspect
+    ratio kept, then the central size x size square.
+    """
+    flag = INTERPOLATIONS[interpolation]
+    height, width = rgb.shape[:2]
+    if crop_pct is None:
+        target = (size, size)
+    else:
+        short = math.floor(size / crop_pct)
+        if height <= width:
+            target = (short, max(short, round(width * short / height)))
+        else:
+            target = (max(short, round(height * short / width)), short)
+    if target != (height, width):
+        rgb = cv2.resize(rgb, (target[1], target[0]), interpolation=flag)
+    top, left = (target[0] - size) // 2, (target[1] - size) // 2
+    return np.ascontiguousarray(rgb[top : top + size, left : left + size])

@@ -3,6 +3,7 @@ ONNX file: the same numbers, the same artifacts, test-time augmentation, one cle
 
 import csv
 import io
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from test_end_to_end import artifact_paths
 
 from pipeline.context import Context
+from pipeline.data.sources import build_index
 from pipeline.data.transforms import Preprocess
 from pipeline.errors import PipelineError
 from pipeline.evaluation.scorers import Scorer, onnx_scorer, predict
@@ -253,3 +255,20 @@ def test_classes_that_do_not_match_the_data_are_refused(trained, tmp_path, sourc
     path = trained.ckpt if source == "ckpt_path" else trained.onnx
     with pytest.raises(PipelineError, match=r"classes \['checker', .* do not match the data's 3 classes"):
         validate(trained, f"mismatch-{source}", f"{source}={path}", root=other)
+
+
+def test_a_stage_run_alone_skips_unreadable_images_like_the_data_stage(trained, tmp_path):
+    root = tmp_path / "images"
+    shutil.copytree(trained.root, root)
+    for name in ("checker", "stripes_h", "stripes_v"):
+        for i in range(3):
+            (root / name / f"zz_corrupt{i}.png").write_bytes(b"not an image" if i else b"")
+    val = build_index(root, 0.2, 0.2, 42).split("val")  # the split the stage rebuilds, corrupt files in
+    readable = [r for r in val if "zz_corrupt" not in r.path]
+    assert len(readable) < len(val)  # some unreadable files sit in the split being scored
+    _, stage = validate(trained, "skips-corrupt", f"ckpt_path={trained.ckpt}", root=root)
+    report = trained.client.download_artifacts(stage.info.run_id, "reports/per_class_val.csv")
+    macro = list(csv.DictReader(Path(report).open()))[-2]
+    assert int(macro["support"]) == len(readable)
+    with pytest.raises(PipelineError, match="9 unreadable image"):
+        validate(trained, "refuses-corrupt", f"ckpt_path={trained.ckpt}", "data.on_corrupt=fail", root=root)

@@ -5,7 +5,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.context import Context
-from pipeline.data.integrity import inspect_files
+from pipeline.data.integrity import FileInfo, Findings, apply_policies, find_problems, inspect_files
 from pipeline.data.sources import DatasetIndex, build_index, resolve_root
 from pipeline.data.stats import channel_mean_std
 from pipeline.data.transforms import Preprocess, resolve_preprocess
@@ -13,11 +13,25 @@ from pipeline.errors import PipelineError
 from pipeline.tracking import download_best_checkpoint, resolve_tracking_uri
 
 
+def inspected_index(cfg: DictConfig) -> tuple[DatasetIndex, list[FileInfo], Findings]:
+    """The index from cfg.data (seeded split), every file decoded and hashed (cached by path, size and
+    mtime), and what the integrity checks found; no policy applied yet."""
+    root = resolve_root(cfg.data.root, cfg.data.cache_dir)
+    index = build_index(root, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed)
+    infos = inspect_files([r.path for r in index.records], inspection_cache(cfg), cfg.data.inspect_workers)
+    findings = find_problems(index.records, infos, index.class_names, cfg.data.near_duplicate_distance)
+    return index, infos, findings
+
+
 def ensure_index(cfg: DictConfig, ctx: Context) -> DatasetIndex:
-    """The data stage's index, or the same index rebuilt from cfg.data (same seed, same split)."""
+    """The data stage's index, or, for a stage run alone, the same index rebuilt: same split, same
+    corrupt-file and leakage policies, so an unreadable image is skipped (or refused) here too."""
     if ctx.index is None:
-        root = resolve_root(cfg.data.root, cfg.data.cache_dir)
-        ctx.index = build_index(root, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed)
+        index, _, findings = inspected_index(cfg)
+        ctx.index = apply_policies(index, findings, cfg.data.on_corrupt, cfg.data.on_leakage)
+        if findings.corrupt:
+            first = findings.corrupt[0]
+            print(f"[data] skipped {len(findings.corrupt)} unreadable file(s), e.g. {first['path']}")
     return ctx.index
 
 

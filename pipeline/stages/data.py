@@ -9,9 +9,9 @@ from omegaconf import DictConfig
 from pipeline import plots
 from pipeline.context import Context
 from pipeline.data.images import load_rgb
-from pipeline.data.integrity import apply_policies, find_problems, inspect_files
+from pipeline.data.integrity import apply_policies
 from pipeline.data.stats import channel_mean_std, dataset_stats
-from pipeline.stages._shared import ensure_index, inspection_cache
+from pipeline.stages._shared import inspected_index
 from pipeline.tracking import Tracker
 
 
@@ -25,10 +25,7 @@ def _table(stats: dict) -> str:
 
 def _check_integrity(cfg: DictConfig, ctx: Context, tracker: Tracker):
     """Decode and hash every file, apply the corrupt and leakage policies, log the findings."""
-    index = ensure_index(cfg, ctx)
-    paths = [r.path for r in index.records]
-    infos = inspect_files(paths, inspection_cache(cfg), cfg.data.inspect_workers)
-    findings = find_problems(index.records, infos, index.class_names, cfg.data.near_duplicate_distance)
+    index, infos, findings = inspected_index(cfg)
     summary = findings.summary()
     print("[data] integrity: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items()))
     for pair in findings.leakage[:5]:

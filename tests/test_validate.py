@@ -101,7 +101,9 @@ def by_checkpoint(trained):
 
 
 def split_metrics(stage_run, split: str) -> dict[str, float]:
-    return {k: v for k, v in stage_run.data.metrics.items() if k.startswith(f"{split}/")}
+    """The model's scores on a split (not train_overlap, a fact about the data that only checkpoints give)."""
+    metrics = stage_run.data.metrics.items()
+    return {k: v for k, v in metrics if k.startswith(f"{split}/") and k != f"{split}/train_overlap"}
 
 
 def test_checkpoint_scores_what_training_measured(trained, by_checkpoint):
@@ -272,3 +274,16 @@ def test_a_stage_run_alone_skips_unreadable_images_like_the_data_stage(trained, 
     assert int(macro["support"]) == len(readable)
     with pytest.raises(PipelineError, match="9 unreadable image"):
         validate(trained, "refuses-corrupt", f"ckpt_path={trained.ckpt}", "data.on_corrupt=fail", root=root)
+
+
+def test_images_the_model_was_trained_on_are_counted_in_each_split(trained, by_checkpoint):
+    _, same_split = by_checkpoint
+    assert same_split.data.metrics["val/train_overlap"] == 0 == same_split.data.metrics["test/train_overlap"]
+    trained_on = {r.path for r in build_index(trained.root, 0.2, 0.2, 42).split("train")}
+    reshuffled = build_index(trained.root, 0.2, 0.2, 7)  # as if the folder had changed since training
+    expected = {s: len(trained_on & {r.path for r in reshuffled.split(s)}) for s in SPLITS}
+    assert expected["val"] > 0
+    _, stage = validate(trained, "reshuffled", f"ckpt_path={trained.ckpt}", "data.split_seed=7")
+    assert {s: stage.data.metrics[f"{s}/train_overlap"] for s in SPLITS} == expected
+    _, by_onnx = validate(trained, "overlap-onnx", f"onnx_path={trained.onnx}")
+    assert "val/train_overlap" not in by_onnx.data.metrics  # an ONNX file does not know its training set

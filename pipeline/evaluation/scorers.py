@@ -34,6 +34,7 @@ class Scorer:
     class_names: list[str]
     preprocess: Preprocess
     logits: Callable[[torch.Tensor], torch.Tensor]
+    train_fingerprints: frozenset[str] | None = None  # None: unknown (an ONNX file, an older checkpoint)
 
     @property
     def source(self) -> str:
@@ -48,6 +49,7 @@ def checkpoint_scorer(path: Path) -> Scorer:
         list(classifier.hparams.class_names),
         Preprocess.from_dict(classifier.hparams.preprocess),
         lambda x: classifier(x).float(),
+        frozenset(known) if (known := classifier.hparams.get("train_fingerprints")) is not None else None,
     )
 
 

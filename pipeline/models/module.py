@@ -45,6 +45,7 @@ class Classifier(L.LightningModule):
         train: dict[str, Any] | None = None,
         finetune: dict[str, Any] | None = None,
         class_weights: list[float] | None = None,
+        train_fingerprints: list[str] | None = None,  # pipeline.data.integrity.fingerprints of train
     ):
         super().__init__()
         self.save_hyperparameters()

@@ -35,13 +35,17 @@ def ensure_index(cfg: DictConfig, ctx: Context) -> DatasetIndex:
     return ctx.index
 
 
+def inspect_split(cfg: DictConfig, index: DatasetIndex, split: str) -> list[FileInfo]:
+    """FileInfo of a split's files, from the inspection cache the data stage filled."""
+    paths = [r.path for r in index.split(split)]
+    return inspect_files(paths, inspection_cache(cfg), cfg.data.inspect_workers)
+
+
 def ensure_preprocess(cfg: DictConfig, ctx: Context, pretrained: dict | None) -> Preprocess:
     """Resolve size, resize, crop and normalization once; later stages reuse the same Preprocess."""
     if ctx.preprocess is None:
         if ctx.dataset_mean_std is None:
-            train = [r.path for r in ensure_index(cfg, ctx).split("train")]
-            infos = inspect_files(train, inspection_cache(cfg), cfg.data.inspect_workers)
-            ctx.dataset_mean_std = channel_mean_std(infos)
+            ctx.dataset_mean_std = channel_mean_std(inspect_split(cfg, ensure_index(cfg, ctx), "train"))
         keys = ("mean", "std", "interpolation", "crop_pct")
         overrides = {key: OmegaConf.to_container(cfg.augment, resolve=True)[key] for key in keys}
         ctx.preprocess = resolve_preprocess(cfg.data.image_size, overrides, pretrained, ctx.dataset_mean_std)

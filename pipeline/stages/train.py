@@ -11,11 +11,18 @@ from pipeline import plots
 from pipeline.context import Context
 from pipeline.data.balance import class_weights
 from pipeline.data.datamodule import ImageDataModule
+from pipeline.data.integrity import fingerprints
 from pipeline.errors import PipelineError
 from pipeline.models.checkpoint_io import AtomicCheckpointIO
 from pipeline.models.finetune import FinetuneSchedule
 from pipeline.models.module import Classifier
-from pipeline.stages._shared import ensure_index, ensure_preprocess, model_spec, pretrained_preprocess
+from pipeline.stages._shared import (
+    ensure_index,
+    ensure_preprocess,
+    inspect_split,
+    model_spec,
+    pretrained_preprocess,
+)
 from pipeline.tracking import Tracker
 
 
@@ -101,6 +108,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         class_weights=class_weights(train_labels, len(index.class_names))
         if balance == "class_weights"
         else None,
+        train_fingerprints=fingerprints(inspect_split(cfg, index, "train")),
     )
     ckpt_dir = ctx.output_dir / "checkpoints"
     callbacks = training_callbacks(cfg, tracker, ckpt_dir)

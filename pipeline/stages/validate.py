@@ -13,11 +13,12 @@ from pipeline import plots
 from pipeline.context import Context
 from pipeline.data.datamodule import ImageDataModule
 from pipeline.data.images import ImageDataset, load_rgb
+from pipeline.data.integrity import fingerprints
 from pipeline.errors import PipelineError
 from pipeline.evaluation import metrics as m
 from pipeline.evaluation.report import report_rows, to_csv, to_markdown
 from pipeline.evaluation.scorers import Scorer, checkpoint_scorer, onnx_scorer, predict
-from pipeline.stages._shared import checkpoint_path, ensure_index, has_checkpoint
+from pipeline.stages._shared import checkpoint_path, ensure_index, has_checkpoint, inspect_split
 from pipeline.tracking import Tracker
 
 # repeated on the parent run; {k} is validate.top_k capped at the number of classes
@@ -57,6 +58,8 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     for split, dataset in datamodule.eval_sets.items():
         logits, targets, tta_logits = predict(scorer, datamodule.eval_dataloader(split), v.tta)
         metrics = split_metrics(logits, targets, tta_logits, len(names), k, v.calibration_bins)
+        if scorer.train_fingerprints is not None:
+            metrics["train_overlap"] = train_overlap(cfg, index, split, scorer.train_fingerprints)
         named = {f"{split}/{name}": value for name, value in metrics.items()}
         tracker.log_metrics({n: x for n, x in named.items() if n.split("/")[1] in headline}, headline=True)
         tracker.log_metrics({n: x for n, x in named.items() if n.split("/")[1] not in headline})
@@ -73,6 +76,18 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         if v.top_losses > 0:
             log_top_losses(tracker, split, names, logits, targets, dataset, v.top_losses)
     return ctx
+
+
+def train_overlap(cfg: DictConfig, index, split: str, trained_on: frozenset[str]) -> int:
+    """How many of the split's images the model was trained on (same content, any path): a split rebuilt
+    over a folder that changed since training, or the training images themselves, inflate every figure."""
+    seen = sum(f in trained_on for f in fingerprints(inspect_split(cfg, index, split)))
+    if seen:
+        print(
+            f"[validate] warning: {seen} of the {len(index.split(split))} {split} images were in the model's "
+            "training set (same content): its figures on this split overstate what it does on new images"
+        )
+    return seen
 
 
 def split_metrics(logits, targets, tta_logits, num_classes: int, k: int, bins: int) -> dict[str, float]:

@@ -8,9 +8,11 @@ that a hard kill left RUNNING is found and marked KILLED by the next pipeline st
 
 import fcntl
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -85,6 +87,29 @@ def _killed_on_interrupt() -> Iterator[None]:
     except INTERRUPTS:
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
         raise
+
+
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Ctrl-C or SIGTERM during an MLflow write is held back until the write is done. Raised mid-write, the
+    KeyboardInterrupt skips SQLAlchemy's rollback (it is not an Exception), the SQLite connection keeps its
+    write lock, and marking the run KILLED then fails with "database is locked". Signal handlers can only be
+    swapped in the main thread; elsewhere the write runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _: held.append(signum)) for sig in INTERRUPT_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if held:
+            signal.raise_signal(held[0])  # now handled as it would have been, outside the write
 
 
 def _process_alive(pid: int) -> bool:
@@ -186,15 +211,19 @@ class Tracker:
         self, config: dict[str, Any], config_yaml: str, run_name: str | None, resume_id: str | None = None
     ) -> Iterator[str]:
         """A new parent run, or the parent run `resume_id` reopened (its params and config stay as logged)."""
-        with mlflow.start_run(run_id=resume_id, experiment_id=self.experiment_id, run_name=run_name) as run:
+        with uninterrupted():
+            active = mlflow.start_run(run_id=resume_id, experiment_id=self.experiment_id, run_name=run_name)
+        with active as run:
             self.parent_id = run.info.run_id
-            mlflow.set_tags({"pid": str(os.getpid()), "host": socket.gethostname()})
-            if resume_id is None:
-                mlflow.set_tags({**git_tags(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])})
-                mlflow.log_params(flatten(config))
-                mlflow.log_text(config_yaml, "config.yaml")
             try:
                 with _killed_on_interrupt():
+                    with uninterrupted():
+                        mlflow.set_tags({"pid": str(os.getpid()), "host": socket.gethostname()})
+                        if resume_id is None:
+                            command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+                            mlflow.set_tags({**git_tags(), "command": command})
+                            mlflow.log_params(flatten(config))
+                            mlflow.log_text(config_yaml, "config.yaml")
                     yield run.info.run_id
             finally:
                 self.parent_id = None
@@ -204,13 +233,15 @@ class Tracker:
         """A child run of the parent; an unfinished child of the same stage is reopened when resuming."""
         unfinished = self.stage_statuses(self.parent_id).get(stage) if self.parent_id else None
         reopen = unfinished[0] if unfinished and unfinished[1] != "FINISHED" else None
-        with mlflow.start_run(
-            run_id=reopen,
-            experiment_id=self.experiment_id,
-            run_name=stage,
-            nested=True,
-            tags={"stage": stage},
-        ) as run:
+        with uninterrupted():
+            active = mlflow.start_run(
+                run_id=reopen,
+                experiment_id=self.experiment_id,
+                run_name=stage,
+                nested=True,
+                tags={"stage": stage},
+            )
+        with active as run:
             with _killed_on_interrupt():
                 yield run.info.run_id
 
@@ -258,28 +289,41 @@ class Tracker:
         config_path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml")
         return run_id, Path(config_path).read_text()
 
+    def logged_epochs(self) -> set[int]:
+        """The steps of `train/loss` the active (stage) run already holds."""
+        run = mlflow.active_run()
+        if run is None:
+            return set()
+        return {m.step for m in self.client.get_metric_history(run.info.run_id, "train/loss")}
+
     def log_params(self, params: dict[str, Any]) -> None:
-        mlflow.log_params(flatten(params))
+        with uninterrupted():
+            mlflow.log_params(flatten(params))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None, headline: bool = False) -> None:
         """Log to the active stage run; headline metrics are repeated on the parent for comparison."""
         values = {k: float(v) for k, v in metrics.items()}
-        mlflow.log_metrics(values, step=step)
-        if headline and self.parent_id is not None:
-            for key, value in values.items():
-                self.client.log_metric(self.parent_id, key, value, step=step or 0)
+        with uninterrupted():
+            mlflow.log_metrics(values, step=step)
+            if headline and self.parent_id is not None:
+                for key, value in values.items():
+                    self.client.log_metric(self.parent_id, key, value, step=step or 0)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        mlflow.log_artifact(str(path), artifact_path)
+        with uninterrupted():
+            mlflow.log_artifact(str(path), artifact_path)
 
     def log_figure(self, figure, name: str) -> None:
-        mlflow.log_figure(figure, name)
+        with uninterrupted():
+            mlflow.log_figure(figure, name)
 
     def log_dict(self, data: dict[str, Any], name: str) -> None:
-        mlflow.log_dict(data, name)
+        with uninterrupted():
+            mlflow.log_dict(data, name)
 
     def log_text(self, text: str, name: str) -> None:
-        mlflow.log_text(text, name)
+        with uninterrupted():
+            mlflow.log_text(text, name)
 
     def log_onnx_model(
         self, path: Path, example: dict[str, Any], example_output: dict[str, Any], register_as: str | None
@@ -289,15 +333,16 @@ class Tracker:
         import mlflow.onnx  # imports onnx: only the export stage pays for it
         import onnx
 
-        info = mlflow.onnx.log_model(
-            onnx.load(str(path)),
-            name="model",
-            signature=mlflow.models.infer_signature(example, example_output),
-            input_example=example,
-            registered_model_name=register_as,
-            onnx_execution_providers=["CPUExecutionProvider"],
-            save_as_external_data=False,  # one file, as exported
-            # onnx and onnxruntime, pinned; inferring them costs a subprocess (~3 s) and finds torch too
-            pip_requirements=mlflow.onnx.get_default_pip_requirements(),
-        )
+        with uninterrupted():
+            info = mlflow.onnx.log_model(
+                onnx.load(str(path)),
+                name="model",
+                signature=mlflow.models.infer_signature(example, example_output),
+                input_example=example,
+                registered_model_name=register_as,
+                onnx_execution_providers=["CPUExecutionProvider"],
+                save_as_external_data=False,  # one file, as exported
+                # onnx and onnxruntime, pinned; inferring them costs a subprocess (~3 s) and finds torch too
+                pip_requirements=mlflow.onnx.get_default_pip_requirements(),
+            )
         return info.model_uri, info.registered_model_version

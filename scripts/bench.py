@@ -165,7 +165,8 @@ def lightning_rate(cfg: DictConfig, batches: list, warmup: int, work: Path) -> t
         **{group: OmegaConf.to_container(cfg[group]) for group in groups},
     )
     clock = StepClock()
-    no_tracker = SimpleNamespace(log_metrics=lambda *_, **__: None)  # called at epoch end, after the clock
+    # called at fit start and epoch end, outside the timed steps
+    no_tracker = SimpleNamespace(log_metrics=lambda *_, **__: None, logged_epochs=set)
     trainer = L.Trainer(
         **{key: cfg.trainer[key] for key in STEP_SETTINGS},
         max_epochs=1,

@@ -12,8 +12,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline.runner import run
-from pipeline.tracking import Tracker
+from pipeline.runner import run, sigterm_as_interrupt
+from pipeline.tracking import Tracker, uninterrupted
 
 TRAIN = [
     "stages=[train]",
@@ -83,3 +83,15 @@ def test_resume_refuses_runs_that_cannot_resume(make_cfg, tmp_path):
         run(make_cfg("resume=true"))
     with pytest.raises(PipelineError, match="no MLflow run"):
         run(make_cfg("resume=0123456789abcdef0123456789abcdef"))
+
+
+def test_an_interrupt_during_an_mlflow_write_waits_until_the_write_is_done():
+    """Raised mid-write, the interrupt would leave SQLite locked and the run could not be marked KILLED."""
+    done = []
+    with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
+        with uninterrupted():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)  # the handler runs here when nothing holds it back
+            done.append("write finished")
+    assert done == ["write finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers are put back

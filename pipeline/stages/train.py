@@ -27,13 +27,20 @@ from pipeline.tracking import Tracker
 
 
 class EpochMetricsToTracker(Callback):
-    """Send each epoch's train and val metrics to the stage run, from rank 0 only."""
+    """Send each epoch's train and val metrics to the stage run, from rank 0 only. An epoch the run already
+    holds (logged just before an interruption, then trained again from the previous last.ckpt when resuming)
+    is not logged twice."""
 
     def __init__(self, tracker: Tracker):
         self.tracker = tracker
+        self.logged: set[int] = set()
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.logged = self.tracker.logged_epochs()
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking or not trainer.is_global_zero or trainer.current_epoch in self.logged:
             return
         metrics = {
             k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))

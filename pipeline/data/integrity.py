@@ -137,10 +137,14 @@ def inspect_files(paths: list[str], cache_path: Path | None, workers: int) -> li
 FINGERPRINT_CHARS = 16  # 64 bits of the SHA-256: no accidental collision among millions of images
 
 
+def fingerprint(info: FileInfo) -> str:
+    return info.sha256[:FINGERPRINT_CHARS]
+
+
 def fingerprints(infos: list[FileInfo]) -> list[str]:
     """Content fingerprints of the readable files, sorted: what a checkpoint keeps of its training set, so
     validation can tell when it is shown images the model was trained on, whatever their paths are now."""
-    return sorted({i.sha256[:FINGERPRINT_CHARS] for i in infos if i.ok})
+    return sorted({fingerprint(i) for i in infos if i.ok})
 
 
 def _phash_bits(hex_hashes: list[str]) -> np.ndarray:

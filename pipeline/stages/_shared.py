@@ -46,8 +46,8 @@ def ensure_preprocess(cfg: DictConfig, ctx: Context, pretrained: dict | None) ->
     if ctx.preprocess is None:
         if ctx.dataset_mean_std is None:
             ctx.dataset_mean_std = channel_mean_std(inspect_split(cfg, ensure_index(cfg, ctx), "train"))
-        keys = ("mean", "std", "interpolation", "crop_pct")
-        overrides = {key: OmegaConf.to_container(cfg.augment, resolve=True)[key] for key in keys}
+        augment = OmegaConf.to_container(cfg.augment, resolve=True)
+        overrides = {key: augment[key] for key in ("mean", "std", "interpolation", "crop_pct")}
         ctx.preprocess = resolve_preprocess(cfg.data.image_size, overrides, pretrained, ctx.dataset_mean_std)
     return ctx.preprocess
 

@@ -13,7 +13,7 @@ from pipeline import plots
 from pipeline.context import Context
 from pipeline.data.datamodule import ImageDataModule
 from pipeline.data.images import ImageDataset, load_rgb
-from pipeline.data.integrity import fingerprints
+from pipeline.data.integrity import fingerprint
 from pipeline.errors import PipelineError
 from pipeline.evaluation import metrics as m
 from pipeline.evaluation.report import report_rows, to_csv, to_markdown
@@ -81,7 +81,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
 def train_overlap(cfg: DictConfig, index, split: str, trained_on: frozenset[str]) -> int:
     """How many of the split's images the model was trained on (same content, any path): a split rebuilt
     over a folder that changed since training, or the training images themselves, inflate every figure."""
-    seen = sum(f in trained_on for f in fingerprints(inspect_split(cfg, index, split)))
+    seen = sum(i.ok and fingerprint(i) in trained_on for i in inspect_split(cfg, index, split))
     if seen:
         print(
             f"[validate] warning: {seen} of the {len(index.split(split))} {split} images were in the model's "

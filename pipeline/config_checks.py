@@ -7,12 +7,14 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from pipeline.errors import PipelineError
+from pipeline.recipe import finetune_recipe
 from pipeline.schema import FINETUNE_STRATEGIES, OPTIMIZERS, QUANTIZE_MODES, SCHEDULERS
 
 CHOICES = {
     "data.on_corrupt": ("skip", "fail"),
     "data.on_leakage": ("warn", "fail", "drop"),
-    "data.balance": ("none", "class_weights", "weighted_sampler", "oversample", "undersample"),
+    "data.balance": ("auto", "none", "class_weights", "weighted_sampler", "oversample", "undersample"),
+    "train.monitor": ("auto", "val/acc", "val/bal_acc", "val/f1_macro", "val/loss"),
     "finetune.strategy": FINETUNE_STRATEGIES,
     "optimizer.name": OPTIMIZERS,
     "scheduler.name": SCHEDULERS,
@@ -23,9 +25,11 @@ POSITIVE = (
     "optimizer.lr",
     "data.batch_size",
     "data.image_size",
+    "data.imbalance_threshold",
     "trainer.max_epochs",
     "trainer.num_nodes",
     "export.calibration_images",
+    "finetune.first_stage_lr_factor",
 )
 NON_NEGATIVE = (
     "optimizer.weight_decay",
@@ -87,11 +91,12 @@ def check_resumable(path: Path, cfg: DictConfig) -> None:
         saved = torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]
     except (RuntimeError, KeyError, EOFError, OSError, pickle.UnpicklingError) as err:
         raise PipelineError(f"train.resume: {path} is not a checkpoint this pipeline wrote") from err
+    resolved = finetune_recipe({**cfg.finetune}, {**cfg.model}, "ddp" in str(cfg.trainer.strategy))
     now = {
         "model": cfg.model.name,
         "optimizer": cfg.optimizer.name,
         "scheduler": cfg.scheduler.name,
-        "finetune": cfg.finetune.strategy,
+        "finetune": resolved["strategy"],
     }
     then = {
         "model": saved["model"]["name"],

@@ -6,11 +6,13 @@ import logging
 import os
 import signal
 import sys
+import time
 import warnings
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline import summary
 from pipeline.config_checks import check_config
 from pipeline.context import Context
 from pipeline.errors import PipelineError
@@ -42,6 +44,8 @@ def tame_lightning_logging() -> None:
     if "lightning" not in sys.modules:
         return
     logging.getLogger("lightning").handlers.clear()
+    # "GPU available: False", "Loading `train_dataloader`...": our epoch lines and summary say what matters
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:
         if _not_litlogger_tip not in handler.filters:
             handler.addFilter(_not_litlogger_tip)
@@ -55,6 +59,7 @@ def check_stages(stages: list[str]) -> None:
 
 def run(cfg: DictConfig) -> float | None:
     """Returns the objective metric (cfg.objective) when a stage produced it, for sweepers."""
+    started = time.perf_counter()
     check_stages(list(cfg.stages))
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # fail before any run starts
     check_config(cfg)
@@ -81,11 +86,19 @@ def run(cfg: DictConfig) -> float | None:
         tracker.pipeline_run(config, yaml, cfg.tracking.run_name, resume_id) as run_id,
     ):
         print(f"[pipeline] MLflow run {run_id} at {tracker.uri}; outputs in {output_dir}")
+        timings: dict[str, float] = {}
         try:
-            ctx = run_stages(cfg, list(cfg.stages), ctx, tracker)
+            ctx = run_stages(cfg, list(cfg.stages), ctx, tracker, timings)
         except INTERRUPTS as err:
             print(f"[pipeline] interrupted: run {run_id} marked KILLED; continue it with resume={run_id}")
             raise KeyboardInterrupt from err  # one exit path (130) for Ctrl-C and SIGTERM
+        except Exception as err:
+            print(summary.failed(timings, err), flush=True)
+            raise
+        seconds = time.perf_counter() - started
+        uri, onnx = tracker.uri, ctx.onnx_path
+        for line in summary.finished(seconds, timings, ctx.metrics, output_dir, run_id, uri, onnx):
+            print(line)
     return ctx.metrics.get(cfg.objective)
 
 
@@ -130,12 +143,20 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_stages(cfg: DictConfig, stages: list[str], ctx: Context, tracker) -> Context:
+def run_stages(
+    cfg: DictConfig, stages: list[str], ctx: Context, tracker, timings: dict[str, float] | None = None
+) -> Context:
+    """Each stage in its own child run; `timings` gets each started stage's wall seconds, in order."""
+    timings = {} if timings is None else timings
     for name in stages:
-        stage = importlib.import_module(f"pipeline.stages.{name}")
-        tame_lightning_logging()
-        with tracker.stage_run(name):
-            ctx = stage.run(cfg, ctx, tracker)
+        start = time.perf_counter()
+        try:
+            stage = importlib.import_module(f"pipeline.stages.{name}")
+            tame_lightning_logging()
+            with tracker.stage_run(name):
+                ctx = stage.run(cfg, ctx, tracker)
+        finally:
+            timings[name] = time.perf_counter() - start
     return ctx
 
 

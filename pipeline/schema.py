@@ -19,7 +19,7 @@ class DataConfig:
     cache_dir: str = ".cache/data"  # where the built-in digits are written as PNG files
     image_size: int | None = MISSING  # null: the pretrained model's input size
     val_fraction: float = 0.2
-    test_fraction: float = 0.0
+    test_fraction: float = 0.15  # flat folders and manifests without splits: held out until the end
     split_seed: int = 42
     batch_size: int = 64
     num_workers: int = 0
@@ -27,7 +27,10 @@ class DataConfig:
     on_leakage: str = "warn"  # warn | fail | drop: duplicates across splits
     near_duplicate_distance: int = 2  # max perceptual-hash bits that differ for a near duplicate
     inspect_workers: int = 2  # processes that decode and hash files in the data stage
-    balance: str = "none"  # none | class_weights | weighted_sampler | oversample | undersample
+    # auto (balancing when imbalance_threshold is reached) | none | class_weights | weighted_sampler |
+    # oversample | undersample
+    balance: str = "auto"
+    imbalance_threshold: float = 3.0  # largest / smallest training class from which auto balances
 
 
 @dataclass
@@ -95,9 +98,11 @@ class TrainerConfig:
 
 @dataclass
 class FinetuneConfig:
-    strategy: str = MISSING  # full | linear_probe | gradual
+    strategy: str = MISSING  # auto | full | linear_probe | gradual
     unfreeze_epoch: int = 1  # gradual: the epoch at which the backbone starts training
     backbone_lr_factor: float = 1.0  # backbone lr = optimizer.lr x this factor (discriminative lr)
+    # null: one backbone rate; else earlier stages lower, down to optimizer.lr x this at the stem
+    first_stage_lr_factor: float | None = None
     freeze_batchnorm: bool = True  # frozen batch norm layers stay in eval mode (running stats kept)
 
 
@@ -107,7 +112,10 @@ class TrainConfig:
     mixup_alpha: float = 0.0  # 0 disables mixup
     cutmix_alpha: float = 0.0  # 0 disables cutmix
     mix_prob: float = 1.0  # chance that a batch is mixed when mixup or cutmix is on
-    early_stopping_patience: int | None = None  # epochs without improvement of `objective`; null: off
+    # the val metric that picks the best checkpoint and drives early stopping: auto (val/bal_acc when the
+    # training classes are imbalanced, else val/acc) | val/acc | val/bal_acc | val/f1_macro | val/loss
+    monitor: str = "auto"
+    early_stopping_patience: int | None = None  # epochs without improvement of `monitor`; null: off
     lr_find: bool = False  # run Lightning's LR finder and train with its suggestion
     lr_find_steps: int = 100
     channels_last: bool = False
@@ -178,7 +186,7 @@ class Config:
 
 
 STAGE_NAMES = ("data", "sanity", "train", "validate", "export")
-FINETUNE_STRATEGIES = ("full", "linear_probe", "gradual")
+FINETUNE_STRATEGIES = ("auto", "full", "linear_probe", "gradual")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 QUANTIZE_MODES = ("none", "static", "dynamic")
 SCHEDULERS = ("cosine", "step", "multistep", "onecycle", "plateau", "none")

@@ -51,7 +51,7 @@ from pipeline.models.finetune import param_groups  # noqa: E402
 from pipeline.models.module import Classifier  # noqa: E402
 from pipeline.models.optim import build_optimizer  # noqa: E402
 from pipeline.schema import register  # noqa: E402
-from pipeline.stages._shared import model_spec  # noqa: E402
+from pipeline.stages._shared import finetune_plan, model_spec  # noqa: E402
 from pipeline.stages.export import BATCH_SIZES  # noqa: E402
 from pipeline.stages.train import training_callbacks  # noqa: E402
 
@@ -156,12 +156,14 @@ def random_batches(count: int, batch_size: int, size: int) -> list[tuple[torch.T
 
 def lightning_rate(cfg: DictConfig, batches: list, warmup: int, work: Path) -> tuple[float, int]:
     """The train stage's Classifier, callbacks and Trainer settings, fed the in-memory batches."""
-    groups = ("optimizer", "scheduler", "train", "finetune")
+    groups = ("optimizer", "scheduler", "train")
+    finetune = finetune_plan(cfg)
     classifier = Classifier(
         model=model_spec(cfg),
         num_classes=NUM_CLASSES,
         class_names=[str(i) for i in range(NUM_CLASSES)],
         preprocess=Preprocess(cfg.data.image_size, *NORMALIZE).to_dict(),
+        finetune=finetune,
         **{group: OmegaConf.to_container(cfg[group]) for group in groups},
     )
     clock = StepClock()
@@ -171,7 +173,7 @@ def lightning_rate(cfg: DictConfig, batches: list, warmup: int, work: Path) -> t
         **{key: cfg.trainer[key] for key in STEP_SETTINGS},
         max_epochs=1,
         limit_val_batches=0,
-        callbacks=[*training_callbacks(cfg, no_tracker, work / "checkpoints"), clock],
+        callbacks=[*training_callbacks(cfg, finetune, "val/acc", no_tracker, work / "checkpoints"), clock],
         plugins=[AtomicCheckpointIO()],
         logger=False,
         enable_progress_bar=False,
@@ -186,9 +188,9 @@ def bare_rate(cfg: DictConfig, batches: list, warmup: int) -> tuple[float, int]:
     """The loop everyone writes by hand: same model, optimizer groups and settings, same tensors."""
     model = bare_model(model_spec(cfg)).train()
     spec = OmegaConf.to_container(cfg.optimizer)
-    optimizer = build_optimizer(
-        param_groups(model, spec["lr"], spec["weight_decay"], cfg.finetune.backbone_lr_factor), spec
-    )
+    finetune = finetune_plan(cfg)
+    factors = (finetune["backbone_lr_factor"], finetune["first_stage_lr_factor"])
+    optimizer = build_optimizer(param_groups(model, spec["lr"], spec["weight_decay"], *factors), spec)
     stamps = []
     for x, y in DataLoader(batches, batch_size=None):
         loss = F.cross_entropy(model(x), y)

@@ -40,6 +40,17 @@ def make_image_folder(root: Path, per_class: int = 12, size: int = 24, splits: t
     return root
 
 
+def load_script(name: str):
+    """A script of scripts/ (not a package) imported as a module, for testing its functions."""
+    import importlib.util
+
+    path = Path(CONF_DIR).parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return make_image_folder(tmp_path / "images")

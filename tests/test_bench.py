@@ -2,26 +2,20 @@
 targets marked in both reports, and a torchvision side that computes the pipeline's tensors. No timing is
 asserted: a bench reports, it does not fail."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 from omegaconf import OmegaConf
 from PIL import Image
 
 from pipeline.data.transforms import eval_transform, train_transform
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench")
 
 
 def test_rate_leaves_out_warm_up_and_a_stalled_step(bench):

@@ -42,6 +42,7 @@ def test_metrics_agree_with_scikit_learn(predictions):
     onehot = label_binarize(y, classes=range(C))
     expected = {
         "acc": skm.accuracy_score(y, pred),
+        "bal_acc": skm.balanced_accuracy_score(y, pred),
         "top2_acc": skm.top_k_accuracy_score(y, prob, k=2),
         "auc_micro": skm.roc_auc_score(onehot, prob, average="micro"),
         "ap_macro": skm.average_precision_score(onehot, prob, average="macro"),

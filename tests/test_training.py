@@ -187,10 +187,14 @@ def test_full_finetuning_trains_everything_from_the_start():
 
 def test_early_stopping_is_wired_from_config(make_cfg, tmp_path):
     tracker = Tracker("t", None, str(tmp_path / "mlruns"))
-    assert not any(isinstance(c, EarlyStopping) for c in training_callbacks(make_cfg(), tracker, tmp_path))
-    callbacks = training_callbacks(make_cfg("train.early_stopping_patience=3"), tracker, tmp_path)
+    full = {"strategy": "full", "unfreeze_epoch": 0, "freeze_batchnorm": True}
+    callbacks = training_callbacks(make_cfg(), full, "val/acc", tracker, tmp_path)
+    assert not any(isinstance(c, EarlyStopping) for c in callbacks)
+    cfg = make_cfg("train.early_stopping_patience=3")
+    callbacks = training_callbacks(cfg, full, "val/loss", tracker, tmp_path)
     (stopper,) = [c for c in callbacks if isinstance(c, EarlyStopping)]
-    assert stopper.patience == 3 and stopper.monitor == "val/acc" and stopper.mode == "max"
+    assert stopper.patience == 3 and stopper.monitor == "val/loss" and stopper.mode == "min"
+    assert callbacks[0].monitor == "val/loss" and callbacks[0].mode == "min"  # the best checkpoint's pick
 
 
 def train_run(client: MlflowClient):

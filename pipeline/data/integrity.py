@@ -4,6 +4,7 @@ Files are decoded (not judged by suffix) in worker processes; results are cached
 so a rerun over an unchanged folder only stats the files. Perceptual hashes come from `imagehash`.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import numpy as np
 
 from pipeline.data.sources import DatasetIndex, Record, require_train_images
 from pipeline.errors import PipelineError
+from pipeline.progress import Progress
 
 CACHE_VERSION = 2
 
@@ -120,15 +122,18 @@ def inspect_files(paths: list[str], cache_path: Path | None, workers: int) -> li
         else:
             infos[p] = hit
     if todo:
-        if workers > 1 and len(todo) > 64:
-            with ProcessPoolExecutor(workers) as pool:
-                fresh = list(pool.map(inspect_file, todo, chunksize=64))
-        else:
-            fresh = [inspect_file(p) for p in todo]
-        for info in fresh:
-            infos[info.path] = info
-            if cache:
-                cache.put(info)
+        progress = Progress("data", "decoded and hashed files", len(todo))
+        with contextlib.ExitStack() as stack:
+            if workers > 1 and len(todo) > 64:
+                pool = stack.enter_context(ProcessPoolExecutor(workers))
+                fresh = pool.map(inspect_file, todo, chunksize=64)
+            else:
+                fresh = map(inspect_file, todo)
+            for info in fresh:
+                progress.advance()
+                infos[info.path] = info
+                if cache:
+                    cache.put(info)
         if cache:
             cache.save()
     return [infos[p] for p in paths]

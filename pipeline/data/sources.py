@@ -1,7 +1,7 @@
 """Turn a data source (an image folder, a CSV manifest or the built-in digits) into a DatasetIndex.
 
-A folder is either `root/<class>/*` (split here, stratified and seeded, so reruns see the same split) or
-`root/<split>/<class>/*` with split folders train, val (or valid, validation) and test.
+A folder is either `root/<class>/*` (split here into train, val and test, stratified and seeded, so reruns
+see the same split) or `root/<split>/<class>/*` with split folders train, val (or valid, validation) and test.
 """
 
 import csv
@@ -155,23 +155,30 @@ def _check_classes(root: Path, items: list[tuple[Path, str, str | None]]):
 
 
 def _stratified_split(labels: list[int], val_fraction: float, test_fraction: float, seed: int) -> list[str]:
-    from sklearn.model_selection import train_test_split
+    """Each class split on its own, seeded: round(fraction x class size) images to test and to val, and
+    at least one kept in train (a class too small for a held-out image stays whole in train).
+    Hand-written because sklearn's stratified splitters refuse classes of fewer than two images."""
+    import numpy as np
 
-    indices = list(range(len(labels)))
+    rng = np.random.default_rng(seed)
     splits = ["train"] * len(labels)
-    for name, fraction in (("test", test_fraction), ("val", val_fraction)):
-        if fraction <= 0:
-            continue
-        remaining = [i for i in indices if splits[i] == "train"]
-        share = fraction * len(labels) / len(remaining)
-        try:
-            _, held_out = train_test_split(
-                remaining, test_size=share, random_state=seed, stratify=[labels[i] for i in remaining]
-            )
-        except ValueError as err:
-            raise PipelineError(f"cannot split off a stratified {name} set: {err}") from err
-        for i in held_out:
-            splits[i] = name
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    for label in sorted(by_class):
+        members = rng.permutation(by_class[label]).tolist()
+        n_test, n_val = (int(fraction * len(members) + 0.5) for fraction in (test_fraction, val_fraction))
+        while len(members) - n_test - n_val < 1:  # tiny class: give back test images first, then val
+            n_test, n_val = (n_test - 1, n_val) if n_test else (n_test, n_val - 1)
+        for i in members[:n_test]:
+            splits[i] = "test"
+        for i in members[n_test : n_test + n_val]:
+            splits[i] = "val"
+    if "val" not in splits:
+        raise PipelineError(
+            f"{len(labels)} images are too few for a val split with data.val_fraction={val_fraction}: "
+            "raise it or add images"
+        )
     return splits
 
 

@@ -46,6 +46,7 @@ def classification_metrics(
         out[f"recall_{average}"] = multiclass_recall(probs, targets, average=average, **args)
         out[f"f1_{average}"] = multiclass_f1_score(probs, targets, average=average, **args)
         out[f"auc_{average}"] = multiclass_auroc(probs, targets, average=average, **args)
+    out["bal_acc"] = out["recall_macro"]  # balanced accuracy: the mean of the per-class recalls
     one_hot = F.one_hot(targets, num_classes)
     out["auc_micro"] = multilabel_auroc(probs, one_hot, num_labels=num_classes, average="micro")
     out["ap_macro"] = multiclass_average_precision(probs, targets, average="macro", **args)

@@ -16,6 +16,7 @@ from pipeline.errors import PipelineError
 from pipeline.export.metadata import describe, read_metadata
 from pipeline.export.onnx import session
 from pipeline.models.module import load_classifier
+from pipeline.progress import Progress
 
 # what onnxruntime raises for a file that is not a loadable ONNX model (an empty one: InvalidArgument)
 NOT_ONNX = (
@@ -81,7 +82,9 @@ def onnx_scorer(path: Path) -> Scorer:
 def predict(scorer: Scorer, loader, tta: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Logits, targets and, with test-time augmentation, the mean logits of each image and its mirror."""
     logits, targets, averaged = [], [], []
+    progress = Progress("validate", "scored images", len(getattr(loader, "dataset", ())))  # a list: silent
     for x, y in loader:
+        progress.advance(len(y))
         plain = scorer.logits(x)
         logits.append(plain)
         targets.append(y)

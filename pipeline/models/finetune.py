@@ -3,6 +3,7 @@
 - `full`: every layer trains from the start; the backbone at `lr x backbone_lr_factor`.
 - `linear_probe`: the backbone stays frozen; only the classifier head trains.
 - `gradual`: the head trains alone until `unfreeze_epoch`, then the backbone joins at its own lr.
+- `auto` (pipeline.recipe): `gradual` for pretrained weights, `full` at one lr from random init.
 
 The optimizer holds every parameter from the start, in head and backbone groups (each split into decay and
 no-decay), so the LR schedule covers all groups; a frozen parameter has no gradient and is skipped.
@@ -38,23 +39,48 @@ def backbone_modules(model: nn.Module) -> list[nn.Module]:
     ]
 
 
-def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_factor: float) -> list[dict]:
-    """Head and backbone groups, each without weight decay on biases, norms and other 1-d parameters."""
+def stage_lr_factors(
+    model: nn.Module, backbone_lr_factor: float, first_stage_lr_factor: float | None
+) -> dict[str, float]:
+    """Each backbone parameter's lr factor: the stage next to the head at `backbone_lr_factor`, earlier
+    stages lower, spaced geometrically down to `first_stage_lr_factor` at the stem (fastai's discriminative
+    rates). Stages are timm's coarse parameter groups; a model without them has one backbone rate."""
+    names = [name for name, _ in model.named_parameters()]
+    if first_stage_lr_factor is None or not hasattr(model, "group_matcher"):
+        return dict.fromkeys(names, backbone_lr_factor)
+    from timm.models import group_parameters
+
+    stage_of = group_parameters(model, model.group_matcher(coarse=True), reverse=True)
+    top = max(max(stage_of.values()) - 1, 1)  # the highest id is the classifier head
+    low, high = first_stage_lr_factor, backbone_lr_factor
+    return {name: low * (high / low) ** (min(stage_of.get(name, top), top) / top) for name in names}
+
+
+def param_groups(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    backbone_lr_factor: float,
+    first_stage_lr_factor: float | None = None,
+) -> list[dict]:
+    """Head and backbone groups (one per backbone stage with discriminative rates), each without weight decay
+    on biases, norms and other 1-d parameters."""
     head_ids = {id(p) for p in classifier_head(model).parameters()}
     skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    factors = stage_lr_factors(model, backbone_lr_factor, first_stage_lr_factor)
+    groups: dict[tuple[bool, bool, float], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         in_head = id(param) in head_ids
         decays = param.ndim > 1 and not name.endswith(".bias") and name not in skip
-        groups.setdefault((in_head, decays), []).append(param)
+        groups.setdefault((in_head, decays, 1.0 if in_head else factors[name]), []).append(param)
     return [
         {
             "params": params,
-            "lr": lr if in_head else lr * backbone_lr_factor,
+            "lr": lr * factor,
             "weight_decay": weight_decay if decays else 0.0,
             "name": f"{'head' if in_head else 'backbone'}{'' if decays else '_no_decay'}",
         }
-        for (in_head, decays), params in sorted(groups.items(), reverse=True)
+        for (in_head, decays, factor), params in sorted(groups.items(), reverse=True)
     ]
 
 

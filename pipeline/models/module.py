@@ -12,7 +12,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from timm.data import Mixup
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from pipeline.errors import PipelineError
 from pipeline.models.factory import create_model
@@ -66,6 +66,9 @@ class Classifier(L.LightningModule):
         self.channels_last = bool(train and train["channels_last"])
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        # the mean per-class recall and F1: what a checkpoint is chosen by when classes are imbalanced
+        self.val_bal_acc = MulticlassAccuracy(num_classes, average="macro")
+        self.val_f1_macro = MulticlassF1Score(num_classes, average="macro")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -94,21 +97,32 @@ class Classifier(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         x, y = self._inputs(batch[0]), batch[1]
         logits = self(x)
-        self.val_acc(logits, y)
+        for metric in (self.val_acc, self.val_bal_acc, self.val_f1_macro):
+            metric(logits, y)
         loss = F.cross_entropy(logits, y)
         self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("val/bal_acc", self.val_bal_acc, on_step=False, on_epoch=True)
+        self.log("val/f1_macro", self.val_f1_macro, on_step=False, on_epoch=True)
 
     def on_train_epoch_start(self) -> None:
-        lrs = {g.get("name", "head"): g["lr"] for g in self.trainer.optimizers[0].param_groups}
-        self.log("train/lr", lrs.get("head", 0.0), on_step=False, on_epoch=True)
-        if "backbone" in lrs:
-            self.log("train/lr_backbone", lrs["backbone"], on_step=False, on_epoch=True)
+        groups = self.trainer.optimizers[0].param_groups
+        head = [g["lr"] for g in groups if g.get("name", "head").startswith("head")]
+        backbone = [g["lr"] for g in groups if g.get("name", "").startswith("backbone")]
+        self.log("train/lr", max(head, default=0.0), on_step=False, on_epoch=True)
+        if backbone:  # the stage next to the head; earlier stages are lower with discriminative rates
+            self.log("train/lr_backbone", max(backbone), on_step=False, on_epoch=True)
 
     def configure_optimizers(self):
         spec = self.hparams.optimizer
-        factor = self.hparams.finetune["backbone_lr_factor"] if self.hparams.finetune else 1.0
-        groups = param_groups(self.model, spec["lr"], spec["weight_decay"], factor)
+        finetune = self.hparams.finetune or {}
+        groups = param_groups(
+            self.model,
+            spec["lr"],
+            spec["weight_decay"],
+            finetune.get("backbone_lr_factor", 1.0),
+            finetune.get("first_stage_lr_factor"),
+        )
         optimizer = build_optimizer(groups, spec)
         scheduler = build_scheduler(
             optimizer,

@@ -10,6 +10,7 @@ from pipeline.data.sources import DatasetIndex, build_index, resolve_root
 from pipeline.data.stats import channel_mean_std
 from pipeline.data.transforms import Preprocess, resolve_preprocess
 from pipeline.errors import PipelineError
+from pipeline.recipe import finetune_recipe
 from pipeline.tracking import download_best_checkpoint, resolve_tracking_uri
 
 
@@ -65,6 +66,12 @@ def pretrained_preprocess(spec: dict) -> dict | None:
 
 def model_spec(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg.model, resolve=True)
+
+
+def finetune_plan(cfg: DictConfig) -> dict:
+    """cfg.finetune with `auto` resolved for this model (pipeline.recipe)."""
+    finetune = OmegaConf.to_container(cfg.finetune, resolve=True)
+    return finetune_recipe(finetune, model_spec(cfg), "ddp" in str(cfg.trainer.strategy))
 
 
 def has_checkpoint(cfg: DictConfig, ctx: Context) -> bool:

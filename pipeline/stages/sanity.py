@@ -20,7 +20,13 @@ from pipeline.data.datamodule import ImageDataModule
 from pipeline.errors import PipelineError
 from pipeline.models.factory import create_model
 from pipeline.models.finetune import freeze_backbone
-from pipeline.stages._shared import ensure_index, ensure_preprocess, model_spec, pretrained_preprocess
+from pipeline.stages._shared import (
+    ensure_index,
+    ensure_preprocess,
+    finetune_plan,
+    model_spec,
+    pretrained_preprocess,
+)
 from pipeline.tracking import Tracker
 
 
@@ -65,7 +71,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     num_classes = len(index.class_names)
     train_counts = list(index.counts()["train"].values())
     model.train()
-    if cfg.finetune.strategy in ("linear_probe", "gradual"):
+    if finetune_plan(cfg)["strategy"] in ("linear_probe", "gradual"):
         freeze_backbone(model, cfg.finetune.freeze_batchnorm)  # check the model as training starts it
     results = [
         input_statistics(*_one_batch(datamodule, cfg.data.batch_size), num_classes, train_counts),

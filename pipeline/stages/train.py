@@ -14,11 +14,15 @@ from pipeline.data.datamodule import ImageDataModule
 from pipeline.data.integrity import fingerprints
 from pipeline.errors import PipelineError
 from pipeline.models.checkpoint_io import AtomicCheckpointIO
+from pipeline.models.epoch_log import EpochLine
 from pipeline.models.finetune import FinetuneSchedule
 from pipeline.models.module import Classifier
+from pipeline.progress import interactive
+from pipeline.recipe import describe_finetune, imbalance_recipe
 from pipeline.stages._shared import (
     ensure_index,
     ensure_preprocess,
+    finetune_plan,
     inspect_split,
     model_spec,
     pretrained_preprocess,
@@ -66,13 +70,16 @@ def find_lr(trainer: L.Trainer, classifier: Classifier, datamodule, steps: int, 
     return float(suggestion)
 
 
-def training_callbacks(cfg: DictConfig, tracker: Tracker, ckpt_dir: Path) -> list[Callback]:
-    """Best (weights only, by val/acc) and last checkpoints first, then logging, fine-tuning, early stop."""
+def training_callbacks(
+    cfg: DictConfig, finetune: dict, monitor: str, tracker: Tracker, ckpt_dir: Path
+) -> list[Callback]:
+    """Best (weights only, by `monitor`) and last checkpoints first, then logging, fine-tuning, early stop."""
+    mode = "min" if monitor == "val/loss" else "max"
     best = ModelCheckpoint(
         dirpath=ckpt_dir,
         filename="best",
-        monitor="val/acc",
-        mode="max",
+        monitor=monitor,
+        mode=mode,
         save_weights_only=True,
         auto_insert_metric_name=False,
     )
@@ -80,10 +87,10 @@ def training_callbacks(cfg: DictConfig, tracker: Tracker, ckpt_dir: Path) -> lis
         best,
         ModelCheckpoint(dirpath=ckpt_dir, filename="last"),
         EpochMetricsToTracker(tracker),
-        FinetuneSchedule(cfg.finetune.strategy, cfg.finetune.unfreeze_epoch, cfg.finetune.freeze_batchnorm),
+        FinetuneSchedule(finetune["strategy"], finetune["unfreeze_epoch"], finetune["freeze_batchnorm"]),
     ]
     if cfg.train.early_stopping_patience is not None:
-        callbacks.append(EarlyStopping("val/acc", mode="max", patience=cfg.train.early_stopping_patience))
+        callbacks.append(EarlyStopping(monitor, mode=mode, patience=cfg.train.early_stopping_patience))
     return callbacks
 
 
@@ -91,8 +98,18 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     L.seed_everything(cfg.seed, verbose=False)
     index = ensure_index(cfg, ctx)
     spec = model_spec(cfg)
+    finetune = finetune_plan(cfg)
+    print(f"[train] {finetune['strategy']}: {describe_finetune(finetune, cfg.optimizer.lr)}")
     preprocess = ensure_preprocess(cfg, ctx, pretrained_preprocess(spec))
-    balance = cfg.data.balance
+    train_labels = [r.label for r in index.split("train")]
+    balance, monitor, chosen = imbalance_recipe(
+        cfg.data.balance,
+        cfg.train.monitor,
+        [train_labels.count(c) for c in range(len(index.class_names))],
+        cfg.data.imbalance_threshold,
+    )
+    if chosen:
+        print(f"[train] {chosen}")
     datamodule = ImageDataModule(
         index,
         preprocess,
@@ -102,7 +119,6 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         balance,
         cfg.seed,
     )
-    train_labels = [r.label for r in index.split("train")]
     classifier = Classifier(
         model=spec,
         num_classes=len(index.class_names),
@@ -111,16 +127,19 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         optimizer=OmegaConf.to_container(cfg.optimizer),
         scheduler=OmegaConf.to_container(cfg.scheduler),
         train=OmegaConf.to_container(cfg.train),
-        finetune=OmegaConf.to_container(cfg.finetune),
+        finetune=finetune,
         class_weights=class_weights(train_labels, len(index.class_names))
         if balance == "class_weights"
         else None,
         train_fingerprints=fingerprints(inspect_split(cfg, index, "train")),
     )
     ckpt_dir = ctx.output_dir / "checkpoints"
-    callbacks = training_callbacks(cfg, tracker, ckpt_dir)
+    callbacks = training_callbacks(cfg, finetune, monitor, tracker, ckpt_dir)
     best = callbacks[0]
     t = cfg.trainer
+    progress_bar = t.enable_progress_bar and interactive()
+    if not progress_bar:
+        callbacks.append(EpochLine())
     trainer = L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
@@ -131,7 +150,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches,
         log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.enable_progress_bar,
+        enable_progress_bar=progress_bar,
         deterministic=t.deterministic,
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.gradient_clip_val,
@@ -149,8 +168,9 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
             "train.devices": trainer.num_devices,
             "train.preprocess": preprocess.to_dict(),
             "train.balance": balance,
+            "train.monitor": monitor,
             "train.images_per_epoch": len(datamodule.train_set),
-            "train.finetune": cfg.finetune.strategy,
+            "train.finetune": finetune["strategy"],
         }
     )
     if cfg.train.lr_find:
@@ -164,7 +184,8 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         raise PipelineError("training ended before any validation: no best checkpoint was written")
     trainable = sum(p.numel() for p in classifier.parameters() if p.requires_grad)
     metrics = {
-        "train/best_val_acc": float(best.best_model_score),
+        f"train/best_{monitor.replace('/', '_')}": float(best.best_model_score),
+        "train/last_val_acc": float(trainer.callback_metrics["val/acc"]),
         "train/epochs": trainer.current_epoch,
         "train/trainable_parameters": trainable,
     }

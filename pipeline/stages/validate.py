@@ -22,7 +22,7 @@ from pipeline.stages._shared import checkpoint_path, ensure_index, has_checkpoin
 from pipeline.tracking import Tracker
 
 # repeated on the parent run; {k} is validate.top_k capped at the number of classes
-HEADLINE = ("acc", "top{k}_acc", "f1_macro", "auc_macro", "ece", "tta_acc", "tta_acc_change")
+HEADLINE = ("acc", "bal_acc", "top{k}_acc", "f1_macro", "auc_macro", "ece", "tta_acc", "tta_acc_change")
 CURVES = (  # file name, curves, score in the legend, title, axis labels
     ("roc", m.roc_curves, "auc", "ROC curves, one-vs-rest", ("false positive rate", "true positive rate")),
     ("pr", m.pr_curves, "ap", "Precision-recall curves, one-vs-rest", ("recall", "precision")),
@@ -54,6 +54,11 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     k = m.top_k(v.top_k, len(names))
     headline = tuple(name.format(k=k) for name in HEADLINE)
     tracker.log_params({"validate.source": scorer.source, "validate.top_k": k, "validate.tta": v.tta})
+    if "test" not in datamodule.eval_sets:
+        print(
+            "[validate] no test split: val scores picked the checkpoint, so they are optimistic "
+            "(a flat folder gets one with data.test_fraction > 0; or add a test/ folder)"
+        )
 
     for split, dataset in datamodule.eval_sets.items():
         logits, targets, tta_logits = predict(scorer, datamodule.eval_dataloader(split), v.tta)

@@ -1,0 +1,57 @@
+"""Defaults that depend on the model and the data, resolved once per run and announced in one line each.
+
+`finetune=auto` picks the fine-tuning strategy from where the weights come from. Plain dicts in, plain dicts
+out, no heavy imports: the config checks use it before any work starts.
+"""
+
+from typing import Any
+
+
+def starts_pretrained(model: dict[str, Any]) -> bool:
+    return bool(model["pretrained"] or model["weights"])
+
+
+def finetune_recipe(finetune: dict[str, Any], model: dict[str, Any], distributed: bool) -> dict[str, Any]:
+    """`auto` becomes `gradual` with the configured rates for pretrained weights (`full` with the same
+    rates under DDP, which cannot add parameters mid-run), and `full` at one rate from random init."""
+    if finetune["strategy"] != "auto":
+        return finetune
+    if not starts_pretrained(model):
+        return {**finetune, "strategy": "full", "backbone_lr_factor": 1.0, "first_stage_lr_factor": None}
+    return {**finetune, "strategy": "full" if distributed else "gradual"}
+
+
+def describe_finetune(recipe: dict[str, Any], lr: float) -> str:
+    """One line saying what the strategy does, with the rates it uses."""
+    if recipe["strategy"] == "linear_probe":
+        return f"backbone frozen, head at lr {lr:.3g}"
+    if recipe["backbone_lr_factor"] == 1 and recipe.get("first_stage_lr_factor") is None:
+        return f"every layer at lr {lr:.3g}"
+    rates = f"head at lr {lr:.3g}, backbone at {lr * recipe['backbone_lr_factor']:.3g}"
+    if recipe.get("first_stage_lr_factor") is not None:
+        rates += f" down to {lr * recipe['first_stage_lr_factor']:.3g} at the stem"
+    if recipe["strategy"] == "gradual":
+        return f"head alone for {recipe['unfreeze_epoch']} epoch(s), then every layer: {rates}"
+    return f"every layer from the start, {rates}"
+
+
+BALANCED_MODE = "weighted_sampler"  # what data.balance=auto applies to an imbalanced training split
+
+
+def imbalance_recipe(
+    balance: str, monitor: str, train_counts: list[int], threshold: float
+) -> tuple[str, str, str | None]:
+    """(balance mode, checkpoint metric, a line saying what `auto` chose or None). When the largest training
+    class outnumbers the smallest by `threshold` or more, `auto` balances the batches and picks the checkpoint
+    by balanced accuracy, which, unlike accuracy, does not reward predicting the big classes."""
+    ratio = max(train_counts) / max(min(train_counts), 1)
+    imbalanced = ratio >= threshold
+    chosen_balance = (BALANCED_MODE if imbalanced else "none") if balance == "auto" else balance
+    chosen_monitor = ("val/bal_acc" if imbalanced else "val/acc") if monitor == "auto" else monitor
+    if not imbalanced or (balance != "auto" and monitor != "auto"):
+        return chosen_balance, chosen_monitor, None
+    line = (
+        f"training classes are imbalanced ({ratio:.1f}:1 >= data.imbalance_threshold {threshold:g}): "
+        f"balancing with {chosen_balance} (data.balance), checkpoint by {chosen_monitor} (train.monitor)"
+    )
+    return chosen_balance, chosen_monitor, line

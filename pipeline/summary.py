@@ -1,0 +1,44 @@
+"""The lines that end every run: what ran and for how long, headline scores, where things are, what next."""
+
+from pathlib import Path
+
+from pipeline.progress import duration
+
+SCORES = ("acc", "bal_acc", "f1_macro")
+
+
+def _times(timings: dict[str, float]) -> str:
+    return ", ".join(f"{stage} {duration(seconds)}" for stage, seconds in timings.items())
+
+
+def _scores(metrics: dict[str, float], split: str) -> str | None:
+    shown = [f"{name} {metrics[f'{split}/{name}']:.4f}" for name in SCORES if f"{split}/{name}" in metrics]
+    if not shown:
+        return None
+    count = metrics.get(f"data/{split}_images")
+    return f"{split}{f' ({count:.0f} images)' if count else ''}: {', '.join(shown)}"
+
+
+def finished(
+    seconds: float, timings: dict[str, float], metrics: dict[str, float], output_dir: Path, run_id: str,
+    uri: str, onnx_path: Path | None,
+) -> list[str]:  # fmt: skip
+    """Test scores lead when there is a test split: val picked the checkpoint, so its scores flatter."""
+    lines = [f"finished in {duration(seconds)} ({_times(timings)})"]
+    scores = [s for s in (_scores(metrics, "test"), _scores(metrics, "val")) if s]
+    if scores:
+        lines.append("; ".join(scores))
+    lines.append(f"outputs in {output_dir}; MLflow run {run_id}")
+    ui = "make ui" if uri.startswith("sqlite:") else uri
+    predict = f"make predict INPUT=<images> MODEL={onnx_path}" if onnx_path else None
+    lines.append("next: " + "  |  ".join(x for x in (predict, f"{ui} to compare runs") if x))
+    return [f"[pipeline] {line}" for line in lines]
+
+
+def failed(timings: dict[str, float], err: BaseException) -> str:
+    """Which stage failed, after how long, and the first line of why."""
+    stage = next(reversed(timings)) if timings else "start"
+    why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    done = {name: s for name, s in timings.items() if name != stage}
+    before = f" (finished: {_times(done)})" if done else ""
+    return f"[pipeline] stage {stage} failed after {duration(timings.get(stage, 0.0))}{before}: {why}"

@@ -1,0 +1,87 @@
+"""An honest score and a run you can follow: flat folders keep a held-out test split that never reaches
+training or checkpoint choice; imbalanced folders are balanced and judged by balanced accuracy; a run logged
+to a file shows each epoch and ends with a summary."""
+
+from collections import Counter
+
+import pytest
+from conftest import make_image_folder
+from mlflow.tracking import MlflowClient
+from test_config import run_cli
+
+import pipeline.data.images as images
+from pipeline.data.sources import build_index
+from pipeline.runner import run
+
+TINY = ["data.image_size=16", "data.batch_size=8", "data.num_workers=0", "model=simple_cnn",
+        "model.kwargs.channels=[8,16]", "model.kwargs.convs_per_block=1", "sanity.overfit_target_loss=0.5",
+        "trainer.max_epochs=2"]  # fmt: skip
+
+
+def test_a_flat_folder_gets_a_held_out_test_split_by_default(make_cfg, image_folder):
+    cfg = make_cfg(root=image_folder)
+    index = build_index(image_folder, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed)
+    assert cfg.data.test_fraction == 0.15
+    assert index.counts()["test"] == {"checker": 2, "stripes_h": 2, "stripes_v": 2}  # 15% of 12, rounded
+
+
+def test_a_class_too_small_to_hold_out_stays_whole_in_train(tmp_path):
+    root = make_image_folder(tmp_path / "d", per_class=12)
+    for extra in sorted((root / "checker").iterdir())[1:]:
+        extra.unlink()  # checker keeps a single image
+    index = build_index(root, 0.2, 0.15, seed=0)
+    assert Counter(r.split for r in index.records if "checker" in r.path) == {"train": 1}
+    assert index.counts()["val"]["stripes_h"] == 2 and index.counts()["test"]["stripes_h"] == 2
+
+
+def test_test_images_never_reach_training_or_checkpoint_choice(make_cfg, image_folder, monkeypatch, capsys):
+    """Every image decoded for the sanity checks, training and the per-epoch validation that picks the
+    checkpoint is recorded: none is a test image. The validate stage then scores the test split."""
+    decoded: list[str] = []
+    load = images.load_rgb
+    monkeypatch.setattr(images, "load_rgb", lambda path: decoded.append(path) or load(path))
+    run(make_cfg(*TINY, "stages=[data,sanity,train]", root=image_folder))
+    index = build_index(image_folder, 0.2, 0.15, seed=42)
+    test_paths = {r.path for r in index.split("test")}
+    assert test_paths and not test_paths & set(decoded)
+    assert {r.path for r in index.split("val")} <= set(decoded)  # the spy saw the checkpoint's val passes
+
+    decoded.clear()
+    ckpt = f"{make_cfg().output_dir}/checkpoints/best.ckpt"
+    run(make_cfg(*TINY, "stages=[validate]", f"ckpt_path={ckpt}", root=image_folder))
+    assert test_paths <= set(decoded)
+    assert "no test split" not in capsys.readouterr().out
+    run(make_cfg(*TINY, "stages=[validate]", f"ckpt_path={ckpt}", "data.test_fraction=0", root=image_folder))
+    assert "[validate] no test split: val scores picked the checkpoint" in capsys.readouterr().out
+
+
+def test_imbalanced_training_split_is_balanced_and_judged_by_balanced_accuracy(make_cfg, tmp_path):
+    root = make_image_folder(tmp_path / "d", per_class=14)
+    for extra in sorted((root / "checker").iterdir())[4:]:
+        extra.unlink()  # 4 checker images against 14 of each stripe: 2 and 9 in train
+    run(make_cfg(*TINY, "stages=[train]", root=root))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    (train,) = [r for r in client.search_runs(client.search_experiments()[0].experiment_id)
+                if r.info.run_name == "train"]  # fmt: skip
+    assert train.data.params["train.balance"] == "weighted_sampler"
+    assert train.data.params["train.monitor"] == "val/bal_acc"
+    assert {"train/best_val_bal_acc", "train/last_val_acc"} <= set(train.data.metrics)
+
+
+@pytest.mark.slow
+def test_a_run_logged_to_a_file_shows_each_epoch_and_ends_with_a_summary(image_folder, tmp_path):
+    where = [f"data.root={image_folder}", f"tracking.dir={tmp_path / 'mlruns'}", "trainer=cpu",
+             f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'out'}"]  # fmt: skip
+    done = run_cli(*TINY, *where, "stages=[data,sanity,train,validate]", cwd=tmp_path)  # stdout is a pipe
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = done.stdout + done.stderr
+    assert "[train] epoch 1/2: train/loss" in log and "[train] epoch 2/2: train/loss" in log
+    assert "ETA" in log.split("[train] epoch 1/2")[1].splitlines()[0]
+    assert "[pipeline] finished in" in log and "[pipeline] test (6 images): acc" in log
+    assert "GPU available" not in log and "TPU available" not in log
+
+    bad = tmp_path / "not_a.ckpt"
+    bad.write_bytes(b"garbage")
+    done = run_cli(*TINY, *where, "stages=[validate]", f"ckpt_path={bad}", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "[pipeline] stage validate failed after" in done.stdout

@@ -1,0 +1,97 @@
+"""Defaults chosen from the model and the data (pipeline.recipe), discriminative rates, and the run's
+closing lines: pure functions, no training."""
+
+import pytest
+import timm
+import torch
+
+from pipeline import summary
+from pipeline.evaluation.metrics import classification_metrics
+from pipeline.models.factory import create_model
+from pipeline.models.finetune import param_groups, stage_lr_factors
+from pipeline.progress import Progress, duration
+from pipeline.recipe import finetune_recipe, imbalance_recipe
+
+AUTO = {"strategy": "auto", "unfreeze_epoch": 1, "backbone_lr_factor": 0.1, "first_stage_lr_factor": 0.01}
+SCRATCH = {"name": "resnet18", "pretrained": False, "weights": None}
+PRETRAINED = {"name": "tf_efficientnet_lite0", "pretrained": False, "weights": "pkg:some/file.pth"}
+
+
+def test_auto_fine_tunes_pretrained_weights_gradually_and_trains_random_init_at_one_rate():
+    assert finetune_recipe(AUTO, PRETRAINED, distributed=False) == {**AUTO, "strategy": "gradual"}
+    assert finetune_recipe(AUTO, {**SCRATCH, "pretrained": True}, distributed=False)["strategy"] == "gradual"
+    scratch = finetune_recipe(AUTO, SCRATCH, distributed=False)
+    assert scratch["strategy"] == "full" and scratch["backbone_lr_factor"] == 1.0
+    assert scratch["first_stage_lr_factor"] is None
+
+
+def test_auto_under_ddp_keeps_the_lower_backbone_rates_without_unfreezing_mid_run():
+    assert finetune_recipe(AUTO, PRETRAINED, distributed=True) == {**AUTO, "strategy": "full"}
+
+
+def test_an_explicit_strategy_is_kept_as_given():
+    probe = {**AUTO, "strategy": "linear_probe"}
+    assert finetune_recipe(probe, SCRATCH, distributed=False) == probe
+
+
+@pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "resnet18"])
+def test_earlier_stages_learn_slower_from_the_top_of_the_backbone_down_to_the_stem(name):
+    model = timm.create_model(name, num_classes=3)
+    factors = stage_lr_factors(model, backbone_lr_factor=0.1, first_stage_lr_factor=0.01)
+    ordered = [factors[n] for n, _ in model.named_parameters() if not n.startswith(("fc.", "classifier."))]
+    assert ordered[0] == pytest.approx(0.01) and ordered[-1] == pytest.approx(0.1)
+    assert ordered == sorted(ordered) and len(set(ordered)) >= 4  # rising stage by stage
+    groups = param_groups(model, 1e-3, weight_decay=0.05, backbone_lr_factor=0.1, first_stage_lr_factor=0.01)
+    assert max(g["lr"] for g in groups if g["name"].startswith("head")) == pytest.approx(1e-3)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_a_model_without_stages_gets_one_backbone_rate():
+    model = create_model("simple_cnn", 3, kwargs={"channels": [4, 8]})
+    assert set(stage_lr_factors(model, 0.1, 0.01).values()) == {0.1}
+
+
+@pytest.mark.parametrize(
+    "balance, monitor, counts, expected",
+    [
+        ("auto", "auto", [100, 50, 10], ("weighted_sampler", "val/bal_acc")),  # 10:1
+        ("auto", "auto", [100, 90, 40], ("none", "val/acc")),  # 2.5:1, under the threshold
+        ("none", "val/acc", [100, 50, 10], ("none", "val/acc")),  # the user's choice stands
+        ("class_weights", "auto", [100, 10], ("class_weights", "val/bal_acc")),
+    ],
+)
+def test_imbalance_recipe_balances_and_picks_by_balanced_accuracy_from_the_threshold(
+    balance, monitor, counts, expected
+):
+    chosen_balance, chosen_monitor, line = imbalance_recipe(balance, monitor, counts, threshold=3.0)
+    assert (chosen_balance, chosen_monitor) == expected
+    said = line is not None
+    assert said == (max(counts) / min(counts) >= 3 and "auto" in (balance, monitor))
+
+
+def test_balanced_accuracy_is_the_mean_per_class_recall_where_accuracy_rewards_the_big_class():
+    targets = torch.tensor([0] * 8 + [1] * 2)
+    logits = torch.tensor([[5.0, 0.0]] * 10)  # always the big class
+    metrics = classification_metrics(logits, targets, 2, 1, 5)
+    assert metrics["acc"] == pytest.approx(0.8) and metrics["bal_acc"] == pytest.approx(0.5)
+
+
+def test_summary_leads_with_test_scores_and_says_where_things_are(tmp_path):
+    metrics = {"test/acc": 0.9, "test/bal_acc": 0.85, "val/acc": 0.95, "data/test_images": 40}
+    timings = {"data": 5.0, "train": 70.0}
+    lines = summary.finished(75.0, timings, metrics, tmp_path, "abc", "sqlite:///x", None)
+    assert lines[0] == "[pipeline] finished in 1m15s (data 5s, train 1m10s)"
+    assert lines[1] == "[pipeline] test (40 images): acc 0.9000, bal_acc 0.8500; val: acc 0.9500"
+    assert str(tmp_path) in lines[2] and "abc" in lines[2] and "make ui" in lines[3]
+    line = summary.failed({"data": 5.0, "train": 62.0}, ValueError("bad thing\nmore detail"))
+    assert line == "[pipeline] stage train failed after 1m02s (finished: data 5s): bad thing"
+
+
+def test_progress_prints_at_its_interval_and_not_for_quick_work(capsys):
+    progress = Progress("data", "inspected files", total=10, interval=0.0)
+    progress.advance(4)
+    assert capsys.readouterr().out.startswith("[data] inspected files: 4/10 (40%)")
+    quiet = Progress("data", "inspected files", total=10, interval=60.0)
+    quiet.advance(9)
+    assert capsys.readouterr().out == ""
+    assert (duration(5), duration(185), duration(3725)) == ("5s", "3m05s", "1h02m")

@@ -25,14 +25,14 @@ def describe_finetune(recipe: dict[str, Any], lr: float) -> str:
     """One line saying what the strategy does, with the rates it uses."""
     if recipe["strategy"] == "linear_probe":
         return f"backbone frozen, head at lr {lr:.3g}"
-    if recipe["backbone_lr_factor"] == 1 and recipe.get("first_stage_lr_factor") is None:
-        return f"every layer at lr {lr:.3g}"
-    rates = f"head at lr {lr:.3g}, backbone at {lr * recipe['backbone_lr_factor']:.3g}"
+    rates = f"every layer at lr {lr:.3g}"
+    if recipe["backbone_lr_factor"] != 1 or recipe.get("first_stage_lr_factor") is not None:
+        rates = f"head at lr {lr:.3g}, backbone at {lr * recipe['backbone_lr_factor']:.3g}"
     if recipe.get("first_stage_lr_factor") is not None:
         rates += f" down to {lr * recipe['first_stage_lr_factor']:.3g} at the stem"
     if recipe["strategy"] == "gradual":
-        return f"head alone for {recipe['unfreeze_epoch']} epoch(s), then every layer: {rates}"
-    return f"every layer from the start, {rates}"
+        return f"head alone for {recipe['unfreeze_epoch']} epoch(s), backbone frozen; then {rates}"
+    return rates
 
 
 BALANCED_MODE = "weighted_sampler"  # what data.balance=auto applies to an imbalanced training split

@@ -28,6 +28,10 @@ DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "sign_language_digits" / "D
 PRETRAINED = ["model=efficientnet_lite0"]
 RECIPES = {  # name -> (what it is, overrides)
     "default": ("EfficientNet-Lite0, ImageNet weights, the default recipe (finetune=auto)", PRETRAINED),
+    "discriminative": (
+        "same weights, head first, then backbone at 0.1x lr down to 0.01x at the stem (fastai's rates)",
+        [*PRETRAINED, "finetune.backbone_lr_factor=0.1", "finetune.first_stage_lr_factor=0.01"],
+    ),
     "probe": ("same weights, linear probe (finetune=linear_probe)", [*PRETRAINED, "finetune=linear_probe"]),
     "full": ("same weights, every layer at one lr (finetune=full)", [*PRETRAINED, "finetune=full"]),
     "scratch": ("ResNet-18 from random init (the default model)", ["model=resnet18"]),

@@ -2,11 +2,12 @@
 
 Every recipe is one whole pipeline run (data, sanity, train, validate) at the same budget (image size,
 epochs, batch), one after another, never two at once: test accuracy, macro-F1 and balanced accuracy on the
-held-out test split, and wall time. Recipes: the default for pretrained weights (`finetune=auto`), a linear
-probe, full fine-tuning at one rate and ResNet-18 from scratch; then, on an imbalanced copy of the folder
-(some classes cut to 50%, 20% and 10% of their images, seeded, as symbolic links), the default handling of
-imbalance against none. The photos are ../shared/datasets/sign_language_digits (skipped with a line when
-absent). Writes bench/accuracy.md and bench/accuracy.json.
+held-out test split, and wall time. Recipes: the default for pretrained weights (`finetune=auto`), the
+same with discriminative rates, a linear probe, full fine-tuning at one rate and ResNet-18 from scratch;
+then, on an imbalanced copy of the folder (some classes cut to 50%, 20% and 10% of their images, seeded,
+as symbolic links), the default handling of imbalance against class weights and against none. The photos
+are ../shared/datasets/sign_language_digits (skipped with a line when absent). Writes bench/accuracy.md and
+bench/accuracy.json.
 
     python scripts/bench_accuracy.py [--data FOLDER] [--image-size 128] [--epochs 12] [--only default,probe]
 """

@@ -185,10 +185,11 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     trainable = sum(p.numel() for p in classifier.parameters() if p.requires_grad)
     metrics = {
         f"train/best_{monitor.replace('/', '_')}": float(best.best_model_score),
-        "train/last_val_acc": float(trainer.callback_metrics["val/acc"]),
         "train/epochs": trainer.current_epoch,
         "train/trainable_parameters": trainable,
     }
+    if "val/acc" in trainer.callback_metrics:  # absent when a resumed run had no epoch left to train
+        metrics["train/last_val_acc"] = float(trainer.callback_metrics["val/acc"])
     tracker.log_metrics(metrics, headline=True)
     tracker.log_artifact(ctx.ckpt_path, "checkpoints")
     ctx.metrics.update(metrics)

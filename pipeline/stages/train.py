@@ -105,7 +105,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     balance, monitor, chosen = imbalance_recipe(
         cfg.data.balance,
         cfg.train.monitor,
-        [train_labels.count(c) for c in range(len(index.class_names))],
+        list(index.counts()["train"].values()),
         cfg.data.imbalance_threshold,
     )
     if chosen:

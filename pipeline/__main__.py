@@ -5,6 +5,7 @@ Known failures (bad config, bad input, failed checks) print one line and exit no
 """
 
 import os
+import re
 import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -19,6 +20,7 @@ register()
 
 
 NOISE_PREFIXES = ("full_key:", "reference_type=", "object_type=", "To append to your config")
+BAD_CHOICE = re.compile(r"Invalid value '(?P<value>.*)', expected one of \[(?P<allowed>.*)\]")
 
 
 def one_line(err: BaseException | None) -> str:
@@ -36,6 +38,19 @@ def one_line(err: BaseException | None) -> str:
     return ": ".join(parts) or "unknown error"
 
 
+def bad_choice(err: BaseException | None) -> str | None:
+    """`data.on_corrupt='x' is not one of ['skip', 'fail']` for a value outside a schema Enum, wherever in
+    the chain of causes OmegaConf's own message sits."""
+    while err is not None:
+        found = BAD_CHOICE.search(str(err))
+        key = getattr(err, "full_key", None)
+        if found and key:
+            allowed = [choice.strip() for choice in found["allowed"].split(",")]
+            return f"{key}={found['value']!r} is not one of {allowed}"
+        err = err.__cause__
+    return None
+
+
 def error_line(err: BaseException) -> str | None:
     """The one line the CLI prints for bad input; None for anything else (a bug keeps its traceback)."""
     from hydra.errors import HydraException
@@ -46,7 +61,7 @@ def error_line(err: BaseException) -> str | None:
     if isinstance(err, PipelineError):
         return f"error: {err}"
     if isinstance(err, HydraException | OmegaConfBaseException):
-        return f"config error: {one_line(err)}"
+        return f"config error: {bad_choice(err) or one_line(err)}"
     return None
 
 

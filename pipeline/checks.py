@@ -32,12 +32,12 @@ def loss_at_init(
         loss = F.cross_entropy(model(x), y).item()
     deviation = abs(loss - expected) / expected
     passed = math.isfinite(loss) and deviation <= tolerance
-    message = (
-        f"loss at init {loss:.3f} is within {tolerance:.0%} of ln({num_classes})={expected:.3f}"
-        if passed
-        else f"loss at init {loss:.3f} is far from ln({num_classes})={expected:.3f} "
-        f"(off by {deviation:.0%}): check the last layer's init, the input scaling and the labels"
-    )
+    message = f"loss at init {loss:.3f} is within {tolerance:.0%} of ln({num_classes})={expected:.3f}"
+    if not passed:
+        message = (
+            f"loss at init {loss:.3f} is far from ln({num_classes})={expected:.3f} (off by {deviation:.0%}): "
+            "check the last layer's init, the input scaling and the labels"
+        )
     return CheckResult("loss_at_init", passed, loss, f"{expected:.3f} +/- {tolerance:.0%}", message)
 
 

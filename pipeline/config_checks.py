@@ -1,26 +1,18 @@
-"""Value checks the schema's types cannot express (ranges, choices), run before any MLflow run starts, so a
-bad value costs a second, not a data pass. Each failure is one PipelineError line naming the key."""
+"""Value checks the schema's types cannot express (ranges, names other libraries define, combinations), run
+before any MLflow run starts, so a bad value costs seconds, not a data pass. Choices are `Enum` fields of the
+schema and fail when the config is composed. Each failure is one PipelineError line naming the key."""
 
+import difflib
 import pickle
+from numbers import Number
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from pipeline.errors import PipelineError
 from pipeline.recipe import finetune_recipe
-from pipeline.schema import FINETUNE_STRATEGIES, OPTIMIZERS, QUANTIZE_MODES, SCHEDULERS
+from pipeline.schema import VAL_METRICS
 
-CHOICES = {
-    "data.on_corrupt": ("skip", "fail"),
-    "data.on_leakage": ("warn", "fail", "drop"),
-    "data.balance": ("auto", "none", "class_weights", "weighted_sampler", "oversample", "undersample"),
-    "train.monitor": ("auto", "val/acc", "val/bal_acc", "val/f1_macro", "val/loss"),
-    "finetune.strategy": FINETUNE_STRATEGIES,
-    "optimizer.name": OPTIMIZERS,
-    "scheduler.name": SCHEDULERS,
-    "trainer.gradient_clip_algorithm": ("norm", "value"),
-    "export.quantize": QUANTIZE_MODES,
-}
 POSITIVE = (
     "optimizer.lr",
     "data.batch_size",
@@ -44,16 +36,16 @@ NON_NEGATIVE = (
     "finetune.unfreeze_epoch",
 )
 FRACTIONS = ("data.val_fraction", "data.test_fraction", "train.mix_prob")
+STAGE_PREFIXES = ("data/", "sanity/", "train/", "val/", "test/", "export/")  # how every logged metric starts
+# lightning.Trainer arguments the train stage sets itself
+PIPELINE_OWNED = ("callbacks", "plugins", "logger", "default_root_dir", "enable_model_summary")
 
 
 def check_config(cfg: DictConfig) -> None:
-    for key, allowed in CHOICES.items():
-        value = _get(cfg, key)
-        if value not in allowed:
-            raise PipelineError(f"{key}={value!r} is not one of {list(allowed)}")
     for key in POSITIVE:
-        if _get(cfg, key) is not None and _get(cfg, key) <= 0:  # None where the schema allows it
-            raise PipelineError(f"{key} must be > 0, got {_get(cfg, key)}")
+        value = _get(cfg, key)
+        if value is not None and (not _is_number(value) or value <= 0):  # None where the schema allows it
+            raise PipelineError(f"{key} must be > 0, got {value!r}")
     for key in NON_NEGATIVE:
         if _get(cfg, key) < 0:
             raise PipelineError(f"{key} must be >= 0, got {_get(cfg, key)}")
@@ -64,8 +56,25 @@ def check_config(cfg: DictConfig) -> None:
         raise PipelineError("data.val_fraction + data.test_fraction must leave images for training")
     if cfg.train.label_smoothing >= 1:
         raise PipelineError(f"train.label_smoothing must be < 1, got {cfg.train.label_smoothing}")
+    check_objective(cfg.objective, "train" in cfg.stages)
     if "train" in cfg.stages:
         check_training(cfg)
+    if "sanity" in cfg.stages or "train" in cfg.stages:
+        from pipeline.models.factory import check_model_name
+
+        check_model_name(cfg.model.name)
+
+
+def check_objective(objective: str, trains: bool) -> None:
+    """A training run picks its checkpoint by the objective, so it must be a metric each epoch's validation
+    logs; without training it only names what a stage's metric sweepers get."""
+    if objective == "auto" or objective in VAL_METRICS:
+        return
+    if trains or not objective.startswith(STAGE_PREFIXES):
+        raise PipelineError(
+            f"objective={objective!r} is not a metric the train stage logs: choose auto or one of "
+            f"{list(VAL_METRICS)}"
+        )
 
 
 def check_training(cfg: DictConfig) -> None:
@@ -77,8 +86,39 @@ def check_training(cfg: DictConfig) -> None:
             "finetune=gradual cannot run under DDP (DDP registers the trainable parameters once); "
             "use finetune=full with finetune.backbone_lr_factor < 1"
         )
+    check_trainer_options(list(cfg.trainer))
+    check_optimizer_name(cfg.optimizer.name)
     if cfg.train.resume:
         check_resumable(Path(cfg.train.resume), cfg)
+
+
+def check_trainer_options(names: list[str]) -> None:
+    """`trainer` is passed to lightning.Trainer as written: every key must be one of its arguments."""
+    import inspect
+
+    from lightning.pytorch import Trainer
+
+    known = [p for p in inspect.signature(Trainer.__init__).parameters if p != "self"]
+    for name in names:
+        if name in PIPELINE_OWNED:
+            raise PipelineError(
+                f"trainer.{name} is set by the train stage; remove it from the trainer config"
+            )
+        if name not in known:
+            raise PipelineError(
+                f"trainer.{name} is not a lightning.Trainer argument{_did_you_mean(name, known)}"
+            )
+
+
+def check_optimizer_name(name: str) -> None:
+    from pipeline.models.optim import known_optimizers
+
+    known = known_optimizers()
+    if name not in known:
+        raise PipelineError(
+            f"optimizer.name={name!r} is not an optimizer timm knows{_did_you_mean(name, known)} "
+            "(timm.optim.list_optimizers())"
+        )
 
 
 def check_resumable(path: Path, cfg: DictConfig) -> None:
@@ -114,3 +154,12 @@ def _get(cfg: DictConfig, dotted: str):
     for part in dotted.split("."):
         node = node[part]
     return node
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, Number) and not isinstance(value, bool)
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=3)
+    return f"; did you mean {', '.join(close)}?" if close else ""

@@ -17,3 +17,4 @@ class Context:
     ckpt_path: Path | None = None
     onnx_path: Path | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    objective: str | None = None  # the metric `objective=auto` resolved to in the train stage

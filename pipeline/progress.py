@@ -1,5 +1,6 @@
 """Progress lines for long work, readable in a log file (CI, nohup, SLURM) as well as on a terminal."""
 
+import logging
 import sys
 import time
 
@@ -15,7 +16,7 @@ def duration(seconds: float) -> str:
 
 
 class Progress:
-    """Counts done items and prints `[stage] what: done/total (pct), rate, ETA` at most every `interval`
+    """Counts done items and logs `[stage] what: done/total (pct), rate, ETA` at most every `interval`
     seconds, and nothing for work that ends sooner."""
 
     def __init__(self, stage: str, what: str, total: int, interval: float = 15.0):
@@ -30,10 +31,9 @@ class Progress:
             self.last = now
             rate = self.done / (now - self.start)
             eta = (self.total - self.done) / rate if rate > 0 else 0.0
-            print(
-                f"[{self.stage}] {self.what}: {self.done}/{self.total} ({self.done / self.total:.0%}), "
-                f"{rate:.0f}/s, ETA {duration(eta)}",
-                flush=True,
+            logging.getLogger(f"pipeline.{self.stage}").info(
+                f"{self.what}: {self.done}/{self.total} ({self.done / self.total:.0%}), "
+                f"{rate:.0f}/s, ETA {duration(eta)}"
             )
 
 

@@ -39,19 +39,26 @@ BALANCED_MODE = "weighted_sampler"  # what data.balance=auto applies to an imbal
 
 
 def imbalance_recipe(
-    balance: str, monitor: str, train_counts: list[int], threshold: float
+    balance: str, objective: str, train_counts: list[int], threshold: float
 ) -> tuple[str, str, str | None]:
-    """(balance mode, checkpoint metric, a line saying what `auto` chose or None). When the largest training
+    """(balance mode, objective metric, a line saying what `auto` chose or None). When the largest training
     class outnumbers the smallest by `threshold` or more, `auto` balances the batches and picks the checkpoint
     by balanced accuracy, which, unlike accuracy, does not reward predicting the big classes."""
     ratio = max(train_counts) / max(min(train_counts), 1)
     imbalanced = ratio >= threshold
     chosen_balance = (BALANCED_MODE if imbalanced else "none") if balance == "auto" else balance
-    chosen_monitor = ("val/bal_acc" if imbalanced else "val/acc") if monitor == "auto" else monitor
-    if not imbalanced or (balance != "auto" and monitor != "auto"):
-        return chosen_balance, chosen_monitor, None
+    chosen_objective = ("val/bal_acc" if imbalanced else "val/acc") if objective == "auto" else objective
+    if not imbalanced or (balance != "auto" and objective != "auto"):
+        return chosen_balance, chosen_objective, None
     line = (
         f"training classes are imbalanced ({ratio:.1f}:1 >= data.imbalance_threshold {threshold:g}): "
-        f"balancing with {chosen_balance} (data.balance), checkpoint by {chosen_monitor} (train.monitor)"
+        f"balancing with {chosen_balance} (data.balance), checkpoint by {chosen_objective} (objective)"
     )
-    return chosen_balance, chosen_monitor, line
+    return chosen_balance, chosen_objective, line
+
+
+def objective_direction(objective: str, mode: str) -> str:
+    """`max` or `min`: `objective_mode` when set, else min for a loss and max for any score."""
+    if mode != "auto":
+        return str(mode)
+    return "min" if objective.endswith("loss") else "max"

@@ -19,6 +19,7 @@ from pipeline.errors import PipelineError
 from pipeline.ranks import SilentTracker, is_rank_zero, worker_stages
 from pipeline.schema import STAGE_NAMES, Config
 
+log = logging.getLogger("pipeline")
 INTERRUPTS = (KeyboardInterrupt, SystemExit)  # Lightning turns Ctrl-C and SIGTERM into SystemExit
 
 
@@ -58,7 +59,7 @@ def check_stages(stages: list[str]) -> None:
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Returns the objective metric (cfg.objective) when a stage produced it, for sweepers."""
+    """Returns the objective metric when a stage produced it, for sweepers."""
     started = time.perf_counter()
     check_stages(list(cfg.stages))
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # fail before any run starts
@@ -73,7 +74,7 @@ def run(cfg: DictConfig) -> float | None:
         writable_folder(Path(cfg.tracking.dir), "tracking.dir")
     tracker = Tracker(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.dir)
     for abandoned in tracker.mark_abandoned_runs():
-        print(f"[pipeline] run {abandoned} was left RUNNING by a process that is gone: marked KILLED")
+        log.warning("run %s was left RUNNING by a process that is gone: marked KILLED", abandoned)
     resume_id = None
     if cfg.resume:
         resume_id, saved_yaml = tracker.resumable_run(None if cfg.resume is True else str(cfg.resume))
@@ -85,21 +86,28 @@ def run(cfg: DictConfig) -> float | None:
         sigterm_as_interrupt(),
         tracker.pipeline_run(config, yaml, cfg.tracking.run_name, resume_id) as run_id,
     ):
-        print(f"[pipeline] MLflow run {run_id} at {tracker.uri}; outputs in {output_dir}")
+        log.info("MLflow run %s at %s; outputs in %s", run_id, tracker.uri, output_dir)
         timings: dict[str, float] = {}
         try:
             ctx = run_stages(cfg, list(cfg.stages), ctx, tracker, timings)
         except INTERRUPTS as err:
-            print(f"[pipeline] interrupted: run {run_id} marked KILLED; continue it with resume={run_id}")
+            log.warning("interrupted: run %s marked KILLED; continue it with resume=%s", run_id, run_id)
             raise KeyboardInterrupt from err  # one exit path (130) for Ctrl-C and SIGTERM
         except Exception as err:
-            print(summary.failed(timings, err), flush=True)
+            log.error(summary.failed(timings, err))
             raise
         seconds = time.perf_counter() - started
         uri, onnx = tracker.uri, ctx.onnx_path
         for line in summary.finished(seconds, timings, ctx.metrics, output_dir, run_id, uri, onnx):
-            print(line)
-    return ctx.metrics.get(cfg.objective)
+            log.info(line)
+    return objective_value(cfg, ctx)
+
+
+def objective_value(cfg: DictConfig, ctx: Context) -> float | None:
+    """What sweepers optimize: the objective as the train stage resolved it (`auto` is val/acc when no
+    training ran), scored by the validate stage when it ran, else by the train stage's best epoch."""
+    name = ctx.objective or ("val/acc" if cfg.objective == "auto" else cfg.objective)
+    return ctx.metrics.get(name)
 
 
 def writable_folder(folder: Path, what: str) -> Path:
@@ -125,7 +133,7 @@ def resumed_config(saved_yaml: str, statuses: dict[str, tuple[str, str]]) -> Dic
     if "train" in done:
         cfg.ckpt_path = str(checkpoints / "best.ckpt")
     cfg.resume = None
-    print(f"[pipeline] resuming stages {list(cfg.stages)} in {cfg.output_dir}")
+    log.info("resuming stages %s in %s", list(cfg.stages), cfg.output_dir)
     return cfg
 
 

@@ -1,21 +1,81 @@
-"""Structured config schemas, registered in Hydra's ConfigStore.
+"""Structured config schemas, registered in Hydra's ConfigStore: the one home of every setting's type,
+allowed values and default.
 
 `conf/config.yaml` lists `base_config` first in its defaults, so every YAML file is merged onto these
-dataclasses: an unknown key or a value of the wrong type fails at start, before any work is done.
-Defaults live in `conf/`; the values here only give each field its type.
+dataclasses: an unknown key, a value of the wrong type or a choice outside its `Enum` fails when the config
+is composed, before any work is done. YAML files in `conf/` name a group option and state only what it
+changes. The exception is `trainer`: Lightning's own `Trainer` arguments, passed through as written
+(`conf/trainer/auto.yaml` holds their defaults), so a new Trainer option is one YAML line.
 """
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class CorruptPolicy(StrEnum):
+    skip = "skip"
+    fail = "fail"
+
+
+class LeakagePolicy(StrEnum):
+    warn = "warn"
+    fail = "fail"
+    drop = "drop"  # the held-out copy of each pair across splits
+
+
+class Balance(StrEnum):
+    auto = "auto"  # weighted_sampler when data.imbalance_threshold is reached, else none
+    none = "none"
+    class_weights = "class_weights"
+    weighted_sampler = "weighted_sampler"
+    oversample = "oversample"
+    undersample = "undersample"
+
+
+class Interpolation(StrEnum):
+    nearest = "nearest"
+    bilinear = "bilinear"
+    bicubic = "bicubic"
+    area = "area"
+    lanczos = "lanczos"
+
+
+class Scheduler(StrEnum):
+    cosine = "cosine"
+    step = "step"
+    multistep = "multistep"
+    onecycle = "onecycle"
+    plateau = "plateau"
+    none = "none"
+
+
+class FinetuneStrategy(StrEnum):
+    auto = "auto"  # gradual for pretrained weights, full from random init (pipeline.recipe)
+    full = "full"
+    linear_probe = "linear_probe"
+    gradual = "gradual"
+
+
+class Quantize(StrEnum):
+    none = "none"
+    static = "static"
+    dynamic = "dynamic"
+
+
+class ObjectiveMode(StrEnum):
+    auto = "auto"  # min for a loss, else max
+    max = "max"
+    min = "min"
 
 
 @dataclass
 class DataConfig:
     name: str = MISSING
-    root: str | None = MISSING  # an image folder; null means the built-in digits
+    root: str | None = MISSING  # an image folder or a CSV manifest; null means the built-in digits
     cache_dir: str = ".cache/data"  # where the built-in digits are written as PNG files
     image_size: int | None = MISSING  # null: the pretrained model's input size
     val_fraction: float = 0.2
@@ -23,13 +83,11 @@ class DataConfig:
     split_seed: int = 42
     batch_size: int = 64
     num_workers: int = 0
-    on_corrupt: str = "skip"  # skip | fail
-    on_leakage: str = "warn"  # warn | fail | drop: duplicates across splits
+    on_corrupt: CorruptPolicy = CorruptPolicy.skip  # unreadable files
+    on_leakage: LeakagePolicy = LeakagePolicy.warn  # duplicates across splits
     near_duplicate_distance: int = 2  # max perceptual-hash bits that differ for a near duplicate
     inspect_workers: int = 2  # processes that decode and hash files in the data stage
-    # auto (balancing when imbalance_threshold is reached) | none | class_weights | weighted_sampler |
-    # oversample | undersample
-    balance: str = "auto"
+    balance: Balance = Balance.auto  # class balancing in training
     imbalance_threshold: float = 3.0  # largest / smallest training class from which auto balances
 
 
@@ -53,13 +111,13 @@ class AugmentConfig:
     # mean and std, bilinear resizing and the whole image squeezed to a square.
     mean: list[float] | None = None
     std: list[float] | None = None
-    interpolation: str | None = None  # nearest | bilinear | bicubic | area | lanczos
+    interpolation: Interpolation | None = None
     crop_pct: float | None = None  # (0, 1]: shortest side to image_size / crop_pct, then a center crop
 
 
 @dataclass
 class OptimizerConfig:
-    name: str = MISSING
+    name: str = MISSING  # sgd (nesterov when set), or any of timm.optim.list_optimizers(): adamw, lamb, ...
     lr: float = MISSING
     weight_decay: float = 0.0  # never applied to biases and norm layers
     momentum: float = 0.9  # sgd and rmsprop
@@ -68,7 +126,7 @@ class OptimizerConfig:
 
 @dataclass
 class SchedulerConfig:
-    name: str = MISSING  # cosine | step | multistep | onecycle | plateau | none
+    name: Scheduler = MISSING
     warmup_epochs: int = 0  # cosine
     min_lr: float = 0.0  # cosine
     step_size: int = 10  # step
@@ -79,26 +137,8 @@ class SchedulerConfig:
 
 
 @dataclass
-class TrainerConfig:
-    accelerator: str = "auto"  # auto | cpu | gpu
-    devices: Any = "auto"
-    strategy: str = "auto"
-    precision: str = "32-true"
-    max_epochs: int = MISSING
-    limit_train_batches: Any = 1.0  # a fraction (float) or a number of batches (int)
-    limit_val_batches: Any = 1.0
-    log_every_n_steps: int = 10
-    enable_progress_bar: bool = True
-    deterministic: bool = False
-    num_nodes: int = 1
-    accumulate_grad_batches: int = 1
-    gradient_clip_val: float | None = None  # null: no clipping
-    gradient_clip_algorithm: str = "norm"  # norm | value
-
-
-@dataclass
 class FinetuneConfig:
-    strategy: str = MISSING  # auto | full | linear_probe | gradual
+    strategy: FinetuneStrategy = MISSING
     unfreeze_epoch: int = 1  # gradual: the epoch at which the backbone starts training
     backbone_lr_factor: float = 1.0  # backbone lr = optimizer.lr x this factor (discriminative lr)
     # null: one backbone rate; else earlier stages lower, down to optimizer.lr x this at the stem
@@ -112,10 +152,7 @@ class TrainConfig:
     mixup_alpha: float = 0.0  # 0 disables mixup
     cutmix_alpha: float = 0.0  # 0 disables cutmix
     mix_prob: float = 1.0  # chance that a batch is mixed when mixup or cutmix is on
-    # the val metric that picks the best checkpoint and drives early stopping: auto (val/bal_acc when the
-    # training classes are imbalanced, else val/acc) | val/acc | val/bal_acc | val/f1_macro | val/loss
-    monitor: str = "auto"
-    early_stopping_patience: int | None = None  # epochs without improvement of `monitor`; null: off
+    early_stopping_patience: int | None = None  # epochs without improvement of `objective`; null: off
     lr_find: bool = False  # run Lightning's LR finder and train with its suggestion
     lr_find_steps: int = 100
     channels_last: bool = False
@@ -154,7 +191,7 @@ class ExportConfig:
     opset: int = 18
     parity_atol: float = 1e-4
     # none | static | dynamic: also write an INT8 model and report its accuracy change and speed-up
-    quantize: str = "none"
+    quantize: Quantize = Quantize.none
     calibration_images: int = 256  # training images that set the activation ranges of `static`
     latency_runs: int = 20  # timed repetitions per batch size (median reported)
     register: bool = False  # register the logged ONNX model in the MLflow model registry
@@ -168,7 +205,7 @@ class Config:
     augment: AugmentConfig = MISSING
     optimizer: OptimizerConfig = MISSING
     scheduler: SchedulerConfig = MISSING
-    trainer: TrainerConfig = MISSING
+    trainer: dict[str, Any] = MISSING  # lightning.Trainer's arguments (conf/trainer/)
     tracking: TrackingConfig = MISSING
     finetune: FinetuneConfig = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -182,14 +219,20 @@ class Config:
     from_run: str | None = None  # validate/export the best checkpoint of this MLflow run
     onnx_path: str | None = None  # validate this ONNX file
     resume: Any = None  # true: the newest KILLED/FAILED pipeline run; or a parent run id
-    objective: str = "val/acc"
+    # The val metric that picks the best checkpoint, drives early stopping and is returned to sweepers:
+    # auto (val/bal_acc when the training classes are imbalanced, else val/acc) or one of VAL_METRICS.
+    objective: str = "auto"
+    objective_mode: ObjectiveMode = ObjectiveMode.auto
 
 
 STAGE_NAMES = ("data", "sanity", "train", "validate", "export")
-FINETUNE_STRATEGIES = ("auto", "full", "linear_probe", "gradual")
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-QUANTIZE_MODES = ("none", "static", "dynamic")
-SCHEDULERS = ("cosine", "step", "multistep", "onecycle", "plateau", "none")
+# what the train stage logs after each epoch's validation (pipeline.models.module): what can pick a checkpoint
+VAL_METRICS = ("val/acc", "val/bal_acc", "val/f1_macro", "val/loss")
+
+
+def plain(node: DictConfig) -> dict[str, Any]:
+    """A config section as plain Python values (choices as their strings), as checkpoints store them."""
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
 
 
 def register() -> None:

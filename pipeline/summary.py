@@ -32,7 +32,7 @@ def finished(
     ui = "make ui" if uri.startswith("sqlite:") else uri
     predict = f"make predict INPUT=<images> MODEL={onnx_path}" if onnx_path else None
     lines.append("next: " + "  |  ".join(x for x in (predict, f"{ui} to compare runs") if x))
-    return [f"[pipeline] {line}" for line in lines]
+    return lines
 
 
 def failed(timings: dict[str, float], err: BaseException) -> str:
@@ -41,4 +41,4 @@ def failed(timings: dict[str, float], err: BaseException) -> str:
     why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     done = {name: s for name, s in timings.items() if name != stage}
     before = f" (finished: {_times(done)})" if done else ""
-    return f"[pipeline] stage {stage} failed after {duration(timings.get(stage, 0.0))}{before}: {why}"
+    return f"stage {stage} failed after {duration(timings.get(stage, 0.0))}{before}: {why}"

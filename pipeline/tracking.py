@@ -138,20 +138,22 @@ def _one_at_a_time(uri: str) -> Iterator[None]:
         yield
 
 
-def _git(*args: str) -> str | None:
+def git_dirty() -> dict[str, str]:
+    """Whether tracked files differ from the commit; MLflow's run context tags the commit itself
+    (`mlflow.source.git.commit`) but not this."""
+    root = Path(__file__).resolve().parents[1]
     try:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True)
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip()
-
-
-def git_tags() -> dict[str, str]:
-    commit = _git("rev-parse", "HEAD")
-    if commit is None:
         return {}
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
-    return {"git.commit": commit, "git.dirty": str(bool(dirty))}
+    return {"git.dirty": str(bool(done.stdout.strip()))}
 
 
 def download_best_checkpoint(run_id: str, uri: str, dst: Path) -> Path:
@@ -221,7 +223,7 @@ class Tracker:
                         mlflow.set_tags({"pid": str(os.getpid()), "host": socket.gethostname()})
                         if resume_id is None:
                             command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-                            mlflow.set_tags({**git_tags(), "command": command})
+                            mlflow.set_tags({**git_dirty(), "command": command})
                             mlflow.log_params(flatten(config))
                             mlflow.log_text(config_yaml, "config.yaml")
                     yield run.info.run_id

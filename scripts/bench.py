@@ -28,13 +28,12 @@ from types import SimpleNamespace
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import lightning as L  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
@@ -43,33 +42,23 @@ from pipeline.data.datamodule import ImageDataModule  # noqa: E402
 from pipeline.data.images import ImageDataset  # noqa: E402
 from pipeline.data.sources import build_index  # noqa: E402
 from pipeline.data.transforms import Preprocess  # noqa: E402
-from pipeline.export.benchmark import latency  # noqa: E402
+from pipeline.export.benchmark import (
+    BATCH_SIZES,  # noqa: E402
+    latency,  # noqa: E402
+)
 from pipeline.export.onnx import export_onnx, onnx_runner, session, torch_runner  # noqa: E402
-from pipeline.models.checkpoint_io import AtomicCheckpointIO  # noqa: E402
-from pipeline.models.factory import create_model  # noqa: E402
+from pipeline.models.factory import create_model_from_spec  # noqa: E402
 from pipeline.models.finetune import param_groups  # noqa: E402
 from pipeline.models.module import Classifier  # noqa: E402
 from pipeline.models.optim import build_optimizer  # noqa: E402
-from pipeline.schema import register  # noqa: E402
-from pipeline.stages._shared import finetune_plan, model_spec  # noqa: E402
-from pipeline.stages.export import BATCH_SIZES  # noqa: E402
-from pipeline.stages.train import training_callbacks  # noqa: E402
+from pipeline.models.trainer import build_trainer, training_callbacks  # noqa: E402
+from pipeline.recipe import finetune_recipe  # noqa: E402
+from pipeline.schema import plain, register  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 10
 RATIO_TARGET = 0.95
 NORMALIZE = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))  # any fixed values: both sides of a pair use the same
-# the cfg.trainer settings the train stage passes that change what a training step costs
-STEP_SETTINGS = (
-    "accelerator",
-    "devices",
-    "strategy",
-    "precision",
-    "deterministic",
-    "accumulate_grad_batches",
-    "gradient_clip_val",
-    "gradient_clip_algorithm",
-)
 PACKAGES = ("torch", "torchvision", "lightning", "timm", "albumentations", "onnxruntime", "mlflow")
 
 
@@ -114,16 +103,9 @@ def compose_config(*overrides: str) -> DictConfig:
         return compose(config_name="config", overrides=["trainer=cpu", *overrides])
 
 
-def bare_model(spec: dict) -> torch.nn.Module:
-    """The network the Classifier wraps, built by the same factory call without Lightning around it."""
-    return create_model(
-        spec["name"],
-        NUM_CLASSES,
-        drop_rate=spec["drop_rate"],
-        kwargs=spec["kwargs"],
-        zero_init_head=spec["zero_init_head"],
-        drop_path_rate=spec["drop_path_rate"],
-    )
+def finetune_plan(cfg: DictConfig) -> dict:
+    """The fine-tuning recipe the train stage resolves for this config (one process, no DDP)."""
+    return finetune_recipe(plain(cfg.finetune), plain(cfg.model), distributed=False)
 
 
 # ---- 1. train-step throughput ----
@@ -159,35 +141,27 @@ def lightning_rate(cfg: DictConfig, batches: list, warmup: int, work: Path) -> t
     groups = ("optimizer", "scheduler", "train")
     finetune = finetune_plan(cfg)
     classifier = Classifier(
-        model=model_spec(cfg),
+        model=plain(cfg.model),
         num_classes=NUM_CLASSES,
         class_names=[str(i) for i in range(NUM_CLASSES)],
         preprocess=Preprocess(cfg.data.image_size, *NORMALIZE).to_dict(),
         finetune=finetune,
-        **{group: OmegaConf.to_container(cfg[group]) for group in groups},
+        **{group: plain(cfg[group]) for group in groups},
     )
     clock = StepClock()
     # called at fit start and epoch end, outside the timed steps
     no_tracker = SimpleNamespace(log_metrics=lambda *_, **__: None, logged_epochs=set)
-    trainer = L.Trainer(
-        **{key: cfg.trainer[key] for key in STEP_SETTINGS},
-        max_epochs=1,
-        limit_val_batches=0,
-        callbacks=[*training_callbacks(cfg, finetune, "val/acc", no_tracker, work / "checkpoints"), clock],
-        plugins=[AtomicCheckpointIO()],
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=work,
-    )
+    _, callbacks = training_callbacks("val/acc", "max", finetune, None, no_tracker, work / "checkpoints")
+    options = {**plain(cfg.trainer), "max_epochs": 1, "limit_val_batches": 0, "enable_progress_bar": False}
+    trainer = build_trainer(options, [*callbacks, clock], work)
     trainer.fit(classifier, train_dataloaders=DataLoader(batches, batch_size=None))
     return steady_rate(clock.stamps, warmup, len(batches[0][0])), clock.threads
 
 
 def bare_rate(cfg: DictConfig, batches: list, warmup: int) -> tuple[float, int]:
     """The loop everyone writes by hand: same model, optimizer groups and settings, same tensors."""
-    model = bare_model(model_spec(cfg)).train()
-    spec = OmegaConf.to_container(cfg.optimizer)
+    model = create_model_from_spec(plain(cfg.model), NUM_CLASSES).train()
+    spec = plain(cfg.optimizer)
     finetune = finetune_plan(cfg)
     factors = (finetune["backbone_lr_factor"], finetune["first_stage_lr_factor"])
     optimizer = build_optimizer(param_groups(model, spec["lr"], spec["weight_decay"], *factors), spec)
@@ -301,7 +275,7 @@ def data_figures(plan: Plan, work: Path) -> list[Figure]:
     say(f"data: writing {plan.images} PNGs at 64x64")
     index = build_index(write_image_folder(work / "images", plan.images), d.val_fraction, 0.0, d.split_seed)
     pre = Preprocess(d.image_size, *NORMALIZE)
-    specs = [OmegaConf.to_container(s) for s in cfg.augment.train]
+    specs = plain(cfg.augment)["train"]
     args = (index, pre, specs, d.batch_size, d.num_workers, d.balance, cfg.seed)  # as the train stage passes
     modules = [ImageDataModule(*args) for _ in range(2)]
     modules[1].train_set = TorchvisionDataset(modules[0].train_set.records, torchvision_transform(pre, specs))
@@ -333,7 +307,7 @@ def latency_figures(plan: Plan, work: Path) -> list[Figure]:
     """The export stage's own timing (pipeline.export.benchmark) on a fresh export of the default model."""
     cfg = compose_config()
     size = cfg.data.image_size
-    model = bare_model(model_spec(cfg))
+    model = create_model_from_spec(plain(cfg.model), NUM_CLASSES)
     say(f"latency: exporting {cfg.model.name} to ONNX (opset {cfg.export.opset})")
     path = export_onnx(model, work / "model.onnx", size, cfg.export.opset)
     runners = {"torch": torch_runner(model), "onnx": onnx_runner(session(path))}

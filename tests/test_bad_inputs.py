@@ -82,7 +82,14 @@ def root_is(build: Callable[[Path], Path]) -> Callable[[Path], list[str]]:
 
 # (id, overrides or a function of tmp_path giving them, what the one line must say)
 CASES = [
-    ("unknown key", ["trainer.max_epoch=3"], "Key 'max_epoch' not in 'TrainerConfig'"),
+    ("unknown key", ["trainer.max_epoch=3"], "Key 'max_epoch' is not in struct"),
+    ("unknown schema key", ["data.val_fractoin=0.3"], "Key 'val_fractoin' not in 'DataConfig'"),
+    (
+        "not a Trainer argument",
+        ["+trainer.max_epoc=3"],
+        "trainer.max_epoc is not a lightning.Trainer argument",
+    ),
+    ("Trainer argument the stage sets", ["+trainer.logger=true"], "trainer.logger is set by the train stage"),
     ("wrong type", ["trainer.max_epochs=abc"], "max_epochs"),
     ("unknown group option", ["model=resnet999"], "Could not find 'model/resnet999'"),
     ("unknown model name", ["model=timm", "model.name=resnet_eighteen"], "unknown model 'resnet_eighteen'"),
@@ -94,7 +101,11 @@ CASES = [
     ("unknown stage", ["stages=[trian]"], "unknown or no stages ['trian']"),
     ("unknown corrupt policy", ["data.on_corrupt=ignore"], "data.on_corrupt='ignore' is not one of"),
     ("unknown balance", ["data.balance=magic"], "data.balance='magic' is not one of"),
-    ("unknown optimizer", ["optimizer.name=lamb"], "optimizer.name='lamb' is not one of"),
+    ("unknown optimizer", ["optimizer.name=lamb2"], "optimizer.name='lamb2' is not an optimizer timm knows"),
+    ("unknown scheduler", ["scheduler.name=triangle"], "scheduler.name='triangle' is not one of"),
+    ("unknown finetune strategy", ["finetune.strategy=partial"], "finetune.strategy='partial' is not one of"),
+    ("gradual under DDP", ["finetune=gradual", "trainer=ddp"], "cannot run under DDP"),
+    ("objective no stage logs", ["objective=val/nonsense"], "objective='val/nonsense' is not a metric"),
     ("unknown quantization", ["export.quantize=int4"], "export.quantize='int4' is not one of"),
     ("unknown augmentation", ["augment.train=[{_target_: os.system}]"], "unknown augmentation 'os.system'"),
     ("odd batch with mixup", ["train.mixup_alpha=0.2", "data.batch_size=7"], "even data.batch_size"),

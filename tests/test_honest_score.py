@@ -2,6 +2,7 @@
 training or checkpoint choice; imbalanced folders are balanced and judged by balanced accuracy; a run logged
 to a file shows each epoch and ends with a summary."""
 
+import logging
 from collections import Counter
 
 import pytest
@@ -34,7 +35,8 @@ def test_a_class_too_small_to_hold_out_stays_whole_in_train(tmp_path):
     assert index.counts()["val"]["stripes_h"] == 2 and index.counts()["test"]["stripes_h"] == 2
 
 
-def test_test_images_never_reach_training_or_checkpoint_choice(make_cfg, image_folder, monkeypatch, capsys):
+def test_test_images_never_reach_training_or_checkpoint_choice(make_cfg, image_folder, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="pipeline")
     """Every image decoded for the sanity checks, training and the per-epoch validation that picks the
     checkpoint is recorded: none is a test image. The validate stage then scores the test split."""
     decoded: list[str] = []
@@ -50,9 +52,9 @@ def test_test_images_never_reach_training_or_checkpoint_choice(make_cfg, image_f
     ckpt = f"{make_cfg().output_dir}/checkpoints/best.ckpt"
     run(make_cfg(*TINY, "stages=[validate]", f"ckpt_path={ckpt}", root=image_folder))
     assert test_paths <= set(decoded)
-    assert "no test split" not in capsys.readouterr().out
+    assert not any("no test split" in m for m in caplog.messages)
     run(make_cfg(*TINY, "stages=[validate]", f"ckpt_path={ckpt}", "data.test_fraction=0", root=image_folder))
-    assert "[validate] no test split: val scores picked the checkpoint" in capsys.readouterr().out
+    assert any(m.startswith("no test split: val scores picked the checkpoint") for m in caplog.messages)
 
 
 def test_imbalanced_training_split_is_balanced_and_judged_by_balanced_accuracy(make_cfg, tmp_path):
@@ -64,7 +66,7 @@ def test_imbalanced_training_split_is_balanced_and_judged_by_balanced_accuracy(m
     (train,) = [r for r in client.search_runs(client.search_experiments()[0].experiment_id)
                 if r.info.run_name == "train"]  # fmt: skip
     assert train.data.params["train.balance"] == "weighted_sampler"
-    assert train.data.params["train.monitor"] == "val/bal_acc"
+    assert train.data.params["train.objective"] == "val/bal_acc"
     assert {"train/best_val_bal_acc", "train/last_val_acc"} <= set(train.data.metrics)
 
 
@@ -79,6 +81,8 @@ def test_a_run_logged_to_a_file_shows_each_epoch_and_ends_with_a_summary(image_f
     assert "ETA" in log.split("[train] epoch 1/2")[1].splitlines()[0]
     assert "[pipeline] finished in" in log and "[pipeline] test (6 images): acc" in log
     assert "GPU available" not in log and "TPU available" not in log
+    log_file = (tmp_path / "out" / "pipeline.log").read_text()  # Hydra's job log gets the same lines
+    assert "[pipeline.train][INFO] - epoch 2/2: train/loss" in log_file and "finished in" in log_file
 
     bad = tmp_path / "not_a.ckpt"
     bad.write_bytes(b"garbage")

@@ -47,6 +47,7 @@ def test_metrics_agree_with_scikit_learn(predictions):
         "auc_micro": skm.roc_auc_score(onehot, prob, average="micro"),
         "ap_macro": skm.average_precision_score(onehot, prob, average="macro"),
         "ap_micro": skm.average_precision_score(onehot, prob, average="micro"),
+        "loss": skm.log_loss(y, prob, labels=range(C)),
     }
     for average in ("macro", "weighted"):
         expected[f"precision_{average}"] = skm.precision_score(y, pred, average=average)

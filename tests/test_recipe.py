@@ -1,6 +1,8 @@
 """Defaults chosen from the model and the data (pipeline.recipe), discriminative rates, and the run's
 closing lines: pure functions, no training."""
 
+import logging
+
 import pytest
 import timm
 import torch
@@ -80,18 +82,21 @@ def test_summary_leads_with_test_scores_and_says_where_things_are(tmp_path):
     metrics = {"test/acc": 0.9, "test/bal_acc": 0.85, "val/acc": 0.95, "data/test_images": 40}
     timings = {"data": 5.0, "train": 70.0}
     lines = summary.finished(75.0, timings, metrics, tmp_path, "abc", "sqlite:///x", None)
-    assert lines[0] == "[pipeline] finished in 1m15s (data 5s, train 1m10s)"
-    assert lines[1] == "[pipeline] test (40 images): acc 0.9000, bal_acc 0.8500; val: acc 0.9500"
+    assert lines[0] == "finished in 1m15s (data 5s, train 1m10s)"
+    assert lines[1] == "test (40 images): acc 0.9000, bal_acc 0.8500; val: acc 0.9500"
     assert str(tmp_path) in lines[2] and "abc" in lines[2] and "make ui" in lines[3]
     line = summary.failed({"data": 5.0, "train": 62.0}, ValueError("bad thing\nmore detail"))
-    assert line == "[pipeline] stage train failed after 1m02s (finished: data 5s): bad thing"
+    assert line == "stage train failed after 1m02s (finished: data 5s): bad thing"
 
 
-def test_progress_prints_at_its_interval_and_not_for_quick_work(capsys):
+def test_progress_logs_at_its_interval_and_not_for_quick_work(caplog):
+    caplog.set_level(logging.INFO, logger="pipeline")
     progress = Progress("data", "inspected files", total=10, interval=0.0)
     progress.advance(4)
-    assert capsys.readouterr().out.startswith("[data] inspected files: 4/10 (40%)")
+    (record,) = caplog.records
+    assert record.name == "pipeline.data" and record.getMessage().startswith("inspected files: 4/10 (40%)")
+    caplog.clear()
     quiet = Progress("data", "inspected files", total=10, interval=60.0)
     quiet.advance(9)
-    assert capsys.readouterr().out == ""
+    assert caplog.records == []
     assert (duration(5), duration(185), duration(3725)) == ("5s", "3m05s", "1h02m")

@@ -5,15 +5,6 @@ import torch
 from sklearn.utils.class_weight import compute_class_weight
 
 from pipeline.data.sources import Record
-from pipeline.errors import PipelineError
-
-BALANCE_MODES = ("none", "class_weights", "weighted_sampler", "oversample", "undersample")
-
-
-def check_mode(mode: str) -> str:
-    if mode not in BALANCE_MODES:
-        raise PipelineError(f"unknown data.balance={mode!r}; choose one of {list(BALANCE_MODES)}")
-    return mode
 
 
 def class_weights(labels: list[int], num_classes: int) -> list[float]:

@@ -6,7 +6,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
-from pipeline.data.balance import check_mode, resample, weighted_sampler
+from pipeline.data.balance import resample, weighted_sampler
 from pipeline.data.images import ImageDataset
 from pipeline.data.sources import DatasetIndex
 from pipeline.data.transforms import Preprocess, eval_transform, train_transform
@@ -27,7 +27,7 @@ class ImageDataModule(L.LightningDataModule):
         self.index = index
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.balance = check_mode(balance)
+        self.balance = balance
         self.seed = seed
         train = index.split("train")
         if balance in ("oversample", "undersample"):

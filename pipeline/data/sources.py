@@ -106,12 +106,7 @@ def scan_folder(root: Path) -> tuple[list[str], list[tuple[Path, str, str | None
             items += [(p, class_dir.name, None) for p in _images_in(class_dir)]
     if not items:
         raise PipelineError(f"no images found in {root} (expected {root}/<class>/<image> files)")
-    class_names = sorted({name for _, name, _ in items})
-    if len(class_names) < 2:
-        raise PipelineError(
-            f"{root} holds a single class ({class_names[0]}); classification needs two or more"
-        )
-    return class_names, items
+    return _check_classes(root, items)
 
 
 def read_manifest(csv_path: Path) -> tuple[list[str], list[tuple[Path, str, str | None]]]:

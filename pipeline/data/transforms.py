@@ -60,7 +60,7 @@ def resolve_preprocess(
     m, s = (tuple(float(v) for v in chosen[key]) for key in ("mean", "std"))
     if len(m) != 3 or len(s) != 3 or min(s) <= 0:
         raise PipelineError(f"normalization needs 3 means and 3 positive stds, got mean={m} std={s}")
-    if chosen["interpolation"] not in INTERPOLATIONS:
+    if chosen["interpolation"] not in INTERPOLATIONS:  # a pretrained config may name one resize lacks
         raise PipelineError(
             f"interpolation {chosen['interpolation']!r} is not one of {sorted(INTERPOLATIONS)}"
         )

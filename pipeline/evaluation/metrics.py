@@ -51,6 +51,7 @@ def classification_metrics(
     out["auc_micro"] = multilabel_auroc(probs, one_hot, num_labels=num_classes, average="micro")
     out["ap_macro"] = multiclass_average_precision(probs, targets, average="macro", **args)
     out["ap_micro"] = multilabel_average_precision(probs, one_hot, num_labels=num_classes, average="micro")
+    out["loss"] = F.cross_entropy(logits.float(), targets)
     out["ece"] = multiclass_calibration_error(probs, targets, n_bins=calibration_bins, norm="l1", **args)
     return {name: value.item() for name, value in out.items()}
 

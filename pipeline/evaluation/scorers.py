@@ -9,23 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from pipeline.data.transforms import Preprocess
 from pipeline.errors import PipelineError
+from pipeline.export.inference import NOT_ONNX
 from pipeline.export.metadata import describe, read_metadata
 from pipeline.export.onnx import session
 from pipeline.models.module import load_classifier
 from pipeline.progress import Progress
-
-# what onnxruntime raises for a file that is not a loadable ONNX model (an empty one: InvalidArgument)
-NOT_ONNX = (
-    ort_errors.InvalidProtobuf,
-    ort_errors.InvalidArgument,
-    ort_errors.InvalidGraph,
-    ort_errors.Fail,
-    ort_errors.NotImplemented,
-)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import numpy as np
 from pipeline.export.compare import Runner
 
 WARMUP_RUNS = 3
+BATCH_SIZES = (1, 32)  # one image at a time (serving) and a batch (offline scoring)
 
 
 def median_ms(run: Runner, batch: np.ndarray, runs: int) -> float:

@@ -19,8 +19,14 @@ from pipeline.data.resize import resize_and_crop
 from pipeline.errors import PipelineError
 from pipeline.export.metadata import read_metadata
 
-# what onnxruntime raises for a file that is not a loadable ONNX model
-NOT_ONNX = (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail, ort_errors.NotImplemented)
+# what onnxruntime raises for a file that is not a loadable ONNX model (an empty one: InvalidArgument)
+NOT_ONNX = (
+    ort_errors.InvalidProtobuf,
+    ort_errors.InvalidArgument,
+    ort_errors.InvalidGraph,
+    ort_errors.Fail,
+    ort_errors.NotImplemented,
+)
 # what PIL raises for a file it cannot decode (truncated, not an image, a decompression bomb, ...)
 UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 

@@ -1,5 +1,6 @@
 """One line per training epoch, for logs that are files: a progress bar only reaches a file at its end."""
 
+import logging
 import time
 
 import lightning as L
@@ -7,10 +8,12 @@ from lightning.pytorch.callbacks import Callback
 
 from pipeline.progress import duration
 
+log = logging.getLogger("pipeline.train")
+
 
 class EpochLine(Callback):
     """`[train] epoch 3/12: train/loss 0.41, val/loss 0.30, val/acc 0.9412, lr 1.2e-03, 88 img/s,
-    elapsed 1m12s, ETA 3m40s`, printed by rank 0 when an epoch's validation is done."""
+    elapsed 1m12s, ETA 3m40s`, logged by rank 0 when an epoch's validation is done."""
 
     SHOWN = ("train/loss", "val/loss", "val/acc", "val/bal_acc")
 
@@ -47,4 +50,4 @@ class EpochLine(Callback):
         parts.append(f"elapsed {duration(elapsed)}")
         if epoch < total:
             parts.append(f"ETA {duration(per_epoch * (total - epoch))}")
-        print(f"[train] epoch {epoch}/{total}: " + ", ".join(parts), flush=True)
+        log.info(f"epoch {epoch}/{total}: " + ", ".join(parts))

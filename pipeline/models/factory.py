@@ -1,5 +1,5 @@
 """One factory for every model: `create_model(name, num_classes, ...)` over timm's registry, the torchvision
-classics timm lacks (AlexNet, GoogLeNet) and SimpleCNN."""
+classics timm lacks (AlexNet, GoogLeNet) and SimpleCNN; `create_model_from_spec` for a `model` config."""
 
 from typing import Any
 
@@ -40,17 +40,46 @@ def create_model(
     return model
 
 
-def _zero_classifier(model: torch.nn.Module) -> None:
-    """Start the last linear layer at zero, so the loss at init is exactly ln(C). timm's default head init
-    gave 4.3 (random init) and 5.1 (on ImageNet features) instead of ln(10) = 2.3 for EfficientNet-Lite0."""
+def create_model_from_spec(spec: dict[str, Any], num_classes: int) -> torch.nn.Module:
+    """The network a `model` config section (pipeline.schema.ModelConfig, as a plain dict) describes."""
+    return create_model(
+        spec["name"],
+        num_classes,
+        pretrained=spec.get("pretrained", False),
+        drop_rate=spec.get("drop_rate", 0.0),
+        kwargs=spec.get("kwargs"),
+        weights=spec.get("weights"),
+        zero_init_head=spec.get("zero_init_head", True),
+        drop_path_rate=spec.get("drop_path_rate", 0.0),
+    )
+
+
+def classifier_head(model: torch.nn.Module) -> torch.nn.Module:
+    """timm's `get_classifier()`, else the last linear layer (SimpleCNN, torchvision classics)."""
     head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    if not isinstance(head, torch.nn.Linear):
-        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-        head = linears[-1] if linears else None
-    if head is not None:
-        torch.nn.init.zeros_(head.weight)
-        if head.bias is not None:
-            torch.nn.init.zeros_(head.bias)
+    if isinstance(head, torch.nn.Module) and any(True for _ in head.parameters()):
+        return head
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise PipelineError(f"cannot find the classifier head of {type(model).__name__}")
+    return linears[-1]
+
+
+def _zero_classifier(model: torch.nn.Module) -> None:
+    """Start the classifier head at zero, so the loss at init is exactly ln(C). timm's default head init
+    gave 4.3 (random init) and 5.1 (on ImageNet features) instead of ln(10) = 2.3 for EfficientNet-Lite0."""
+    layers = [m for m in classifier_head(model).modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)]
+    for param in layers[-1].parameters() if layers else ():
+        torch.nn.init.zeros_(param)
+
+
+def check_model_name(name: str) -> None:
+    """One line for a name no factory knows, with timm's closest names."""
+    if name == "simple_cnn" or name in TORCHVISION_CLASSICS or timm.is_model(name):
+        return
+    close = timm.list_models(f"*{name}*")[:5]
+    hint = f"; similar: {', '.join(close)}" if close else ""
+    raise PipelineError(f"unknown model {name!r}{hint}")
 
 
 def _torchvision(
@@ -94,10 +123,7 @@ def _build(
             return SimpleCNN(num_classes, drop_rate=drop_rate, **(kwargs or {}))
         except (TypeError, ValueError) as err:
             raise PipelineError(f"bad model.kwargs for simple_cnn: {err}") from err
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name}*")[:5]
-        hint = f"; similar: {', '.join(close)}" if close else ""
-        raise PipelineError(f"unknown model {name!r}{hint}")
+    check_model_name(name)
     try:
         return timm.create_model(
             name,

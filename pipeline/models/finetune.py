@@ -14,18 +14,7 @@ from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from pipeline.errors import PipelineError
-
-
-def classifier_head(model: nn.Module) -> nn.Module:
-    """timm's `get_classifier()`, else the last linear layer (SimpleCNN, torchvision classics)."""
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    if isinstance(head, nn.Module) and any(True for _ in head.parameters()):
-        return head
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise PipelineError(f"cannot find the classifier head of {type(model).__name__}")
-    return linears[-1]
+from pipeline.models.factory import classifier_head
 
 
 def backbone_modules(model: nn.Module) -> list[nn.Module]:

@@ -12,10 +12,11 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from timm.data import Mixup
+from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from pipeline.errors import PipelineError
-from pipeline.models.factory import create_model
+from pipeline.models.factory import create_model_from_spec
 from pipeline.models.finetune import param_groups
 from pipeline.models.optim import build_optimizer, build_scheduler
 
@@ -49,26 +50,23 @@ class Classifier(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.model = create_model(
-            model["name"],
-            num_classes,
-            pretrained=model.get("pretrained", False),
-            drop_rate=model.get("drop_rate", 0.0),
-            kwargs=model.get("kwargs"),
-            weights=model.get("weights"),
-            zero_init_head=model.get("zero_init_head", True),
-            drop_path_rate=model.get("drop_path_rate", 0.0),
-        )
+        self.model = create_model_from_spec(model, num_classes)
         weights = torch.tensor(class_weights, dtype=torch.float) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
         self.label_smoothing = train["label_smoothing"] if train else 0.0
         self.mixer = batch_mixer(train, num_classes) if train else None
         self.channels_last = bool(train and train["channels_last"])
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        # the mean per-class recall and F1: what a checkpoint is chosen by when classes are imbalanced
-        self.val_bal_acc = MulticlassAccuracy(num_classes, average="macro")
-        self.val_f1_macro = MulticlassF1Score(num_classes, average="macro")
+        # with val/loss, the names of pipeline.schema.VAL_METRICS: what can pick the checkpoint. The mean
+        # per-class recall (bal_acc) and F1 do not reward predicting the big classes of an imbalanced set.
+        self.val_scores = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "bal_acc": MulticlassAccuracy(num_classes, average="macro"),
+                "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+            },
+            prefix="val/",
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -97,13 +95,10 @@ class Classifier(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         x, y = self._inputs(batch[0]), batch[1]
         logits = self(x)
-        for metric in (self.val_acc, self.val_bal_acc, self.val_f1_macro):
-            metric(logits, y)
+        self.val_scores.update(logits, y)
         loss = F.cross_entropy(logits, y)
         self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("val/bal_acc", self.val_bal_acc, on_step=False, on_epoch=True)
-        self.log("val/f1_macro", self.val_f1_macro, on_step=False, on_epoch=True)
+        self.log_dict(self.val_scores, on_step=False, on_epoch=True, prog_bar=True)
 
     def on_train_epoch_start(self) -> None:
         groups = self.trainer.optimizers[0].param_groups

@@ -1,8 +1,9 @@
 """Inputs several stages need and rebuild when run alone (not a stage itself)."""
 
+import logging
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pipeline.context import Context
 from pipeline.data.integrity import FileInfo, Findings, apply_policies, find_problems, inspect_files
@@ -11,7 +12,10 @@ from pipeline.data.stats import channel_mean_std
 from pipeline.data.transforms import Preprocess, resolve_preprocess
 from pipeline.errors import PipelineError
 from pipeline.recipe import finetune_recipe
+from pipeline.schema import plain
 from pipeline.tracking import download_best_checkpoint, resolve_tracking_uri
+
+log = logging.getLogger("pipeline.data")
 
 
 def inspected_index(cfg: DictConfig) -> tuple[DatasetIndex, list[FileInfo], Findings]:
@@ -32,7 +36,7 @@ def ensure_index(cfg: DictConfig, ctx: Context) -> DatasetIndex:
         ctx.index = apply_policies(index, findings, cfg.data.on_corrupt, cfg.data.on_leakage)
         if findings.corrupt:
             first = findings.corrupt[0]
-            print(f"[data] skipped {len(findings.corrupt)} unreadable file(s), e.g. {first['path']}")
+            log.warning("skipped %d unreadable file(s), e.g. %s", len(findings.corrupt), first["path"])
     return ctx.index
 
 
@@ -47,7 +51,7 @@ def ensure_preprocess(cfg: DictConfig, ctx: Context, pretrained: dict | None) ->
     if ctx.preprocess is None:
         if ctx.dataset_mean_std is None:
             ctx.dataset_mean_std = channel_mean_std(inspect_split(cfg, ensure_index(cfg, ctx), "train"))
-        augment = OmegaConf.to_container(cfg.augment, resolve=True)
+        augment = plain(cfg.augment)
         overrides = {key: augment[key] for key in ("mean", "std", "interpolation", "crop_pct")}
         ctx.preprocess = resolve_preprocess(cfg.data.image_size, overrides, pretrained, ctx.dataset_mean_std)
     return ctx.preprocess
@@ -65,13 +69,12 @@ def pretrained_preprocess(spec: dict) -> dict | None:
 
 
 def model_spec(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg.model, resolve=True)
+    return plain(cfg.model)
 
 
 def finetune_plan(cfg: DictConfig) -> dict:
     """cfg.finetune with `auto` resolved for this model (pipeline.recipe)."""
-    finetune = OmegaConf.to_container(cfg.finetune, resolve=True)
-    return finetune_recipe(finetune, model_spec(cfg), "ddp" in str(cfg.trainer.strategy))
+    return finetune_recipe(plain(cfg.finetune), model_spec(cfg), "ddp" in str(cfg.trainer.strategy))
 
 
 def has_checkpoint(cfg: DictConfig, ctx: Context) -> bool:
@@ -89,7 +92,9 @@ def checkpoint_path(cfg: DictConfig, ctx: Context, stage: str) -> Path:
         uri = resolve_tracking_uri(cfg.tracking.uri, cfg.tracking.dir)
         run_id = str(cfg.from_run)
         ctx.ckpt_path = download_best_checkpoint(run_id, uri, ctx.output_dir / "from_run" / run_id)
-        print(f"[{stage}] from_run={cfg.from_run}: best checkpoint downloaded to {ctx.ckpt_path}")
+        logging.getLogger(f"pipeline.{stage}").info(
+            "from_run=%s: best checkpoint downloaded to %s", cfg.from_run, ctx.ckpt_path
+        )
         return ctx.ckpt_path
     onnx = " or onnx_path=<file>" if stage == "validate" else ""
     raise PipelineError(

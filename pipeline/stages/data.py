@@ -1,6 +1,7 @@
 """Data stage: build the index (split once, seeded), measure the dataset, log the figures."""
 
 import json
+import logging
 import random
 from dataclasses import asdict
 
@@ -13,6 +14,8 @@ from pipeline.data.integrity import apply_policies
 from pipeline.data.stats import channel_mean_std, dataset_stats
 from pipeline.stages._shared import inspected_index
 from pipeline.tracking import Tracker
+
+log = logging.getLogger("pipeline.data")
 
 
 def _table(stats: dict) -> str:
@@ -27,11 +30,15 @@ def _check_integrity(cfg: DictConfig, ctx: Context, tracker: Tracker):
     """Decode and hash every file, apply the corrupt and leakage policies, log the findings."""
     index, infos, findings = inspected_index(cfg)
     summary = findings.summary()
-    print("[data] integrity: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items()))
+    log.info("integrity: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items()))
     for pair in findings.leakage[:5]:
-        print(
-            f"[data] leakage ({pair['kind']}): "
-            f"{pair['a']} [{pair['a_split']}] ~ {pair['b']} [{pair['b_split']}]"
+        log.warning(
+            "leakage (%s): %s [%s] ~ %s [%s]",
+            pair["kind"],
+            pair["a"],
+            pair["a_split"],
+            pair["b"],
+            pair["b_split"],
         )
     tracker.log_dict(asdict(findings), "integrity.json")
     tracker.log_metrics({f"data/{k}": v for k, v in summary.items()}, headline=True)
@@ -56,8 +63,13 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     mean, std = channel_mean_std([i for i in infos if i.path in train_paths])
     ctx.dataset_mean_std = (mean, std)
     stats["train_channel_mean"], stats["train_channel_std"] = list(mean), list(std)
-    print(f"[data] {stats['num_images']} images, {stats['num_classes']} classes from {index.root}")
-    print(_table(stats))
+    log.info(
+        "%d images, %d classes from %s\n%s",
+        stats["num_images"],
+        stats["num_classes"],
+        index.root,
+        _table(stats),
+    )
 
     index_csv = ctx.output_dir / "index.csv"
     index.to_csv(index_csv)
@@ -81,7 +93,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         }
     )
     for outlier in stats["size_outliers"][:5]:
-        print(f"[data] size outlier: {outlier['path']} ({outlier['width']}x{outlier['height']})")
+        log.info("size outlier: %s (%dx%d)", outlier["path"], outlier["width"], outlier["height"])
     tracker.log_artifact(ctx.output_dir / "stats.json")
     tracker.log_artifact(index_csv)
     for name, fig in (

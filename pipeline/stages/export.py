@@ -1,6 +1,7 @@
 """Export stage: a self-describing ONNX file, checked against PyTorch, timed, optionally quantized to INT8,
 and logged (and registered) as an MLflow model."""
 
+import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -9,7 +10,7 @@ from pipeline.context import Context
 from pipeline.data.datamodule import ImageDataModule
 from pipeline.data.transforms import Preprocess
 from pipeline.errors import PipelineError
-from pipeline.export.benchmark import latency
+from pipeline.export.benchmark import BATCH_SIZES, latency
 from pipeline.export.compare import accuracy, agreement, collect_logits
 from pipeline.export.metadata import describe, write_metadata
 from pipeline.export.onnx import INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_runner, session, torch_runner
@@ -18,7 +19,7 @@ from pipeline.models.module import load_classifier
 from pipeline.stages._shared import checkpoint_path, ensure_index
 from pipeline.tracking import Tracker
 
-BATCH_SIZES = (1, 32)
+log = logging.getLogger("pipeline.export")
 HEADLINE = (  # repeated on the parent run
     "parity_max_abs_diff",
     "parity_top1_agreement",
@@ -39,60 +40,25 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     ckpt = checkpoint_path(cfg, ctx, "export")
     classifier = load_classifier(ckpt)
     preprocess = Preprocess.from_dict(classifier.hparams.preprocess)
-    onnx_path = export_onnx(
-        classifier.model, ctx.output_dir / "model.onnx", preprocess.image_size, cfg.export.opset
+    datamodule = ImageDataModule(
+        ensure_index(cfg, ctx), preprocess, [], cfg.data.batch_size, cfg.data.num_workers
     )
-    document = describe(preprocess.to_dict(), classifier.hparams.class_names, INPUT_NAME, OUTPUT_NAME)
-    write_metadata(onnx_path, document)
-    ctx.onnx_path = onnx_path
-    runners = {"torch": torch_runner(classifier.model), "onnx": onnx_runner(session(onnx_path))}
-    files = {"onnx": onnx_path}
-    index = ensure_index(cfg, ctx)
-    datamodule = ImageDataModule(index, preprocess, [], cfg.data.batch_size, cfg.data.num_workers)
-    if cfg.export.quantize != "none":
-        calibration = datamodule.sample_dataloader("train", cfg.export.calibration_images, cfg.seed)
-        files["int8"] = quantize_int8(
-            onnx_path,
-            ctx.output_dir / "model.int8.onnx",
-            cfg.export.quantize,
-            (x.numpy() for x, _ in calibration),
-        )
-        runners["int8"] = onnx_runner(session(files["int8"]))
-
+    files = write_models(cfg, ctx, classifier, preprocess, datamodule)
+    runners = {"torch": torch_runner(classifier.model)}
+    runners |= {name: onnx_runner(session(path)) for name, path in files.items()}
     val = datamodule.eval_dataloader("val")
-    logits, labels = collect_logits(runners, val)
-    parity = agreement(logits["torch"], logits["onnx"])
-    metrics = {f"parity_{name}": value for name, value in parity.items()}
-    metrics |= {"parity_images": len(labels), "onnx_acc": accuracy(logits["onnx"], labels)}
-    metrics |= {f"{name}_size_mb": size_mb(path) for name, path in files.items()}
-    if "int8" in files:
-        metrics["int8_acc"] = accuracy(logits["int8"], labels)
-        metrics["int8_acc_change"] = metrics["int8_acc"] - metrics["onnx_acc"]
-        metrics["int8_top1_agreement"] = agreement(logits["onnx"], logits["int8"])["top1_agreement"]
-    print(
-        f"[export] {onnx_path} ({metrics['onnx_size_mb']:.1f} MB): max |logit diff| "
-        f"{parity['max_abs_diff']:.2e}, top-1 agreement {parity['top1_agreement']:.2%}"
-    )
-    if parity["max_abs_diff"] > cfg.export.parity_atol:
-        log(tracker, ctx, metrics)
+    metrics = parity_metrics(runners, files, val)
+    if metrics["parity_max_abs_diff"] > cfg.export.parity_atol:
+        record(tracker, ctx, metrics)
         raise PipelineError(
-            f"ONNX output differs from PyTorch by {parity['max_abs_diff']:.2e} "
+            f"ONNX output differs from PyTorch by {metrics['parity_max_abs_diff']:.2e} "
             f"(> export.parity_atol={cfg.export.parity_atol})"
         )
-
     metrics |= latency(runners, preprocess.image_size, BATCH_SIZES, cfg.export.latency_runs)
-    print_latency(metrics, list(runners))
+    say_latency(metrics, list(runners))
     if "int8" in files:
-        for n in BATCH_SIZES:
-            onnx_ms, int8_ms = metrics[f"latency_ms_onnx_b{n}"], metrics[f"latency_ms_int8_b{n}"]
-            metrics[f"int8_speedup_b{n}"] = onnx_ms / int8_ms
-        print(
-            f"[export] {files['int8']} ({cfg.export.quantize}, {metrics['int8_size_mb']:.1f} MB): "
-            f"val acc {metrics['int8_acc']:.4f} "
-            f"(fp32 ONNX {metrics['onnx_acc']:.4f}, change {metrics['int8_acc_change']:+.4f}), speed-up "
-            + ", ".join(f"x{metrics[f'int8_speedup_b{n}']:.2f} at batch {n}" for n in BATCH_SIZES)
-        )
-    log(tracker, ctx, metrics)
+        say_int8(metrics, files["int8"], cfg.export.quantize)
+    record(tracker, ctx, metrics)
     tracker.log_params(
         {
             "export.opset": cfg.export.opset,
@@ -102,31 +68,83 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     )
     for path in files.values():
         tracker.log_artifact(path)
-
     example = next(iter(val))[0][:1].numpy()
     uri, version = tracker.log_onnx_model(
-        onnx_path,
+        files["onnx"],
         {INPUT_NAME: example},
         {OUTPUT_NAME: runners["onnx"](example)},
         cfg.export.model_name if cfg.export.register else None,
     )
     registered = f", registered as {cfg.export.model_name} version {version}" if version else ""
-    print(f"[export] MLflow model {uri}{registered}")
+    log.info("MLflow model %s%s", uri, registered)
     return ctx
 
 
-def log(tracker: Tracker, ctx: Context, metrics: dict[str, float]) -> None:
+def write_models(cfg: DictConfig, ctx: Context, classifier, preprocess: Preprocess, datamodule) -> dict:
+    """model.onnx with its metadata, and model.int8.onnx calibrated on training images when quantizing."""
+    onnx_path = export_onnx(
+        classifier.model, ctx.output_dir / "model.onnx", preprocess.image_size, cfg.export.opset
+    )
+    write_metadata(
+        onnx_path, describe(preprocess.to_dict(), classifier.hparams.class_names, INPUT_NAME, OUTPUT_NAME)
+    )
+    ctx.onnx_path = onnx_path
+    files = {"onnx": onnx_path}
+    if cfg.export.quantize != "none":
+        calibration = datamodule.sample_dataloader("train", cfg.export.calibration_images, cfg.seed)
+        files["int8"] = quantize_int8(
+            onnx_path,
+            ctx.output_dir / "model.int8.onnx",
+            cfg.export.quantize,
+            (x.numpy() for x, _ in calibration),
+        )
+    return files
+
+
+def parity_metrics(runners: dict, files: dict[str, Path], val) -> dict[str, float]:
+    """ONNX against PyTorch on the val images (and INT8 against ONNX), with accuracies and file sizes."""
+    logits, labels = collect_logits(runners, val)
+    parity = agreement(logits["torch"], logits["onnx"])
+    metrics = {f"parity_{name}": value for name, value in parity.items()}
+    metrics |= {"parity_images": len(labels), "onnx_acc": accuracy(logits["onnx"], labels)}
+    metrics |= {f"{name}_size_mb": size_mb(path) for name, path in files.items()}
+    if "int8" in files:
+        metrics["int8_acc"] = accuracy(logits["int8"], labels)
+        metrics["int8_acc_change"] = metrics["int8_acc"] - metrics["onnx_acc"]
+        metrics["int8_top1_agreement"] = agreement(logits["onnx"], logits["int8"])["top1_agreement"]
+    log.info(
+        "%s (%.1f MB): max |logit diff| %.2e, top-1 agreement %.2f%%",
+        files["onnx"],
+        metrics["onnx_size_mb"],
+        parity["max_abs_diff"],
+        100 * parity["top1_agreement"],
+    )
+    return metrics
+
+
+def record(tracker: Tracker, ctx: Context, metrics: dict[str, float]) -> None:
     named = {f"export/{k}": v for k, v in metrics.items()}
     ctx.metrics.update(named)
     tracker.log_metrics({k: v for k, v in named.items() if k.split("/")[1] in HEADLINE}, headline=True)
     tracker.log_metrics({k: v for k, v in named.items() if k.split("/")[1] not in HEADLINE})
 
 
-def print_latency(metrics: dict[str, float], runners: list[str]) -> None:
+def say_latency(metrics: dict[str, float], runners: list[str]) -> None:
     for n in BATCH_SIZES:
         shown = ", ".join(
             f"{name} {metrics[f'latency_ms_{name}_b{n}']:.2f} ms "
             f"({metrics[f'throughput_{name}_b{n}']:.0f} img/s)"
             for name in runners
         )
-        print(f"[export] latency at batch {n} (median): {shown}")
+        log.info("latency at batch %d (median): %s", n, shown)
+
+
+def say_int8(metrics: dict[str, float], path: Path, mode: str) -> None:
+    """Adds each batch size's INT8 speed-up to `metrics` and says what quantizing cost and gained."""
+    for n in BATCH_SIZES:
+        metrics[f"int8_speedup_b{n}"] = metrics[f"latency_ms_onnx_b{n}"] / metrics[f"latency_ms_int8_b{n}"]
+    log.info(
+        f"{path} ({mode}, {metrics['int8_size_mb']:.1f} MB): val acc {metrics['int8_acc']:.4f} "
+        f"(fp32 ONNX {metrics['onnx_acc']:.4f}, change {metrics['int8_acc_change']:+.4f}), speed-up "
+        + ", ".join(f"x{metrics[f'int8_speedup_b{n}']:.2f} at batch {n}" for n in BATCH_SIZES)
+    )

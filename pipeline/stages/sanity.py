@@ -3,6 +3,8 @@
 Each check is a row of the verdict table (sanity_verdict.json); an augmentation preview is logged too.
 """
 
+import logging
+
 import lightning as L
 import torch
 from omegaconf import DictConfig
@@ -18,7 +20,7 @@ from pipeline.checks import (
 from pipeline.context import Context
 from pipeline.data.datamodule import ImageDataModule
 from pipeline.errors import PipelineError
-from pipeline.models.factory import create_model
+from pipeline.models.factory import create_model_from_spec
 from pipeline.models.finetune import freeze_backbone
 from pipeline.stages._shared import (
     ensure_index,
@@ -28,6 +30,8 @@ from pipeline.stages._shared import (
     pretrained_preprocess,
 )
 from pipeline.tracking import Tracker
+
+log = logging.getLogger("pipeline.sanity")
 
 
 def _one_batch(datamodule: ImageDataModule, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,16 +58,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     L.seed_everything(cfg.seed, verbose=False)
     index = ensure_index(cfg, ctx)
     spec = model_spec(cfg)
-    model = create_model(
-        spec["name"],
-        len(index.class_names),
-        spec["pretrained"],
-        spec["drop_rate"],
-        spec["kwargs"],
-        spec["weights"],
-        spec["zero_init_head"],
-        spec["drop_path_rate"],
-    )
+    model = create_model_from_spec(spec, len(index.class_names))
     preprocess = ensure_preprocess(cfg, ctx, pretrained_preprocess(spec))
     datamodule = ImageDataModule(index, preprocess, list(cfg.augment.train), cfg.data.batch_size, 0)
     x, y = _one_batch(datamodule, cfg.sanity.overfit_batch_size)
@@ -84,7 +79,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         no_batch_mixing(model, x),
     ]
     for r in results:
-        print(f"[sanity] {'PASS' if r.passed else 'FAIL'} {r.name}: {r.message}")
+        log.info("%s %s: %s", "PASS" if r.passed else "FAIL", r.name, r.message)
     tracker.log_dict({"checks": [r.to_dict() for r in results]}, "sanity_verdict.json")
     fig = plots.sample_grid(_augmentation_preview(datamodule, preprocess, index.class_names))
     tracker.log_figure(fig, "plots/augmentation_preview.png")

@@ -4,6 +4,7 @@ What is scored is a checkpoint (this run's, `ckpt_path=` or the best one of MLfl
 file (`onnx_path=`); each becomes a Scorer, so everything after choosing it is one code path.
 """
 
+import logging
 from pathlib import Path
 
 import torch
@@ -21,6 +22,8 @@ from pipeline.evaluation.scorers import Scorer, checkpoint_scorer, onnx_scorer, 
 from pipeline.stages._shared import checkpoint_path, ensure_index, has_checkpoint, inspect_split
 from pipeline.tracking import Tracker
 
+log = logging.getLogger("pipeline.validate")
+
 # repeated on the parent run; {k} is validate.top_k capped at the number of classes
 HEADLINE = ("acc", "bal_acc", "top{k}_acc", "f1_macro", "auc_macro", "ece", "tta_acc", "tta_acc_change")
 CURVES = (  # file name, curves, score in the legend, title, axis labels
@@ -35,7 +38,7 @@ def choose_scorer(cfg: DictConfig, ctx: Context) -> Scorer:
         return onnx_scorer(Path(cfg.onnx_path))
     ckpt = checkpoint_path(cfg, ctx, "validate")
     if cfg.onnx_path:
-        print(f"[validate] onnx_path={cfg.onnx_path} not scored: a checkpoint comes first ({ckpt})")
+        log.warning("onnx_path=%s not scored: a checkpoint comes first (%s)", cfg.onnx_path, ckpt)
     return checkpoint_scorer(ckpt)
 
 
@@ -55,8 +58,8 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     headline = tuple(name.format(k=k) for name in HEADLINE)
     tracker.log_params({"validate.source": scorer.source, "validate.top_k": k, "validate.tta": v.tta})
     if "test" not in datamodule.eval_sets:
-        print(
-            "[validate] no test split: val scores picked the checkpoint, so they are optimistic "
+        log.info(
+            "no test split: val scores picked the checkpoint, so they are optimistic "
             "(a flat folder gets one with data.test_fraction > 0; or add a test/ folder)"
         )
 
@@ -70,7 +73,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         tracker.log_metrics({n: x for n, x in named.items() if n.split("/")[1] not in headline})
         ctx.metrics.update(named)
         shown = ", ".join(f"{name}={metrics[name]:.4f}" for name in headline if name in metrics)
-        print(f"[validate] {scorer.source}, {split} ({len(targets)} images): {shown}")
+        log.info("%s, %s (%d images): %s", scorer.source, split, len(targets), shown)
 
         per_class = m.per_class_metrics(logits, targets, len(names))
         rows = report_rows(names, per_class, metrics)
@@ -88,9 +91,12 @@ def train_overlap(cfg: DictConfig, index, split: str, trained_on: frozenset[str]
     over a folder that changed since training, or the training images themselves, inflate every figure."""
     seen = sum(i.ok and fingerprint(i) in trained_on for i in inspect_split(cfg, index, split))
     if seen:
-        print(
-            f"[validate] warning: {seen} of the {len(index.split(split))} {split} images were in the model's "
-            "training set (same content): its figures on this split overstate what it does on new images"
+        log.warning(
+            "%d of the %d %s images were in the model's training set (same content): its figures on this "
+            "split overstate what it does on new images",
+            seen,
+            len(index.split(split)),
+            split,
         )
     return seen
 

@@ -1,0 +1,80 @@
+"""The Lightning Trainer the pipeline trains with: the `trainer` config passed through as written, plus the
+callbacks and plugins the pipeline owns (checkpoints by the objective, MLflow epochs, fine-tuning, early
+stopping, one line per epoch for log files)."""
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+from pipeline.models.checkpoint_io import AtomicCheckpointIO
+from pipeline.models.epoch_log import EpochLine
+from pipeline.models.finetune import FinetuneSchedule
+from pipeline.progress import interactive
+
+
+class EpochMetricsToTracker(Callback):
+    """Send each epoch's train and val metrics to the stage run, from rank 0 only. An epoch the run already
+    holds (logged just before an interruption, then trained again from the previous last.ckpt when resuming)
+    is not logged twice. `tracker`: pipeline.tracking.Tracker or anything with its two methods used here."""
+
+    def __init__(self, tracker):
+        self.tracker = tracker
+        self.logged: set[int] = set()
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.logged = self.tracker.logged_epochs()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or trainer.current_epoch in self.logged:
+            return
+        metrics = {
+            k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))
+        }
+        self.tracker.log_metrics(metrics, step=trainer.current_epoch)
+
+
+def training_callbacks(
+    objective: str,
+    mode: str,
+    finetune: dict[str, Any],
+    early_stopping_patience: int | None,
+    tracker,
+    ckpt_dir: Path,
+) -> tuple[ModelCheckpoint, list[Callback]]:
+    """The best checkpoint (weights only, by `objective` in `mode` max|min), and every callback: it, the
+    last checkpoint, metrics to the tracker, fine-tuning, early stopping on `objective` given a patience."""
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor=objective,
+        mode=mode,
+        save_weights_only=True,
+        auto_insert_metric_name=False,
+    )
+    callbacks = [
+        best,
+        ModelCheckpoint(dirpath=ckpt_dir, filename="last"),
+        EpochMetricsToTracker(tracker),
+        FinetuneSchedule(finetune["strategy"], finetune["unfreeze_epoch"], finetune["freeze_batchnorm"]),
+    ]
+    if early_stopping_patience is not None:
+        callbacks.append(EarlyStopping(objective, mode=mode, patience=early_stopping_patience))
+    return best, callbacks
+
+
+def build_trainer(options: dict[str, Any], callbacks: list[Callback], output_dir: Path) -> L.Trainer:
+    """lightning.Trainer(**options) with the pipeline's own parts: atomic checkpoint files, no Lightning
+    logger (MLflow records through the tracker), and Lightning's live progress bar only on a terminal; a log
+    file gets EpochLine's one line per epoch instead."""
+    bar = bool(options.get("enable_progress_bar", True)) and interactive()
+    return L.Trainer(
+        **{**options, "enable_progress_bar": bar},
+        callbacks=[*callbacks, *([] if bar else [EpochLine()])],
+        plugins=[AtomicCheckpointIO()],
+        logger=False,
+        default_root_dir=output_dir,
+        enable_model_summary=False,
+    )

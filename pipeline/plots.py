@@ -56,7 +56,8 @@ def sample_grid(images_per_class: dict[str, list[np.ndarray]]) -> Figure:
 
 def confusion_matrix(values: np.ndarray, shares: np.ndarray, class_names: list[str], title: str) -> Figure:
     """Cells print `values` (counts, or the row shares themselves) and are coloured by their share of the
-    true class (row-normalized), so a rare class's errors show as strongly as a common one's."""
+    true class (row-normalized), so a rare class's errors show as strongly as a common one's. Hand-drawn:
+    sklearn's ConfusionMatrixDisplay and torchmetrics' plot colour each cell by the number it prints."""
     n = len(class_names)
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * n + 2), max(4, 0.6 * n + 1)))
     ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
@@ -82,7 +83,8 @@ def curves(
     axis_labels: tuple[str, str],
     diagonal: bool = False,
 ) -> Figure:
-    """Thin line per class, thick line per average; classes join the legend only while it stays legible."""
+    """Thin line per class, thick line per average; classes join the legend only while it stays legible.
+    Hand-drawn from torchmetrics' curves: sklearn's RocCurveDisplay draws one curve a call, no macro average."""
     fig, ax = plt.subplots(figsize=(6, 5))
     for label, (x, y) in classes.items():
         ax.plot(x, y, linewidth=1, alpha=0.8, label=label if len(classes) <= LEGEND_CLASSES else None)

@@ -1,6 +1,7 @@
 """Bad inputs, table-driven: each ends with one clear line (as the CLI prints it), leaves no MLflow run
 RUNNING and loses nothing written before (a sentinel output file and an earlier finished run survive)."""
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -164,15 +165,28 @@ CASES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def store_with_a_finished_run(tmp_path_factory) -> tuple[Path, str]:
+    """An MLflow store holding one earlier, finished run, which no bad input may touch."""
+    store = tmp_path_factory.mktemp("store") / "mlruns"
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    earlier = client.create_run(client.create_experiment("image-classification"))
+    client.set_terminated(earlier.info.run_id)
+    return store, earlier.info.run_id
+
+
 @pytest.mark.parametrize("overrides, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_gives_one_clear_line_and_loses_nothing(make_cfg, tmp_path, overrides, expected):
+def test_bad_input_gives_one_clear_line_and_loses_nothing(
+    make_cfg, tmp_path, store_with_a_finished_run, overrides, expected
+):
     out = tmp_path / "out"
     out.mkdir()
     sentinel = out / "earlier-result.txt"
     sentinel.write_text("kept")
+    store, earlier_id = store_with_a_finished_run
+    shutil.copytree(store, tmp_path / "mlruns")  # a copy: creating a store's tables costs a second a case
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    earlier = client.create_run(client.create_experiment("image-classification"))
-    client.set_terminated(earlier.info.run_id)
+    earlier = client.get_run(earlier_id)
 
     args = overrides(tmp_path) if callable(overrides) else overrides
     with pytest.raises(KNOWN_ERRORS) as caught:

@@ -84,20 +84,6 @@ def test_cli_config_error_is_one_line_and_exits_nonzero(tmp_path):
     assert not (tmp_path / "mlruns").exists()  # nothing started, nothing written
 
 
-def test_cli_missing_data_folder_is_one_line_and_marks_the_run_failed(tmp_path):
-    done = run_cli(f"data.root={tmp_path / 'nowhere'}", f"tracking.dir={tmp_path / 'mlruns'}", cwd=tmp_path)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [f"error: data folder not found: {tmp_path / 'nowhere'}"]
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("image-classification").experiment_id])
-    assert sorted((r.info.run_name, r.info.status) for r in runs if r.info.run_name == "data") == [
-        ("data", "FAILED")
-    ]
-    assert {r.info.status for r in runs} == {"FAILED"} and len(runs) == 2
-
-
 def test_folder_data_without_root_fails_before_any_run(make_cfg, tmp_path):
     from omegaconf.errors import MissingMandatoryValue
 

@@ -90,7 +90,9 @@ def test_parity_accuracy_and_timings_are_logged(exported):
     assert metrics["parity_max_abs_diff"] <= 1e-4 and metrics["parity_top1_agreement"] == 1.0
     val = build_index(exported.root, 0.2, 0.0, 42).split("val")  # the split the stage rebuilt
     assert metrics["parity_images"] == len(val) > 0
-    assert 0 <= metrics["onnx_acc"] <= 1 and 0 <= metrics["int8_acc"] <= 1
+    correct = metrics["onnx_acc"] * len(val)  # a share of these very images, not of some other set
+    assert correct == pytest.approx(round(correct))
+    assert abs(metrics["int8_acc"] - metrics["onnx_acc"]) <= 1 - metrics["int8_top1_agreement"] + 1e-9
     assert metrics["int8_acc_change"] == pytest.approx(metrics["int8_acc"] - metrics["onnx_acc"])
     for name in TIMED:
         assert metrics[name] > 0, name

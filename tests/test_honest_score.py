@@ -89,3 +89,8 @@ def test_a_run_logged_to_a_file_shows_each_epoch_and_ends_with_a_summary(image_f
     done = run_cli(*TINY, *where, "stages=[validate]", f"ckpt_path={bad}", cwd=tmp_path)
     assert done.returncode == 2
     assert "[pipeline] stage validate failed after" in done.stdout
+    (line,) = done.stderr.strip().splitlines()  # the CLI's one line for bad input, nothing else
+    assert line.startswith(f"error: cannot load checkpoint {bad}")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    failed = client.search_runs(client.search_experiments()[0].experiment_id, "attributes.status = 'FAILED'")
+    assert sorted(r.info.run_name == "validate" for r in failed) == [False, True]  # the parent and its stage

@@ -70,9 +70,15 @@ def test_parallel_runs_through_the_server(server, make_cfg, image_folder, tmp_pa
     assert_all_recorded(MlflowClient(url), "many")
 
 
-def test_server_stops_as_a_whole_process_group(server):
-    script, proc, url = server
-    script.stop(proc)
+def test_server_stops_as_a_whole_process_group(tmp_path):
+    """Its own server: stopping the module's one would leave later tests without it."""
+    script, port = load_script(), free_port()
+    proc = script.start(tmp_path, port=port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        script.wait_ready(url, proc)
+    finally:
+        script.stop(proc)
     assert proc.returncode is not None and not script.group_alive(proc.pid)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=2).close()

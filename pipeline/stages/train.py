@@ -98,18 +98,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         ckpt_dir,
     )
     trainer = build_trainer(plain(cfg.trainer), callbacks, ctx.output_dir)
-    tracker.log_params(
-        {
-            "train.num_parameters": sum(p.numel() for p in classifier.parameters()),
-            "train.accelerator": type(trainer.accelerator).__name__,
-            "train.devices": trainer.num_devices,
-            "train.preprocess": preprocess.to_dict(),
-            "train.balance": balance,
-            "train.objective": objective,
-            "train.images_per_epoch": len(datamodule.train_set),
-            "train.finetune": finetune["strategy"],
-        }
-    )
+    log_setup(tracker, trainer, classifier, datamodule, objective, balance, finetune)
     if cfg.train.lr_find:
         classifier.hparams.optimizer["lr"] = find_lr(
             trainer, classifier, datamodule, cfg.train.lr_find_steps, tracker
@@ -118,6 +107,22 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     ctx.ckpt_path = ckpt_dir / "best.ckpt"
     record_result(trainer, classifier, best, objective, tracker, ctx)
     return ctx
+
+
+def log_setup(tracker: Tracker, trainer, classifier, datamodule, objective: str, balance: str, finetune):
+    """What the run resolved at start: sizes, device, preprocessing and the choices `auto` made."""
+    tracker.log_params(
+        {
+            "train.num_parameters": sum(p.numel() for p in classifier.parameters()),
+            "train.accelerator": type(trainer.accelerator).__name__,
+            "train.devices": trainer.num_devices,
+            "train.preprocess": classifier.hparams.preprocess,
+            "train.balance": balance,
+            "train.objective": objective,
+            "train.images_per_epoch": len(datamodule.train_set),
+            "train.finetune": finetune["strategy"],
+        }
+    )
 
 
 def record_result(

@@ -84,7 +84,7 @@ def curves(
     diagonal: bool = False,
 ) -> Figure:
     """Thin line per class, thick line per average; classes join the legend only while it stays legible.
-    Hand-drawn from torchmetrics' curves: sklearn's RocCurveDisplay draws one curve a call, no macro average."""
+    Hand-drawn from torchmetrics' curves: RocCurveDisplay draws one curve a call and no macro average."""
     fig, ax = plt.subplots(figsize=(6, 5))
     for label, (x, y) in classes.items():
         ax.plot(x, y, linewidth=1, alpha=0.8, label=label if len(classes) <= LEGEND_CLASSES else None)

@@ -53,7 +53,8 @@ def param_groups(
     first_stage_lr_factor: float | None = None,
 ) -> list[dict]:
     """Head and backbone groups (one per backbone stage with discriminative rates), each without weight decay
-    on biases, norms and other 1-d parameters."""
+    on biases, norms and other 1-d parameters. Hand-written: timm's param_groups_weight_decay has no
+    head/backbone split, and param_groups_layer_decay's lr_scale only takes effect under timm's schedulers."""
     head_ids = {id(p) for p in classifier_head(model).parameters()}
     skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     factors = stage_lr_factors(model, backbone_lr_factor, first_stage_lr_factor)

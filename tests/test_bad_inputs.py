@@ -184,7 +184,7 @@ def test_bad_input_gives_one_clear_line_and_loses_nothing(
     sentinel = out / "earlier-result.txt"
     sentinel.write_text("kept")
     store, earlier_id = store_with_a_finished_run
-    shutil.copytree(store, tmp_path / "mlruns")  # a copy: creating a store's tables costs a second a case
+    shutil.copytree(store, tmp_path / "mlruns", dirs_exist_ok=True)  # over make_cfg's empty store
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     earlier = client.get_run(earlier_id)
 

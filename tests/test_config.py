@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR
+from conftest import CONF_DIR, experiments_in
 from omegaconf import OmegaConf
 
 SET_BY_TESTS = {"trainer.enable_progress_bar", "data.cache_dir", "tracking.dir"}  # conftest.compose_cfg
@@ -91,4 +91,4 @@ def test_folder_data_without_root_fails_before_any_run(make_cfg, tmp_path):
 
     with pytest.raises(MissingMandatoryValue):
         run(make_cfg("data=folder"))
-    assert not (tmp_path / "mlruns").exists()
+    assert experiments_in(tmp_path) == []  # no experiment, so no run, was started

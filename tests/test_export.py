@@ -1,6 +1,7 @@
 """The export stage on a tiny trained model: the ONNX file describes itself, matches PyTorch, is timed,
 quantized with its metadata, and logged and registered as an MLflow model."""
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +58,9 @@ class Exported:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> Exported:
+def exported(tmp_path_factory, empty_store) -> Exported:
     tmp = tmp_path_factory.mktemp("export")
+    shutil.copytree(empty_store, tmp / "mlruns")
     root = make_image_folder(tmp / "images", per_class=8, size=16)
     run(compose_cfg(tmp, *EXPORT, root=root))
     client = MlflowClient(f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}")

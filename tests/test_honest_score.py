@@ -71,7 +71,7 @@ def test_imbalanced_training_split_is_balanced_and_judged_by_balanced_accuracy(m
 
 
 @pytest.mark.slow
-def test_a_run_logged_to_a_file_shows_each_epoch_and_ends_with_a_summary(image_folder, tmp_path):
+def test_a_run_logged_to_a_file_shows_each_epoch_and_ends_with_a_summary(image_folder, tmp_path, store):
     where = [f"data.root={image_folder}", f"tracking.dir={tmp_path / 'mlruns'}", "trainer=cpu",
              f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'out'}"]  # fmt: skip
     done = run_cli(*TINY, *where, "stages=[data,train,validate]", cwd=tmp_path)  # stdout is a pipe

@@ -34,7 +34,7 @@ def parent_runs(tmp_path) -> list:
 
 
 @pytest.mark.slow
-def test_multirun_gives_one_parent_run_per_job(image_folder, tmp_path):
+def test_multirun_gives_one_parent_run_per_job(image_folder, tmp_path, store):
     cli_on_tiny_data(image_folder, tmp_path, "-m", "data.val_fraction=0.25,0.5")
     parents = parent_runs(tmp_path)
     assert sorted(p.data.params["data.val_fraction"] for p in parents) == ["0.25", "0.5"]
@@ -42,7 +42,7 @@ def test_multirun_gives_one_parent_run_per_job(image_folder, tmp_path):
 
 
 @pytest.mark.slow
-def test_optuna_sweep_maximizes_the_objective_the_pipeline_returns(image_folder, tmp_path):
+def test_optuna_sweep_maximizes_the_objective_the_pipeline_returns(image_folder, tmp_path, store):
     cli_on_tiny_data(
         image_folder,
         tmp_path,

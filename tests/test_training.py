@@ -295,7 +295,7 @@ def resnet_checkpoint(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_ddp_on_two_cpu_processes_records_one_mlflow_run(image_folder, tmp_path):
+def test_ddp_on_two_cpu_processes_records_one_mlflow_run(image_folder, tmp_path, store):
     """Lightning's DDP launcher re-runs the command for rank 1; only rank 0 may write to MLflow."""
     command = [
         sys.executable, "-m", "pipeline", *STAGE_TRAIN,

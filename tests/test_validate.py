@@ -65,8 +65,9 @@ def pipeline_run(client: MlflowClient, name: str):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Trained:
+def trained(tmp_path_factory, empty_store) -> Trained:
     tmp = tmp_path_factory.mktemp("validate")
+    shutil.copytree(empty_store, tmp / "mlruns")
     root = make_image_folder(tmp / "images", per_class=16, size=16)
     run(compose_cfg(tmp, *TRAIN, *DATA, "tracking.run_name=trained", root=root))
     client = MlflowClient(f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}")

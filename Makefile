@@ -13,7 +13,7 @@ reverse = $(if $(1),$(call reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword
 OWN_VARS = ARGS=% PORT=% INPUT=% MODEL=% TOPK=% FORMAT=% $(ARGS) $(INPUT)
 OVERRIDES = $(ARGS) $(call reverse,$(filter-out $(OWN_VARS),$(MAKEOVERRIDES)))
 
-.PHONY: install test smoke train predict ui server bench bench-accuracy lint
+.PHONY: install test smoke train predict ui server bench bench-accuracy bench-audit lint
 
 install:  ## create .venv and install the locked dependency set plus this package
 	python3 -m venv .venv
@@ -43,6 +43,9 @@ bench:  ## pipeline vs bare-library throughput, latency, smoke time and memory -
 
 bench-accuracy:  ## test accuracy and time per training recipe on real photos (../shared) -> bench/accuracy.md
 	$(PY) scripts/bench_accuracy.py $(ARGS)
+
+bench-audit:  ## does the data audit find planted label errors and off-domain images in real photos (../shared)
+	$(PY) scripts/bench_audit.py $(ARGS)
 
 lint:
 	.venv/bin/ruff check pipeline tests

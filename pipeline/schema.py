@@ -27,6 +27,11 @@ class LeakagePolicy(StrEnum):
     drop = "drop"  # the held-out copy of each pair across splits
 
 
+class IssuePolicy(StrEnum):
+    warn = "warn"
+    drop = "drop"  # from the training split only: val and test keep them, so scores stay comparable
+
+
 class Balance(StrEnum):
     auto = "auto"  # weighted_sampler when data.imbalance_threshold is reached, else none
     none = "none"
@@ -87,6 +92,9 @@ class DataConfig:
     on_leakage: LeakagePolicy = LeakagePolicy.warn  # duplicates across splits
     near_duplicate_distance: int = 2  # max perceptual-hash bits that differ for a near duplicate
     inspect_workers: int = 2  # processes that decode and hash files in the data stage
+    audit: bool = True  # embed every image to find suspected label issues, outliers, near duplicates (audit:)
+    on_label_issue: IssuePolicy = IssuePolicy.warn
+    on_outlier: IssuePolicy = IssuePolicy.warn
     balance: Balance = Balance.auto  # class balancing in training
     imbalance_threshold: float = 3.0  # largest / smallest training class from which auto balances
 
@@ -164,6 +172,8 @@ class ValidateConfig:
     top_k: int = 5
     tta: bool = False  # also score horizontally flipped images and report the change
     top_losses: int = 16  # most confidently wrong images shown in a grid
+    gradcam: int = 8  # Grad-CAM heatmaps of this many top losses (0: none); checkpoints only
+    gradcam_per_class: int = 2  # and of this many correctly classified images per class
     calibration_bins: int = 15
 
 
@@ -184,6 +194,24 @@ class SanityConfig:
     overfit_steps: int = 100
     overfit_lr: float = 1e-3
     overfit_target_loss: float = 0.05
+
+
+@dataclass
+class AuditConfig:
+    """How the data audit (data.audit) judges images: pipeline/data/audit.py and the modules it names."""
+
+    backbone: ModelConfig = MISSING  # the embedding model: a conf/model option (config.yaml's defaults)
+    image_size: int | None = None  # null: the backbone's own input size (224 for EfficientNet-Lite0)
+    outlier_neighbours: int = 10  # an outlier's score: its mean distance to this many nearest images
+    outlier_fence: float = 3.0  # flagged beyond Q3 + fence x IQR of all scores
+    duplicate_similarity: float = 0.98  # embedding cosine similarity of near duplicates
+    # image quality (pipeline/data/quality.py says how each was chosen)
+    dark: float = 0.2  # the 99th luminance percentile (0-1) below which an image is too dark
+    bright: float = 0.9  # the 1st luminance percentile above which it is too bright
+    blurry: float = 0.5  # edge strength over contrast on a 64 px thumbnail below which it is blurry
+    low_information: float = 1.0  # grey-level entropy (bits) below which it holds little information
+    odd_aspect_ratio: float = 3.0  # long side / short side above which its shape is odd
+    grid_images: int = 24  # images per plot
 
 
 @dataclass
@@ -211,6 +239,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     sanity: SanityConfig = field(default_factory=SanityConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     stages: list[str] = field(default_factory=lambda: ["data", "sanity", "train", "validate", "export"])
     seed: int = 42

@@ -71,11 +71,18 @@ def compose_cfg(tmp: Path, *overrides: str, root: Path | None = None):
         f"data.cache_dir={tmp / 'cache'}",
         "trainer=cpu",
         "trainer.enable_progress_bar=false",
+        "data.audit=false",  # tests/test_audit.py turns it on, with the backbone exported once (audit_cache)
     ]
     if root is not None:
         base.append(f"data.root={root}")
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(config_name="config", overrides=[*base, *overrides])
+
+
+@pytest.fixture(scope="session")
+def audit_cache(tmp_path_factory) -> Path:
+    """One data.cache_dir for the tests that embed images: the backbone's ONNX export (~6 s) happens once."""
+    return tmp_path_factory.mktemp("audit-cache")
 
 
 @pytest.fixture(scope="session")

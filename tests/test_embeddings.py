@@ -1,6 +1,6 @@
 """Image embeddings for the data audit (pipeline.data.embeddings): ImageNet features from the offline
 EfficientNet-Lite0 weights, run in onnxruntime, cached by file content; and the label issues found with them
-(pipeline.data.label_issues) and the outliers (pipeline.data.outliers)."""
+(pipeline.data.label_issues), the outliers and near duplicates (pipeline.data.neighbours)."""
 
 import hashlib
 import shutil
@@ -14,7 +14,7 @@ from PIL import Image
 
 from pipeline.data import embeddings
 from pipeline.data.label_issues import find_label_issues
-from pipeline.data.outliers import find_outliers
+from pipeline.data.neighbours import find_outliers, nearest, similar_pairs
 from pipeline.errors import PipelineError
 
 LITE0 = {
@@ -31,13 +31,12 @@ def content(paths: list[Path]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory):
+def embedded(tmp_path_factory, audit_cache):
     """18 pattern images (3 kinds) embedded once at 64 px: (paths, kinds, vectors, cache folder)."""
-    tmp = tmp_path_factory.mktemp("embed")
-    root = make_image_folder(tmp / "images", per_class=6, size=48)
+    root = make_image_folder(tmp_path_factory.mktemp("embed") / "images", per_class=6, size=48)
     paths = sorted(root.rglob("*.png"))
-    vectors = embeddings.embed([str(p) for p in paths], content(paths), LITE0, 64, tmp / "cache")
-    return paths, [p.parent.name for p in paths], vectors, tmp / "cache"
+    vectors = embeddings.embed([str(p) for p in paths], content(paths), LITE0, 64, audit_cache)
+    return paths, [p.parent.name for p in paths], vectors, audit_cache
 
 
 def test_each_image_gets_one_unit_vector_of_the_backbone_features(embedded):
@@ -95,10 +94,36 @@ def test_off_domain_images_stand_out_and_the_dataset_does_not(embedded, tmp_path
         Image.new("RGB", (48, 48), colour).save(tmp_path / f"flat{i}.png")
         planted.append(tmp_path / f"flat{i}.png")
     extra = embeddings.embed([str(p) for p in planted], content(planted), LITE0, 64, cache)
-    found = find_outliers(np.concatenate([vectors, extra]), k=5)
+    found = find_outliers(nearest(np.concatenate([vectors, extra]), k=5))
     assert {o.index for o in found} == {len(paths), len(paths) + 1}
     assert found[0].score >= found[1].score
 
 
 def test_too_few_images_have_no_outliers(embedded):
-    assert find_outliers(embedded[2][:2]) == []
+    assert find_outliers(nearest(embedded[2][:2], k=10)) == []
+
+
+def photo_tiles(folder: Path) -> list[Path]:
+    """Twelve distinct photos: non-overlapping 140 px tiles of scikit-learn's two bundled sample photos."""
+    from sklearn.datasets import load_sample_images
+
+    folder.mkdir()
+    paths = []
+    for n, photo in enumerate(load_sample_images().images):
+        for row in range(2):
+            for col in range(3):
+                tile = photo[row * 200 : row * 200 + 140, col * 200 : col * 200 + 140]
+                paths.append(folder / f"photo{n}_{row}{col}.png")
+                Image.fromarray(tile).save(paths[-1])
+    return paths
+
+
+def test_a_resized_copy_is_a_near_duplicate_and_distinct_photos_are_not(tmp_path, audit_cache):
+    paths = photo_tiles(tmp_path / "photos")
+    copy = tmp_path / "copy.jpg"
+    Image.open(paths[4]).resize((200, 200)).save(copy, quality=85)  # same picture, new size and format
+    vectors = embeddings.embed(
+        [str(p) for p in [*paths, copy]], content([*paths, copy]), LITE0, 64, audit_cache
+    )
+    pairs = similar_pairs(nearest(vectors, k=5), min_similarity=0.98)
+    assert [(a, b) for a, b, _ in pairs] == [(4, len(paths))]

@@ -36,8 +36,10 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -
 
 
 @pytest.mark.slow
-def test_pipeline_runs_five_stages_and_records_them(make_cfg, image_folder, tmp_path):
-    cfg = make_cfg(*TINY, root=image_folder)
+def test_pipeline_runs_five_stages_and_records_them(make_cfg, image_folder, tmp_path, audit_cache):
+    cfg = make_cfg(
+        *TINY, "data.audit=true", "audit.image_size=64", f"data.cache_dir={audit_cache}", root=image_folder
+    )
     objective = run(cfg)
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
@@ -54,6 +56,7 @@ def test_pipeline_runs_five_stages_and_records_them(make_cfg, image_folder, tmp_
     assert objective == pytest.approx(metrics["val/acc"])
     assert metrics["data/num_images"] == 36 and metrics["data/num_classes"] == 3
     assert metrics["sanity/passed"] == 1.0 and metrics["data/leakage"] == 0 and metrics["data/corrupt"] == 0
+    assert {"data/label_issues", "data/outliers"} <= set(metrics) and metrics["data/quality_issues"] == 0
     assert metrics["export/parity_max_abs_diff"] <= 1e-4 and metrics["export/parity_top1_agreement"] == 1.0
     # the exported model, scored by onnxruntime on the val images, scores what validate gave the checkpoint
     assert metrics["export/onnx_acc"] == pytest.approx(metrics["val/acc"])

@@ -14,9 +14,9 @@ import pipeline.data.images as images
 from pipeline.data.sources import build_index
 from pipeline.runner import run
 
-TINY = ["data.image_size=16", "data.batch_size=8", "data.num_workers=0", "model=simple_cnn",
-        "model.kwargs.channels=[8,16]", "model.kwargs.convs_per_block=1", "sanity.overfit_target_loss=0.5",
-        "trainer.max_epochs=2"]  # fmt: skip
+TINY = ["data.image_size=16", "data.batch_size=8", "data.audit=false", "data.num_workers=0",
+        "model=simple_cnn", "model.kwargs.channels=[8,16]", "model.kwargs.convs_per_block=1",
+        "sanity.overfit_target_loss=0.5", "trainer.max_epochs=2"]  # fmt: skip
 
 
 def test_a_flat_folder_gets_a_held_out_test_split_by_default(make_cfg, image_folder):

@@ -23,6 +23,7 @@ TRAIN = [
     "data.batch_size=8",
     "trainer.max_epochs=40",
     "trainer.enable_progress_bar=false",
+    "data.audit=false",
 ]
 
 

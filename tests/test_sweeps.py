@@ -16,6 +16,7 @@ def cli_on_tiny_data(image_folder, tmp_path, *args: str):
     done = run_cli(
         *args,
         "stages=[data]",
+        "data.audit=false",
         f"data.root={image_folder}",
         f"tracking.dir={tmp_path / 'mlruns'}",
         f"data.cache_dir={tmp_path / 'cache'}",

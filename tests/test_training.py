@@ -31,6 +31,7 @@ STAGE_TRAIN = [
     "model.kwargs.channels=[8,16]",
     "data.image_size=16",
     "data.batch_size=8",
+    "data.audit=false",
 ]
 
 

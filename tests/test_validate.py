@@ -153,6 +153,7 @@ def test_report_and_plots_land_in_the_validate_run(trained, by_checkpoint):
             f"plots/top_losses_{split}.png",
         }
         assert expected <= logged, split
+    assert {"plots/gradcam_top_losses.png", "plots/gradcam_per_class.png"} <= logged  # a checkpoint: Grad-CAM
     text = trained.client.download_artifacts(stage.info.run_id, "reports/per_class_val.csv")
     rows = list(csv.DictReader(io.StringIO(Path(text).read_text())))
     classes = rows[:-2]

@@ -13,6 +13,15 @@ def load_rgb(path: str) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
+def thumbnail_rgb(path: str, side: int = 160) -> np.ndarray:
+    """A small RGB copy for plots: large files are decoded at reduced size (JPEG draft mode)."""
+    with Image.open(path) as img:
+        img.draft("RGB", (side, side))
+        img = img.convert("RGB")
+        img.thumbnail((side, side))
+        return np.asarray(img)
+
+
 class ImageDataset(torch.utils.data.Dataset):
     def __init__(self, records: list[Record], transform):
         self.records = records

@@ -9,16 +9,17 @@ import hashlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.quality import measure
 from pipeline.data.sources import DatasetIndex, Record, require_train_images
 from pipeline.errors import PipelineError
 from pipeline.progress import Progress
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class FileInfo:
     phash: str = ""  # 64-bit perceptual hash, hex
     rgb_mean: tuple[float, ...] = ()  # per-channel mean of the RGB pixels in [0, 1]
     rgb_sq_mean: tuple[float, ...] = ()  # per-channel mean of their squares (for the std)
+    quality: dict[str, float] = field(default_factory=dict)  # pipeline.data.quality.measure
 
 
 def inspect_file(path: str) -> FileInfo:
@@ -61,6 +63,7 @@ def inspect_file(path: str) -> FileInfo:
                 phash=str(imagehash.phash(img)),
                 rgb_mean=tuple(rgb.mean(0).round(6).tolist()),
                 rgb_sq_mean=tuple((rgb**2).mean(0).round(6).tolist()),
+                quality=measure(img),
             )
     except Exception as err:  # PIL raises many types for bad files; all mean "unreadable"
         return FileInfo(path, False, f"{type(err).__name__}: {err}", bytes=len(data))
@@ -176,7 +179,7 @@ def near_duplicate_pairs(
 class Findings:
     corrupt: list[dict]
     exact_duplicates: list[dict]  # pairs with the same bytes
-    near_duplicates: list[dict]  # pairs within the perceptual distance (exact pairs excluded)
+    near_duplicates: list[dict]  # within the perceptual distance, or alike in content (`embedding`)
     leakage: list[dict]  # exact or near pairs that sit in different splits
     label_conflicts: list[dict]  # exact or near pairs under different labels
 
@@ -185,8 +188,13 @@ class Findings:
 
 
 def find_problems(
-    records: list[Record], infos: list[FileInfo], class_names: list[str], max_distance: int
+    records: list[Record],
+    infos: list[FileInfo],
+    class_names: list[str],
+    max_distance: int,
+    similar: list[tuple[int, int, float]] = (),
 ) -> Findings:
+    """`similar`: pairs (positions among the readable records, cosine similarity) the audit found alike."""
     corrupt = [{"path": i.path, "error": i.error} for i in infos if not i.ok]
     good = [(r, i) for r, i in zip(records, infos, strict=True) if i.ok]
     by_sha: dict[str, list[int]] = {}
@@ -195,7 +203,7 @@ def find_problems(
     exact = {(a, b) for group in by_sha.values() for n, a in enumerate(group) for b in group[n + 1 :]}
     near = {(a, b): d for a, b, d in near_duplicate_pairs([i.phash for _, i in good], max_distance)}
 
-    def describe(a: int, b: int, kind: str, distance: int) -> dict:
+    def describe(a: int, b: int, kind: str, distance: float) -> dict:  # bits, or cosine distance
         (ra, _), (rb, _) = good[a], good[b]
         return {
             "kind": kind,
@@ -210,10 +218,12 @@ def find_problems(
 
     pairs = [describe(a, b, "exact", 0) for a, b in sorted(exact)]
     pairs += [describe(a, b, "near", d) for (a, b), d in sorted(near.items()) if (a, b) not in exact]
+    known = exact | set(near)
+    pairs += [describe(a, b, "embedding", round(1 - s, 4)) for a, b, s in similar if (a, b) not in known]
     return Findings(
         corrupt=corrupt,
         exact_duplicates=[p for p in pairs if p["kind"] == "exact"],
-        near_duplicates=[p for p in pairs if p["kind"] == "near"],
+        near_duplicates=[p for p in pairs if p["kind"] != "exact"],
         leakage=[p for p in pairs if p["a_split"] != p["b_split"]],
         label_conflicts=[p for p in pairs if p["a_label"] != p["b_label"]],
     )

@@ -27,6 +27,7 @@ class Scorer:
     preprocess: Preprocess
     logits: Callable[[torch.Tensor], torch.Tensor]
     train_fingerprints: frozenset[str] | None = None  # None: unknown (an ONNX file, an older checkpoint)
+    model: torch.nn.Module | None = None  # the PyTorch model, where there is one (for Grad-CAM)
 
     @property
     def source(self) -> str:
@@ -42,6 +43,7 @@ def checkpoint_scorer(path: Path) -> Scorer:
         Preprocess.from_dict(classifier.hparams.preprocess),
         lambda x: classifier(x).float(),
         frozenset(known) if (known := classifier.hparams.get("train_fingerprints")) is not None else None,
+        classifier,
     )
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from pipeline.context import Context
+from pipeline.data.audit import AuditReport, audit, drop_flagged
 from pipeline.data.integrity import FileInfo, Findings, apply_policies, find_problems, inspect_files
 from pipeline.data.sources import DatasetIndex, build_index, resolve_root
 from pipeline.data.stats import channel_mean_std
@@ -18,22 +19,38 @@ from pipeline.tracking import download_best_checkpoint, resolve_tracking_uri
 log = logging.getLogger("pipeline.data")
 
 
-def inspected_index(cfg: DictConfig) -> tuple[DatasetIndex, list[FileInfo], Findings]:
+def inspected_index(cfg: DictConfig) -> tuple[DatasetIndex, list[FileInfo], Findings, AuditReport | None]:
     """The index from cfg.data (seeded split), every file decoded and hashed (cached by path, size and
-    mtime), and what the integrity checks found; no policy applied yet."""
+    mtime), the audit's report (data.audit; embeddings cached by content) and what the integrity checks
+    found, near duplicates in content included; no policy applied yet."""
     root = resolve_root(cfg.data.root, cfg.data.cache_dir)
     index = build_index(root, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed)
     infos = inspect_files([r.path for r in index.records], inspection_cache(cfg), cfg.data.inspect_workers)
-    findings = find_problems(index.records, infos, index.class_names, cfg.data.near_duplicate_distance)
-    return index, infos, findings
+    report = None
+    if cfg.data.audit:
+        cache = Path(cfg.data.cache_dir) / "audit"
+        report = audit(index.records, infos, index.class_names, plain(cfg.audit), cache, cfg.seed)
+    similar = report.similar if report else []
+    max_distance = cfg.data.near_duplicate_distance
+    findings = find_problems(index.records, infos, index.class_names, max_distance, similar)
+    return index, infos, findings, report
+
+
+def apply_all_policies(cfg: DictConfig, index, findings, report) -> tuple[DatasetIndex, dict[str, int]]:
+    """The index the later stages train on: the corrupt-file, leakage, label-issue and outlier policies
+    applied; with how many training images each audit policy dropped."""
+    index = apply_policies(index, findings, cfg.data.on_corrupt, cfg.data.on_leakage)
+    if report is None:
+        return index, {}
+    return drop_flagged(index, report, cfg.data.on_label_issue, cfg.data.on_outlier)
 
 
 def ensure_index(cfg: DictConfig, ctx: Context) -> DatasetIndex:
     """The data stage's index, or, for a stage run alone, the same index rebuilt: same split, same
-    corrupt-file and leakage policies, so an unreadable image is skipped (or refused) here too."""
+    policies, so an unreadable image is skipped (or refused) and a flagged one dropped here too."""
     if ctx.index is None:
-        index, _, findings = inspected_index(cfg)
-        ctx.index = apply_policies(index, findings, cfg.data.on_corrupt, cfg.data.on_leakage)
+        index, _, findings, report = inspected_index(cfg)
+        ctx.index, _ = apply_all_policies(cfg, index, findings, report)
         if findings.corrupt:
             first = findings.corrupt[0]
             log.warning("skipped %d unreadable file(s), e.g. %s", len(findings.corrupt), first["path"])

@@ -9,10 +9,10 @@ from omegaconf import DictConfig
 
 from pipeline import plots
 from pipeline.context import Context
-from pipeline.data.images import load_rgb
-from pipeline.data.integrity import apply_policies
+from pipeline.data.audit import AuditReport, write_csvs
+from pipeline.data.images import load_rgb, thumbnail_rgb
 from pipeline.data.stats import channel_mean_std, dataset_stats
-from pipeline.stages._shared import inspected_index
+from pipeline.stages._shared import apply_all_policies, inspected_index
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.data")
@@ -26,9 +26,50 @@ def _table(stats: dict) -> str:
     return "\n".join(lines)
 
 
+def _audit_grids(report: AuditReport, per_plot: int) -> dict[str, plots.Figure]:
+    """The flagged images a person should look at, captioned with what the audit says of each."""
+    captions = {
+        "label_issues": lambda r: f"given {r['given_label']}\nsuggested {r['suggested_label']}",
+        "outliers": lambda r: f"{r['label']} ({r['split']})\ndistance {r['score']:.3f}",
+        "quality": lambda r: f"{r['issue']}\n{r['score']}",
+    }
+    grids = {}
+    for name, caption in captions.items():
+        rows = getattr(report, name)[:per_plot]
+        if rows:
+            images = [thumbnail_rgb(r["path"]) for r in rows]
+            found = len(getattr(report, name))
+            title = f"{name.replace('_', ' ').capitalize()}: {len(rows)} of {found} shown"
+            grids[name] = plots.image_grid(images, [caption(r) for r in rows], [True] * len(rows), title)
+    return grids
+
+
+def _log_audit(cfg: DictConfig, ctx: Context, tracker: Tracker, report: AuditReport) -> None:
+    """Counts and the most suspect paths on the console; CSVs, metrics and image grids in MLflow."""
+    summary = report.summary()
+    log.info(
+        "audit (%.1f s): " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items()),
+        report.seconds,
+    )
+    for row in report.label_issues[:3]:
+        given, suggested = row["given_label"], row["suggested_label"]
+        log.warning("suspected label issue: %s (given %s, looks like %s)", row["path"], given, suggested)
+    for row in report.outliers[:3]:
+        log.warning("outlier: %s (%s, %s)", row["path"], row["label"], row["split"])
+    for row in report.quality[:3]:
+        log.warning("%s: %s", row["issue"].replace("_", " "), row["path"])
+    for path in write_csvs(report, ctx.output_dir / "audit"):
+        tracker.log_artifact(path, "audit")
+    tracker.log_metrics({f"data/{k}": v for k, v in summary.items()}, headline=True)
+    tracker.log_metrics({"data/audit_seconds": report.seconds})
+    for name, fig in _audit_grids(report, cfg.audit.grid_images).items():
+        tracker.log_figure(fig, f"plots/{name}.png")
+        plots.close(fig)
+
+
 def _check_integrity(cfg: DictConfig, ctx: Context, tracker: Tracker):
-    """Decode and hash every file, apply the corrupt and leakage policies, log the findings."""
-    index, infos, findings = inspected_index(cfg)
+    """Decode and hash every file, audit the content, apply the policies, log the findings."""
+    index, infos, findings, report = inspected_index(cfg)
     summary = findings.summary()
     log.info("integrity: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items()))
     for pair in findings.leakage[:5]:
@@ -42,7 +83,13 @@ def _check_integrity(cfg: DictConfig, ctx: Context, tracker: Tracker):
         )
     tracker.log_dict(asdict(findings), "integrity.json")
     tracker.log_metrics({f"data/{k}": v for k, v in summary.items()}, headline=True)
-    ctx.index = apply_policies(index, findings, cfg.data.on_corrupt, cfg.data.on_leakage)
+    if report is not None:
+        _log_audit(cfg, ctx, tracker, report)
+    ctx.index, dropped = apply_all_policies(cfg, index, findings, report)
+    for kind, count in dropped.items():
+        if count:
+            policy = "on_label_issue" if kind == "label_issues" else "on_outlier"
+            log.info("dropped %d training image(s) flagged in %s (data.%s=drop)", count, kind, policy)
     kept = {r.path for r in ctx.index.records}
     return ctx.index, [i for i in infos if i.path in kept]
 

@@ -7,6 +7,7 @@ file (`onnx_path=`); each becomes a Scorer, so everything after choosing it is o
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -16,6 +17,7 @@ from pipeline.data.datamodule import ImageDataModule
 from pipeline.data.images import ImageDataset, load_rgb
 from pipeline.data.integrity import fingerprint
 from pipeline.errors import PipelineError
+from pipeline.evaluation import explain
 from pipeline.evaluation import metrics as m
 from pipeline.evaluation.report import report_rows, to_csv, to_markdown
 from pipeline.evaluation.scorers import Scorer, checkpoint_scorer, onnx_scorer, predict
@@ -65,6 +67,8 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
 
     for split, dataset in datamodule.eval_sets.items():
         logits, targets, tta_logits = predict(scorer, datamodule.eval_dataloader(split), v.tta)
+        if split == list(datamodule.eval_sets)[-1]:  # test when there is one, else val
+            log_gradcam(tracker, scorer, split, logits, targets, dataset, v)
         metrics = split_metrics(logits, targets, tta_logits, len(names), k, v.calibration_bins)
         if scorer.train_fingerprints is not None:
             metrics["train_overlap"] = train_overlap(cfg, index, split, scorer.train_fingerprints)
@@ -143,12 +147,52 @@ def log_top_losses(
 ) -> None:
     """The highest losses, most confidently wrong first, captioned with true class, prediction, confidence."""
     chosen = m.top_losses(logits, targets, n).tolist()
-    confidence, preds = torch.softmax(logits, 1).max(1)
-    captions = [f"true: {names[targets[i]]}\npred: {names[preds[i]]} ({confidence[i]:.2f})" for i in chosen]
-    wrong = [bool(preds[i] != targets[i]) for i in chosen]
+    captions, wrong = _captions(names, logits, targets, chosen)
     images = [load_rgb(dataset.records[i].path) for i in chosen]
     fig = plots.image_grid(images, captions, wrong, f"Top losses ({split})")
     _log(tracker, fig, f"plots/top_losses_{split}.png")
+
+
+def _captions(names, logits, targets, chosen: list[int]) -> tuple[list[str], list[bool]]:
+    """`true: <class>`, `pred: <class> (<confidence>)` under each chosen image; which are wrong."""
+    confidence, preds = torch.softmax(logits, 1).max(1)
+    captions = [f"true: {names[targets[i]]}\npred: {names[preds[i]]} ({confidence[i]:.2f})" for i in chosen]
+    return captions, [bool(preds[i] != targets[i]) for i in chosen]
+
+
+def gradcam_choices(logits, targets, v: DictConfig) -> dict[str, tuple[list[int], torch.Tensor]]:
+    """Which images to explain, and for which class: the top losses for the class they were taken for,
+    and the first correctly classified images of each class for their own class."""
+    preds = logits.argmax(1)
+    right = [torch.nonzero((targets == c) & (preds == c)).flatten() for c in range(logits.shape[1])]
+    return {
+        "top_losses": (m.top_losses(logits, targets, v.gradcam).tolist() if v.gradcam else [], preds),
+        "per_class": (torch.cat([r[: v.gradcam_per_class] for r in right]).tolist(), targets),
+    }
+
+
+def log_gradcam(
+    tracker: Tracker, scorer: Scorer, split: str, logits, targets, dataset, v: DictConfig
+) -> None:
+    """Where the model looked (plots/gradcam_top_losses.png and gradcam_per_class.png)."""
+    if scorer.model is None:
+        log.info("no Grad-CAM for an ONNX file: it needs a checkpoint")
+        return
+    for name, (indices, explained) in gradcam_choices(logits, targets, v).items():
+        if not indices:
+            continue
+        batch = torch.stack([dataset[i][0] for i in indices])
+        maps = explain.heatmaps(scorer.model, batch, [int(explained[i]) for i in indices])
+        images = [explain.overlay(denormalize(x, scorer.preprocess), maps[j]) for j, x in enumerate(batch)]
+        captions, wrong = _captions(scorer.class_names, logits, targets, indices)
+        title = f"Grad-CAM, {name.replace('_', ' ')}: evidence for the predicted class ({split})"
+        _log(tracker, plots.image_grid(images, captions, wrong, title), f"plots/gradcam_{name}.png")
+
+
+def denormalize(x: torch.Tensor, preprocess) -> np.ndarray:
+    """A normalized CHW input back to an HWC RGB image in [0, 1]: what the model saw."""
+    mean, std = torch.tensor(preprocess.mean)[:, None, None], torch.tensor(preprocess.std)[:, None, None]
+    return (x * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
 def _log(tracker: Tracker, fig, name: str) -> None:

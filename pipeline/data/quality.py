@@ -46,7 +46,7 @@ def measure(img: Image.Image) -> dict[str, float]:
         "luminance_p01": round(float(np.searchsorted(cumulative, 0.01)) / 255.0, 4),
         "luminance_p99": round(float(np.searchsorted(cumulative, 0.99)) / 255.0, 4),
         "sharpness": round(float(edges.std() / contrast) if edges.size and contrast > 2.5 else 0.0, 4),
-        "entropy": round(float(thumb.entropy()), 4),
+        "entropy": round(float(thumb.entropy()), 4) + 0.0,  # + 0.0: a flat image's -0.0 printed as 0.0
     }
 
 

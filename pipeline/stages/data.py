@@ -26,21 +26,32 @@ def _table(stats: dict) -> str:
     return "\n".join(lines)
 
 
+def _quality_by_image(report: AuditReport) -> dict[str, list[tuple[str, float]]]:
+    by_image: dict[str, list[tuple[str, float]]] = {}
+    for row in report.quality:
+        by_image.setdefault(row["path"], []).append((row["issue"].replace("_", " "), row["score"]))
+    return by_image
+
+
 def _audit_grids(report: AuditReport, per_plot: int) -> dict[str, plots.Figure]:
-    """The flagged images a person should look at, captioned with what the audit says of each."""
-    captions = {
-        "label_issues": lambda r: f"given {r['given_label']}\nsuggested {r['suggested_label']}",
-        "outliers": lambda r: f"{r['label']} ({r['split']})\ndistance {r['score']:.3f}",
-        "quality": lambda r: f"{r['issue']}\n{r['score']}",
-    }
+    """The flagged images a person should look at, captioned with what the audit says of each (an image
+    with several quality issues is shown once, with all of them)."""
+    quality = _quality_by_image(report)
+    captioned = {
+        "label_issues": [(r["path"], f"given {r['given_label']}\nsuggested {r['suggested_label']}")
+                         for r in report.label_issues],
+        "outliers": [(r["path"], f"{r['label']} ({r['split']})\ndistance {r['score']:.3f}")
+                     for r in report.outliers],
+        "quality": [(path, "\n".join(f"{issue} {score:g}" for issue, score in found))
+                    for path, found in quality.items()],
+    }  # fmt: skip
     grids = {}
-    for name, caption in captions.items():
-        rows = getattr(report, name)[:per_plot]
+    for name, rows in captioned.items():
         if rows:
-            images = [thumbnail_rgb(r["path"]) for r in rows]
-            found = len(getattr(report, name))
-            title = f"{name.replace('_', ' ').capitalize()}: {len(rows)} of {found} shown"
-            grids[name] = plots.image_grid(images, [caption(r) for r in rows], [True] * len(rows), title)
+            shown = rows[:per_plot]
+            images = [thumbnail_rgb(path) for path, _ in shown]
+            title = f"{name.replace('_', ' ').capitalize()}: {len(shown)} of {len(rows)} images shown"
+            grids[name] = plots.image_grid(images, [c for _, c in shown], [True] * len(shown), title)
     return grids
 
 
@@ -56,8 +67,8 @@ def _log_audit(cfg: DictConfig, ctx: Context, tracker: Tracker, report: AuditRep
         log.warning("suspected label issue: %s (given %s, looks like %s)", row["path"], given, suggested)
     for row in report.outliers[:3]:
         log.warning("outlier: %s (%s, %s)", row["path"], row["label"], row["split"])
-    for row in report.quality[:3]:
-        log.warning("%s: %s", row["issue"].replace("_", " "), row["path"])
+    for path, found in list(_quality_by_image(report).items())[:3]:
+        log.warning("%s: %s", ", ".join(issue for issue, _ in found), path)
     for path in write_csvs(report, ctx.output_dir / "audit"):
         tracker.log_artifact(path, "audit")
     tracker.log_metrics({f"data/{k}": v for k, v in summary.items()}, headline=True)

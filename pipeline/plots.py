@@ -106,7 +106,8 @@ def image_grid(images: list[np.ndarray], captions: list[str], flagged: list[bool
     """Images with a caption each, flagged ones captioned in red (e.g. wrong predictions)."""
     cols = min(len(images), 8)
     rows = max(1, -(-len(images) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 2.1 * rows + 0.4), squeeze=False)
+    width = max(1.8 * cols, 0.085 * len(title))  # a grid of one or two images still shows its whole title
+    fig, axes = plt.subplots(rows, cols, figsize=(width, 2.1 * rows + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, caption, flag in zip(axes.flat, images, captions, flagged, strict=False):

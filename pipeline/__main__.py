@@ -85,6 +85,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    if sys.stdout.errors == "strict":  # a file name that is not UTF-8 is printed with its odd bytes escaped
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         _hydra_main()
     except Exception as err:  # config composition errors arrive here, before any job starts

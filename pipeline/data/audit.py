@@ -21,7 +21,7 @@ from pipeline.data.integrity import FileInfo, fingerprint
 from pipeline.data.label_issues import find_label_issues
 from pipeline.data.neighbours import find_outliers, nearest, similar_pairs
 from pipeline.data.quality import Thresholds, quality_issues
-from pipeline.data.sources import DatasetIndex, Record, require_train_images
+from pipeline.data.sources import TEXT_ERRORS, DatasetIndex, Record, require_train_images
 
 COLUMNS = {
     "label_issues": ("path", "split", "given_label", "suggested_label", "score"),
@@ -105,7 +105,7 @@ def write_csvs(report: AuditReport, folder: Path) -> list[Path]:
     written = []
     for name, columns in COLUMNS.items():
         path = folder / f"{name}.csv"
-        with path.open("w", newline="", encoding="utf-8") as f:
+        with path.open("w", newline="", encoding="utf-8", errors=TEXT_ERRORS) as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(getattr(report, name))

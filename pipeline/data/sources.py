@@ -5,6 +5,7 @@ see the same split) or `root/<split>/<class>/*` with split folders train, val (o
 """
 
 import csv
+import logging
 import os
 import shutil
 import tempfile
@@ -14,9 +15,13 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 
+log = logging.getLogger("pipeline.data")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SPLITS = ("train", "val", "test")
+# A file name that is not valid UTF-8 reaches Python with its odd bytes as surrogates; text files written
+# for people (index.csv, audit tables) show them as \udcXX escapes, so the file stays valid UTF-8.
+TEXT_ERRORS = "backslashreplace"
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class DatasetIndex:
         return out
 
     def to_csv(self, path: Path) -> None:
-        with open(path, "w", newline="") as f:
+        with open(path, "w", newline="", encoding="utf-8", errors=TEXT_ERRORS) as f:
             writer = csv.writer(f)
             writer.writerow(["path", "label", "class_name", "split"])
             for r in self.records:
@@ -81,7 +86,20 @@ def digits_folder(cache_dir: Path) -> Path:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """Image files under folder, hidden ones left out (macOS `._*` companions, `.thumbnails/` folders)."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.is_file()
+    )
+
+
+def class_name(folder: Path) -> str:
+    """The folder's name as a class name; bytes that are not UTF-8 become backslash escapes, since class names
+    go where only text may (plots, MLflow, the ONNX metadata)."""
+    return folder.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _class_dirs(folder: Path) -> list[Path]:
@@ -97,13 +115,19 @@ def scan_folder(root: Path) -> tuple[list[str], list[tuple[Path, str, str | None
     top = _class_dirs(root)
     split_dirs = {d: SPLIT_ALIASES[d.name.lower()] for d in top if d.name.lower() in SPLIT_ALIASES}
     items: list[tuple[Path, str, str | None]] = []
-    if split_dirs:
-        for split_dir, split in split_dirs.items():
-            for class_dir in _class_dirs(split_dir):
-                items += [(p, class_dir.name, split) for p in _images_in(class_dir)]
-    else:
-        for class_dir in top:
-            items += [(p, class_dir.name, None) for p in _images_in(class_dir)]
+    empty: list[str] = []
+    folders = (
+        [(c, s) for d, s in split_dirs.items() for c in _class_dirs(d)]
+        if split_dirs
+        else [(c, None) for c in top]
+    )
+    for class_dir, split in folders:
+        found = [(p, class_name(class_dir), split) for p in _images_in(class_dir)]
+        items += found
+        if not found:
+            empty.append(str(class_dir.relative_to(root)))
+    if empty and items:
+        log.warning("%d class folder(s) without images skipped: %s", len(empty), ", ".join(empty[:5]))
     if not items:
         raise PipelineError(f"no images found in {root} (expected {root}/<class>/<image> files)")
     return _check_classes(root, items)
@@ -111,7 +135,7 @@ def scan_folder(root: Path) -> tuple[list[str], list[tuple[Path, str, str | None
 
 def read_manifest(csv_path: Path) -> tuple[list[str], list[tuple[Path, str, str | None]]]:
     """A CSV with columns path,label[,split]; paths are relative to the CSV's folder."""
-    with open(csv_path, newline="") as f:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's UTF-8 starts with a BOM
         reader = csv.DictReader(f)
         columns = set(reader.fieldnames or [])
         if not {"path", "label"} <= columns:
@@ -135,13 +159,39 @@ def read_manifest(csv_path: Path) -> tuple[list[str], list[tuple[Path, str, str 
         raise PipelineError(f"{csv_path} names {len(missing)} missing file(s), e.g. {missing[0]}")
     if not items:
         raise PipelineError(f"{csv_path} lists no images")
+    items = _first_row_per_file(csv_path, items)
     if any(split is None for _, _, split in items) and any(split for _, _, split in items):
         raise PipelineError(f"{csv_path}: give a split on every row or on none")
     return _check_classes(csv_path, items)
 
 
+def _first_row_per_file(csv_path: Path, items: list[tuple[Path, str, str | None]]) -> list:
+    """A file listed twice would sit in two splits (or two classes): each file is kept once, at its first
+    row, before the split, and a warning says how many rows went."""
+    seen: dict[Path, tuple[Path, str, str | None]] = {}
+    for item in items:
+        seen.setdefault(item[0], item)
+    if len(seen) < len(items):
+        extra = [item for item in items if seen[item[0]] is not item]
+        relabelled = sum(item[1] != seen[item[0]][1] for item in extra)
+        log.warning(
+            "%s lists %d file(s) more than once (%d of them under another label), e.g. %s: the first row of "
+            "each is kept", csv_path, len(extra), relabelled, extra[0][0],
+        )  # fmt: skip
+    return list(seen.values())
+
+
 def _check_classes(root: Path, items: list[tuple[Path, str, str | None]]):
     class_names = sorted({name for _, name, _ in items})
+    by_case: dict[str, list[str]] = {}
+    for name in class_names:
+        by_case.setdefault(name.casefold(), []).append(name)
+    variants = [names for names in by_case.values() if len(names) > 1]
+    if variants:
+        log.warning(
+            "class names that differ only in case are separate classes: %s (rename to merge them)",
+            "; ".join(", ".join(names) for names in variants[:5]),
+        )
     if len(class_names) < 2:
         raise PipelineError(
             f"{root} holds a single class ({class_names[0]}); classification needs two or more"

@@ -191,9 +191,15 @@ class Tracker:
         if self.uri.startswith(("http://", "https://")):
             check_reachable(self.uri)
         _use_tracking_uri(self.uri)
-        with _one_at_a_time(self.uri):
-            self.client = MlflowClient(self.uri)  # creates the tables of a new store
-            self.experiment_id = self._experiment_id(experiment, store_dir)
+        try:
+            with _one_at_a_time(self.uri):
+                self.client = MlflowClient(self.uri)  # creates the tables of a new store
+                self.experiment_id = self._experiment_id(experiment, store_dir)
+        except PipelineError:
+            raise
+        except Exception as err:  # any store MLflow cannot open (unknown scheme, no database): bad input
+            reason = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
+            raise PipelineError(f"cannot use the MLflow store {self.uri}: {reason}") from err
         self.parent_id: str | None = None
 
     def _experiment_id(self, name: str, store_dir: str) -> str:

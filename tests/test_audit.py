@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import compose_cfg, load_script, make_image_folder
+from conftest import MAX_PIXELS, compose_cfg, load_script, make_image_folder
 from mlflow.tracking import MlflowClient
 from PIL import Image, ImageFilter
 
@@ -43,7 +43,7 @@ def planted(tmp_path_factory) -> dict:
 
 def audit_folder(root: Path, cache: Path, tmp: Path):
     index = build_index(root, 0.2, 0.0, 42)
-    infos = inspect_files([r.path for r in index.records], None, 1)
+    infos = inspect_files([r.path for r in index.records], None, 1, MAX_PIXELS)
     settings = plain(compose_cfg(tmp, *AUDIT).audit)
     return audit(index.records, infos, index.class_names, settings, cache, seed=0)
 
@@ -158,7 +158,7 @@ def test_audit_off_embeds_nothing_and_writes_no_tables(make_cfg, planted, tmp_pa
 def test_pairs_alike_in_content_join_the_duplicates_and_leakage_findings(tmp_path):
     root = make_image_folder(tmp_path / "images", per_class=4)
     index = build_index(root, 0.25, 0.0, 0)
-    infos = inspect_files([r.path for r in index.records], None, 1)
+    infos = inspect_files([r.path for r in index.records], None, 1, MAX_PIXELS)
     train = next(i for i, r in enumerate(index.records) if r.split == "train")
     val = next(i for i, r in enumerate(index.records) if r.split == "val")
     findings = find_problems(index.records, infos, index.class_names, 0, [(train, val, 0.99)])

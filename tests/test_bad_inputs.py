@@ -125,6 +125,11 @@ CASES = [
         root_is(lambda tmp: manifest(tmp, "path,label\nstripes_h/000.png,a\nnope.png,b\n")),
         "missing file",
     ),
+    (
+        "image above the pixel cap with on_corrupt=fail",
+        lambda tmp: [*root_is(images)(tmp), "data.max_pixels=255", "data.on_corrupt=fail"],
+        "above data.max_pixels=255",
+    ),
     ("CSV without a label column", root_is(lambda tmp: manifest(tmp, "file,class\nx.png,a\n")), "path,label"),
     ("checkpoint missing", lambda tmp: ["stages=[validate]", f"ckpt_path={tmp / 'no.ckpt'}"], "not found"),
     (
@@ -156,6 +161,16 @@ CASES = [
         "output folder not writable",
         lambda tmp: [f"output_dir={a_file(tmp)}/out"],
         "output folder",
+    ),
+    (
+        "tracking URI of no known store",
+        ["tracking.uri=garbage://nope"],
+        "cannot use the MLflow store garbage://",
+    ),
+    (
+        "tracking database MLflow cannot open",
+        lambda tmp: [f"tracking.uri=sqlite:///{a_file(tmp, b'not a database' * 100)}"],
+        "cannot use the MLflow store sqlite:///",
     ),
     (
         "tracking folder not writable",

@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import make_image_folder
+from conftest import MAX_PIXELS, make_image_folder
 from PIL import Image
 
 from pipeline.data.integrity import (
@@ -27,7 +27,7 @@ def test_decoding_finds_zero_byte_truncated_and_fake_images(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "truncated.jpg").write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 2])
     (tmp_path / "fake.png").write_text("this is not an image")
-    results = {p.name: inspect_file(str(p)) for p in sorted(tmp_path.iterdir())}
+    results = {p.name: inspect_file(str(p), MAX_PIXELS) for p in sorted(tmp_path.iterdir())}
     assert results["good.png"].ok and results["good.png"].width == 32 and results["good.png"].mode == "RGB"
     assert results["photo.jpg"].ok and results["photo.jpg"].format == "JPEG"
     assert results["empty.png"].error == "zero-byte file"
@@ -39,20 +39,20 @@ def test_inspection_is_cached_by_size_and_mtime(tmp_path, monkeypatch):
     folder = make_image_folder(tmp_path / "d", per_class=2)
     paths = sorted(str(p) for p in folder.rglob("*.png"))
     cache = tmp_path / "cache.json"
-    first = inspect_files(paths, cache, workers=1)
+    first = inspect_files(paths, cache, 1, MAX_PIXELS)
     calls = []
-    monkeypatch.setattr("pipeline.data.integrity.inspect_file", lambda p: calls.append(p))
-    assert inspect_files(paths, cache, workers=1) == first and calls == []
+    monkeypatch.setattr("pipeline.data.integrity.inspect_file", lambda p, max_pixels: calls.append(p))
+    assert inspect_files(paths, cache, 1, MAX_PIXELS) == first and calls == []
     Image.new("RGB", (9, 9)).save(paths[0])  # changed file: decoded again
     monkeypatch.undo()
-    again = inspect_files(paths, cache, workers=1)
+    again = inspect_files(paths, cache, 1, MAX_PIXELS)
     assert again[0].width == 9 and again[1:] == first[1:]
 
 
 def test_worker_processes_give_the_same_answers(tmp_path):
     folder = make_image_folder(tmp_path / "d", per_class=30)
     paths = sorted(str(p) for p in folder.rglob("*.png"))
-    assert inspect_files(paths, None, workers=2) == inspect_files(paths, None, workers=1)
+    assert inspect_files(paths, None, 2, MAX_PIXELS) == inspect_files(paths, None, 1, MAX_PIXELS)
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def leaky_folder(tmp_path):
 
 def findings_for(root):
     index = build_index(root, 0.2, 0.0, 0)
-    infos = inspect_files([r.path for r in index.records], None, workers=1)
+    infos = inspect_files([r.path for r in index.records], None, 1, MAX_PIXELS)
     return index, find_problems(index.records, infos, index.class_names, max_distance=2)
 
 
@@ -128,3 +128,24 @@ def test_parallel_runs_can_share_one_inspection_cache(tmp_path):
     assert [w.exitcode for w in writers] == [0, 0, 0]
     assert json.loads(path.read_text())["entries"]  # a whole file from one of the writers
     assert list(path.parent.iterdir()) == [path]  # no temporary files left behind
+
+
+def test_a_large_jpeg_is_inspected_at_reduced_scale_with_its_full_size_and_colours(tmp_path):
+    rng = np.random.default_rng(0)
+    pixels = np.asarray(
+        Image.fromarray((rng.random((60, 90, 3)) * 255).astype(np.uint8)).resize((3000, 2000))
+    )
+    Image.fromarray(pixels).save(tmp_path / "large.jpg", quality=95)
+    info = inspect_file(str(tmp_path / "large.jpg"), MAX_PIXELS)
+    assert info.ok and (info.width, info.height) == (3000, 2000)
+    full = np.asarray(Image.open(tmp_path / "large.jpg").convert("RGB"), dtype=np.float64) / 255
+    assert np.allclose(info.rgb_mean, full.reshape(-1, 3).mean(0), atol=0.01)
+
+
+def test_an_image_above_the_pixel_cap_is_unreadable_with_the_reason_and_never_cached(tmp_path):
+    Image.new("RGB", (200, 100)).save(tmp_path / "wide.png")
+    cache = tmp_path / "cache.json"
+    (info,) = inspect_files([str(tmp_path / "wide.png")], cache, 1, max_pixels=19_999)
+    assert not info.ok and info.error == "200x100 = 20,000 pixels, above data.max_pixels=19,999"
+    (again,) = inspect_files([str(tmp_path / "wide.png")], cache, 1, max_pixels=20_000)  # the cap raised
+    assert again.ok and again.width == 200

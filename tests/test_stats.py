@@ -1,4 +1,5 @@
 import numpy as np
+from conftest import MAX_PIXELS
 from PIL import Image
 
 from pipeline.data.integrity import inspect_files
@@ -12,7 +13,7 @@ def test_channel_mean_std_on_known_pixels(tmp_path):
         for i in range(2):
             Image.fromarray(np.full((4, 4, 3), value, dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
     index = build_index(tmp_path, 0.5, 0.0, 0)
-    mean, std = channel_mean_std(inspect_files([r.path for r in index.records], None, workers=1))
+    mean, std = channel_mean_std(inspect_files([r.path for r in index.records], None, 1, MAX_PIXELS))
     assert np.allclose(mean, 0.5) and np.allclose(std, 0.5)
 
 
@@ -23,7 +24,7 @@ def test_dataset_stats_counts_sizes_and_imbalance(tmp_path):
         for i, (w, h) in enumerate(shapes):
             Image.new("RGB", (w, h)).save(tmp_path / name / f"{i}.png")
     index = build_index(tmp_path, 0.5, 0.0, 0)
-    stats = dataset_stats(index, inspect_files([r.path for r in index.records], None, workers=1))
+    stats = dataset_stats(index, inspect_files([r.path for r in index.records], None, 1, MAX_PIXELS))
     assert stats["num_images"] == 8 and stats["num_classes"] == 2
     assert stats["imbalance_ratio"] == 3.0
     assert stats["width"] == {"min": 10, "median": 10.0, "max": 30}

@@ -5,6 +5,7 @@ so a rerun over an unchanged folder only stats the files. Perceptual hashes come
 """
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ from pipeline.errors import PipelineError
 from pipeline.progress import Progress
 
 CACHE_VERSION = 3
+INSPECT_SIDE = 1024
 
 
 @dataclass(frozen=True)
@@ -39,24 +41,36 @@ class FileInfo:
     quality: dict[str, float] = field(default_factory=dict)  # pipeline.data.quality.measure
 
 
-def inspect_file(path: str) -> FileInfo:
-    """Fully decode one file; a truncated, empty or non-image file comes back with ok=False."""
+def inspect_file(path: str, max_pixels: int) -> FileInfo:
+    """Decode one file to its end; a truncated, empty, non-image or too large file comes back with ok=False.
+    Time and memory stay bounded at any size: a JPEG is decoded at 1/2 to 1/8 scale (PIL's draft mode) and
+    the pixel statistics are taken on a copy of at most INSPECT_SIDE px."""
     import imagehash
     from PIL import Image
 
     data = Path(path).read_bytes()
     if not data:
         return FileInfo(path, False, "zero-byte file")
+    Image.MAX_IMAGE_PIXELS = None  # the cap below replaces PIL's own decompression-bomb limit
     try:
         with Image.open(path) as img:
+            (width, height), mode = img.size, img.mode
+            if width * height > max_pixels:
+                too_large = (
+                    f"{width}x{height} = {width * height:,} pixels, above data.max_pixels={max_pixels:,}"
+                )
+                return FileInfo(path, False, too_large, width=width, height=height, bytes=len(data))
+            img.draft("RGB", (INSPECT_SIDE, INSPECT_SIDE))  # JPEG only; other formats ignore it
             img.load()  # decodes every pixel: truncated files fail here, not at open
-            rgb = np.asarray(img.convert("RGB"), dtype=np.float64).reshape(-1, 3) / 255.0
+            small = img.convert("RGB")
+            small.thumbnail((INSPECT_SIDE, INSPECT_SIDE))
+            rgb = np.asarray(small, dtype=np.float64).reshape(-1, 3) / 255.0
             info = FileInfo(
                 path,
                 True,
-                width=img.width,
-                height=img.height,
-                mode=img.mode,
+                width=width,
+                height=height,
+                mode=mode,
                 format=img.format or "",
                 bytes=len(data),
                 sha256=hashlib.sha256(data).hexdigest(),
@@ -113,8 +127,10 @@ class InspectionCache:
         os.replace(tmp, self.path)  # atomic: readers never see half a cache
 
 
-def inspect_files(paths: list[str], cache_path: Path | None, workers: int) -> list[FileInfo]:
-    """FileInfo for every path, in order; uncached files are decoded in `workers` processes."""
+def inspect_files(paths: list[str], cache_path: Path | None, workers: int, max_pixels: int) -> list[FileInfo]:
+    """FileInfo for every path, in order; uncached files are decoded in `workers` processes. Only readable
+    files are cached: a failed one is tried again next time (it may have been fixed, or the cap raised)."""
+    inspect = functools.partial(inspect_file, max_pixels=max_pixels)
     cache = InspectionCache(cache_path) if cache_path else None
     infos: dict[str, FileInfo] = {}
     todo = []
@@ -129,13 +145,13 @@ def inspect_files(paths: list[str], cache_path: Path | None, workers: int) -> li
         with contextlib.ExitStack() as stack:
             if workers > 1 and len(todo) > 64:
                 pool = stack.enter_context(ProcessPoolExecutor(workers))
-                fresh = pool.map(inspect_file, todo, chunksize=64)
+                fresh = pool.map(inspect, todo, chunksize=64)
             else:
-                fresh = map(inspect_file, todo)
+                fresh = map(inspect, todo)
             for info in fresh:
                 progress.advance()
                 infos[info.path] = info
-                if cache:
+                if cache and info.ok:
                     cache.put(info)
         if cache:
             cache.save()

@@ -25,7 +25,7 @@ def inspected_index(cfg: DictConfig) -> tuple[DatasetIndex, list[FileInfo], Find
     found, near duplicates in content included; no policy applied yet."""
     root = resolve_root(cfg.data.root, cfg.data.cache_dir)
     index = build_index(root, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed)
-    infos = inspect_files([r.path for r in index.records], inspection_cache(cfg), cfg.data.inspect_workers)
+    infos = inspect_split(cfg, index, None)
     report = None
     if cfg.data.audit:
         cache = Path(cfg.data.cache_dir) / "audit"
@@ -57,10 +57,10 @@ def ensure_index(cfg: DictConfig, ctx: Context) -> DatasetIndex:
     return ctx.index
 
 
-def inspect_split(cfg: DictConfig, index: DatasetIndex, split: str) -> list[FileInfo]:
-    """FileInfo of a split's files, from the inspection cache the data stage filled."""
-    paths = [r.path for r in index.split(split)]
-    return inspect_files(paths, inspection_cache(cfg), cfg.data.inspect_workers)
+def inspect_split(cfg: DictConfig, index: DatasetIndex, split: str | None) -> list[FileInfo]:
+    """FileInfo of a split's files (None: all), from the inspection cache the data stage filled."""
+    paths = [r.path for r in (index.split(split) if split else index.records)]
+    return inspect_files(paths, inspection_cache(cfg), cfg.data.inspect_workers, cfg.data.max_pixels)
 
 
 def ensure_preprocess(cfg: DictConfig, ctx: Context, pretrained: dict | None) -> Preprocess:

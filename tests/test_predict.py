@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -151,7 +152,27 @@ def test_cli_json_lines_exit_0_when_all_predicted(model_path, folder, capfd):
     assert [json.loads(line)["top_k"][0]["label"] for line in lines] == ["green"]
 
 
-@pytest.mark.parametrize("kind", ["text", "checkpoint_bytes", "onnx_without_metadata", "missing"])
+def with_metadata(model_path: Path, bad: Path, value: str) -> None:
+    model = onnx.load(str(model_path))
+    del model.metadata_props[:]
+    if value:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = "pipeline", value
+    onnx.save(model, str(bad))
+
+
+NOT_OURS = {  # kind -> what the one line says
+    "text": "is not an ONNX model onnxruntime can load",
+    "checkpoint_bytes": "is not an ONNX model onnxruntime can load",
+    "onnx_without_metadata": "has no 'pipeline' metadata",
+    "foreign_metadata": "has 'pipeline' metadata that this pipeline did not write",
+    "newer_version": "was exported by a newer version of this pipeline (metadata format 99",
+    "folder": "is a folder: give the .onnx file itself, e.g. MODEL=",
+    "missing": "model file not found",
+}
+
+
+@pytest.mark.parametrize("kind", list(NOT_OURS))
 def test_a_model_that_is_not_ours_is_one_error_line_and_exit_2(model_path, folder, tmp_path, capfd, kind):
     bad = tmp_path / "bad.onnx"
     if kind == "text":
@@ -159,13 +180,19 @@ def test_a_model_that_is_not_ours_is_one_error_line_and_exit_2(model_path, folde
     elif kind == "checkpoint_bytes":
         bad.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)
     elif kind == "onnx_without_metadata":
-        model = onnx.load(str(model_path))
-        del model.metadata_props[:]
-        onnx.save(model, str(bad))
+        with_metadata(model_path, bad, "")
+    elif kind == "foreign_metadata":
+        with_metadata(model_path, bad, json.dumps({"labels": ["cat", "dog"], "mean": [0.5]}))
+    elif kind == "newer_version":
+        with_metadata(model_path, bad, json.dumps({"format_version": 99}))
+    elif kind == "folder":
+        bad.mkdir()
+        shutil.copy(model_path, bad / "model.onnx")
     assert cli([str(folder), "--model", str(bad)]) == 2
     captured = capfd.readouterr()
     assert captured.out == ""
     assert len(captured.err.strip().splitlines()) == 1 and captured.err.startswith("error: ")
+    assert NOT_OURS[kind] in captured.err, captured.err
 
 
 @pytest.mark.parametrize("item", ["missing.png", "empty_folder", "*.jpeg"])

@@ -46,6 +46,10 @@ class OnnxClassifier:
 
 def load_classifier(path: Path) -> OnnxClassifier:
     """The session and its metadata; one PipelineError line for a missing, foreign or unlabelled file."""
+    if path.is_dir():
+        inside = sorted(path.rglob("*.onnx"))
+        hint = f", e.g. MODEL={inside[0]}" if inside else " (it holds none)"
+        raise PipelineError(f"{path} is a folder: give the .onnx file itself{hint}")
     if not path.is_file():
         raise PipelineError(f"model file not found: {path}")
     options = ort.SessionOptions()

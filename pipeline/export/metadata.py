@@ -56,6 +56,16 @@ def read_metadata(custom_metadata_map: dict[str, str], source: str) -> dict:
     if raw is None:
         raise PipelineError(f"{source} has no '{METADATA_KEY}' metadata: export it with this pipeline")
     document = json.loads(raw)
-    if document.get("format_version") != FORMAT_VERSION:
-        raise PipelineError(f"{source}: unsupported metadata format {document.get('format_version')!r}")
+    version = document.get("format_version") if isinstance(document, dict) else None
+    if not isinstance(version, int):
+        raise PipelineError(
+            f"{source} has '{METADATA_KEY}' metadata that this pipeline did not write (no format_version): "
+            "export the model with this pipeline"
+        )
+    if version != FORMAT_VERSION:
+        age = "newer" if version > FORMAT_VERSION else "older"
+        raise PipelineError(
+            f"{source} was exported by a {age} version of this pipeline (metadata format {version}; this one "
+            f"reads {FORMAT_VERSION}): export it again or use the matching version"
+        )
     return document

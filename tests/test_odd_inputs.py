@@ -8,9 +8,11 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import make_image_folder
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from pipeline.runner import run
 
@@ -69,6 +71,57 @@ def not_utf8_names(tmp: Path) -> Path:
     return root
 
 
+def with_extra(name: str, save: Callable[[Path], None]) -> Callable[[Path], Path]:
+    """The tiny folder plus one more file, checker/<name>, written by `save`."""
+
+    def build(tmp: Path) -> Path:
+        root = images(tmp)
+        save(root / "checker" / name)
+        return root
+
+    return build
+
+
+def pattern(mode: str) -> Image.Image:
+    grid = (np.indices((16, 16)).sum(0) // 4 % 2 * 200 + 20).astype(np.uint8)
+    return Image.fromarray(grid).convert(mode)
+
+
+def animated(path: Path) -> None:
+    frames = [pattern("RGB"), pattern("RGB").rotate(90)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def sixteen_bit(path: Path) -> None:
+    Image.fromarray((np.indices((16, 16)).sum(0) * 2000).astype(np.uint16)).save(path)
+
+
+def exif_rotated(path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    pattern("RGB").save(path, exif=exif)
+
+
+def link_outside(path: Path) -> None:
+    outside = path.parents[2] / "elsewhere.png"
+    pattern("RGB").save(outside)
+    path.symlink_to(outside)
+
+
+ODD_FILES = {  # name in checker/ -> how it is written; each is read and indexed like any image
+    "cmyk.jpg": lambda p: pattern("CMYK").save(p),
+    "sixteen_bit.png": sixteen_bit,
+    "sixteen_bit.tif": sixteen_bit,
+    "animated.gif": animated,
+    "animated.webp": animated,
+    "palette_transparent.png": lambda p: pattern("P").save(p, transparency=0),
+    "grey_alpha.png": lambda p: pattern("LA").save(p),
+    "exif_rotated.jpg": exif_rotated,
+    "link_outside_root.png": link_outside,
+    "UPPER_SUFFIX.PNG": lambda p: pattern("RGB").save(p, format="PNG"),
+}
+
+
 # (id, folder or manifest builder, the warning that must appear (None: no warning), images indexed)
 CASES: list[tuple[str, Callable[[Path], Path], str | None, int]] = [
     ("manifest saved by Excel (BOM)", bom_manifest, None, 18),
@@ -77,6 +130,9 @@ CASES: list[tuple[str, Callable[[Path], Path], str | None, int]] = [
     ("empty class folder", empty_class_folder, "1 class folder(s) without images skipped: circles", 18),
     ("hidden and system files", hidden_and_system_files, None, 18),
     ("file and folder names not UTF-8", not_utf8_names, None, 18),
+    ("picture without a decoder (HEIC)", with_extra("IMG_0001.heic", lambda p: p.write_bytes(b"ftypheic")),
+     "left out 1 picture(s) in formats not read here (.heic 1)", 18),
+    *[(name, with_extra(name, save), None, 19) for name, save in ODD_FILES.items()],
 ]  # fmt: skip
 
 

@@ -16,7 +16,6 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
-from pipeline.data.images import load_rgb
 from pipeline.data.transforms import Preprocess, eval_transform
 from pipeline.export.inference import Prediction, Skipped, decode_rgb, expand_inputs, load_classifier, predict
 from pipeline.export.inference import preprocess as numpy_preprocess
@@ -96,7 +95,7 @@ def test_metadata_preprocessing_is_the_eval_transform_bit_for_bit(tmp_path, imag
     path = tmp_path / "image.png"
     image.save(path)
     spec = describe(pre.to_dict(), ["x"], "input", "logits")["preprocess"]
-    expected = eval_transform(pre)(image=load_rgb(str(path)))["image"].numpy()
+    expected = eval_transform(pre)(image=decode_rgb(str(path)))["image"].numpy()
     got = numpy_preprocess(decode_rgb(path), spec)
     assert got.dtype == np.float32 and got.shape == (3, pre.image_size, pre.image_size)
     assert np.array_equal(got, expected)

@@ -6,7 +6,7 @@ from conftest import CONF_DIR
 from omegaconf import OmegaConf
 from PIL import Image
 
-from pipeline.data.images import load_rgb
+from pipeline.data.decode import decode_rgb
 from pipeline.data.resize import resize_and_crop
 from pipeline.data.transforms import (
     Preprocess,
@@ -108,7 +108,7 @@ def test_train_transform_applies_configured_ops():
 def test_any_colour_mode_loads_as_rgb(tmp_path, mode):
     path = tmp_path / f"img.{'tif' if mode in ('CMYK', 'I;16') else 'png'}"
     Image.new(mode, (5, 7)).save(path)
-    assert load_rgb(str(path)).shape == (7, 5, 3)
+    assert decode_rgb(str(path)).shape == (7, 5, 3)
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (Path(CONF_DIR) / "augment").glob("*.yaml")))
@@ -121,3 +121,17 @@ def test_every_augment_preset_builds_and_changes_images_but_not_their_shape(pres
     assert all(tuple(x.shape) == (3, 32, 32) for x in outputs)
     changed = any(not np.allclose(outputs[0].numpy(), x.numpy()) for x in outputs[1:])
     assert changed == bool(specs)  # random augmentations vary; `none` is deterministic
+
+
+def test_an_exif_rotated_photo_is_decoded_upright_for_training_and_prediction(tmp_path):
+    from pipeline.export.inference import decode_rgb as predict_decode
+
+    stored = np.zeros((20, 40, 3), dtype=np.uint8)  # landscape as the sensor stored it, bright left half
+    stored[:, :20] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    upright = decode_rgb(str(tmp_path / "phone.jpg"))
+    assert upright.shape == (40, 20, 3)  # portrait, as a viewer shows it
+    assert upright[:18].mean() > 200 and upright[22:].mean() < 50  # the bright half now on top
+    assert np.array_equal(predict_decode(tmp_path / "phone.jpg"), upright)

@@ -2,22 +2,17 @@
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
+from pipeline.data.decode import decode_rgb
 from pipeline.data.sources import Record
-
-
-def load_rgb(path: str) -> np.ndarray:
-    """Decode any PIL-readable image (grayscale, palette, RGBA, ...) to an HxWx3 uint8 array."""
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
 
 
 def thumbnail_rgb(path: str, side: int = 160) -> np.ndarray:
     """A small RGB copy for plots: large files are decoded at reduced size (JPEG draft mode)."""
     with Image.open(path) as img:
         img.draft("RGB", (side, side))
-        img = img.convert("RGB")
+        img = ImageOps.exif_transpose(img).convert("RGB")
         img.thumbnail((side, side))
         return np.asarray(img)
 
@@ -32,4 +27,4 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         record = self.records[i]
-        return self.transform(image=load_rgb(record.path))["image"], record.label
+        return self.transform(image=decode_rgb(record.path))["image"], record.label

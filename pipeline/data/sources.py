@@ -17,6 +17,20 @@ from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline.data")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+# pictures in formats left out (no decoder installed, or camera raw): counted in a warning, not silently
+UNREAD_IMAGE_SUFFIXES = {
+    ".heic",
+    ".heif",
+    ".avif",
+    ".jxl",
+    ".dng",
+    ".cr2",
+    ".nef",
+    ".arw",
+    ".raw",
+    ".psd",
+    ".svg",
+}
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SPLITS = ("train", "val", "test")
 # A file name that is not valid UTF-8 reaches Python with its odd bytes as surrogates; text files written
@@ -128,6 +142,14 @@ def scan_folder(root: Path) -> tuple[list[str], list[tuple[Path, str, str | None
             empty.append(str(class_dir.relative_to(root)))
     if empty and items:
         log.warning("%d class folder(s) without images skipped: %s", len(empty), ", ".join(empty[:5]))
+    unread = Counter(p.suffix.lower() for p in root.rglob("*") if p.suffix.lower() in UNREAD_IMAGE_SUFFIXES)
+    if unread:
+        kinds = ", ".join(f"{suffix} {n}" for suffix, n in unread.most_common())
+        log.warning(
+            "left out %d picture(s) in formats not read here (%s): convert them to JPEG or PNG",
+            unread.total(),
+            kinds,
+        )
     if not items:
         raise PipelineError(f"no images found in {root} (expected {root}/<class>/<image> files)")
     return _check_classes(root, items)

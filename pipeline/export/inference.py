@@ -15,6 +15,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from PIL import Image
 
+from pipeline.data.decode import decode_rgb
 from pipeline.data.resize import resize_and_crop
 from pipeline.errors import PipelineError
 from pipeline.export.metadata import read_metadata
@@ -64,12 +65,6 @@ def load_classifier(path: Path) -> OnnxClassifier:
     except json.JSONDecodeError as err:
         raise PipelineError(f"{path}: its pipeline metadata is not valid JSON ({err})") from err
     return OnnxClassifier(session, document)
-
-
-def decode_rgb(path: Path) -> np.ndarray:
-    """HxWx3 uint8, as training decoded it (pipeline.data.images.load_rgb, which imports torch)."""
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
 
 
 def preprocess(rgb: np.ndarray, spec: dict) -> np.ndarray:

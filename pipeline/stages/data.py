@@ -10,7 +10,8 @@ from omegaconf import DictConfig
 from pipeline import plots
 from pipeline.context import Context
 from pipeline.data.audit import AuditReport, write_csvs
-from pipeline.data.images import load_rgb, thumbnail_rgb
+from pipeline.data.decode import decode_rgb
+from pipeline.data.images import thumbnail_rgb
 from pipeline.data.stats import channel_mean_std, dataset_stats
 from pipeline.stages._shared import apply_all_policies, inspected_index
 from pipeline.tracking import Tracker
@@ -110,7 +111,7 @@ def _samples(index, per_class: int, seed: int) -> dict[str, list]:
     out = {}
     for label, name in enumerate(index.class_names):
         records = [r for r in index.split("train") if r.label == label]
-        out[name] = [load_rgb(r.path) for r in rng.sample(records, min(per_class, len(records)))]
+        out[name] = [decode_rgb(r.path) for r in rng.sample(records, min(per_class, len(records)))]
     return out
 
 

@@ -14,7 +14,8 @@ from omegaconf import DictConfig
 from pipeline import plots
 from pipeline.context import Context
 from pipeline.data.datamodule import ImageDataModule
-from pipeline.data.images import ImageDataset, load_rgb
+from pipeline.data.decode import decode_rgb
+from pipeline.data.images import ImageDataset
 from pipeline.data.integrity import fingerprint
 from pipeline.errors import PipelineError
 from pipeline.evaluation import explain
@@ -148,7 +149,7 @@ def log_top_losses(
     """The highest losses, most confidently wrong first, captioned with true class, prediction, confidence."""
     chosen = m.top_losses(logits, targets, n).tolist()
     captions, wrong = _captions(names, logits, targets, chosen)
-    images = [load_rgb(dataset.records[i].path) for i in chosen]
+    images = [decode_rgb(dataset.records[i].path) for i in chosen]
     fig = plots.image_grid(images, captions, wrong, f"Top losses ({split})")
     _log(tracker, fig, f"plots/top_losses_{split}.png")
 

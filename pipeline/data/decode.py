@@ -1,0 +1,14 @@
+"""Decoding an image file to RGB pixels, the one way training, validation and prediction all use.
+
+Torch-free (scripts/predict.py imports it). A photo's EXIF orientation is applied, so a phone picture taken
+upright is seen upright, as every image viewer shows it, not in its sensor's raw orientation.
+"""
+
+import numpy as np
+from PIL import Image, ImageOps
+
+
+def decode_rgb(path: str) -> np.ndarray:
+    """Any PIL-readable image (grayscale, palette, RGBA, CMYK, 16-bit, ...) as HxWx3 uint8, upright."""
+    with Image.open(path) as img:
+        return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.hash_search import near_duplicate_pairs
 from pipeline.data.quality import measure
 from pipeline.data.sources import DatasetIndex, Record, require_train_images
 from pipeline.errors import PipelineError
@@ -54,7 +55,7 @@ def inspect_file(path: str, max_pixels: int) -> FileInfo:
     Image.MAX_IMAGE_PIXELS = None  # the cap below replaces PIL's own decompression-bomb limit
     try:
         with Image.open(path) as img:
-            (width, height), mode = img.size, img.mode
+            (width, height), mode, kind = img.size, img.mode, img.format or ""
             if width * height > max_pixels:
                 too_large = (
                     f"{width}x{height} = {width * height:,} pixels, above data.max_pixels={max_pixels:,}"
@@ -72,7 +73,7 @@ def inspect_file(path: str, max_pixels: int) -> FileInfo:
                 width=width,
                 height=height,
                 mode=mode,
-                format=img.format or "",
+                format=kind,
                 bytes=len(data),
                 sha256=hashlib.sha256(data).hexdigest(),
                 phash=str(imagehash.phash(img)),
@@ -170,26 +171,6 @@ def fingerprints(infos: list[FileInfo]) -> list[str]:
     """Content fingerprints of the readable files, sorted: what a checkpoint keeps of its training set, so
     validation can tell when it is shown images the model was trained on, whatever their paths are now."""
     return sorted({fingerprint(i) for i in infos if i.ok})
-
-
-def _phash_bits(hex_hashes: list[str]) -> np.ndarray:
-    return np.array([int(h, 16) for h in hex_hashes], dtype=np.uint64)
-
-
-def near_duplicate_pairs(
-    hex_hashes: list[str], max_distance: int, block: int = 1024
-) -> list[tuple[int, int, int]]:
-    """(i, j, hamming distance) for i < j whose perceptual hashes differ in at most max_distance bits."""
-    bits = _phash_bits(hex_hashes)
-    pairs = []
-    for start in range(0, len(bits), block):
-        rows = bits[start : start + block]
-        dist = np.bitwise_count(rows[:, None] ^ bits[None, :])
-        for a, j in zip(*np.nonzero(dist <= max_distance), strict=True):
-            i = start + a
-            if i < j:
-                pairs.append((int(i), int(j), int(dist[a, j])))
-    return pairs
 
 
 @dataclass

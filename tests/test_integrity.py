@@ -1,7 +1,6 @@
-import json
 import multiprocessing
-import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,24 +109,49 @@ def test_skipping_every_training_image_of_a_class_is_an_error(tmp_path):
         apply_policies(index, findings, "skip", "warn")
 
 
-def _save_repeatedly(path, times: int) -> None:
-    cache = InspectionCache(path)
-    for i in range(times):
-        cache.entries[f"{os.getpid()}-{i}"] = {"size": i}
-        cache.save()
+def _inspect_and_cache(path: Path, folder: Path) -> None:
+    inspect_files(sorted(str(p) for p in folder.rglob("*.png")), path, 1, MAX_PIXELS)
 
 
-def test_parallel_runs_can_share_one_inspection_cache(tmp_path):
-    path = tmp_path / "cache" / "inspection.json"
+def test_parallel_runs_can_share_one_inspection_cache_and_keep_every_row(tmp_path):
+    path = tmp_path / "cache" / "inspection.sqlite"
+    folders = [make_image_folder(tmp_path / f"d{i}", per_class=20, seed=i) for i in range(3)]
     context = multiprocessing.get_context("fork")
-    writers = [context.Process(target=_save_repeatedly, args=(path, 100)) for _ in range(3)]
+    writers = [context.Process(target=_inspect_and_cache, args=(path, f)) for f in folders]
     for w in writers:
         w.start()
     for w in writers:
         w.join(timeout=60)
     assert [w.exitcode for w in writers] == [0, 0, 0]
-    assert json.loads(path.read_text())["entries"]  # a whole file from one of the writers
-    assert list(path.parent.iterdir()) == [path]  # no temporary files left behind
+    cache = InspectionCache(path)
+    assert all(cache.get(str(p)) is not None for f in folders for p in f.rglob("*.png"))  # 180 rows
+
+
+def test_an_interrupted_inspection_keeps_what_it_decoded(tmp_path, monkeypatch):
+    folder = make_image_folder(tmp_path / "d", per_class=4)
+    paths = sorted(str(p) for p in folder.rglob("*.png"))
+    real, seen = inspect_file, []
+
+    def stop_at_the_fifth(path, max_pixels):
+        if len(seen) == 4:
+            raise KeyboardInterrupt
+        seen.append(path)
+        return real(path, max_pixels)
+
+    monkeypatch.setattr("pipeline.data.integrity.inspect_file", stop_at_the_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        inspect_files(paths, tmp_path / "cache.sqlite", 1, MAX_PIXELS)
+    cache = InspectionCache(tmp_path / "cache.sqlite")
+    assert [p for p in paths if cache.get(p) is not None] == seen
+
+
+def test_a_damaged_cache_is_started_afresh(tmp_path):
+    path = tmp_path / "cache.sqlite"
+    path.write_bytes(b"not a database" * 100)
+    folder = make_image_folder(tmp_path / "d", per_class=1)
+    paths = sorted(str(p) for p in folder.rglob("*.png"))
+    assert all(i.ok for i in inspect_files(paths, path, 1, MAX_PIXELS))
+    assert InspectionCache(path).get(paths[0]) is not None
 
 
 def test_a_large_jpeg_is_inspected_at_reduced_scale_with_its_full_size_and_colours(tmp_path):

@@ -9,6 +9,7 @@ import functools
 import hashlib
 import json
 import os
+import sqlite3
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -87,29 +88,47 @@ def inspect_file(path: str, max_pixels: int) -> FileInfo:
 
 
 class InspectionCache:
-    """JSON cache of FileInfo keyed by absolute path, valid while size and mtime are unchanged."""
+    """FileInfo by absolute path in SQLite, one row per file, valid while its size and mtime are unchanged.
+
+    Rows are committed as files are decoded, so an interrupted inspection keeps what it did; parallel runs
+    share one cache (SQLite's write-ahead log and a busy timeout). A cache of another CACHE_VERSION, or one
+    that is not a database, is started afresh.
+    """
+
+    COMMIT_EVERY = 512
 
     def __init__(self, path: Path):
         self.path = path
-        self.entries: dict[str, dict] = {}
-        if path.is_file():
-            try:
-                stored = json.loads(path.read_text())
-                if stored.get("version") == CACHE_VERSION:
-                    self.entries = stored["entries"]
-            except (OSError, ValueError, KeyError):
-                self.entries = {}  # a damaged cache is rebuilt, never trusted
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = self._open(path)
+        except sqlite3.DatabaseError:  # damaged, or not a database: rebuilt, never trusted
+            path.unlink(missing_ok=True)
+            self.db = self._open(path)
+        self.pending = 0
 
     @staticmethod
-    def _stamp(path: str) -> list[int]:
-        st = os.stat(path)
-        return [st.st_size, st.st_mtime_ns]
+    def _open(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, timeout=60)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, size INTEGER, mtime_ns INTEGER,"
+            " version INTEGER, info TEXT)"
+        )
+        return db
+
+    @staticmethod
+    def _key(path: str) -> bytes:
+        return os.fsencode(os.path.abspath(path))  # bytes: names that are not UTF-8 are keys too
 
     def get(self, path: str) -> FileInfo | None:
-        entry = self.entries.get(os.path.abspath(path))
-        if entry is None or entry["stamp"] != self._stamp(path):
+        row = self.db.execute(
+            "SELECT size, mtime_ns, version, info FROM files WHERE path = ?", (self._key(path),)
+        ).fetchone()
+        st = os.stat(path)
+        if row is None or tuple(row[:3]) != (st.st_size, st.st_mtime_ns, CACHE_VERSION):
             return None
-        info = entry["info"]
+        info = json.loads(row[3])
         return FileInfo(
             **{
                 **info,
@@ -120,13 +139,18 @@ class InspectionCache:
         )
 
     def put(self, info: FileInfo) -> None:
-        self.entries[os.path.abspath(info.path)] = {"stamp": self._stamp(info.path), "info": asdict(info)}
+        st = os.stat(info.path)
+        self.db.execute(
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
+            (self._key(info.path), st.st_size, st.st_mtime_ns, CACHE_VERSION, json.dumps(asdict(info))),
+        )
+        self.pending += 1
+        if self.pending >= self.COMMIT_EVERY:
+            self.save()
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")  # one per writer: parallel runs
-        tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": self.entries}))
-        os.replace(tmp, self.path)  # atomic: readers never see half a cache
+        self.db.commit()
+        self.pending = 0
 
 
 def inspect_files(paths: list[str], cache_path: Path | None, workers: int, max_pixels: int) -> list[FileInfo]:
@@ -145,6 +169,8 @@ def inspect_files(paths: list[str], cache_path: Path | None, workers: int, max_p
     if todo:
         progress = Progress("data", "decoded and hashed files", len(todo))
         with contextlib.ExitStack() as stack:
+            if cache:
+                stack.callback(cache.save)  # also when interrupted: what was decoded is kept
             if workers > 1 and len(todo) > 64:
                 pool = stack.enter_context(ProcessPoolExecutor(workers))
                 fresh = pool.map(inspect, todo, chunksize=64)
@@ -155,8 +181,6 @@ def inspect_files(paths: list[str], cache_path: Path | None, workers: int, max_p
                 infos[info.path] = info
                 if cache and info.ok:
                     cache.put(info)
-        if cache:
-            cache.save()
     return [infos[p] for p in paths]
 
 

@@ -75,7 +75,7 @@ def ensure_preprocess(cfg: DictConfig, ctx: Context, pretrained: dict | None) ->
 
 
 def inspection_cache(cfg: DictConfig) -> Path:
-    return Path(cfg.data.cache_dir) / "inspection.json"
+    return Path(cfg.data.cache_dir) / "inspection.sqlite"
 
 
 def pretrained_preprocess(spec: dict) -> dict | None:

@@ -13,7 +13,7 @@ reverse = $(if $(1),$(call reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword
 OWN_VARS = ARGS=% PORT=% INPUT=% MODEL=% TOPK=% FORMAT=% $(ARGS) $(INPUT)
 OVERRIDES = $(ARGS) $(call reverse,$(filter-out $(OWN_VARS),$(MAKEOVERRIDES)))
 
-.PHONY: install test smoke train predict ui server bench bench-accuracy bench-audit lint
+.PHONY: install test smoke train predict ui server bench bench-accuracy bench-audit bench-scale lint
 
 install:  ## create .venv and install the locked dependency set plus this package
 	python3 -m venv .venv
@@ -49,6 +49,9 @@ bench-accuracy:  ## test accuracy and time per training recipe on real photos (.
 
 bench-audit:  ## does the data audit find planted label errors and off-domain images in real photos (../shared)
 	$(PY) scripts/bench_audit.py $(ARGS)
+
+bench-scale:  ## data-stage time and memory at 10k and 50k synthetic images (ARGS="--sizes 10000,50000,200000")
+	$(PY) scripts/bench_scale.py $(ARGS)
 
 lint:
 	.venv/bin/ruff check pipeline tests

@@ -21,7 +21,16 @@ POSITIVE = (
     "trainer.max_epochs",
     "trainer.num_nodes",
     "export.calibration_images",
+    "export.latency_runs",
     "finetune.first_stage_lr_factor",
+    "data.max_pixels",
+    "validate.top_k",
+    "sanity.overfit_steps",
+    "sanity.overfit_batch_size",
+    "audit.image_size",
+    "audit.outlier_neighbours",
+    "audit.outlier_fence",
+    "audit.grid_images",
 )
 NON_NEGATIVE = (
     "optimizer.weight_decay",
@@ -34,8 +43,21 @@ NON_NEGATIVE = (
     "train.cutmix_alpha",
     "finetune.backbone_lr_factor",
     "finetune.unfreeze_epoch",
+    "data.inspect_workers",
+    "validate.top_losses",
+    "validate.gradcam",
+    "validate.gradcam_per_class",
+    "audit.blurry",
+    "audit.low_information",
 )
-FRACTIONS = ("data.val_fraction", "data.test_fraction", "train.mix_prob")
+FRACTIONS = ("data.val_fraction", "data.test_fraction", "train.mix_prob", "audit.dark", "audit.bright")
+BELOW_ONE = ("train.label_smoothing", "model.drop_rate", "model.drop_path_rate")
+RANGES = {  # key -> (lowest, highest) allowed
+    "data.near_duplicate_distance": (0, 63),  # bits that may differ between two 64-bit perceptual hashes
+    "audit.duplicate_similarity": (0.5, 1.0),  # cosine similarity; below 0.5 nearly every pair would match
+    "data.imbalance_threshold": (1.0, float("inf")),  # largest / smallest class
+    "audit.odd_aspect_ratio": (1.0, float("inf")),  # long side / short side
+}
 STAGE_PREFIXES = ("data/", "sanity/", "train/", "val/", "test/", "export/")  # how every logged metric starts
 # lightning.Trainer arguments the train stage sets itself
 PIPELINE_OWNED = ("callbacks", "plugins", "logger", "default_root_dir", "enable_model_summary")
@@ -52,10 +74,15 @@ def check_config(cfg: DictConfig) -> None:
     for key in FRACTIONS:
         if not 0 <= _get(cfg, key) <= 1:
             raise PipelineError(f"{key} must be within [0, 1], got {_get(cfg, key)}")
+    for key in BELOW_ONE:
+        if _get(cfg, key) >= 1:
+            raise PipelineError(f"{key} must be < 1, got {_get(cfg, key)}")
+    for key, (low, high) in RANGES.items():
+        if not low <= _get(cfg, key) <= high:
+            raise PipelineError(f"{key} must be within [{low}, {high}], got {_get(cfg, key)}")
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
         raise PipelineError("data.val_fraction + data.test_fraction must leave images for training")
-    if cfg.train.label_smoothing >= 1:
-        raise PipelineError(f"train.label_smoothing must be < 1, got {cfg.train.label_smoothing}")
+    check_named_settings(cfg)
     check_objective(cfg.objective, "train" in cfg.stages)
     if "train" in cfg.stages:
         check_training(cfg)
@@ -63,6 +90,16 @@ def check_config(cfg: DictConfig) -> None:
         from pipeline.models.factory import check_model_name
 
         check_model_name(cfg.model.name)
+
+
+def check_named_settings(cfg: DictConfig) -> None:
+    """Settings whose shape the schema's types cannot state."""
+    if not str(cfg.tracking.experiment).strip():
+        raise PipelineError("tracking.experiment must name an experiment, got an empty name")
+    for key in ("augment.mean", "augment.std"):
+        value = _get(cfg, key)
+        if value is not None and len(value) != 3:
+            raise PipelineError(f"{key} needs one value per RGB channel (3), got {list(value)}")
 
 
 def check_objective(objective: str, trains: bool) -> None:

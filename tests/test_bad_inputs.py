@@ -58,6 +58,12 @@ def manifest(tmp: Path, text: str) -> Path:
     return root / "labels.csv"
 
 
+def binary_manifest(tmp: Path) -> Path:
+    path = manifest(tmp, "")
+    path.write_bytes(b"\xff\xfe\x00\x01 not text")
+    return path
+
+
 def checkpoint(tmp: Path, classes: list[str], name: str = "simple_cnn") -> Path:
     classifier = Classifier(
         model={"name": name, "kwargs": {"channels": [8]} if name == "simple_cnn" else {}},
@@ -161,6 +167,78 @@ CASES = [
         "output folder not writable",
         lambda tmp: [f"output_dir={a_file(tmp)}/out"],
         "output folder",
+    ),
+    # ranges and shapes the schema's types cannot state
+    ("image size 0", ["data.image_size=0"], "data.image_size must be > 0, got 0"),
+    ("negative loader workers", ["data.num_workers=-1"], "data.num_workers must be >= 0"),
+    ("negative weight decay", ["optimizer.weight_decay=-1"], "optimizer.weight_decay must be >= 0"),
+    ("negative test fraction", ["data.test_fraction=-0.1"], "data.test_fraction must be within [0, 1]"),
+    (
+        "hash distance above 63",
+        ["data.near_duplicate_distance=65"],
+        "near_duplicate_distance must be within [0, 63]",
+    ),
+    ("negative hash distance", ["data.near_duplicate_distance=-1"], "near_duplicate_distance must be within"),
+    ("pixel cap 0", ["data.max_pixels=0"], "data.max_pixels must be > 0"),
+    ("no outlier neighbours", ["audit.outlier_neighbours=0"], "audit.outlier_neighbours must be > 0"),
+    ("similarity above 1", ["audit.duplicate_similarity=1.5"], "audit.duplicate_similarity must be within"),
+    ("top-k 0", ["validate.top_k=0"], "validate.top_k must be > 0"),
+    ("negative overfit steps", ["sanity.overfit_steps=-1"], "sanity.overfit_steps must be > 0"),
+    ("negative Grad-CAM count", ["validate.gradcam=-1"], "validate.gradcam must be >= 0"),
+    ("seed that is not a number", ["seed=abc"], "could not be converted to Integer"),
+    ("no stages", ["stages=[]"], "unknown or no stages []"),
+    ("mean of one channel", ["augment.mean=[0.5]"], "augment.mean needs one value per RGB channel"),
+    ("drop rate above 1", ["model.drop_rate=1.5"], "model.drop_rate must be < 1"),
+    ("label smoothing above 1", ["train.label_smoothing=2"], "train.label_smoothing must be < 1"),
+    (
+        "imbalance threshold below 1",
+        ["data.imbalance_threshold=0.5"],
+        "data.imbalance_threshold must be within",
+    ),
+    ("empty experiment name", ["tracking.experiment=''"], "tracking.experiment must name an experiment"),
+    # the audit's backbone
+    (
+        "audit backbone without pretrained config",
+        ["data.audit=true", "model@audit.backbone=simple_cnn"],
+        "simple_cnn has no pretrained data config",
+    ),
+    (
+        "audit backbone that keeps its classifier",
+        ["data.audit=true", "model@audit.backbone=alexnet"],
+        "alexnet cannot drop its classifier",
+    ),
+    # manifests
+    ("CSV with a header only", root_is(lambda tmp: manifest(tmp, "path,label\n")), "lists no images"),
+    (
+        "CSV with an unknown split",
+        root_is(lambda tmp: manifest(tmp, "path,label,split\nstripes_h/000.png,a,training\n")),
+        "unknown split 'training'",
+    ),
+    (
+        "CSV with splits on some rows",
+        root_is(
+            lambda tmp: manifest(tmp, "path,label,split\nstripes_h/000.png,a,train\nstripes_h/001.png,b,\n")
+        ),
+        "give a split on every row",
+    ),
+    ("empty CSV", root_is(lambda tmp: manifest(tmp, "")), "needs a header with columns path,label"),
+    ("CSV that is not UTF-8", root_is(lambda tmp: binary_manifest(tmp)), "is not UTF-8 text"),
+    # models and runs named that are not there
+    (
+        "ONNX file missing",
+        lambda tmp: ["stages=[validate]", f"onnx_path={tmp / 'no.onnx'}"],
+        "ONNX file not found",
+    ),
+    (
+        "from_run unknown",
+        ["stages=[validate]", f"from_run={'0' * 32}"],
+        f"from_run: no MLflow run {'0' * 32}",
+    ),
+    ("resume an unknown run", [f"resume={'0' * 32}"], f"resume: no MLflow run {'0' * 32}"),
+    (
+        "resume a text file",
+        lambda tmp: ["stages=[train]", f"train.resume={a_file(tmp, b'hello')}"],
+        "is not a checkpoint this pipeline wrote",
     ),
     (
         "tracking URI of no known store",

@@ -157,14 +157,19 @@ def scan_folder(root: Path) -> tuple[list[str], list[tuple[Path, str, str | None
 
 def read_manifest(csv_path: Path) -> tuple[list[str], list[tuple[Path, str, str | None]]]:
     """A CSV with columns path,label[,split]; paths are relative to the CSV's folder."""
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's UTF-8 starts with a BOM
-        reader = csv.DictReader(f)
-        columns = set(reader.fieldnames or [])
-        if not {"path", "label"} <= columns:
-            raise PipelineError(
-                f"{csv_path} needs a header with columns path,label[,split]; got {sorted(columns)}"
-            )
-        rows = list(reader)
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's UTF-8 starts with a BOM
+            reader = csv.DictReader(f)
+            columns = set(reader.fieldnames or [])
+            rows = list(reader)
+    except UnicodeDecodeError as err:
+        raise PipelineError(
+            f"{csv_path} is not UTF-8 text ({err.reason} at byte {err.start}): save it as CSV UTF-8"
+        ) from err
+    if not {"path", "label"} <= columns:
+        raise PipelineError(
+            f"{csv_path} needs a header with columns path,label[,split]; got {sorted(columns)}"
+        )
     items: list[tuple[Path, str, str | None]] = []
     missing: list[str] = []
     for line, row in enumerate(rows, start=2):

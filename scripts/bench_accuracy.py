@@ -13,7 +13,6 @@ bench/accuracy.json.
 """
 
 import argparse
-import datetime
 import json
 import os
 import random
@@ -24,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench_common import ROOT, child_env, machine
+
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "sign_language_digits" / "Dataset"
 PRETRAINED = ["model=efficientnet_lite0"]
 RECIPES = {  # name -> (what it is, overrides)
@@ -73,7 +73,7 @@ def run_recipe(data: Path, overrides: list[str], work: Path, name: str) -> dict:
         "stages=[data,sanity,train,validate]", f"tracking.dir={work / 'mlruns'}",
         f"hydra.run.dir={work / 'runs' / name}", f"data.cache_dir={work / 'cache'}",
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MAKEFLAGS")}
+    env = child_env()
     log = work / f"{name}.log"
     start = time.perf_counter()
     with open(log, "w") as out:
@@ -134,16 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"bench_accuracy: {name} ...", flush=True)
                     rows[name] = {"what": what, **run_recipe(data, [*overrides, *budget], work, name)}
                     print(f"bench_accuracy: {name}: {json.dumps(rows[name])}", flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    info = {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "commit": commit.stdout.strip(),
-        "cpu_count": os.cpu_count(),
-        "load_before": load_before,
-        "load_after": os.getloadavg()[0],
-        "data": str(args.data),
-        "budget": " ".join(budget) + " (other settings: the presets' defaults)",
-    }
+    budget_line = " ".join(budget) + " (other settings: the presets' defaults)"
+    info = machine(load_before, data=str(args.data), budget=budget_line)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "accuracy.md").write_text(markdown(rows, info))
     (args.out / "accuracy.json").write_text(json.dumps({"machine": info, "recipes": rows}, indent=2) + "\n")

@@ -12,7 +12,6 @@ off-domain images audit/outliers.csv or audit/quality.csv name. The photos are
 
 import argparse
 import csv
-import datetime
 import json
 import os
 import random
@@ -23,9 +22,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_common import ROOT, child_env, machine
 from PIL import Image, ImageDraw
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "sign_language_digits" / "Dataset"
 PLACEHOLDERS = ("Sorry, this image\ncould not be found", "IMAGE NOT\nAVAILABLE", "404", "no preview")
 
@@ -78,7 +77,7 @@ def run_data_stage(data: Path, work: Path, name: str) -> dict:
         sys.executable, "-m", "pipeline", "data=folder", f"data.root={data}", "stages=[data]",
         f"tracking.dir={work / 'mlruns'}", f"hydra.run.dir={out}", f"data.cache_dir={work / 'cache'}",
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MAKEFLAGS")}
+    env = child_env()
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -153,17 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         off_domain = off_domain_images(data, sorted(p.name for p in data.iterdir()), args.seed)
         runs = {name: run_data_stage(data, work, name) for name in ("cold", "warm")}
         images = sum(1 for _ in data.rglob("*.*"))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    info = {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "commit": commit.stdout.strip(),
-        "cpu_count": os.cpu_count(),
-        "load_before": load_before,
-        "load_after": os.getloadavg()[0],
-        "data": str(args.data),
-        "images": images,
-        "seed": args.seed,
-    }
+    info = machine(load_before, data=str(args.data), images=images, seed=args.seed)
     result = {"scores": score(runs["cold"]["found"], moved, off_domain)}
     result |= {name: {k: v for k, v in run.items() if k != "found"} for name, run in runs.items()}
     args.out.mkdir(parents=True, exist_ok=True)

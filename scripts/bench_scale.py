@@ -10,7 +10,6 @@ and the growth exponent between consecutive sizes (1.0 = linear). Writes bench/s
 """
 
 import argparse
-import datetime
 import json
 import math
 import os
@@ -22,9 +21,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_common import ROOT, child_env, machine
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
 CLASSES = 10
 
 
@@ -50,7 +49,7 @@ def data_stage(data: Path, work: Path, name: str) -> dict:
         "stages=[data]", "data.audit=false", f"tracking.dir={work / 'mlruns'}",
         f"hydra.run.dir={work / 'runs' / name}", f"data.cache_dir={work / 'cache'}",
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MAKEFLAGS")}
+    env = child_env()
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -117,14 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                      "cold_peak_mb": cold["peak_mb"], "warm_peak_mb": warm["peak_mb"],
                      "search_s": search_s, "pairs": pairs})  # fmt: skip
         print(f"bench_scale: {json.dumps(rows[-1])}", flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    info = {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "commit": commit.stdout.strip(),
-        "cpu_count": os.cpu_count(),
-        "load_before": load_before,
-        "load_after": os.getloadavg()[0],
-    }
+    info = machine(load_before)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scale.md").write_text(markdown(rows, info))
     (args.out / "scale.json").write_text(json.dumps({"machine": info, "sizes": rows}, indent=2) + "\n")

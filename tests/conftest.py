@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -47,6 +48,10 @@ def load_script(name: str):
     import importlib.util
 
     path = Path(CONF_DIR).parent / "scripts" / f"{name}.py"
+    if (
+        str(path.parent) not in sys.path
+    ):  # as when run: a script imports its neighbours (bench_common) by name
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

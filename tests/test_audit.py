@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image, ImageFilter
 
 from pipeline.data import audit as audit_module
+from pipeline.data import embeddings
 from pipeline.data.audit import audit
 from pipeline.data.integrity import find_problems, inspect_files
 from pipeline.data.quality import Thresholds, measure, quality_issues
@@ -150,7 +151,7 @@ def test_drop_policies_remove_flagged_images_from_training_only(
 
 
 def test_audit_off_embeds_nothing_and_writes_no_tables(make_cfg, planted, tmp_path, monkeypatch):
-    monkeypatch.setattr(audit_module, "embed", lambda *a, **k: pytest.fail("embedded with data.audit=false"))
+    monkeypatch.setattr(embeddings, "embed", lambda *a, **k: pytest.fail("embedded with data.audit=false"))
     run(make_cfg("stages=[data]", "data.audit=false", root=planted["root"]))
     assert (tmp_path / "out" / "index.csv").is_file() and not (tmp_path / "out" / "audit").exists()
 

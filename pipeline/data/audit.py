@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.data.embeddings import embed
 from pipeline.data.integrity import FileInfo, fingerprint
 from pipeline.data.label_issues import find_label_issues
 from pipeline.data.neighbours import find_outliers, nearest, similar_pairs
@@ -69,6 +68,8 @@ def audit(
     quality = find_quality_issues(good, settings)
     if len(good) < 3:
         return AuditReport([], [], quality, [])
+    from pipeline.data.embeddings import embed  # torch, timm and onnx: imported only when the audit runs
+
     paths, contents = [r.path for r, _ in good], [fingerprint(i) for _, i in good]
     vectors = embed(paths, contents, settings["backbone"], settings["image_size"], cache_folder)
     neighbours = nearest(vectors, settings["outlier_neighbours"])

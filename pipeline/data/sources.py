@@ -99,15 +99,22 @@ def digits_folder(cache_dir: Path) -> Path:
     return target
 
 
-def _images_in(folder: Path) -> list[Path]:
-    """Image files under folder, hidden ones left out (macOS `._*` companions, `.thumbnails/` folders)."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        and p.is_file()
-    )
+def _images_in(folder: Path, unread: Counter) -> list[Path]:
+    """Image files under folder, hidden ones left out (macOS `._*` companions, `.thumbnails/` folders);
+    pictures in formats not read here are counted in `unread` by suffix. One directory walk, no stat per
+    file (os.walk's entries know what is a file), which matters at a million files."""
+    images = []
+    for current, folders, files in os.walk(folder):
+        folders[:] = [f for f in folders if not f.startswith(".")]
+        for name in files:
+            suffix = os.path.splitext(name)[1].lower()
+            if name.startswith("."):
+                continue
+            if suffix in IMAGE_SUFFIXES:
+                images.append(Path(current, name))
+            elif suffix in UNREAD_IMAGE_SUFFIXES:
+                unread[suffix] += 1
+    return sorted(images)
 
 
 def class_name(folder: Path) -> str:
@@ -130,19 +137,19 @@ def scan_folder(root: Path) -> tuple[list[str], list[tuple[Path, str, str | None
     split_dirs = {d: SPLIT_ALIASES[d.name.lower()] for d in top if d.name.lower() in SPLIT_ALIASES}
     items: list[tuple[Path, str, str | None]] = []
     empty: list[str] = []
+    unread: Counter = Counter()
     folders = (
         [(c, s) for d, s in split_dirs.items() for c in _class_dirs(d)]
         if split_dirs
         else [(c, None) for c in top]
     )
     for class_dir, split in folders:
-        found = [(p, class_name(class_dir), split) for p in _images_in(class_dir)]
+        found = [(p, class_name(class_dir), split) for p in _images_in(class_dir, unread)]
         items += found
         if not found:
             empty.append(str(class_dir.relative_to(root)))
     if empty and items:
         log.warning("%d class folder(s) without images skipped: %s", len(empty), ", ".join(empty[:5]))
-    unread = Counter(p.suffix.lower() for p in root.rglob("*") if p.suffix.lower() in UNREAD_IMAGE_SUFFIXES)
     if unread:
         kinds = ", ".join(f"{suffix} {n}" for suffix, n in unread.most_common())
         log.warning(

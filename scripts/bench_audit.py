@@ -15,14 +15,12 @@ import csv
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import ROOT, child_env, machine
+from bench_common import ROOT, machine, run_data_stage
 from PIL import Image, ImageDraw
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "sign_language_digits" / "Dataset"
@@ -70,19 +68,10 @@ def off_domain_images(target: Path, classes: list[str], seed: int) -> set[str]:
     return paths
 
 
-def run_data_stage(data: Path, work: Path, name: str) -> dict:
+def audited_run(data: Path, work: Path, name: str) -> dict:
     """One `stages=[data]` run: wall time, the audit's own time, and the paths each audit CSV names."""
+    wall, _ = run_data_stage(data, work, name)
     out = work / "runs" / name
-    command = [
-        sys.executable, "-m", "pipeline", "data=folder", f"data.root={data}", "stages=[data]",
-        f"tracking.dir={work / 'mlruns'}", f"hydra.run.dir={out}", f"data.cache_dir={work / 'cache'}",
-    ]  # fmt: skip
-    env = child_env()
-    start = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"{name} exited with {done.returncode}:\n{done.stderr[-2000:]}")
     found = {}
     for table in ("label_issues", "outliers", "quality"):
         with (out / "audit" / f"{table}.csv").open() as f:
@@ -150,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         data = work / "data"
         moved = noisy_copy(args.data, data, args.noise, args.seed)
         off_domain = off_domain_images(data, sorted(p.name for p in data.iterdir()), args.seed)
-        runs = {name: run_data_stage(data, work, name) for name in ("cold", "warm")}
+        runs = {name: audited_run(data, work, name) for name in ("cold", "warm")}
         images = sum(1 for _ in data.rglob("*.*"))
     info = machine(load_before, data=str(args.data), images=images, seed=args.seed)
     result = {"scores": score(runs["cold"]["found"], moved, off_domain)}

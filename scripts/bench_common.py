@@ -6,6 +6,8 @@ Imported by name (`from bench_common import ...`): a script's own folder is firs
 import datetime
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,3 +29,20 @@ def machine(load_before: float, **extra) -> dict:
 def child_env() -> dict[str, str]:
     """This environment for a pipeline run in a child process: its own store, not the caller's or make's."""
     return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MAKEFLAGS")}
+
+
+def run_data_stage(
+    data: Path, work: Path, name: str, *overrides: str, wrapper: tuple[str, ...] = ()
+) -> tuple[float, subprocess.CompletedProcess]:
+    """`python -m pipeline stages=[data]` on the folder `data` in a child process (behind `wrapper`, e.g.
+    /usr/bin/time), its store, caches and outputs (runs/<name>) under `work`; wall seconds and the result."""
+    command = [
+        *wrapper, sys.executable, "-m", "pipeline", "data=folder", f"data.root={data}", "stages=[data]",
+        *overrides, f"tracking.dir={work / 'mlruns'}", f"hydra.run.dir={work / 'runs' / name}",
+        f"data.cache_dir={work / 'cache'}",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env=child_env(), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} exited with {done.returncode}:\n{done.stderr[-2000:]}")
+    return time.perf_counter() - start, done

@@ -14,14 +14,13 @@ import json
 import math
 import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import ROOT, child_env, machine
+from bench_common import ROOT, machine, run_data_stage
 from PIL import Image
 
 CLASSES = 10
@@ -44,17 +43,7 @@ def synthesize(folder: Path, n: int, seed: int) -> None:
 
 def data_stage(data: Path, work: Path, name: str) -> dict:
     """One `stages=[data]` run in a child process: wall time and its peak resident memory."""
-    command = [
-        "/usr/bin/time", "-f", "%M", sys.executable, "-m", "pipeline", "data=folder", f"data.root={data}",
-        "stages=[data]", "data.audit=false", f"tracking.dir={work / 'mlruns'}",
-        f"hydra.run.dir={work / 'runs' / name}", f"data.cache_dir={work / 'cache'}",
-    ]  # fmt: skip
-    env = child_env()
-    start = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"{name} exited with {done.returncode}:\n{done.stderr[-2000:]}")
+    wall, done = run_data_stage(data, work, name, "data.audit=false", wrapper=("/usr/bin/time", "-f", "%M"))
     return {"wall_s": round(wall, 1), "peak_mb": round(int(done.stderr.strip().splitlines()[-1]) / 1024)}
 
 

@@ -2,9 +2,12 @@
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.data.sources import DatasetIndex
-from pipeline.data.transforms import Preprocess
+
+if TYPE_CHECKING:  # transforms imports albumentations and torch, which a data-only run does not need
+    from pipeline.data.transforms import Preprocess
 
 
 @dataclass
@@ -13,7 +16,7 @@ class Context:
     index: DatasetIndex | None = None
     # per-channel mean and std of the training images, in [0, 1]
     dataset_mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None
-    preprocess: Preprocess | None = None
+    preprocess: "Preprocess | None" = None
     ckpt_path: Path | None = None
     onnx_path: Path | None = None
     metrics: dict[str, float] = field(default_factory=dict)

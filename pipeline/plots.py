@@ -30,7 +30,7 @@ def image_sizes(widths: list[int], heights: list[int]) -> Figure:
     """Histograms of image width and height (log-scaled counts, so rare outliers stay visible)."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for ax, values, name in zip(axes, (widths, heights), ("width", "height"), strict=True):
-        ax.hist(values, bins=30, log=True)
+        ax.hist(np.asarray(values), bins=30, log=True)  # an array: matplotlib walks a list item by item
         ax.set_xlabel(f"{name} (px)")
         ax.set_ylabel("images")
     fig.suptitle("Image sizes")

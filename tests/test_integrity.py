@@ -123,8 +123,8 @@ def test_parallel_runs_can_share_one_inspection_cache_and_keep_every_row(tmp_pat
     for w in writers:
         w.join(timeout=60)
     assert [w.exitcode for w in writers] == [0, 0, 0]
-    cache = InspectionCache(path)
-    assert all(cache.get(str(p)) is not None for f in folders for p in f.rglob("*.png"))  # 180 rows
+    written = [str(p) for f in folders for p in f.rglob("*.png")]
+    assert len(InspectionCache(path).lookup(written)) == len(written) == 180
 
 
 def test_an_interrupted_inspection_keeps_what_it_decoded(tmp_path, monkeypatch):
@@ -141,8 +141,7 @@ def test_an_interrupted_inspection_keeps_what_it_decoded(tmp_path, monkeypatch):
     monkeypatch.setattr("pipeline.data.integrity.inspect_file", stop_at_the_fifth)
     with pytest.raises(KeyboardInterrupt):
         inspect_files(paths, tmp_path / "cache.sqlite", 1, MAX_PIXELS)
-    cache = InspectionCache(tmp_path / "cache.sqlite")
-    assert [p for p in paths if cache.get(p) is not None] == seen
+    assert sorted(InspectionCache(tmp_path / "cache.sqlite").lookup(paths)) == seen
 
 
 def test_a_damaged_cache_is_started_afresh(tmp_path):
@@ -151,7 +150,7 @@ def test_a_damaged_cache_is_started_afresh(tmp_path):
     folder = make_image_folder(tmp_path / "d", per_class=1)
     paths = sorted(str(p) for p in folder.rglob("*.png"))
     assert all(i.ok for i in inspect_files(paths, path, 1, MAX_PIXELS))
-    assert InspectionCache(path).get(paths[0]) is not None
+    assert set(InspectionCache(path).lookup(paths)) == set(paths)
 
 
 def test_a_large_jpeg_is_inspected_at_reduced_scale_with_its_full_size_and_colours(tmp_path):

@@ -1,4 +1,5 @@
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from conftest import make_image_folder
@@ -29,10 +30,22 @@ def test_train_only_split_folder_carves_val_out_of_train(tmp_path):
     assert Counter(r.split for r in index.records) == {"train": 24, "val": 6}
 
 
+def test_files_in_nested_folders_keep_the_order_path_objects_sort_in(image_folder):
+    # the seeded split follows this order: "sub" before "sub-2" part by part, though "sub-" < "sub/" as text
+    for folder, name in [("sub-2", "a.png"), ("sub", "b.png"), ("sub", "a.png"), ("sub.x", "c.png")]:
+        (image_folder / "checker" / folder).mkdir(exist_ok=True)
+        (image_folder / "checker" / folder / name).write_bytes(
+            next((image_folder / "checker").glob("*.png")).read_bytes()
+        )
+    _, items = scan_folder(image_folder)
+    paths = [p for p, label, _ in items if label == "checker"]
+    assert paths == [str(p) for p in sorted(Path(p) for p in paths)] and paths != sorted(paths)
+
+
 def test_non_image_files_are_not_indexed(image_folder):
     (image_folder / "checker" / "notes.txt").write_text("not an image")
     _, items = scan_folder(image_folder)
-    assert len(items) == 36 and all(p.suffix == ".png" for p, _, _ in items)
+    assert len(items) == 36 and all(p.endswith(".png") for p, _, _ in items)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from pipeline.data.integrity import FileInfo, fingerprint
-from pipeline.data.label_issues import find_label_issues
 from pipeline.data.neighbours import find_outliers, nearest, similar_pairs
 from pipeline.data.quality import Thresholds, quality_issues
 from pipeline.data.sources import TEXT_ERRORS, DatasetIndex, Record, require_train_images
@@ -69,6 +68,7 @@ def audit(
     if len(good) < 3:
         return AuditReport([], [], quality, [])
     from pipeline.data.embeddings import embed  # torch, timm and onnx: imported only when the audit runs
+    from pipeline.data.label_issues import find_label_issues  # scikit-learn and cleanlab: likewise
 
     paths, contents = [r.path for r, _ in good], [fingerprint(i) for _, i in good]
     vectors = embed(paths, contents, settings["backbone"], settings["image_size"], cache_folder)

@@ -18,7 +18,6 @@ can tell a crop from another shot.
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.neighbors import NearestNeighbors
 
 
 @dataclass(frozen=True)
@@ -35,6 +34,8 @@ class Neighbours:
 
 def nearest(vectors: np.ndarray, k: int) -> Neighbours:
     """Each row's k nearest other rows (itself left out), from one exact search."""
+    from sklearn.neighbors import NearestNeighbors  # 1 s to import: only when the audit runs
+
     k = min(k, len(vectors) - 1)
     distances, indices = NearestNeighbors(n_neighbors=k + 1).fit(vectors).kneighbors(vectors)
     return Neighbours(distances[:, 1:], indices[:, 1:])

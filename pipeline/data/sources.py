@@ -38,7 +38,7 @@ SPLITS = ("train", "val", "test")
 TEXT_ERRORS = "backslashreplace"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Record:
     path: str
     label: int
@@ -99,10 +99,11 @@ def digits_folder(cache_dir: Path) -> Path:
     return target
 
 
-def _images_in(folder: Path, unread: Counter) -> list[Path]:
+def _images_in(folder: Path, unread: Counter) -> list[str]:
     """Image files under folder, hidden ones left out (macOS `._*` companions, `.thumbnails/` folders);
     pictures in formats not read here are counted in `unread` by suffix. One directory walk, no stat per
-    file (os.walk's entries know what is a file), which matters at a million files."""
+    file (os.walk's entries know what is a file), and plain strings, not Path objects: this runs per file,
+    at a million files. Sorted by path component, the order Path objects sort in (the split depends on it)."""
     images = []
     for current, folders, files in os.walk(folder):
         folders[:] = [f for f in folders if not f.startswith(".")]
@@ -111,10 +112,10 @@ def _images_in(folder: Path, unread: Counter) -> list[Path]:
             if name.startswith("."):
                 continue
             if suffix in IMAGE_SUFFIXES:
-                images.append(Path(current, name))
+                images.append(os.path.join(current, name))
             elif suffix in UNREAD_IMAGE_SUFFIXES:
                 unread[suffix] += 1
-    return sorted(images)
+    return sorted(images, key=lambda path: path.split(os.sep))
 
 
 def class_name(folder: Path) -> str:
@@ -127,7 +128,7 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def scan_folder(root: Path) -> tuple[list[str], list[tuple[Path, str, str | None]]]:
+def scan_folder(root: Path) -> tuple[list[str], list[tuple[str, str, str | None]]]:
     """Return class names and (path, class name, split or None) for every image under root."""
     if not root.exists():
         raise PipelineError(f"data folder not found: {root}")
@@ -135,7 +136,7 @@ def scan_folder(root: Path) -> tuple[list[str], list[tuple[Path, str, str | None
         raise PipelineError(f"data.root is not a folder: {root}")
     top = _class_dirs(root)
     split_dirs = {d: SPLIT_ALIASES[d.name.lower()] for d in top if d.name.lower() in SPLIT_ALIASES}
-    items: list[tuple[Path, str, str | None]] = []
+    items: list[tuple[str, str, str | None]] = []
     empty: list[str] = []
     unread: Counter = Counter()
     folders = (
@@ -144,7 +145,8 @@ def scan_folder(root: Path) -> tuple[list[str], list[tuple[Path, str, str | None
         else [(c, None) for c in top]
     )
     for class_dir, split in folders:
-        found = [(p, class_name(class_dir), split) for p in _images_in(class_dir, unread)]
+        name = class_name(class_dir)
+        found = [(path, name, split) for path in _images_in(class_dir, unread)]
         items += found
         if not found:
             empty.append(str(class_dir.relative_to(root)))
@@ -162,7 +164,7 @@ def scan_folder(root: Path) -> tuple[list[str], list[tuple[Path, str, str | None
     return _check_classes(root, items)
 
 
-def read_manifest(csv_path: Path) -> tuple[list[str], list[tuple[Path, str, str | None]]]:
+def read_manifest(csv_path: Path) -> tuple[list[str], list[tuple[str, str, str | None]]]:
     """A CSV with columns path,label[,split]; paths are relative to the CSV's folder."""
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's UTF-8 starts with a BOM
@@ -177,11 +179,11 @@ def read_manifest(csv_path: Path) -> tuple[list[str], list[tuple[Path, str, str 
         raise PipelineError(
             f"{csv_path} needs a header with columns path,label[,split]; got {sorted(columns)}"
         )
-    items: list[tuple[Path, str, str | None]] = []
+    items: list[tuple[str, str, str | None]] = []
     missing: list[str] = []
     for line, row in enumerate(rows, start=2):
-        path = (csv_path.parent / row["path"]).resolve()
-        if not path.is_file():
+        path = str((csv_path.parent / row["path"]).resolve())
+        if not os.path.isfile(path):
             missing.append(row["path"])
         split = (row.get("split") or "").strip().lower() or None
         if split is not None and split not in SPLIT_ALIASES:
@@ -199,10 +201,10 @@ def read_manifest(csv_path: Path) -> tuple[list[str], list[tuple[Path, str, str 
     return _check_classes(csv_path, items)
 
 
-def _first_row_per_file(csv_path: Path, items: list[tuple[Path, str, str | None]]) -> list:
+def _first_row_per_file(csv_path: Path, items: list[tuple[str, str, str | None]]) -> list:
     """A file listed twice would sit in two splits (or two classes): each file is kept once, at its first
     row, before the split, and a warning says how many rows went."""
-    seen: dict[Path, tuple[Path, str, str | None]] = {}
+    seen: dict[str, tuple[str, str, str | None]] = {}
     for item in items:
         seen.setdefault(item[0], item)
     if len(seen) < len(items):
@@ -215,7 +217,7 @@ def _first_row_per_file(csv_path: Path, items: list[tuple[Path, str, str | None]
     return list(seen.values())
 
 
-def _check_classes(root: Path, items: list[tuple[Path, str, str | None]]):
+def _check_classes(root: Path, items: list[tuple[str, str, str | None]]):
     class_names = sorted({name for _, name, _ in items})
     by_case: dict[str, list[str]] = {}
     for name in class_names:
@@ -282,8 +284,7 @@ def build_index(root: Path, val_fraction: float, test_fraction: float, seed: int
             for i, s in zip(train_idx, carved, strict=True):
                 splits[i] = s
     records = [
-        Record(str(path), label, split)
-        for (path, _, _), label, split in zip(items, labels, splits, strict=True)
+        Record(path, label, split) for (path, _, _), label, split in zip(items, labels, splits, strict=True)
     ]
     return require_train_images(DatasetIndex(str(root), class_names, records))
 

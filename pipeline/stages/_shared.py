@@ -2,6 +2,7 @@
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
@@ -10,11 +11,13 @@ from pipeline.data.audit import AuditReport, audit, drop_flagged
 from pipeline.data.integrity import FileInfo, Findings, apply_policies, find_problems, inspect_files
 from pipeline.data.sources import DatasetIndex, build_index, resolve_root
 from pipeline.data.stats import channel_mean_std
-from pipeline.data.transforms import Preprocess, resolve_preprocess
 from pipeline.errors import PipelineError
 from pipeline.recipe import finetune_recipe
 from pipeline.schema import plain
 from pipeline.tracking import download_best_checkpoint, resolve_tracking_uri
+
+if TYPE_CHECKING:
+    from pipeline.data.transforms import Preprocess
 
 log = logging.getLogger("pipeline.data")
 
@@ -63,8 +66,10 @@ def inspect_split(cfg: DictConfig, index: DatasetIndex, split: str | None) -> li
     return inspect_files(paths, inspection_cache(cfg), cfg.data.inspect_workers, cfg.data.max_pixels)
 
 
-def ensure_preprocess(cfg: DictConfig, ctx: Context, pretrained: dict | None) -> Preprocess:
+def ensure_preprocess(cfg: DictConfig, ctx: Context, pretrained: dict | None) -> "Preprocess":
     """Resolve size, resize, crop and normalization once; later stages reuse the same Preprocess."""
+    from pipeline.data.transforms import resolve_preprocess  # albumentations and torch: not for data alone
+
     if ctx.preprocess is None:
         if ctx.dataset_mean_std is None:
             ctx.dataset_mean_std = channel_mean_std(inspect_split(cfg, ensure_index(cfg, ctx), "train"))

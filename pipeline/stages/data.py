@@ -10,8 +10,7 @@ from omegaconf import DictConfig
 from pipeline import plots
 from pipeline.context import Context
 from pipeline.data.audit import AuditReport, write_csvs
-from pipeline.data.decode import decode_rgb
-from pipeline.data.images import thumbnail_rgb
+from pipeline.data.decode import decode_rgb, thumbnail_rgb
 from pipeline.data.stats import channel_mean_std, dataset_stats
 from pipeline.stages._shared import apply_all_policies, inspected_index
 from pipeline.tracking import Tracker

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import summary
 from pipeline.config_checks import check_config
 from pipeline.context import Context
+from pipeline.cpu_share import fit_workers_to_share
 from pipeline.errors import PipelineError
 from pipeline.ranks import SilentTracker, is_rank_zero, worker_stages
 from pipeline.schema import STAGE_NAMES, Config
@@ -64,6 +65,7 @@ def run(cfg: DictConfig) -> float | None:
     check_stages(list(cfg.stages))
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # fail before any run starts
     check_config(cfg)
+    fit_workers_to_share(cfg)
     quiet_known_noise()
     if not is_rank_zero():
         return run_worker(cfg)

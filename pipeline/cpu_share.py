@@ -1,0 +1,39 @@
+"""A run's share of the CPU, so that runs side by side do not oversubscribe it.
+
+Hydra's parallel launcher (joblib's loky backend) starts each of its n jobs with OMP_NUM_THREADS set to
+cores / n, which torch reads for its compute threads. Worker processes are the pipeline's own choice: they
+are fitted to the same share here, since 4 busy processes on 2 cores ran 10-20x slower, not 2x.
+"""
+
+import logging
+import os
+
+from omegaconf import DictConfig
+
+log = logging.getLogger("pipeline")
+WORKER_SETTINGS = ("data.num_workers", "data.inspect_workers")
+
+
+def thread_budget() -> int | None:
+    """The compute threads a launcher gave this process (OMP_NUM_THREADS), or None when none was set."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def fit_workers_to_share(cfg: DictConfig) -> None:
+    """Lower data.num_workers and data.inspect_workers to this process's thread budget, saying so."""
+    budget = thread_budget()
+    if budget is None:
+        return
+    for key in WORKER_SETTINGS:
+        section, name = key.split(".")
+        wanted = cfg[section][name]
+        if wanted > budget:
+            cfg[section][name] = budget
+            log.info(
+                "%s=%d lowered to %d: this run's share of the CPU (OMP_NUM_THREADS=%d)",
+                key,
+                wanted,
+                budget,
+                budget,
+            )

@@ -56,10 +56,10 @@ def error_line(err: BaseException) -> str | None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from pipeline.errors import PipelineError
+    from pipeline.errors import PipelineError, message
 
     if isinstance(err, PipelineError):
-        return f"error: {err}"
+        return f"error: {message(err)}"
     if isinstance(err, HydraException | OmegaConfBaseException):
         return f"config error: {bad_choice(err) or one_line(err)}"
     return None

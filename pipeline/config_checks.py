@@ -57,6 +57,8 @@ RANGES = {  # key -> (lowest, highest) allowed
     "audit.duplicate_similarity": (0.5, 1.0),  # cosine similarity; below 0.5 nearly every pair would match
     "data.imbalance_threshold": (1.0, float("inf")),  # largest / smallest class
     "audit.odd_aspect_ratio": (1.0, float("inf")),  # long side / short side
+    # torch's exporter writes opset 18 for any lower value; onnxruntime 1.31 loads up to 26 (tried 2026-11-24)
+    "export.opset": (18, 26),
 }
 STAGE_PREFIXES = ("data/", "sanity/", "train/", "val/", "test/", "export/")  # how every logged metric starts
 # lightning.Trainer arguments the train stage sets itself
@@ -124,6 +126,7 @@ def check_training(cfg: DictConfig) -> None:
             "use finetune=full with finetune.backbone_lr_factor < 1"
         )
     check_trainer_options(list(cfg.trainer))
+    check_accelerator(cfg.trainer.get("accelerator"))
     check_optimizer_name(cfg.optimizer.name)
     if cfg.train.resume:
         check_resumable(Path(cfg.train.resume), cfg)
@@ -145,6 +148,23 @@ def check_trainer_options(names: list[str]) -> None:
             raise PipelineError(
                 f"trainer.{name} is not a lightning.Trainer argument{_did_you_mean(name, known)}"
             )
+
+
+def check_accelerator(name) -> None:
+    """Hardware this machine lacks fails here, before the data pass, not when the train stage starts."""
+    if not isinstance(name, str) or name in ("auto", "cpu"):
+        return
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    wanted = ("cuda", "mps") if name == "gpu" else (name,)
+    if not any(n in AcceleratorRegistry for n in wanted):
+        return  # a name Lightning does not register: Lightning's own error says which names it knows
+    available = [n for n, entry in sorted(AcceleratorRegistry.items()) if entry["accelerator"].is_available()]
+    if not any(n in available for n in wanted):
+        raise PipelineError(
+            f"trainer.accelerator={name} is not available on this machine (it has {', '.join(available)}): "
+            "use trainer=auto or trainer=cpu"
+        )
 
 
 def check_optimizer_name(name: str) -> None:

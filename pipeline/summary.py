@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from pipeline.errors import first_line
 from pipeline.progress import duration
 
 SCORES = ("acc", "bal_acc", "f1_macro")
@@ -38,7 +39,7 @@ def finished(
 def failed(timings: dict[str, float], err: BaseException) -> str:
     """Which stage failed, after how long, and the first line of why."""
     stage = next(reversed(timings)) if timings else "start"
-    why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    why = first_line(err)
     done = {name: s for name, s in timings.items() if name != stage}
     before = f" (finished: {_times(done)})" if done else ""
     return f"stage {stage} failed after {duration(timings.get(stage, 0.0))}{before}: {why}"

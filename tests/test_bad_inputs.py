@@ -83,6 +83,19 @@ def a_file(tmp: Path, content: bytes = b"\x00garbage") -> Path:
     return tmp / "blob"
 
 
+def hidden_only(tmp: Path) -> Path:
+    root = tmp / "hidden"
+    for name in (".git/objects/a.png", ".thumbnails/b.png", "cats/.DS_Store", "cats/._c.png"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"\x89PNG hidden")
+    return root
+
+
+def a_folder(tmp: Path) -> Path:
+    (tmp / "a-folder").mkdir()
+    return tmp / "a-folder"
+
+
 def root_is(build: Callable[[Path], Path]) -> Callable[[Path], list[str]]:
     return lambda tmp: ["data=folder", f"data.root={build(tmp)}"]
 
@@ -255,6 +268,53 @@ CASES = [
         lambda tmp: [f"tracking.dir={a_file(tmp)}/mlruns"],
         "tracking.dir",
     ),
+    # second round: odd values, odd files, odd places
+    ("ONNX opset below the exporter's", ["export.opset=13"], "export.opset must be within [18, 26], got 13"),
+    ("ONNX opset above onnxruntime's", ["export.opset=27"], "export.opset must be within [18, 26], got 27"),
+    ("learning rate 0", ["optimizer.lr=0"], "optimizer.lr must be > 0, got 0"),
+    ("validation fraction 0", ["data.val_fraction=0"], "data.val_fraction"),
+    ("no nodes", ["trainer.num_nodes=0"], "trainer.num_nodes must be > 0"),
+    ("negative inspection workers", ["data.inspect_workers=-1"], "data.inspect_workers must be >= 0"),
+    ("overfit batch 0", ["sanity.overfit_batch_size=0"], "sanity.overfit_batch_size must be > 0"),
+    ("audit image size 0", ["audit.image_size=0"], "audit.image_size must be > 0"),
+    ("negative outlier fence", ["audit.outlier_fence=-1"], "audit.outlier_fence must be > 0"),
+    ("dark threshold above 1", ["audit.dark=2"], "audit.dark must be within [0, 1]"),
+    ("aspect ratio below 1", ["audit.odd_aspect_ratio=0.5"], "audit.odd_aspect_ratio must be within"),
+    ("negative mixup alpha", ["train.mixup_alpha=-1"], "train.mixup_alpha must be >= 0"),
+    (
+        "std of four channels",
+        ["augment.std=[0.1,0.2,0.3,0.4]"],
+        "augment.std needs one value per RGB channel",
+    ),
+    (
+        "unknown label-issue policy",
+        ["data.on_label_issue=delete"],
+        "data.on_label_issue='delete' is not one of",
+    ),
+    ("unknown outlier policy", ["data.on_outlier=hide"], "data.on_outlier='hide' is not one of"),
+    ("accelerator this machine lacks", ["trainer.accelerator=mps"], "trainer.accelerator=mps"),
+    ("folder of hidden files only", root_is(hidden_only), "no images found"),
+    (
+        "CSV row without a label",
+        root_is(lambda tmp: manifest(tmp, "path,label\nstripes_h/000.png,a\nstripes_h/001.png, \n")),
+        "line 3: no label",
+    ),
+    (
+        "weights file that holds no weights",
+        lambda tmp: [f"model.weights={a_file(tmp, b'hello')}"],
+        "model.weights",
+    ),
+    (
+        "ONNX file that is not ONNX",
+        lambda tmp: ["stages=[validate]", f"onnx_path={a_file(tmp, b'hello')}"],
+        "not an ONNX model",
+    ),
+    (
+        "checkpoint path is a folder",
+        lambda tmp: ["stages=[validate]", f"ckpt_path={a_folder(tmp)}"],
+        "is a folder",
+    ),
+    ("from_run that is not a run id", ["stages=[validate]", "from_run=../../etc"], "from_run: no MLflow run"),
 ]
 
 

@@ -160,3 +160,63 @@ def test_a_name_that_is_not_utf8_trains_and_validates_with_its_image_counted(mak
     assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 4
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert parent.data.metrics["data/num_images"] == 18 and "val/acc" in parent.data.metrics
+
+
+def _runs(tmp_path: Path) -> list:
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    return client.search_runs([client.get_experiment_by_name("image-classification").experiment_id])
+
+
+def test_a_file_removed_between_listing_and_decoding_is_skipped_as_unreadable(
+    make_cfg, tmp_path, monkeypatch, caplog
+):
+    import pipeline.stages._shared as shared
+
+    root, real = images(tmp_path), shared.build_index
+
+    def list_then_remove(*args):
+        index = real(*args)
+        os.remove(index.split("train")[0].path)
+        return index
+
+    monkeypatch.setattr(shared, "build_index", list_then_remove)
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        run(make_cfg(*DATA_ONLY, "data=folder", f"data.root={root}"))
+    assert "skipped 1 unreadable file(s)" in caplog.text and "FileNotFoundError" in caplog.text
+    assert {r.info.status for r in _runs(tmp_path)} == {"FINISHED"}
+
+
+def test_a_file_removed_after_the_data_stage_stops_training_with_one_line(make_cfg, tmp_path, monkeypatch):
+    import pipeline.stages.data as data_stage
+    from pipeline.__main__ import error_line
+    from pipeline.errors import PipelineError
+
+    root, real = images(tmp_path), data_stage.run
+
+    def run_then_remove(cfg, ctx, tracker):
+        ctx = real(cfg, ctx, tracker)
+        os.remove(ctx.index.split("train")[0].path)
+        return ctx
+
+    monkeypatch.setattr(data_stage, "run", run_then_remove)
+    train = ["stages=[data,train]", "model=simple_cnn", "trainer.max_epochs=1", "data.image_size=16"]
+    with pytest.raises(PipelineError) as caught:
+        run(make_cfg(*train, "data.batch_size=8", "data=folder", f"data.root={root}"))
+    assert "cannot be read any more (FileNotFoundError): the folder changed" in error_line(caught.value)
+    assert {r.info.status for r in _runs(tmp_path)} == {"FINISHED", "FAILED"}  # data stage, then train
+
+
+def test_an_error_raised_in_a_loader_worker_still_gives_one_line(tmp_path):
+    import torch
+
+    from pipeline.__main__ import error_line
+    from pipeline.data.images import ImageDataset
+    from pipeline.data.sources import Record
+
+    loader = torch.utils.data.DataLoader(ImageDataset([Record(str(tmp_path / "gone.png"), 0, "train")], None),
+                                         num_workers=1)  # fmt: skip
+    with pytest.raises(Exception) as caught:
+        next(iter(loader))
+    assert "Original Traceback" in str(caught.value)  # what torch hands back from the worker
+    line = error_line(caught.value)
+    assert line.startswith(f"error: {tmp_path / 'gone.png'} cannot be read any more") and "\n" not in line

@@ -4,6 +4,7 @@ import torch
 
 from pipeline.data.decode import decode_rgb
 from pipeline.data.sources import Record
+from pipeline.errors import PipelineError
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -16,4 +17,11 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         record = self.records[i]
-        return self.transform(image=decode_rgb(record.path))["image"], record.label
+        try:
+            pixels = decode_rgb(record.path)
+        except OSError as err:  # removed or replaced since the data stage read it (PIL's errors are OSErrors)
+            raise PipelineError(
+                f"{record.path} cannot be read any more ({type(err).__name__}): the folder changed after the "
+                "data stage checked it; run the pipeline again"
+            ) from err
+        return self.transform(image=pixels)["image"], record.label

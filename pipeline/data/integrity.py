@@ -50,7 +50,10 @@ def inspect_file(path: str, max_pixels: int) -> FileInfo:
     import imagehash
     from PIL import Image, ImageOps
 
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:  # gone since the folder was listed, or not readable by this user
+        return FileInfo(path, False, f"{type(err).__name__}: {err.strerror}")
     if not data:
         return FileInfo(path, False, "zero-byte file")
     Image.MAX_IMAGE_PIXELS = None  # the cap below replaces PIL's own decompression-bomb limit
@@ -138,10 +141,14 @@ class InspectionCache:
         hits = {}
         for path, key in zip(paths, keys, strict=True):
             row = rows.get(key)
-            if row is not None:
+            if row is None:
+                continue
+            try:
                 st = os.stat(path)
-                if (row[0], row[1]) == (st.st_size, st.st_mtime_ns):
-                    hits[path] = self._info(path, row[2])
+            except OSError:  # gone since the folder was listed: inspected again, and reported unreadable
+                continue
+            if (row[0], row[1]) == (st.st_size, st.st_mtime_ns):
+                hits[path] = self._info(path, row[2])
         return hits
 
     @staticmethod

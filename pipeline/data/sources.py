@@ -182,15 +182,19 @@ def read_manifest(csv_path: Path) -> tuple[list[str], list[tuple[str, str, str |
     items: list[tuple[str, str, str | None]] = []
     missing: list[str] = []
     for line, row in enumerate(rows, start=2):
-        path = str((csv_path.parent / row["path"]).resolve())
+        given = row["path"] or ""  # None on a row with fewer fields than the header
+        path = str((csv_path.parent / given).resolve())
         if not os.path.isfile(path):
-            missing.append(row["path"])
+            missing.append(given)
         split = (row.get("split") or "").strip().lower() or None
         if split is not None and split not in SPLIT_ALIASES:
             raise PipelineError(
                 f"{csv_path} line {line}: unknown split {row['split']!r}; use train, val or test"
             )
-        items.append((path, row["label"].strip(), SPLIT_ALIASES.get(split) if split else None))
+        label = (row["label"] or "").strip()
+        if not label:
+            raise PipelineError(f"{csv_path} line {line}: no label for {given!r}")
+        items.append((path, label, SPLIT_ALIASES.get(split) if split else None))
     if missing:
         raise PipelineError(f"{csv_path} names {len(missing)} missing file(s), e.g. {missing[0]}")
     if not items:

@@ -15,7 +15,7 @@ from timm.data import Mixup
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 from pipeline.models.factory import create_model_from_spec
 from pipeline.models.finetune import param_groups
 from pipeline.models.optim import build_optimizer, build_scheduler
@@ -130,6 +130,8 @@ class Classifier(L.LightningModule):
 
 def load_classifier(path: Path) -> Classifier:
     """Rebuild a trained classifier from a checkpoint without unpickling code."""
+    if path.is_dir():
+        raise PipelineError(f"checkpoint {path} is a folder: give the .ckpt file in it")
     if not path.is_file():
         raise PipelineError(f"checkpoint not found: {path}")
     try:
@@ -142,6 +144,5 @@ def load_classifier(path: Path) -> Classifier:
     except pickle.UnpicklingError as err:
         raise PipelineError(f"cannot load checkpoint {path}: not a checkpoint this pipeline wrote") from err
     except (RuntimeError, KeyError, TypeError, ValueError, EOFError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PipelineError(f"cannot load checkpoint {path}: {first_line}") from err
+        raise PipelineError(f"cannot load checkpoint {path}: {first_line(err)}") from err
     return classifier.eval()

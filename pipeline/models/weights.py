@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 
 PREFIXES = ("model.", "module.")
 
@@ -39,7 +39,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch and safetensors raise many types for a file they cannot read
-        raise PipelineError(f"cannot read weights {path}: {str(err).splitlines()[0]}") from err
+        raise PipelineError(
+            f"model.weights: cannot read {path} as PyTorch or safetensors weights "
+            f"({type(err).__name__}: {first_line(err)})"
+        ) from err
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PipelineError(f"{path} holds no state_dict of tensors")

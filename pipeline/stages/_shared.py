@@ -43,6 +43,14 @@ def apply_all_policies(cfg: DictConfig, index, findings, report) -> tuple[Datase
     """The index the later stages train on: the corrupt-file, leakage, label-issue and outlier policies
     applied; with how many training images each audit policy dropped."""
     index = apply_policies(index, findings, cfg.data.on_corrupt, cfg.data.on_leakage)
+    if findings.corrupt:
+        first = findings.corrupt[0]
+        log.warning(
+            "skipped %d unreadable file(s), e.g. %s (%s)",
+            len(findings.corrupt),
+            first["path"],
+            first["error"],
+        )
     if report is None:
         return index, {}
     return drop_flagged(index, report, cfg.data.on_label_issue, cfg.data.on_outlier)
@@ -54,9 +62,6 @@ def ensure_index(cfg: DictConfig, ctx: Context) -> DatasetIndex:
     if ctx.index is None:
         index, _, findings, report = inspected_index(cfg)
         ctx.index, _ = apply_all_policies(cfg, index, findings, report)
-        if findings.corrupt:
-            first = findings.corrupt[0]
-            log.warning("skipped %d unreadable file(s), e.g. %s", len(findings.corrupt), first["path"])
     return ctx.index
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import summary
+from pipeline import run_story, summary
 from pipeline.config_checks import check_config
 from pipeline.context import Context
 from pipeline.cpu_share import fit_workers_to_share
@@ -36,8 +36,9 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     # finetune=linear_probe|gradual keep frozen batch norm layers in eval mode on purpose
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
-    for name in ("onnx_ir", "onnxscript", "mlflow.store.db.utils", "alembic"):
+    for name in ("onnx_ir", "onnxscript", "mlflow.store.db.utils", "alembic", "mlflow.pyfunc"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per model logged
 
 
 def tame_lightning_logging() -> None:
@@ -84,9 +85,10 @@ def run(cfg: DictConfig) -> float | None:
     output_dir = writable_folder(Path(cfg.output_dir), "output folder")
     ctx = Context(output_dir=output_dir)
     yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    story = (run_story.run_name(cfg), run_story.command_line(), run_story.description(cfg))
     with (
         sigterm_as_interrupt(),
-        tracker.pipeline_run(config, yaml, cfg.tracking.run_name, resume_id) as run_id,
+        tracker.pipeline_run(config, yaml, story, resume_id) as run_id,
     ):
         log.info("MLflow run %s at %s; outputs in %s", run_id, tracker.uri, output_dir)
         timings: dict[str, float] = {}
@@ -98,9 +100,11 @@ def run(cfg: DictConfig) -> float | None:
         except Exception as err:
             log.error(summary.failed(timings, err))
             raise
+        finally:
+            tracker.describe(run_id, run_story.description(cfg, ctx.metrics, timings))
         seconds = time.perf_counter() - started
-        uri, onnx = tracker.uri, ctx.onnx_path
-        for line in summary.finished(seconds, timings, ctx.metrics, output_dir, run_id, uri, onnx):
+        page, onnx = tracker.run_page(run_id), ctx.onnx_path
+        for line in summary.finished(seconds, timings, ctx.metrics, output_dir, run_id, page, onnx):
             log.info(line)
     return objective_value(cfg, ctx)
 

@@ -22,7 +22,7 @@ def _scores(metrics: dict[str, float], split: str) -> str | None:
 
 def finished(
     seconds: float, timings: dict[str, float], metrics: dict[str, float], output_dir: Path, run_id: str,
-    uri: str, onnx_path: Path | None,
+    run_page: str, onnx_path: Path | None,
 ) -> list[str]:  # fmt: skip
     """Test scores lead when there is a test split: val picked the checkpoint, so its scores flatter."""
     lines = [f"finished in {duration(seconds)} ({_times(timings)})"]
@@ -30,9 +30,9 @@ def finished(
     if scores:
         lines.append("; ".join(scores))
     lines.append(f"outputs in {output_dir}; MLflow run {run_id}")
-    ui = "make ui" if uri.startswith("sqlite:") else uri
-    predict = f"make predict INPUT=<images> MODEL={onnx_path}" if onnx_path else None
-    lines.append("next: " + "  |  ".join(x for x in (predict, f"{ui} to compare runs") if x))
+    if onnx_path:
+        lines.append(f"next: make predict INPUT=<images> MODEL={onnx_path}  |  make serve (HTTP)")
+    lines.append(f"compare runs in the MLflow UI (make ui): {run_page}")
     return lines
 
 

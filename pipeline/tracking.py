@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -30,6 +29,11 @@ INTERRUPTS = (KeyboardInterrupt, SystemExit)  # Lightning turns Ctrl-C and SIGTE
 
 PARAM_VALUE_LIMIT = 6000  # MLflow's limit on a param value's length
 SERVER_CHECK_TIMEOUT_S = 5  # a down server fails here, not after MLflow's minutes of HTTP retries
+# MLflow 3's UI opens an experiment on its GenAI view (traces) unless this tag says it holds model training
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+DESCRIPTION_TAG = "mlflow.note.content"  # what the run page shows as its description (markdown)
+EXPERIMENT_NOTE = "Image classification: one parent run per pipeline run, one child run per stage."
+UI_PORT = 5000  # make ui's default
 
 
 def resolve_tracking_uri(uri: str | None, store_dir: str) -> str:
@@ -203,22 +207,34 @@ class Tracker:
         self.parent_id: str | None = None
 
     def _experiment_id(self, name: str, store_dir: str) -> str:
+        """The experiment's id, created when new; one made by an older version gets the training kind."""
         existing = self.client.get_experiment_by_name(name)
         if existing is not None:
+            wanted = {**EXPERIMENT_KIND, DESCRIPTION_TAG: existing.tags.get(DESCRIPTION_TAG, EXPERIMENT_NOTE)}
+            for key, value in wanted.items():  # a description someone wrote is kept
+                if existing.tags.get(key) != value:
+                    self.client.set_experiment_tag(existing.experiment_id, key, value)
             return existing.experiment_id
         artifacts = None
         if self.uri.startswith("sqlite:") and self.uri == resolve_tracking_uri(None, store_dir):
             artifacts = (Path(store_dir).resolve() / "artifacts").as_uri()
         try:
-            return self.client.create_experiment(name, artifact_location=artifacts)
+            tags = {**EXPERIMENT_KIND, DESCRIPTION_TAG: EXPERIMENT_NOTE}
+            return self.client.create_experiment(name, artifact_location=artifacts, tags=tags)
         except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel run
             return self.client.get_experiment_by_name(name).experiment_id
 
     @contextmanager
     def pipeline_run(
-        self, config: dict[str, Any], config_yaml: str, run_name: str | None, resume_id: str | None = None
+        self,
+        config: dict[str, Any],
+        config_yaml: str,
+        story: tuple[str, str, str],
+        resume_id: str | None = None,
     ) -> Iterator[str]:
-        """A new parent run, or the parent run `resume_id` reopened (its params and config stay as logged)."""
+        """A new parent run, or the parent run `resume_id` reopened (its params and config stay as logged).
+        `story` is the run's name, the command typed and its description (pipeline.run_story)."""
+        run_name, command, note = story
         with uninterrupted():
             active = mlflow.start_run(run_id=resume_id, experiment_id=self.experiment_id, run_name=run_name)
         with active as run:
@@ -228,8 +244,7 @@ class Tracker:
                     with uninterrupted():
                         mlflow.set_tags({"pid": str(os.getpid()), "host": socket.gethostname()})
                         if resume_id is None:
-                            command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-                            mlflow.set_tags({**git_dirty(), "command": command})
+                            mlflow.set_tags({**git_dirty(), "command": command, DESCRIPTION_TAG: note})
                             mlflow.log_params(flatten(config))
                             mlflow.log_text(config_yaml, "config.yaml")
                     yield run.info.run_id
@@ -333,24 +348,39 @@ class Tracker:
         with uninterrupted():
             mlflow.log_text(text, name)
 
-    def log_onnx_model(
-        self, path: Path, example: dict[str, Any], example_output: dict[str, Any], register_as: str | None
-    ) -> tuple[str, int | None]:
-        """The ONNX file as an MLflow model of the active run, with a signature and an input example (named
-        numpy arrays), registered under `register_as` when given: (model URI, registered version or None)."""
-        import mlflow.onnx  # imports onnx: only the export stage pays for it
-        import onnx
+    def run_page(self, run_id: str) -> str:
+        """The run's page in the MLflow UI (make ui for the embedded store), in its model-training view: a
+        browser that has not chosen a view gets the GenAI pages, whatever the experiment's kind."""
+        base = self.uri if self.uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{UI_PORT}"
+        return f"{base}/#/experiments/{self.experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+    def describe(self, run_id: str, note: str) -> None:
+        """Replace the parent run's description (markdown)."""
+        with uninterrupted():
+            self.client.set_tag(run_id, DESCRIPTION_TAG, note)
+
+    def log_datasets(self, datasets: dict[str, Any]) -> None:
+        """mlflow.data datasets by context (train, val, test) as inputs of the stage run and the parent."""
+        from mlflow.entities import DatasetInput, InputTag
+
+        # _to_mlflow_entity is what mlflow.log_input calls; that public call logs to the active run only
+        inputs = [
+            DatasetInput(d._to_mlflow_entity(), [InputTag("mlflow.data.context", ctx)])
+            for ctx, d in datasets.items()
+        ]
+        with uninterrupted():
+            for run_id in filter(None, (mlflow.active_run().info.run_id, self.parent_id)):
+                self.client.log_inputs(run_id, inputs)
+
+    def log_image_classifier(self, onnx_path: Path, example_image: bytes, register_as: str | None):
+        """The servable model (pipeline.export.served) in the stage run, linked to the parent run as its
+        output so the parent's page lists it: (model URI, registered version or None)."""
+        from mlflow.entities import LoggedModelOutput
+
+        from pipeline.export.served import log_image_classifier
 
         with uninterrupted():
-            info = mlflow.onnx.log_model(
-                onnx.load(str(path)),
-                name="model",
-                signature=mlflow.models.infer_signature(example, example_output),
-                input_example=example,
-                registered_model_name=register_as,
-                onnx_execution_providers=["CPUExecutionProvider"],
-                save_as_external_data=False,  # one file, as exported
-                # onnx and onnxruntime, pinned; inferring them costs a subprocess (~3 s) and finds torch too
-                pip_requirements=mlflow.onnx.get_default_pip_requirements(),
-            )
+            info = log_image_classifier(onnx_path, example_image, register_as)
+            if self.parent_id is not None:
+                self.client.log_outputs(self.parent_id, [LoggedModelOutput(info.model_id, 0)])
         return info.model_uri, info.registered_model_version

@@ -1,12 +1,13 @@
 """All five stages on a tiny folder, then the MLflow store read back: what a user would see in the UI."""
 
-import sys
-from pathlib import Path
+import json
+import re
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.errors import PipelineError
+from pipeline.run_story import command_line
 from pipeline.runner import run
 
 STAGES = ["data", "sanity", "train", "validate", "export"]
@@ -35,6 +36,21 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -
     return out
 
 
+def assert_the_run_tells_its_story(client: MlflowClient, experiment, parent) -> None:
+    """What the MLflow UI shows: the training view, a readable name, a description, datasets, the model."""
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert re.fullmatch(r"resnet18-images-\d{4}-\d{4}", parent.info.run_name), parent.info.run_name
+    note = parent.data.tags["mlflow.note.content"]
+    assert "**Model** resnet18" in note and "**val/acc**" in note and "| export |" in note, note
+    inputs = {d.tags[0].value: d.dataset for d in parent.inputs.dataset_inputs}  # context -> dataset
+    assert set(inputs) == {"train", "val", "test"}
+    assert all(d.source_type == "local" and len(d.digest) == 16 for d in inputs.values())
+    assert sum(json.loads(d.profile)["num_rows"] for d in inputs.values()) == 36
+    (linked,) = parent.outputs.model_outputs
+    model = client.get_logged_model(linked.model_id)
+    assert model.name == "image_classifier" and model.source_run_id != parent.info.run_id  # the export stage
+
+
 @pytest.mark.slow
 def test_pipeline_runs_five_stages_and_records_them(make_cfg, image_folder, tmp_path, audit_cache):
     cfg = make_cfg(
@@ -61,9 +77,10 @@ def test_pipeline_runs_five_stages_and_records_them(make_cfg, image_folder, tmp_
     # the exported model, scored by onnxruntime on the val images, scores what validate gave the checkpoint
     assert metrics["export/onnx_acc"] == pytest.approx(metrics["val/acc"])
     assert parent.data.params["model.name"] == "resnet18" and parent.data.params["trainer.max_epochs"] == "2"
-    assert parent.data.tags["command"] == " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    assert parent.data.tags["command"] == command_line()  # pytest's own here: see test_run_story.py
     assert parent.data.tags["git.dirty"] in ("True", "False")
     assert "config.yaml" in artifact_paths(client, parent_id)
+    assert_the_run_tells_its_story(client, experiment, parent)
 
     by_stage = {c.info.run_name: c for c in children}
     expected = {

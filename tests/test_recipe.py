@@ -81,10 +81,11 @@ def test_balanced_accuracy_is_the_mean_per_class_recall_where_accuracy_rewards_t
 def test_summary_leads_with_test_scores_and_says_where_things_are(tmp_path):
     metrics = {"test/acc": 0.9, "test/bal_acc": 0.85, "val/acc": 0.95, "data/test_images": 40}
     timings = {"data": 5.0, "train": 70.0}
-    lines = summary.finished(75.0, timings, metrics, tmp_path, "abc", "sqlite:///x", None)
+    lines = summary.finished(75.0, timings, metrics, tmp_path, "abc", "http://ui/#/runs/abc", None)
     assert lines[0] == "finished in 1m15s (data 5s, train 1m10s)"
     assert lines[1] == "test (40 images): acc 0.9000, bal_acc 0.8500; val: acc 0.9500"
-    assert str(tmp_path) in lines[2] and "abc" in lines[2] and "make ui" in lines[3]
+    assert str(tmp_path) in lines[2] and "abc" in lines[2]
+    assert lines[3] == "compare runs in the MLflow UI (make ui): http://ui/#/runs/abc" and len(lines) == 4
     line = summary.failed({"data": 5.0, "train": 62.0}, ValueError("bad thing\nmore detail"))
     assert line == "stage train failed after 1m02s (finished: data 5s): bad thing"
 

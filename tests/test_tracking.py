@@ -23,7 +23,8 @@ def test_tracking_uri_precedence(monkeypatch, tmp_path):
 def test_failure_marks_parent_and_stage_failed_and_keeps_headline(tmp_path):
     tracker = Tracker("exp", None, str(tmp_path))
     with pytest.raises(RuntimeError):
-        with tracker.pipeline_run({"model": {"name": "m"}}, "model:\n  name: m\n", "r") as parent_id:
+        story = ("r", "cmd", "")  # name, command, description
+        with tracker.pipeline_run({"model": {"name": "m"}}, "model:\n  name: m\n", story) as parent_id:
             with tracker.stage_run("data"):
                 tracker.log_metrics({"data/num_images": 5}, headline=True)
             with tracker.stage_run("train"):
@@ -42,7 +43,7 @@ def test_each_tracker_keeps_to_its_own_store(tmp_path):
     recorded = {}
     for name in ("a", "b"):
         tracker = Tracker("exp", None, str(tmp_path / name))
-        with tracker.pipeline_run({}, "", f"run-{name}"):
+        with tracker.pipeline_run({}, "", (f"run-{name}", "cmd", "")):
             pass
         recorded[tracker.uri] = tracker.experiment_id
     assert list(recorded) == [f"sqlite:///{tmp_path / n / 'mlflow.db'}" for n in ("a", "b")]

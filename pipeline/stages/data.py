@@ -12,6 +12,7 @@ from pipeline.context import Context
 from pipeline.data.audit import AuditReport, write_csvs
 from pipeline.data.decode import decode_rgb, thumbnail_rgb
 from pipeline.data.stats import channel_mean_std, dataset_stats
+from pipeline.run_story import data_name, split_datasets
 from pipeline.stages._shared import apply_all_policies, inspected_index
 from pipeline.tracking import Tracker
 
@@ -154,6 +155,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         log.info("size outlier: %s (%dx%d)", outlier["path"], outlier["width"], outlier["height"])
     tracker.log_artifact(ctx.output_dir / "stats.json")
     tracker.log_artifact(index_csv)
+    tracker.log_datasets(split_datasets(index, infos, data_name(cfg)))
     for name, fig in (
         ("class_distribution", plots.class_distribution(stats["counts"])),
         ("image_sizes", plots.image_sizes([i.width for i in infos], [i.height for i in infos])),

@@ -10,10 +10,10 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 # make hands command-line assignments over in reverse order, with ARGS="a b" split into words;
 # drop our own variables (and ARGS's words) and put the rest back in the order typed.
 reverse = $(if $(1),$(call reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword $(1)))
-OWN_VARS = ARGS=% PORT=% INPUT=% MODEL=% TOPK=% FORMAT=% $(ARGS) $(INPUT)
+OWN_VARS = ARGS=% PORT=% INPUT=% MODEL=% MODEL_URI=% TOPK=% FORMAT=% $(ARGS) $(INPUT)
 OVERRIDES = $(ARGS) $(call reverse,$(filter-out $(OWN_VARS),$(MAKEOVERRIDES)))
 
-.PHONY: install test smoke train predict ui server bench bench-accuracy bench-audit bench-scale lint
+.PHONY: install test smoke train predict ui server serve bench bench-accuracy bench-audit bench-scale bench-serve lint
 
 install:  ## create .venv and install the locked dependency set plus this package
 	python3 -m venv .venv
@@ -35,11 +35,17 @@ predict:  ## top-k classes for INPUT=<image, folder or glob> [MODEL=<file.onnx>]
 	$(PY) scripts/predict.py "$(INPUT)" $(if $(MODEL),--model "$(MODEL)") --top-k $(TOPK) --format $(FORMAT) \
 		|| [ $$? -eq 1 ]
 
-ui:  ## MLflow UI over the embedded store, on 127.0.0.1:$(PORT)
+ui:  ## MLflow UI over the embedded store, on 127.0.0.1:$(PORT), in its model-training view
+	@echo "open http://127.0.0.1:$(PORT)/#/experiments?workflowType=machine_learning (the model-training view)"
 	.venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port $(PORT)
 
 server:  ## MLflow tracking server on 127.0.0.1:$(PORT) (store mlruns/server/); Ctrl-C stops it
 	$(PY) scripts/mlflow_server.py --port $(PORT) --dir mlruns/server
+
+# its own default port (5001), so that it can run beside `make ui` or `make server` on 5000
+serve:  ## serve the newest logged image classifier (or MODEL_URI=models:/...) over HTTP on 127.0.0.1:5001
+	$(PY) scripts/serve.py $(if $(MODEL_URI),--model-uri "$(MODEL_URI)") \
+		--port $(if $(filter command line,$(origin PORT)),$(PORT),5001)
 
 bench:  ## pipeline vs bare-library throughput, latency, smoke time and memory -> bench/report.md, .json
 	$(PY) scripts/bench.py $(ARGS)
@@ -52,6 +58,9 @@ bench-audit:  ## does the data audit find planted label errors and off-domain im
 
 bench-scale:  ## data-stage time and memory at 10k and 50k synthetic images (ARGS="--sizes 10000,50000,200000")
 	$(PY) scripts/bench_scale.py $(ARGS)
+
+bench-serve:  ## the served model under 4 concurrent clients, next to scripts/predict.py -> bench/serve.md
+	$(PY) scripts/bench_serve.py $(ARGS)
 
 lint:
 	.venv/bin/ruff check pipeline tests

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import ROOT, child_env, machine
+from bench_common import ROOT, child_env, machine, write_report
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "sign_language_digits" / "Dataset"
 PRETRAINED = ["model=efficientnet_lite0"]
@@ -136,10 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"bench_accuracy: {name}: {json.dumps(rows[name])}", flush=True)
     budget_line = " ".join(budget) + " (other settings: the presets' defaults)"
     info = machine(load_before, data=str(args.data), budget=budget_line)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "accuracy.md").write_text(markdown(rows, info))
-    (args.out / "accuracy.json").write_text(json.dumps({"machine": info, "recipes": rows}, indent=2) + "\n")
-    print(markdown(rows, info))
+    write_report(args.out, "accuracy", markdown(rows, info), {"machine": info, "recipes": rows})
     return 0
 
 

@@ -12,7 +12,6 @@ off-domain images audit/outliers.csv or audit/quality.csv name. The photos are
 
 import argparse
 import csv
-import json
 import os
 import random
 import sys
@@ -20,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from bench_common import ROOT, machine, run_data_stage
+from bench_common import ROOT, machine, run_data_stage, write_report
 from PIL import Image, ImageDraw
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "sign_language_digits" / "Dataset"
@@ -144,10 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine(load_before, data=str(args.data), images=images, seed=args.seed)
     result = {"scores": score(runs["cold"]["found"], moved, off_domain)}
     result |= {name: {k: v for k, v in run.items() if k != "found"} for name, run in runs.items()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "audit.md").write_text(markdown(result, info))
-    (args.out / "audit.json").write_text(json.dumps({"machine": info, **result}, indent=2) + "\n")
-    print(markdown(result, info))
+    write_report(args.out, "audit", markdown(result, info), {"machine": info, **result})
     return 0
 
 

@@ -4,6 +4,7 @@ Imported by name (`from bench_common import ...`): a script's own folder is firs
 """
 
 import datetime
+import json
 import os
 import subprocess
 import sys
@@ -24,6 +25,14 @@ def machine(load_before: float, **extra) -> dict:
         "load_after": os.getloadavg()[0],
         **extra,
     }
+
+
+def write_report(out: Path, name: str, text: str, data: dict) -> None:
+    """out/<name>.md for people and out/<name>.json for tools; the markdown is printed too."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.md").write_text(text)
+    (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    print(text)
 
 
 def child_env() -> dict[str, str]:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import ROOT, machine, run_data_stage
+from bench_common import ROOT, machine, run_data_stage, write_report
 from PIL import Image
 
 CLASSES = 10
@@ -106,10 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                      "search_s": search_s, "pairs": pairs})  # fmt: skip
         print(f"bench_scale: {json.dumps(rows[-1])}", flush=True)
     info = machine(load_before)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scale.md").write_text(markdown(rows, info))
-    (args.out / "scale.json").write_text(json.dumps({"machine": info, "sizes": rows}, indent=2) + "\n")
-    print(markdown(rows, info))
+    write_report(args.out, "scale", markdown(rows, info), {"machine": info, "sizes": rows})
     return 0
 
 

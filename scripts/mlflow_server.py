@@ -83,13 +83,19 @@ def stop(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> None:
 
 
 def serve(store_dir: Path, host: str, port: int, workers: int, extra: tuple[str, ...]) -> int:
-    """Run in the foreground until Ctrl-C or SIGTERM, then stop the server's whole process group."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends it like Ctrl-C
     url = f"http://{host}:{port}"
     proc = start(store_dir, host, port, workers, extra)
+    ready = f"MLflow tracking server on {url}, store {store_dir.resolve()}; Ctrl-C stops it"
+    return foreground(proc, url, ready)
+
+
+def foreground(proc: subprocess.Popen, url: str, ready: str) -> int:
+    """Wait for the server at `url`, print `ready`, and run until Ctrl-C or SIGTERM; then stop the server's
+    whole process group."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends it like Ctrl-C
     try:
         wait_ready(url, proc)
-        print(f"MLflow tracking server on {url}, store {store_dir.resolve()}; Ctrl-C stops it", flush=True)
+        print(ready, flush=True)
         return proc.wait()
     except RuntimeError as err:
         print(f"error: {err}", file=sys.stderr)

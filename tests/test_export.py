@@ -1,8 +1,15 @@
 """The export stage on a tiny trained model: the ONNX file describes itself, matches PyTorch, is timed,
 quantized with its metadata, and logged and registered as an MLflow model."""
 
+import base64
+import json
+import re
 import shutil
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,9 +17,11 @@ import mlflow
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pandas as pd
 import pytest
-from conftest import compose_cfg, make_image_folder
+from conftest import compose_cfg, load_script, make_image_folder
 from mlflow.tracking import MlflowClient
+from test_server import free_port
 
 from pipeline.data.sources import build_index
 from pipeline.data.transforms import Preprocess
@@ -23,6 +32,7 @@ from pipeline.export.quantize import quantize_int8
 from pipeline.models.module import load_classifier
 from pipeline.runner import run
 
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 EXPORT = [
     "stages=[train,export]",
     "model=simple_cnn",
@@ -148,14 +158,78 @@ def test_dynamic_int8_uses_integer_kernels_and_keeps_the_metadata(exported, tmp_
     assert {"ConvInteger", "MatMulInteger"} <= ops and "Conv" not in ops
 
 
-def test_model_is_logged_with_signature_and_registered(exported):
+def test_the_image_classifier_is_logged_registered_and_linked_to_the_parent_run(exported):
     (version,) = exported.client.search_model_versions("name = 'tiny-cnn'")
     assert version.run_id == exported.export.info.run_id
     info = mlflow.models.get_model_info(version.source)
-    assert info.signature.inputs.input_names() == ["input"]
-    assert info.signature.inputs.inputs[0].shape == (-1, 3, 16, 16)
-    assert info.signature.outputs.inputs[0].shape == (-1, 3)
-    assert "onnx" in info.flavors and info.saved_input_example_info is not None
+    assert info.signature.inputs.input_names() == ["image", "path"]
+    assert info.signature.outputs.input_names() == ["label", "probability", "top_labels", "top_probabilities"]
+    assert "python_function" in info.flavors and info.saved_input_example_info is not None
+    (linked,) = exported.parent.outputs.model_outputs
+    assert linked.model_id == info.model_id
+
+
+def served_model(exported):
+    return mlflow.pyfunc.load_model(f"models:/{exported.parent.outputs.model_outputs[0].model_id}")
+
+
+def predict_py(image: Path, model: Path) -> dict:
+    """scripts/predict.py on one file, as a user runs it: its JSON line."""
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "predict.py"), str(image), "--model", str(model), "--top-k", "3"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(done.stdout)
+
+
+def test_the_served_model_reads_bytes_and_paths_and_refuses_what_is_not_an_image(exported, tmp_path):
+    model = served_model(exported)
+    image = next(exported.root.rglob("*.png"))
+    by_bytes = model.predict(pd.DataFrame({"image": [image.read_bytes()]}), params={"top_k": 2})
+    by_path = model.predict(pd.DataFrame({"path": [str(image)]}))
+    assert by_bytes["label"][0] == by_path["label"][0] and len(by_bytes["top_labels"][0]) == 2
+    assert by_bytes["probability"][0] == pytest.approx(by_path["probability"][0], abs=1e-9)
+    for bad, reason in [
+        ({"image": [b"hello"]}, "row 0: not an image this model can read (UnidentifiedImageError)"),
+        ({"path": [str(tmp_path / "gone.png")]}, "no file"),
+        ({"path": [""]}, "give the image"),
+        ({"picture": ["x"]}, "no 'image' or 'path' column"),
+    ]:
+        with pytest.raises(mlflow.exceptions.MlflowException, match=re.escape(reason)):
+            model.predict(pd.DataFrame(bad))
+
+
+def post(url: str, records: list[dict]) -> tuple[int, dict]:
+    body = json.dumps({"dataframe_records": records}).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.mark.slow
+def test_make_serve_answers_like_predict_py_and_survives_a_bad_request(exported, tmp_path):
+    serve, server = load_script("serve"), load_script("mlflow_server")
+    port = free_port()
+    uri = exported.client.tracking_uri
+    proc = serve.start(serve.newest_model_uri(uri), port, uri)
+    try:
+        server.wait_ready(f"http://127.0.0.1:{port}", proc)
+        url = f"http://127.0.0.1:{port}/invocations"
+        image = next(exported.root.rglob("*.png"))
+        status, answer = post(url, [{"image": base64.b64encode(image.read_bytes()).decode()}])
+        expected = predict_py(image, exported.out / "model.onnx")["top_k"][0]
+        (row,) = answer["predictions"]
+        assert status == 200 and row["label"] == expected["label"]
+        assert row["probability"] == pytest.approx(expected["probability"], abs=1e-5)
+        status, answer = post(url, [{"image": base64.b64encode(b"just some text").decode()}])
+        assert 400 <= status < 500 and "row 0: not an image" in answer["message"]
+        assert post(url, [{"path": str(image)}])[0] == 200  # and it goes on serving
+    finally:
+        server.stop(proc)
+    assert not server.group_alive(proc.pid)  # the whole group is gone
 
 
 def test_compare_measures_difference_agreement_and_accuracy():

@@ -121,14 +121,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def top_k(model: OnnxClassifier, paths: list[Path], batch: list[np.ndarray], k: int) -> list[Prediction]:
-    probs = softmax(model.logits(np.stack(batch)).astype(np.float64))
+def ranked(model: OnnxClassifier, batch: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+    """Each image's k most likely (label, probability), most likely first."""
+    probs = softmax(model.logits(batch).astype(np.float64))
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     names = model.class_names
-    return [
-        Prediction(path, [(names[j], float(p[j])) for j in ranks])
-        for path, p, ranks in zip(paths, probs, order, strict=True)
-    ]
+    return [[(names[j], float(p[j])) for j in ranks] for p, ranks in zip(probs, order, strict=True)]
+
+
+def top_k(model: OnnxClassifier, paths: list[Path], batch: list[np.ndarray], k: int) -> list[Prediction]:
+    return [Prediction(path, top) for path, top in zip(paths, ranked(model, np.stack(batch), k), strict=True)]
 
 
 def predict(

@@ -68,12 +68,9 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     )
     for path in files.values():
         tracker.log_artifact(path)
-    example = next(iter(val))[0][:1].numpy()
-    uri, version = tracker.log_onnx_model(
-        files["onnx"],
-        {INPUT_NAME: example},
-        {OUTPUT_NAME: runners["onnx"](example)},
-        cfg.export.model_name if cfg.export.register else None,
+    example_image = Path(ensure_index(cfg, ctx).split("val")[0].path).read_bytes()
+    uri, version = tracker.log_image_classifier(
+        files["onnx"], example_image, cfg.export.model_name if cfg.export.register else None
     )
     registered = f", registered as {cfg.export.model_name} version {version}" if version else ""
     log.info("MLflow model %s%s", uri, registered)

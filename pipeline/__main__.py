@@ -14,6 +14,7 @@ os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach main(), which prints on
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from pipeline.cli_help import help_text, wants_help  # noqa: E402
 from pipeline.schema import register  # noqa: E402
 
 register()
@@ -88,6 +89,9 @@ def main() -> None:
     if sys.stdout.errors == "strict":  # a file name that is not UTF-8 is printed with its odd bytes escaped
         sys.stdout.reconfigure(errors="backslashreplace")
     try:
+        if wants_help(sys.argv[1:]):
+            print(help_text(sys.argv[1:]), end="")
+            return
         _hydra_main()
     except Exception as err:  # config composition errors arrive here, before any job starts
         exit_on_known_error(err)

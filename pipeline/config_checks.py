@@ -24,6 +24,7 @@ POSITIVE = (
     "export.latency_runs",
     "finetune.first_stage_lr_factor",
     "data.max_pixels",
+    "data.resized_cache_mb",
     "validate.top_k",
     "sanity.overfit_steps",
     "sanity.overfit_batch_size",

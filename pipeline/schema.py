@@ -27,6 +27,12 @@ class LeakagePolicy(StrEnum):
     drop = "drop"  # the held-out copy of each pair across splits
 
 
+class CacheMode(StrEnum):
+    auto = "auto"
+    always = "always"
+    never = "never"
+
+
 class IssuePolicy(StrEnum):
     warn = "warn"
     drop = "drop"  # from the training split only: val and test keep them, so scores stay comparable
@@ -88,6 +94,10 @@ class DataConfig:
     split_seed: int = 42
     batch_size: int = 64
     num_workers: int = 0
+    # decode and resize each image once into a memory-mapped file (pipeline.data.resized_cache); auto: when
+    # it fits resized_cache_mb
+    resized_cache: CacheMode = CacheMode.auto
+    resized_cache_mb: int = 2048
     on_corrupt: CorruptPolicy = CorruptPolicy.skip  # unreadable files
     on_leakage: LeakagePolicy = LeakagePolicy.warn  # duplicates across splits
     near_duplicate_distance: int = 2  # max perceptual-hash bits that differ for a near duplicate

@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 
 from pipeline.data.balance import resample, weighted_sampler
 from pipeline.data.images import ImageDataset
+from pipeline.data.resized_cache import ResizedImages
 from pipeline.data.sources import DatasetIndex
 from pipeline.data.transforms import Preprocess, eval_transform, train_transform
 
@@ -22,6 +23,7 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: int,
         balance: str = "none",
         seed: int = 0,
+        resized: ResizedImages | None = None,
     ):
         super().__init__()
         self.index = index
@@ -32,10 +34,12 @@ class ImageDataModule(L.LightningDataModule):
         train = index.split("train")
         if balance in ("oversample", "undersample"):
             train = resample(train, balance, seed)
-        self.train_set = ImageDataset(train, train_transform(preprocess, augmentations))
-        self.evaluate = evaluate = eval_transform(preprocess)
+        cached = resized is not None
+        self.train_set = ImageDataset(train, train_transform(preprocess, augmentations, cached), resized)
+        self.resized = resized
+        self.evaluate = evaluate = eval_transform(preprocess, cached)
         self.eval_sets = {
-            s: ImageDataset(index.split(s), evaluate) for s in ("val", "test") if index.split(s)
+            s: ImageDataset(index.split(s), evaluate, resized) for s in ("val", "test") if index.split(s)
         }
 
     def _loader(self, dataset: ImageDataset, shuffle: bool, sampler=None, drop_last=False) -> DataLoader:
@@ -67,4 +71,4 @@ class ImageDataModule(L.LightningDataModule):
         """Up to `count` images of `split` drawn with `seed`, eval transform (INT8 calibration)."""
         records = self.index.split(split)
         chosen = random.Random(seed).sample(records, min(count, len(records)))
-        return self._loader(ImageDataset(chosen, self.evaluate), shuffle=False)
+        return self._loader(ImageDataset(chosen, self.evaluate, self.resized), shuffle=False)

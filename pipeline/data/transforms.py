@@ -83,8 +83,9 @@ def _resize(pre: Preprocess) -> A.BasicTransform:
     return A.Lambda(image=partial(_resize_image, pre=pre), p=1.0)
 
 
-def eval_transform(pre: Preprocess) -> A.Compose:
-    return A.Compose([_resize(pre), *_finish(pre)])
+def eval_transform(pre: Preprocess, resized: bool = False) -> A.Compose:
+    """`resized`: the images arrive already resized (pipeline.data.resized_cache)."""
+    return A.Compose([*([] if resized else [_resize(pre)]), *_finish(pre)])
 
 
 def build_augmentations(specs: list[dict[str, Any]]) -> list[A.BasicTransform]:
@@ -106,5 +107,5 @@ def build_augmentations(specs: list[dict[str, Any]]) -> list[A.BasicTransform]:
     return ops
 
 
-def train_transform(pre: Preprocess, specs: list[dict[str, Any]]) -> A.Compose:
-    return A.Compose([_resize(pre), *build_augmentations(specs), *_finish(pre)])
+def train_transform(pre: Preprocess, specs: list[dict[str, Any]], resized: bool = False) -> A.Compose:
+    return A.Compose([*([] if resized else [_resize(pre)]), *build_augmentations(specs), *_finish(pre)])

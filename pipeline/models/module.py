@@ -87,7 +87,7 @@ class Classifier(L.LightningModule):
         else:
             logits = self(x)
             loss = F.cross_entropy(logits, y, weight=self.class_weights, label_smoothing=self.label_smoothing)
-        self.train_acc(logits, y)  # against the unmixed labels when mixing
+        self.train_acc.update(logits, y)  # against the unmixed labels when mixing; computed at epoch end
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss

@@ -8,7 +8,15 @@ from omegaconf import DictConfig
 
 from pipeline.context import Context
 from pipeline.data.audit import AuditReport, audit, drop_flagged
-from pipeline.data.integrity import FileInfo, Findings, apply_policies, find_problems, inspect_files
+from pipeline.data.integrity import (
+    FileInfo,
+    Findings,
+    apply_policies,
+    find_problems,
+    fingerprint,
+    inspect_files,
+)
+from pipeline.data.resized_cache import ResizedImages, load_or_build, nbytes
 from pipeline.data.sources import DatasetIndex, build_index, resolve_root
 from pipeline.data.stats import channel_mean_std
 from pipeline.errors import PipelineError
@@ -82,6 +90,25 @@ def ensure_preprocess(cfg: DictConfig, ctx: Context, pretrained: dict | None) ->
         overrides = {key: augment[key] for key in ("mean", "std", "interpolation", "crop_pct")}
         ctx.preprocess = resolve_preprocess(cfg.data.image_size, overrides, pretrained, ctx.dataset_mean_std)
     return ctx.preprocess
+
+
+def resized_images(cfg: DictConfig, index: DatasetIndex, preprocess: "Preprocess") -> ResizedImages | None:
+    """The index's images decoded and resized once (pipeline.data.resized_cache), or None to decode them
+    each epoch: data.resized_cache=never, or auto and larger than data.resized_cache_mb."""
+    size = nbytes(len(index.records), preprocess.image_size)
+    mode = cfg.data.resized_cache
+    if mode == "never" or (mode == "auto" and size > cfg.data.resized_cache_mb * 2**20):
+        if mode == "auto":
+            log.info(
+                "resized images would take %.0f MB, above data.resized_cache_mb=%d: decoding each epoch",
+                size / 2**20,
+                cfg.data.resized_cache_mb,
+            )
+        return None
+    content = [fingerprint(info) for info in inspect_split(cfg, index, None)]
+    folder = Path(cfg.data.cache_dir) / "resized"
+    paths = [r.path for r in index.records]
+    return load_or_build(paths, content, preprocess, folder, cfg.data.inspect_workers)
 
 
 def inspection_cache(cfg: DictConfig) -> Path:

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from pipeline import plots
 from pipeline.context import Context
+from pipeline.cpu_share import loader_workers
 from pipeline.data.balance import class_weights
 from pipeline.data.datamodule import ImageDataModule
 from pipeline.data.integrity import fingerprints
@@ -24,6 +25,7 @@ from pipeline.stages._shared import (
     inspect_split,
     model_spec,
     pretrained_preprocess,
+    resized_images,
 )
 from pipeline.tracking import Tracker
 
@@ -78,14 +80,16 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     )
     if chosen:
         log.info(chosen)
+    resized = resized_images(cfg, index, preprocess)
     datamodule = ImageDataModule(
         index,
         preprocess,
         list(cfg.augment.train),
         cfg.data.batch_size,
-        cfg.data.num_workers,
+        loader_workers(cfg.data.num_workers, resized is not None),
         balance,
         cfg.seed,
+        resized,
     )
     classifier = build_classifier(cfg, ctx, finetune, balance)
     ckpt_dir = ctx.output_dir / "checkpoints"

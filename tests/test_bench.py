@@ -28,15 +28,21 @@ def test_reports_mark_each_target(bench, tmp_path):
         bench.Figure("a.ratio", "A: pipeline / bare", 0.97, "", target=0.95),
         bench.Figure("b.ratio", "B: pipeline / bare", 0.9, "", target=0.95),
         bench.Figure("c.ms", "C: latency", 1234.5, "ms", "median of 5"),
+        bench.Figure("d.s", "D: start-up", 1.2, "s", "", ceiling=1),
     ]
-    md, js = bench.write_reports(figures, bench.machine(), tmp_path / "bench")
+    md, js = bench.write_reports(figures, {**bench.machine(), "load_average_after": 0.5}, tmp_path / "bench")
     report = json.loads(js.read_text())
-    assert [f["met"] for f in report["figures"]] == [True, False, None]
+    assert [f["met"] for f in report["figures"]] == [True, False, None, False]
     assert report["machine"]["torch_threads"] >= 1
     rows = md.read_text().splitlines()
     assert "| A: pipeline / bare | 0.970 | >= 0.95 (met) |  |" in rows
     assert "| B: pipeline / bare | 0.900 | >= 0.95 (missed) |  |" in rows
     assert "| C: latency | 1,234.5 ms |  | median of 5 |" in rows
+    assert "| D: start-up | 1.200 s | <= 1 (missed) |  |" in rows
+
+
+def test_stage_times_are_read_back_from_the_summary_line(bench):
+    assert [bench.seconds(t) for t in ("12s", "3m05s", "1h02m")] == [12, 185, 3720]
 
 
 def test_torchvision_side_computes_the_pipelines_tensors(bench):

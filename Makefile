@@ -47,7 +47,7 @@ serve:  ## serve the newest logged image classifier (or MODEL_URI=models:/...) o
 	$(PY) scripts/serve.py $(if $(MODEL_URI),--model-uri "$(MODEL_URI)") \
 		--port $(if $(filter command line,$(origin PORT)),$(PORT),5001)
 
-bench:  ## pipeline vs bare-library throughput, latency, smoke time and memory -> bench/report.md, .json
+bench:  ## pipeline vs bare baselines: train step, real photos, loading, latency, smoke, --help -> bench/report.md
 	$(PY) scripts/bench.py $(ARGS)
 
 bench-accuracy:  ## test accuracy and time per training recipe on real photos (../shared) -> bench/accuracy.md

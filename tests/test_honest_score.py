@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from test_config import run_cli
 
 import pipeline.data.images as images
+import pipeline.data.resized_cache as resized_cache
 from pipeline.data.sources import build_index
 from pipeline.runner import run
 
@@ -40,8 +41,10 @@ def test_test_images_never_reach_training_or_checkpoint_choice(make_cfg, image_f
     """Every image decoded for the sanity checks, training and the per-epoch validation that picks the
     checkpoint is recorded: none is a test image. The validate stage then scores the test split."""
     decoded: list[str] = []
-    load = images.decode_rgb
-    monkeypatch.setattr(images, "decode_rgb", lambda path: decoded.append(path) or load(path))
+    load = images.decode_checked
+    spy = lambda path: decoded.append(path) or load(path)  # noqa: E731
+    monkeypatch.setattr(images, "decode_checked", spy)
+    monkeypatch.setattr(resized_cache, "decode_checked", spy)  # training reads train and val from there
     run(make_cfg(*TINY, "stages=[data,sanity,train]", root=image_folder))
     index = build_index(image_folder, 0.2, 0.15, seed=42)
     test_paths = {r.path for r in index.split("test")}

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from pipeline.data.balance import resample, weighted_sampler
 from pipeline.data.images import ImageDataset
-from pipeline.data.resized_cache import ResizedImages
+from pipeline.data.resized_cache import CACHED_SPLITS, ResizedImages
 from pipeline.data.sources import DatasetIndex
 from pipeline.data.transforms import Preprocess, eval_transform, train_transform
 
@@ -34,13 +34,16 @@ class ImageDataModule(L.LightningDataModule):
         train = index.split("train")
         if balance in ("oversample", "undersample"):
             train = resample(train, balance, seed)
+        self.preprocess, self.resized = preprocess, resized
         cached = resized is not None
         self.train_set = ImageDataset(train, train_transform(preprocess, augmentations, cached), resized)
-        self.resized = resized
-        self.evaluate = evaluate = eval_transform(preprocess, cached)
-        self.eval_sets = {
-            s: ImageDataset(index.split(s), evaluate, resized) for s in ("val", "test") if index.split(s)
-        }
+        self.eval_sets = {s: self._eval_set(index.split(s), s) for s in ("val", "test") if index.split(s)}
+
+    def _eval_set(self, records: list, split: str) -> ImageDataset:
+        """Eval transform over `records` of `split`: read from the resized cache when it holds the split."""
+        if self.resized is not None and split in CACHED_SPLITS:
+            return ImageDataset(records, eval_transform(self.preprocess, resized=True), self.resized)
+        return ImageDataset(records, eval_transform(self.preprocess))
 
     def _loader(self, dataset: ImageDataset, shuffle: bool, sampler=None, drop_last=False) -> DataLoader:
         return DataLoader(
@@ -71,4 +74,4 @@ class ImageDataModule(L.LightningDataModule):
         """Up to `count` images of `split` drawn with `seed`, eval transform (INT8 calibration)."""
         records = self.index.split(split)
         chosen = random.Random(seed).sample(records, min(count, len(records)))
-        return self._loader(ImageDataset(chosen, self.evaluate, self.resized), shuffle=False)
+        return self._loader(self._eval_set(chosen, split), shuffle=False)

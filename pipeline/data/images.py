@@ -2,10 +2,9 @@
 
 import torch
 
-from pipeline.data.decode import decode_rgb
+from pipeline.data.decode import decode_checked
 from pipeline.data.resized_cache import ResizedImages
 from pipeline.data.sources import Record
-from pipeline.errors import PipelineError
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -24,11 +23,4 @@ class ImageDataset(torch.utils.data.Dataset):
         record = self.records[i]
         if self.resized is not None:
             return self.transform(image=self.resized.pixels(record.path))["image"], record.label
-        try:
-            pixels = decode_rgb(record.path)
-        except OSError as err:  # removed or replaced since the data stage read it (PIL's errors are OSErrors)
-            raise PipelineError(
-                f"{record.path} cannot be read any more ({type(err).__name__}): the folder changed after the "
-                "data stage checked it; run the pipeline again"
-            ) from err
-        return self.transform(image=pixels)["image"], record.label
+        return self.transform(image=decode_checked(record.path))["image"], record.label

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.decode import decode_rgb
+from pipeline.data.decode import decode_checked
 from pipeline.data.resize import resize_and_crop
 
 log = logging.getLogger("pipeline.data")
 VERSION = 1  # of the file layout and the resize code: a change writes new files
+CACHED_SPLITS = ("train", "val")  # what training reads; the test split stays untouched until validate
 
 
 @dataclass
@@ -58,7 +59,7 @@ def cache_key(fingerprints: list[str], side: int, interpolation: str, crop_pct: 
 
 
 def _decode_resized(path: str, side: int, interpolation: str, crop_pct: float | None) -> np.ndarray:
-    return resize_and_crop(decode_rgb(path), side, interpolation, crop_pct)
+    return resize_and_crop(decode_checked(path), side, interpolation, crop_pct)
 
 
 def load_or_build(

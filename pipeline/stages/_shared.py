@@ -16,7 +16,7 @@ from pipeline.data.integrity import (
     fingerprint,
     inspect_files,
 )
-from pipeline.data.resized_cache import ResizedImages, load_or_build, nbytes
+from pipeline.data.resized_cache import CACHED_SPLITS, ResizedImages, load_or_build, nbytes
 from pipeline.data.sources import DatasetIndex, build_index, resolve_root
 from pipeline.data.stats import channel_mean_std
 from pipeline.errors import PipelineError
@@ -93,9 +93,10 @@ def ensure_preprocess(cfg: DictConfig, ctx: Context, pretrained: dict | None) ->
 
 
 def resized_images(cfg: DictConfig, index: DatasetIndex, preprocess: "Preprocess") -> ResizedImages | None:
-    """The index's images decoded and resized once (pipeline.data.resized_cache), or None to decode them
-    each epoch: data.resized_cache=never, or auto and larger than data.resized_cache_mb."""
-    size = nbytes(len(index.records), preprocess.image_size)
+    """The train and val images decoded and resized once (pipeline.data.resized_cache), or None to decode
+    them each epoch: data.resized_cache=never, or auto and larger than data.resized_cache_mb."""
+    records = [r for split in CACHED_SPLITS for r in index.split(split)]
+    size = nbytes(len(records), preprocess.image_size)
     mode = cfg.data.resized_cache
     if mode == "never" or (mode == "auto" and size > cfg.data.resized_cache_mb * 2**20):
         if mode == "auto":
@@ -105,10 +106,10 @@ def resized_images(cfg: DictConfig, index: DatasetIndex, preprocess: "Preprocess
                 cfg.data.resized_cache_mb,
             )
         return None
-    content = [fingerprint(info) for info in inspect_split(cfg, index, None)]
+    content = {info.path: fingerprint(info) for info in inspect_split(cfg, index, None)}
+    paths = [r.path for r in records]
     folder = Path(cfg.data.cache_dir) / "resized"
-    paths = [r.path for r in index.records]
-    return load_or_build(paths, content, preprocess, folder, cfg.data.inspect_workers)
+    return load_or_build(paths, [content[p] for p in paths], preprocess, folder, cfg.data.inspect_workers)
 
 
 def inspection_cache(cfg: DictConfig) -> Path:

@@ -1,6 +1,6 @@
 """Image embeddings for the data audit (pipeline.data.embeddings): ImageNet features from the offline
-EfficientNet-Lite0 weights, run in onnxruntime, cached by file content; and the label issues found with them
-(pipeline.data.label_issues), the outliers and near duplicates (pipeline.data.neighbours)."""
+EfficientNet-Lite0 weights, in PyTorch or onnxruntime, cached by file content; and the label issues found with
+them (pipeline.data.label_issues), the outliers and near duplicates (pipeline.data.neighbours)."""
 
 import hashlib
 import shutil
@@ -59,8 +59,27 @@ def test_a_second_run_and_a_copied_file_reuse_the_cache_without_the_model(embedd
     copy = tmp_path / "renamed.png"
     shutil.copy(paths[0], copy)
     monkeypatch.setattr(embeddings, "session", lambda *_: pytest.fail("the backbone ran for cached content"))
+    monkeypatch.setattr(embeddings, "feature_extractor", lambda *_: pytest.fail("the backbone was built"))
     again = embeddings.embed([str(copy), str(paths[1])], content([copy, paths[1]]), LITE0, 64, cache)
     assert np.array_equal(again, vectors[:2])
+
+
+def test_a_small_job_stays_in_pytorch_and_a_large_one_exports_the_backbone_once(tmp_path, monkeypatch):
+    root = make_image_folder(tmp_path / "images", per_class=3, size=32)
+    paths = sorted(root.rglob("*.png"))
+    eager = embeddings.embed([str(p) for p in paths], content(paths), LITE0, 32, tmp_path / "small")
+    assert not list((tmp_path / "small").glob("backbone-*.onnx"))  # 9 images: cheaper than an export
+    monkeypatch.setattr(embeddings, "EAGER_BUDGET_S", 0.0)  # any rest is worth exporting for
+    exported = embeddings.embed([str(p) for p in paths], content(paths), LITE0, 32, tmp_path / "large", 4)
+    assert [p.name for p in (tmp_path / "large").glob("*.onnx")] == [
+        embeddings.EmbeddingCache(tmp_path / "large", LITE0, 32).backbone.name
+    ]
+    assert np.allclose(exported, eager, atol=1e-4)  # the first batch eager, the rest in onnxruntime
+    monkeypatch.setattr(embeddings, "feature_extractor", lambda *_: pytest.fail("PyTorch ran, not ONNX"))
+    for vectors in (tmp_path / "large").glob("embeddings-*.npz"):
+        vectors.unlink()  # embed the same images again: with the exported backbone this time
+    again = embeddings.embed([str(p) for p in paths], content(paths), LITE0, 32, tmp_path / "large")
+    assert np.allclose(again, eager, atol=1e-4)
 
 
 def test_a_backbone_that_cannot_drop_its_classifier_is_one_clear_error(tmp_path):

@@ -175,6 +175,7 @@ class TrainConfig:
     lr_find: bool = False  # run Lightning's LR finder and train with its suggestion
     lr_find_steps: int = 100
     channels_last: bool = False
+    compile: bool = False  # torch.compile the network for training; measured slower on 2 CPU cores (README)
     resume: str | None = None  # a last.ckpt to continue from (epoch, optimizer and scheduler state)
 
 

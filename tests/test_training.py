@@ -13,6 +13,7 @@ import torch
 from conftest import make_image_folder
 from lightning.pytorch.callbacks import Callback
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.models.factory import classifier_head, create_model
@@ -22,7 +23,7 @@ from pipeline.models.optim import build_optimizer, build_scheduler
 from pipeline.models.trainer import build_trainer, training_callbacks
 from pipeline.recipe import objective_direction
 from pipeline.runner import run
-from pipeline.schema import plain
+from pipeline.schema import TrainConfig, plain
 
 TINY_CNN = {"name": "simple_cnn", "kwargs": {"channels": [4, 8], "convs_per_block": 1}, "drop_rate": 0.0}
 STAGE_TRAIN = [
@@ -33,6 +34,9 @@ STAGE_TRAIN = [
     "data.batch_size=8",
     "data.audit=false",
 ]
+
+
+TRAIN_DEFAULTS = plain(OmegaConf.structured(TrainConfig))
 
 
 def optimizer_spec(name: str, **extra) -> dict:
@@ -319,6 +323,30 @@ def test_ddp_on_two_cpu_processes_records_one_mlflow_run(image_folder, tmp_path,
     )
     assert [m.step for m in client.get_metric_history(train.info.run_id, "train/loss")] == [0, 1]
     assert (tmp_path / "out" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_compile_traces_the_network_and_keeps_plain_checkpoint_names(tmp_path, monkeypatch):
+    """train.compile=true compiles the network in place when fitting starts (here with dynamo's eager backend:
+    the graph capture is real, the minutes of C++ code generation are left to the README's measurement)."""
+    compiled = []
+    real_compile = torch.compile
+
+    def eager_backend(fn, **kwargs):
+        compiled.append(fn)
+        return real_compile(fn, backend="eager", **kwargs)
+
+    monkeypatch.setattr(torch, "compile", eager_backend)
+    torch._dynamo.reset()
+    classifier = tiny_classifier("sgd", train={**TRAIN_DEFAULTS, "compile": True})
+    data = DataLoader(TensorDataset(torch.randn(16, 3, 8, 8), torch.randint(0, 3, (16,))), batch_size=8)
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.fit(classifier, data)
+    assert len(compiled) == 1 and torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    trainer.save_checkpoint(tmp_path / "compiled.ckpt")
+    assert load_classifier(tmp_path / "compiled.ckpt").state_dict().keys() == classifier.state_dict().keys()
+    assert not any("_orig_mod" in k for k in classifier.state_dict())
 
 
 def test_checkpoint_reloads_into_an_identical_model(tmp_path):

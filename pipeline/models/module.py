@@ -56,6 +56,7 @@ class Classifier(L.LightningModule):
         self.label_smoothing = train["label_smoothing"] if train else 0.0
         self.mixer = batch_mixer(train, num_classes) if train else None
         self.channels_last = bool(train and train["channels_last"])
+        self.compile_network = bool(train and train.get("compile"))  # checkpoints from before it lack it
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         # with val/loss, the names of pipeline.schema.VAL_METRICS: what can pick the checkpoint. The mean
         # per-class recall (bal_acc) and F1 do not reward predicting the big classes of an imbalanced set.
@@ -74,6 +75,8 @@ class Classifier(L.LightningModule):
     def on_fit_start(self) -> None:
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
+        if self.compile_network:
+            self.model.compile()  # in place: the checkpoint's parameter names stay those of the plain network
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -57,10 +57,12 @@ def error_line(err: BaseException) -> str | None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from pipeline.errors import PipelineError, message
+    from pipeline.errors import PipelineError, message, scheduler_refusal
 
     if isinstance(err, PipelineError):
         return f"error: {message(err)}"
+    if refusal := scheduler_refusal(err):
+        return f"error: {refusal}"
     if isinstance(err, HydraException | OmegaConfBaseException):
         return f"config error: {bad_choice(err) or one_line(err)}"
     return None

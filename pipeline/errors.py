@@ -1,4 +1,5 @@
-"""The one exception type whose message is shown to users as a single line."""
+"""The one exception type whose message is shown to users as a single line, and the lines for failures that
+come from outside the pipeline but are the user's to fix (a SLURM job the cluster refuses)."""
 
 
 class PipelineError(Exception):
@@ -18,3 +19,25 @@ def first_line(err: BaseException) -> str:
     """The first line of an exception's message, or its type's name when it has none."""
     text = message(err)
     return text.splitlines()[0] if text else type(err).__name__
+
+
+# sbatch's refusal -> the setting that asked for it (conf/hydra/launcher/slurm.yaml)
+SBATCH_HINTS = {
+    "generic resource": "no GPUs there? trainer=cpu requests none, or hydra.launcher.gpus_per_node=<n>",
+    "CPU count": "hydra.launcher.cpus_per_task=<cores a task may use>",
+    "Memory specification": "hydra.launcher.mem_gb=<memory a node has>",
+    "partition": "hydra.launcher.partition=<a partition sinfo lists>",
+    "time limit": "hydra.launcher.timeout_min=<minutes the partition allows>",
+}
+
+
+def scheduler_refusal(err: BaseException) -> str | None:
+    """`SLURM refused the job: <sbatch's line> (<the setting to change>)` for a submitit submission error."""
+    if type(err).__module__.split(".")[0] != "submitit" or "sbatch" not in str(err):
+        return None
+    lines = [x.strip() for x in str(err).splitlines() if "error" in x] or [first_line(err)]
+    for line in lines:  # the first line a hint matches, else the first
+        for key, hint in SBATCH_HINTS.items():
+            if key.lower() in line.lower():
+                return f"SLURM refused the job: {line} ({hint})"
+    return f"SLURM refused the job: {lines[0]}"

@@ -8,6 +8,7 @@ changes. The exception is `trainer`: Lightning's own `Trainer` arguments, passed
 (`conf/trainer/auto.yaml` holds their defaults), so a new Trainer option is one YAML line.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -276,5 +277,24 @@ def plain(node: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
 
 
+def tasks_per_node(devices: Any) -> int:
+    """SLURM tasks a node runs for Lightning's `trainer.devices`: one per device (Lightning's DDP under SLURM
+    takes its ranks from the tasks), one for `auto`. `-1` (all devices) is a number SLURM must be told."""
+    if devices == "auto":
+        return 1
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if isinstance(devices, Sequence) and not isinstance(devices, str):  # device indices, e.g. [0, 1]
+        return len(devices)
+    raise ValueError(f"trainer.devices={devices} cannot size a SLURM job: give the devices per node, e.g. 4")
+
+
+def gpus_per_node(accelerator: str, devices: Any) -> int | None:
+    """GPUs to request on each node: none for CPU training (None leaves the option out of sbatch)."""
+    return None if accelerator == "cpu" else tasks_per_node(devices)
+
+
 def register() -> None:
     ConfigStore.instance().store(name="base_config", node=Config)
+    OmegaConf.register_new_resolver("slurm_tasks", tasks_per_node, replace=True)
+    OmegaConf.register_new_resolver("slurm_gpus", gpus_per_node, replace=True)

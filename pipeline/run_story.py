@@ -27,10 +27,20 @@ def data_name(cfg: DictConfig) -> str:
 
 
 def run_name(cfg: DictConfig) -> str:
-    """`tracking.run_name`, else `<model>-<data>-<MMDD>-<HHMM>`, e.g. resnet18-digits-1124-1903."""
+    """`tracking.run_name`, else `<model>-<data>-<MMDD>-<HHMM>`, e.g. resnet18-digits-1124-1903, with the
+    job's number in a multirun (`-#3`), whose jobs often start in the same minute."""
     if cfg.tracking.run_name:
         return str(cfg.tracking.run_name)
-    return f"{cfg.model.name}-{data_name(cfg)}-{time.strftime('%m%d-%H%M')}"
+    return f"{cfg.model.name}-{data_name(cfg)}-{time.strftime('%m%d-%H%M')}{multirun_job()}"
+
+
+def multirun_job() -> str:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return ""
+    return f"-#{HydraConfig.get().job.num}"
 
 
 def command_line() -> str:

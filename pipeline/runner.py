@@ -80,8 +80,7 @@ def run(cfg: DictConfig) -> float | None:
         log.warning("run %s was left RUNNING by a process that is gone: marked KILLED", abandoned)
     resume_id = None
     if cfg.resume:
-        resume_id, saved_yaml = tracker.resumable_run(None if cfg.resume is True else str(cfg.resume))
-        cfg = resumed_config(saved_yaml, tracker.stage_statuses(resume_id))
+        resume_id, cfg = resumed(cfg, tracker)
     output_dir = writable_folder(Path(cfg.output_dir), "output folder")
     ctx = Context(output_dir=output_dir)
     yaml = OmegaConf.to_yaml(cfg, resolve=True)
@@ -126,6 +125,14 @@ def writable_folder(folder: Path, what: str) -> Path:
     except OSError as err:
         raise PipelineError(f"{what} {folder} is not writable: {err.strerror or err}") from err
     return folder
+
+
+def resumed(cfg: DictConfig, tracker, joining: bool = False) -> tuple[str, DictConfig]:
+    """The run `resume` names (`true`: the newest interrupted one) and the config that continues it; see
+    Tracker.resumable_run for `joining`. Under DDP give the id: by the time another rank looks, rank 0 may
+    have reopened the newest run."""
+    run_id, saved_yaml = tracker.resumable_run(None if cfg.resume is True else str(cfg.resume), joining)
+    return run_id, resumed_config(saved_yaml, tracker.stage_statuses(run_id))
 
 
 def resumed_config(saved_yaml: str, statuses: dict[str, tuple[str, str]]) -> DictConfig:
@@ -175,7 +182,14 @@ def run_stages(
 
 
 def run_worker(cfg: DictConfig) -> None:
-    """A DDP rank other than 0: train alongside rank 0, record nothing (rank 0 owns the MLflow runs)."""
+    """A DDP rank other than 0: train alongside rank 0, record nothing (rank 0 owns the MLflow runs). When
+    resuming, it reads the same resumed config from the store as rank 0 (output folder, stages, last.ckpt):
+    ranks starting from different epochs would wait on each other forever."""
+    if cfg.resume:
+        from pipeline.tracking import Tracker
+
+        tracker = Tracker(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.dir)
+        _, cfg = resumed(cfg, tracker, joining=True)
     run_stages(
         cfg, worker_stages(list(cfg.stages)), Context(output_dir=Path(cfg.output_dir)), SilentTracker()
     )

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import Any
 
 import mlflow
 from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline.errors import PipelineError
@@ -189,6 +191,27 @@ def download_best_checkpoint(run_id: str, uri: str, dst: Path) -> Path:
     return Path(path)
 
 
+def log_inputs_racing(client: MlflowClient, run_id: str, inputs: list, attempts: int = 4) -> None:
+    """client.log_inputs, tried again when another run stored the same dataset at the same moment: MLflow
+    inserts a dataset the first time any run logs it, and of two jobs of a sweep doing so at once (seen on
+    SLURM) one gets a UNIQUE-constraint error; by the next try the dataset is there and is reused."""
+    for attempt in range(attempts):
+        try:
+            return client.log_inputs(run_id, inputs)
+        except MlflowException as err:
+            if "UNIQUE constraint failed" not in str(err) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def slurm_job() -> dict[str, str]:
+    """`slurm_job`: the SLURM job the run is in (what squeue, scancel and sacct take), `<job>_<task>` for a
+    job of an array (a Hydra multirun); nothing outside SLURM."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+    return {"slurm_job": job} if job else {}
+
+
 class Tracker:
     def __init__(self, experiment: str, uri: str | None = None, store_dir: str = "mlruns"):
         self.uri = resolve_tracking_uri(uri, store_dir)
@@ -242,7 +265,7 @@ class Tracker:
             try:
                 with _killed_on_interrupt():
                     with uninterrupted():
-                        mlflow.set_tags({"pid": str(os.getpid()), "host": socket.gethostname()})
+                        mlflow.set_tags({"pid": str(os.getpid()), "host": socket.gethostname()} | slurm_job())
                         if resume_id is None:
                             mlflow.set_tags({**git_dirty(), "command": command, DESCRIPTION_TAG: note})
                             mlflow.log_params(flatten(config))
@@ -289,8 +312,9 @@ class Tracker:
             self.client.set_terminated(run_id, "KILLED")
         return abandoned
 
-    def resumable_run(self, run_id: str | None) -> tuple[str, str]:
-        """(parent run id, its resolved config YAML): the given run, or the newest KILLED/FAILED one."""
+    def resumable_run(self, run_id: str | None, joining: bool = False) -> tuple[str, str]:
+        """(parent run id, its resolved config YAML): the given run, or the newest KILLED/FAILED one.
+        `joining`: a DDP rank other than 0, which may find the run RUNNING again (rank 0 reopened it)."""
         if run_id is None:
             found = self.client.search_runs(
                 [self.experiment_id],
@@ -307,7 +331,7 @@ class Tracker:
             raise PipelineError(f"resume: no MLflow run {run_id} at {self.uri}") from err
         if "mlflow.parentRunId" in run.data.tags:
             raise PipelineError(f"resume: {run_id} is a stage run; pass its parent run id")
-        if run.info.status in ("FINISHED", "RUNNING"):
+        if run.info.status == "FINISHED" or run.info.status == "RUNNING" and not joining:
             raise PipelineError(f"resume: run {run_id} is {run.info.status}, not KILLED or FAILED")
         config_path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml")
         return run_id, Path(config_path).read_text()
@@ -370,7 +394,7 @@ class Tracker:
         ]
         with uninterrupted():
             for run_id in filter(None, (mlflow.active_run().info.run_id, self.parent_id)):
-                self.client.log_inputs(run_id, inputs)
+                log_inputs_racing(self.client, run_id, inputs)
 
     def log_image_classifier(self, onnx_path: Path, example_image: bytes, register_as: str | None):
         """The servable model (pipeline.export.served) in the stage run, linked to the parent run as its

@@ -40,6 +40,7 @@ def test_multirun_gives_one_parent_run_per_job(image_folder, tmp_path, store):
     parents = parent_runs(tmp_path)
     assert sorted(p.data.params["data.val_fraction"] for p in parents) == ["0.25", "0.5"]
     assert sorted(p.data.metrics["data/val_images"] for p in parents) == [9, 18]
+    assert sorted(p.info.run_name[-3:] for p in parents) == ["-#0", "-#1"]  # jobs named apart
 
 
 @pytest.mark.slow
@@ -67,6 +68,14 @@ def test_optuna_sweep_maximizes_the_objective_the_pipeline_returns(image_folder,
             ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"],
             {"_target_": "SlurmLauncher", "nodes": 2, "tasks_per_node": 4, "gpus_per_node": 4},
         ),
+        (  # one task and one GPU a job with the default devices=auto; no GPU request for CPU training
+            ["hydra/launcher=slurm"],
+            {"_target_": "SlurmLauncher", "nodes": 1, "tasks_per_node": 1, "gpus_per_node": 1},
+        ),
+        (
+            ["hydra/launcher=slurm", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=[0,1]"],
+            {"_target_": "SlurmLauncher", "nodes": 1, "tasks_per_node": 2, "gpus_per_node": None},
+        ),
     ],
 )
 def test_launcher_presets_compose(overrides, expected):
@@ -76,3 +85,53 @@ def test_launcher_presets_compose(overrides, expected):
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith(expected.pop("_target_"))
     assert {key: launcher[key] for key in expected} == expected
+
+
+def test_a_slurm_job_needs_a_device_count_it_can_request():
+    register()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=["hydra/launcher=slurm", "trainer.devices=-1"],
+            return_hydra_config=True,
+        )
+    with pytest.raises(Exception, match="trainer.devices=-1 cannot size a SLURM job"):
+        cfg.hydra.launcher.tasks_per_node  # noqa: B018 (resolving is the test)
+
+
+@pytest.mark.parametrize(
+    "sbatch_says, hint",
+    [
+        ("sbatch: error: Invalid generic resource (gres) specification", "trainer=cpu"),
+        ("sbatch: error: invalid partition specified: gpu", "hydra.launcher.partition="),
+    ],
+)
+def test_a_job_slurm_refuses_is_one_line_naming_the_setting(sbatch_says, hint):
+    """sbatch's own lines (as seen on the local cluster), through the CLI's one-line error."""
+    from submitit.core.utils import FailedJobError
+
+    from pipeline.__main__ import error_line
+
+    line = error_line(FailedJobError(f"{sbatch_says}\nsbatch: error: Batch job submission failed: Invalid"))
+    assert line.startswith(f"error: SLURM refused the job: {sbatch_says} (") and hint in line
+
+
+@pytest.mark.parametrize(
+    "environment, tag",
+    [
+        (
+            {"SLURM_JOB_ID": "17", "SLURM_ARRAY_JOB_ID": "16", "SLURM_ARRAY_TASK_ID": "1"},
+            {"slurm_job": "16_1"},
+        ),
+        ({"SLURM_JOB_ID": "17"}, {"slurm_job": "17"}),
+        ({}, {}),
+    ],
+)
+def test_a_run_names_the_slurm_job_it_ran_in(monkeypatch, environment, tag):
+    from pipeline.tracking import slurm_job
+
+    for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert slurm_job() == tag  # what `scancel` takes: a sweep's job is one task of an array

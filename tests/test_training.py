@@ -14,6 +14,7 @@ from conftest import make_image_folder
 from lightning.pytorch.callbacks import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
+from test_server import free_port
 from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.models.factory import classifier_head, create_model
@@ -322,7 +323,47 @@ def test_ddp_on_two_cpu_processes_records_one_mlflow_run(image_folder, tmp_path,
         and train.data.params["train.accelerator"] == "CPUAccelerator"
     )
     assert [m.step for m in client.get_metric_history(train.info.run_id, "train/loss")] == [0, 1]
+    assert train.data.params["train.world_size"] == "2" and train.data.metrics["train/rank_weight_diff"] == 0
     assert (tmp_path / "out" / "checkpoints" / "best.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_on_two_nodes_started_by_torchrun_records_one_run(image_folder, tmp_path, store):
+    """Multi-node DDP without SLURM, as the README shows it: torchrun on each node with its node rank and the
+    first node's address, two processes a node; here both "nodes" are this machine. Four ranks, one run."""
+    rendezvous = [
+        "--nnodes=2",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+    ]
+    command = [
+        "-m", "pipeline", *STAGE_TRAIN,
+        "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.num_nodes=2",
+        "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+        f"data.root={image_folder}", f"data.cache_dir={tmp_path / 'cache'}",
+        f"tracking.dir={tmp_path / 'mlruns'}", f"hydra.run.dir={tmp_path / 'out'}",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", *rendezvous, f"--node_rank={rank}", *command],
+            env={**env, "OMP_NUM_THREADS": "1"},  # four processes on the machine's cores
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=400)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs(client.search_experiments()[0].experiment_id)
+    assert sorted(r.info.run_name == "train" for r in runs) == [False, True]  # one parent, one train child
+    train = train_run(client)
+    assert (train.data.params["train.world_size"], train.data.params["train.num_nodes"]) == ("4", "2")
+    assert train.data.metrics["train/rank_weight_diff"] == 0.0
+    assert [m.step for m in client.get_metric_history(train.info.run_id, "train/loss")] == [0, 1]
 
 
 def test_compile_traces_the_network_and_keeps_plain_checkpoint_names(tmp_path, monkeypatch):

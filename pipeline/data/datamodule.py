@@ -60,8 +60,10 @@ class ImageDataModule(L.LightningDataModule):
         sampler = None
         if self.balance == "weighted_sampler":
             sampler = weighted_sampler([r.label for r in self.train_set.records], self.seed)
-        # a last batch of one breaks batch norm on 1x1 feature maps; drop the remainder when it can be spared
-        drop_last = len(self.train_set) > self.batch_size
+        # a last batch of one breaks batch norm on 1x1 feature maps; drop the remainder when it can be spared,
+        # judged by each DDP rank's share (Lightning's sampler splits the set), or a rank could get no batch
+        ranks = self.trainer.world_size if self.trainer is not None else 1
+        drop_last = len(self.train_set) // ranks > self.batch_size
         return self._loader(self.train_set, shuffle=True, sampler=sampler, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader:

@@ -107,9 +107,9 @@ class Classifier(L.LightningModule):
         groups = self.trainer.optimizers[0].param_groups
         head = [g["lr"] for g in groups if g.get("name", "head").startswith("head")]
         backbone = [g["lr"] for g in groups if g.get("name", "").startswith("backbone")]
-        self.log("train/lr", max(head, default=0.0), on_step=False, on_epoch=True)
+        self.log("train/lr", max(head, default=0.0), on_step=False, on_epoch=True, sync_dist=True)
         if backbone:  # the stage next to the head; earlier stages are lower with discriminative rates
-            self.log("train/lr_backbone", max(backbone), on_step=False, on_epoch=True)
+            self.log("train/lr_backbone", max(backbone), on_step=False, on_epoch=True, sync_dist=True)
 
     def configure_optimizers(self):
         spec = self.hparams.optimizer

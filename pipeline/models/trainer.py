@@ -1,11 +1,12 @@
 """The Lightning Trainer the pipeline trains with: the `trainer` config passed through as written, plus the
 callbacks and plugins the pipeline owns (checkpoints by the objective, MLflow epochs, fine-tuning, early
-stopping, one line per epoch for log files)."""
+stopping, one line per epoch for log files, the ranks' weights compared under DDP)."""
 
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from pipeline.models.checkpoint_io import AtomicCheckpointIO
@@ -36,6 +37,27 @@ class EpochMetricsToTracker(Callback):
         self.tracker.log_metrics(metrics, step=trainer.current_epoch)
 
 
+class RanksInSync(Callback):
+    """Under DDP, compare the ranks' weights when training ends: DDP averages gradients and broadcasts
+    buffers, so every rank should hold the same model, and a difference (a layer outside DDP's reach, a rank
+    that resumed from another checkpoint) would otherwise go unseen, as only rank 0's weights are saved. Each
+    rank sends a digest (sum and sum of squares of every tensor); the largest difference from rank 0 is
+    logged as `train/rank_weight_diff`."""
+
+    def __init__(self, tracker):
+        self.tracker = tracker
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.world_size < 2:
+            return
+        tensors = [t.detach().double() for t in module.state_dict().values() if t.is_floating_point()]
+        digest = torch.stack([torch.stack([t.sum(), t.square().sum()]) for t in tensors])
+        gathered = trainer.strategy.all_gather(digest)  # (world_size, tensors, 2), on every rank
+        if trainer.is_global_zero:
+            diff = (gathered - gathered[0]).abs().max().item()
+            self.tracker.log_metrics({"train/rank_weight_diff": diff})
+
+
 def training_callbacks(
     objective: str,
     mode: str,
@@ -58,6 +80,7 @@ def training_callbacks(
         best,
         ModelCheckpoint(dirpath=ckpt_dir, filename="last"),
         EpochMetricsToTracker(tracker),
+        RanksInSync(tracker),
         FinetuneSchedule(finetune["strategy"], finetune["unfreeze_epoch"], finetune["freeze_batchnorm"]),
     ]
     if early_stopping_patience is not None:

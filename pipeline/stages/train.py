@@ -120,6 +120,8 @@ def log_setup(tracker: Tracker, trainer, classifier, datamodule, objective: str,
             "train.num_parameters": sum(p.numel() for p in classifier.parameters()),
             "train.accelerator": type(trainer.accelerator).__name__,
             "train.devices": trainer.num_devices,
+            "train.num_nodes": trainer.num_nodes,
+            "train.world_size": trainer.world_size,  # processes training together: devices x nodes under DDP
             "train.preprocess": classifier.hparams.preprocess,
             "train.balance": balance,
             "train.objective": objective,

@@ -65,6 +65,55 @@ def test_sigterm_marks_runs_killed_and_resume_finishes_them(make_cfg, image_fold
     assert client.get_run(train.info.run_id).data.metrics["train/epochs"] == 40
 
 
+@pytest.mark.slow
+def test_sigterm_stops_both_ddp_ranks_at_one_step_and_marks_the_runs_killed(image_folder, tmp_path):
+    """Under DDP the signal only flags Lightning's loop, which stops every rank at the same step: no rank is
+    left waiting in an all-reduce the other never joins (SLURM's scancel showed that hang)."""
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "pipeline", *TRAIN, f"data.root={image_folder}",
+        "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+        f"data.cache_dir={tmp_path / 'cache'}", f"tracking.dir={tmp_path / 'mlruns'}", f"hydra.run.dir={out}",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)  # to rank 0, as `kill` would; Lightning started rank 1
+    output = process.communicate(timeout=90)[0]
+    assert process.returncode == 130, output[-2000:]
+    client = store(tmp_path)
+    runs = client.search_runs([client.get_experiment_by_name("image-classification").experiment_id])
+    assert {r.info.status for r in runs} == {"KILLED"} and len(runs) == 2
+
+
+def test_loader_workers_outlive_a_schedulers_sigterm(tmp_path):
+    """scancel signals every process of a job: a loader worker that died of it would fail the run with a
+    "worker killed" error before the main process could end it as interrupted (KILLED)."""
+    from pathlib import Path
+
+    from conftest import make_image_folder
+
+    from pipeline.data.datamodule import ImageDataModule
+    from pipeline.data.sources import build_index
+    from pipeline.data.transforms import Preprocess
+
+    index = build_index(make_image_folder(tmp_path / "images", per_class=4, size=16), 0.25, 0.0, 0)
+    preprocess = Preprocess(12, (0.5,) * 3, (0.25,) * 3, "bicubic", 0.875)
+    loader = ImageDataModule(index, preprocess, [], 2, num_workers=1).train_dataloader()
+    batches = iter(loader)
+    next(batches)  # the worker runs
+    me = os.getpid()
+    workers = [int(p) for p in Path(f"/proc/{me}/task/{me}/children").read_text().split()]
+    assert workers
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)
+    time.sleep(0.5)
+    assert sum(1 for _ in batches) > 0 and sum(1 for _ in loader) > 0  # the rest, then another epoch
+
+
 def test_a_run_left_running_by_a_dead_process_is_marked_killed(tmp_path):
     tracker = Tracker("image-classification", None, str(tmp_path / "mlruns"))
     gone = subprocess.Popen(["true"])

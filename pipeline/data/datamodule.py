@@ -1,6 +1,7 @@
 """LightningDataModule over a DatasetIndex: the same loaders for sanity, train and validate."""
 
 import random
+import signal
 from typing import Any
 
 import lightning as L
@@ -11,6 +12,13 @@ from pipeline.data.images import ImageDataset
 from pipeline.data.resized_cache import CACHED_SPLITS, ResizedImages
 from pipeline.data.sources import DatasetIndex
 from pipeline.data.transforms import Preprocess, eval_transform, train_transform
+
+
+def ignore_sigterm(worker_id: int) -> None:
+    """In a loader worker: a scheduler's SIGTERM (scancel, a time limit) reaches every process of the job, and
+    a worker it killed would fail the run ("DataLoader worker ... is killed") before the main process stops it
+    as interrupted (KILLED). The main process ends its workers when it stops; SIGKILL ends stragglers."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -54,6 +62,7 @@ class ImageDataModule(L.LightningDataModule):
             drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=ignore_sigterm if self.num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -1,7 +1,9 @@
 """The Lightning Trainer the pipeline trains with: the `trainer` config passed through as written, plus the
 callbacks and plugins the pipeline owns (checkpoints by the objective, MLflow epochs, fine-tuning, early
-stopping, one line per epoch for log files, the ranks' weights compared under DDP)."""
+stopping, one line per epoch for log files; under DDP, the ranks' weights compared and SIGTERM taken in step).
+"""
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,20 @@ class RanksInSync(Callback):
             self.tracker.log_metrics({"train/rank_weight_diff": diff})
 
 
+class StopRanksTogether(Callback):
+    """With several ranks, SIGTERM (scancel, a time limit) only sets Lightning's flag, which the training loop
+    broadcasts from rank 0 before every step, so all ranks stop at the same step with a SIGTERMException
+    (the runs end KILLED). Lightning's own handler also broadcasts from inside the signal handler and the
+    pipeline's raises at once: either can leave one rank waiting in a collective the other never joins, both
+    waiting until the scheduler's SIGKILL, the runs left RUNNING (seen with scancel on a two-node SLURM job).
+    Set when training starts, after Lightning registers its handlers, which it restores at the end."""
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.world_size > 1:
+            connector = trainer._signal_connector  # what trainer.received_sigterm reads
+            signal.signal(signal.SIGTERM, lambda signum, frame: setattr(connector, "received_sigterm", True))
+
+
 def training_callbacks(
     objective: str,
     mode: str,
@@ -81,6 +97,7 @@ def training_callbacks(
         ModelCheckpoint(dirpath=ckpt_dir, filename="last"),
         EpochMetricsToTracker(tracker),
         RanksInSync(tracker),
+        StopRanksTogether(),
         FinetuneSchedule(finetune["strategy"], finetune["unfreeze_epoch"], finetune["freeze_batchnorm"]),
     ]
     if early_stopping_patience is not None:

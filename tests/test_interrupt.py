@@ -31,11 +31,12 @@ def store(tmp_path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
 
 
-@pytest.mark.slow
-def test_sigterm_marks_runs_killed_and_resume_finishes_them(make_cfg, image_folder, tmp_path):
+def terminated_after_first_checkpoint(image_folder, tmp_path, *overrides: str) -> str:
+    """`python -m pipeline` training on the folder, sent SIGTERM once last.ckpt exists: its output, after
+    checking that it exited 130 (interrupted)."""
     out = tmp_path / "out"
     command = [
-        sys.executable, "-m", "pipeline", *TRAIN, f"data.root={image_folder}",
+        sys.executable, "-m", "pipeline", *TRAIN, *overrides, f"data.root={image_folder}",
         f"data.cache_dir={tmp_path / 'cache'}", f"tracking.dir={tmp_path / 'mlruns'}", f"hydra.run.dir={out}",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -45,8 +46,15 @@ def test_sigterm_marks_runs_killed_and_resume_finishes_them(make_cfg, image_fold
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
-    output = process.communicate(timeout=60)[0]
+    output = process.communicate(timeout=90)[0]
     assert process.returncode == 130, output[-2000:]
+    return output
+
+
+@pytest.mark.slow
+def test_sigterm_marks_runs_killed_and_resume_finishes_them(make_cfg, image_folder, tmp_path):
+    output = terminated_after_first_checkpoint(image_folder, tmp_path)
+    last = tmp_path / "out" / "checkpoints" / "last.ckpt"
     assert "marked KILLED" in output and "Traceback" not in output
 
     client = store(tmp_path)
@@ -69,21 +77,10 @@ def test_sigterm_marks_runs_killed_and_resume_finishes_them(make_cfg, image_fold
 def test_sigterm_stops_both_ddp_ranks_at_one_step_and_marks_the_runs_killed(image_folder, tmp_path):
     """Under DDP the signal only flags Lightning's loop, which stops every rank at the same step: no rank is
     left waiting in an all-reduce the other never joins (SLURM's scancel showed that hang)."""
-    out = tmp_path / "out"
-    command = [
-        sys.executable, "-m", "pipeline", *TRAIN, f"data.root={image_folder}",
-        "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-        f"data.cache_dir={tmp_path / 'cache'}", f"tracking.dir={tmp_path / 'mlruns'}", f"hydra.run.dir={out}",
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    last = out / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)  # to rank 0, as `kill` would; Lightning started rank 1
-    output = process.communicate(timeout=90)[0]
-    assert process.returncode == 130, output[-2000:]
+    # to rank 0, as `kill` would; Lightning started rank 1
+    terminated_after_first_checkpoint(
+        image_folder, tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"
+    )
     client = store(tmp_path)
     runs = client.search_runs([client.get_experiment_by_name("image-classification").experiment_id])
     assert {r.info.status for r in runs} == {"KILLED"} and len(runs) == 2

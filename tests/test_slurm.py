@@ -17,23 +17,33 @@ from mlflow.tracking import MlflowClient
 from test_server import free_port
 
 
-def why_no_cluster() -> str | None:
-    """None when sbatch is installed and a controller answers with two nodes up or more."""
+def why_no_cluster(wait_s: float = 30) -> str | None:
+    """None when sbatch is installed and a controller answers with two nodes up or more (nodes still
+    finishing a job that ended a moment ago are waited for, up to `wait_s`)."""
     if shutil.which("sbatch") is None:
         return "SLURM is not installed (scripts/slurm_local.sh start installs it and starts a local cluster)"
-    try:
-        info = subprocess.run(["sinfo", "-h", "-o", "%D %t"], capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        return "sinfo did not answer within 30 s"
-    if info.returncode != 0:
-        reason = (info.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"no SLURM cluster answers ({reason}): scripts/slurm_local.sh start"
-    usable = ("idle", "mix", "alloc", "comp")  # busy nodes take the jobs when free; down or drained never
-    up = sum(int(n) for n, state in map(str.split, info.stdout.splitlines()) if state.startswith(usable))
-    return None if up >= 2 else f"the SLURM cluster has {up} nodes up; these tests need 2"
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            info = subprocess.run(["sinfo", "-h", "-o", "%D %t"], capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            return "sinfo did not answer within 30 s"
+        if info.returncode != 0:
+            reason = (info.stderr.strip().splitlines() or ["no output"])[-1]
+            return f"no SLURM cluster answers ({reason}): scripts/slurm_local.sh start"
+        usable = ("idle", "mix", "alloc", "comp")  # busy nodes take the jobs when free; down or drained never
+        lines = [line.split() for line in info.stdout.splitlines() if line.strip()]
+        up = sum(int(count) for count, state in lines if state.startswith(usable))
+        if up >= 2:
+            return None
+        if time.monotonic() > deadline:
+            states = ", ".join(" ".join(line) for line in lines) or "none"
+            return f"the SLURM cluster has {up} nodes up ({states}); these tests need 2"
+        time.sleep(1)
 
 
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(bool(why_no_cluster()), reason=str(why_no_cluster()))]
+REASON = why_no_cluster()
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(REASON is not None, reason=str(REASON))]
 
 TINY_JOB = [
     "hydra/launcher=slurm",

@@ -176,7 +176,7 @@ class TrainConfig:
     lr_find: bool = False  # run Lightning's LR finder and train with its suggestion
     lr_find_steps: int = 100
     channels_last: bool = False
-    compile: bool = False  # torch.compile the network for training; measured slower on 2 CPU cores (README)
+    compile: bool = False  # torch.compile the network for training (on 2 CPU cores: slower at 32 px; README)
     resume: str | None = None  # a last.ckpt to continue from (epoch, optimizer and scheduler state)
 
 

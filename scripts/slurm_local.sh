@@ -28,8 +28,9 @@ install_packages() {
     [[ $(id -u) == 0 ]] || fail "slurm-wlm and munge are not installed and installing them needs root"
     command -v apt-get >/dev/null || fail "slurm-wlm and munge are not installed and there is no apt-get"
     say "installing slurm-wlm and munge with apt"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >"$DIR/log/apt.log" 2>&1 ||
-        fail "apt-get install slurm-wlm munge failed: see $DIR/log/apt.log"
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get install -y -q slurm-wlm munge || { apt-get update -q && apt-get install -y -q slurm-wlm munge; }; } \
+        >"$DIR/log/apt.log" 2>&1 || fail "apt-get install slurm-wlm munge failed: see $DIR/log/apt.log"
 }
 
 write_config() {

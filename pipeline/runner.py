@@ -79,6 +79,9 @@ def run(cfg: DictConfig) -> float | None:
     for abandoned in tracker.mark_abandoned_runs():
         log.warning("run %s was left RUNNING by a process that is gone: marked KILLED", abandoned)
     resume_id = None
+    if not cfg.resume and (requeued := tracker.run_of_requeued_job()):
+        log.info("SLURM restarted this job: continuing its run %s", requeued)
+        cfg.resume = requeued
     if cfg.resume:
         resume_id, cfg = resumed(cfg, tracker)
     output_dir = writable_folder(Path(cfg.output_dir), "output folder")
@@ -183,13 +186,15 @@ def run_stages(
 
 def run_worker(cfg: DictConfig) -> None:
     """A DDP rank other than 0: train alongside rank 0, record nothing (rank 0 owns the MLflow runs). When
-    resuming, it reads the same resumed config from the store as rank 0 (output folder, stages, last.ckpt):
-    ranks starting from different epochs would wait on each other forever."""
-    if cfg.resume:
+    resuming (asked, or a requeued SLURM job), it reads the same resumed config from the store as rank 0
+    (output folder, stages, last.ckpt): ranks starting from different epochs would wait on each other."""
+    if cfg.resume or int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
         from pipeline.tracking import Tracker
 
         tracker = Tracker(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.dir)
-        _, cfg = resumed(cfg, tracker, joining=True)
+        cfg.resume = cfg.resume or tracker.run_of_requeued_job(joining=True)
+        if cfg.resume:
+            _, cfg = resumed(cfg, tracker, joining=True)
     run_stages(
         cfg, worker_stages(list(cfg.stages)), Context(output_dir=Path(cfg.output_dir)), SilentTracker()
     )

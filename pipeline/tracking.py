@@ -306,11 +306,34 @@ class Tracker:
         )
         abandoned = [r.info.run_id for r in running if not _process_alive(int(r.data.tags.get("pid", 0)))]
         for run_id in abandoned:
-            for child_id, status in self.stage_statuses(run_id).values():
-                if status == "RUNNING":
-                    self.client.set_terminated(child_id, "KILLED")
-            self.client.set_terminated(run_id, "KILLED")
+            self._mark_killed(run_id)
         return abandoned
+
+    def _mark_killed(self, run_id: str) -> None:
+        for child_id, status in self.stage_statuses(run_id).values():
+            if status == "RUNNING":
+                self.client.set_terminated(child_id, "KILLED")
+        self.client.set_terminated(run_id, "KILLED")
+
+    def run_of_requeued_job(self, joining: bool = False) -> str | None:
+        """The unfinished parent run this SLURM job started before SLURM requeued it (preemption, `scontrol
+        requeue`, a failed node: the job starts again with the same id and SLURM_RESTART_COUNT set), so the
+        job continues it rather than starting over. One still RUNNING (its process killed hard) is marked
+        KILLED first, except by another DDP rank (`joining`: rank 0 may have reopened it)."""
+        job = slurm_job().get("slurm_job")
+        if not job or int(os.environ.get("SLURM_RESTART_COUNT") or 0) == 0:
+            return None
+        found = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.slurm_job = '{job}' and attributes.status != 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not found:
+            return None
+        if found[0].info.status == "RUNNING" and not joining:
+            self._mark_killed(found[0].info.run_id)
+        return found[0].info.run_id
 
     def resumable_run(self, run_id: str | None, joining: bool = False) -> tuple[str, str]:
         """(parent run id, its resolved config YAML): the given run, or the newest KILLED/FAILED one.

@@ -123,6 +123,28 @@ def test_a_run_left_running_by_a_dead_process_is_marked_killed(tmp_path):
     assert tracker.client.get_run(alive.info.run_id).info.status == "RUNNING"
 
 
+def test_a_requeued_slurm_job_continues_its_own_run(make_cfg, image_folder, tmp_path, monkeypatch):
+    """SLURM requeues a job (preemption, `scontrol requeue`) with the same id and SLURM_RESTART_COUNT set:
+    the restarted job continues the run it had started, not a new one, and not another job's run."""
+    import pipeline.stages.sanity as sanity
+
+    job = ["stages=[data,sanity]", "data.audit=false", "model=simple_cnn", "data.image_size=16"]
+    cfg = make_cfg(*job, root=image_folder)
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    with monkeypatch.context() as preempted:
+        preempted.setattr(sanity, "run", lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg)  # the job's first start, interrupted in its second stage
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    run(make_cfg(*job, root=image_folder))
+    client = store(tmp_path)
+    runs = client.search_runs([client.get_experiment_by_name("image-classification").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.data.tags["slurm_job"] == "77" and parent.info.status == "FINISHED"
+    assert sorted(r.info.run_name for r in runs if r is not parent) == ["data", "sanity"]  # data not re-run
+
+
 def test_resume_refuses_runs_that_cannot_resume(make_cfg, tmp_path):
     from pipeline.errors import PipelineError
 

@@ -108,6 +108,11 @@ def runs_of(url: str, experiment: str) -> tuple[list, dict[str, list]]:
     return parents, children
 
 
+def squeue_state(job: str) -> str:
+    done = subprocess.run(["squeue", "-h", "-j", job, "-o", "%t"], capture_output=True, text=True, timeout=30)
+    return done.stdout.strip()
+
+
 def test_a_sweep_runs_as_slurm_jobs_each_its_own_parent_run(server, tmp_path, image_folder):
     finished(submit(server, "sweep", tmp_path, image_folder, "stages=[data,train]", "seed=1,2"))
     parents, children = runs_of(server, "sweep")
@@ -159,5 +164,29 @@ def test_a_cancelled_ddp_job_ends_killed_and_resume_finishes_it(server, tmp_path
     (again,), children = runs_of(server, "cancel")
     assert again.info.run_id == parent.info.run_id and again.info.status == "FINISHED"
     assert [r.info.run_id for r in children[again.info.run_id]] == [train.info.run_id]
+    history = MlflowClient(server).get_metric_history(train.info.run_id, "train/loss")
+    assert sorted(m.step for m in history) == list(range(40))  # continued, each epoch once
+
+
+def test_a_requeued_ddp_job_continues_its_own_run(server, tmp_path, image_folder):
+    """`scontrol requeue` (what preemption and node failures do): SLURM stops the job and starts it again
+    under the same id; the second start continues the first start's run from its last.ckpt."""
+    process = submit(server, "requeue", tmp_path, image_folder, "stages=[train]", "trainer.max_epochs=40",
+                     *DDP_TWO_NODES)  # fmt: skip
+    last = tmp_path / "jobs" / "0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 180
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (parent,), _ = runs_of(server, "requeue")
+    job = parent.data.tags["slurm_job"]
+    subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
+    deadline = time.monotonic() + 60  # pending again, eligible in 2 minutes (SLURM's requeue delay): now
+    while squeue_state(job) != "PD" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=30)
+    finished(process, timeout=300)  # Hydra's launcher gets the second start's result
+    (again,), children = runs_of(server, "requeue")
+    assert again.info.run_id == parent.info.run_id and again.info.status == "FINISHED"
+    (train,) = children[again.info.run_id]
     history = MlflowClient(server).get_metric_history(train.info.run_id, "train/loss")
     assert sorted(m.step for m in history) == list(range(40))  # continued, each epoch once

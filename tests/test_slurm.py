@@ -1,7 +1,7 @@
 """Real SLURM jobs through sbatch, on the two-node cluster scripts/slurm_local.sh starts (or any cluster whose
 partition takes CPU jobs): a Hydra sweep with hydra/launcher=slurm, one DDP job across two nodes, a DDP job
-cancelled with scancel then resumed, and one requeued that continues its run. Each records to a tracking server the module starts on 127.0.0.1.
-Without a SLURM cluster they are skipped, with the reason."""
+cancelled with scancel then resumed, and one requeued that continues its run. Each records to a tracking
+server the module starts on 127.0.0.1. Without a SLURM cluster they are skipped, with the reason."""
 
 import os
 import shutil

@@ -19,6 +19,12 @@ def is_rank_zero() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
 
 
+def slurm_restarted() -> bool:
+    """SLURM requeued this job (preemption, `scontrol requeue`, a failed node): it starts again under the same
+    id with SLURM_RESTART_COUNT set."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+
+
 def worker_stages(stages: list[str]) -> list[str]:
     """What a non-zero rank runs of the configured stages."""
     return [s for s in stages if s == "train"]

@@ -17,7 +17,7 @@ from pipeline.config_checks import check_config
 from pipeline.context import Context
 from pipeline.cpu_share import fit_workers_to_share
 from pipeline.errors import PipelineError
-from pipeline.ranks import SilentTracker, is_rank_zero, worker_stages
+from pipeline.ranks import SilentTracker, is_rank_zero, slurm_restarted, worker_stages
 from pipeline.schema import STAGE_NAMES, Config
 
 log = logging.getLogger("pipeline")
@@ -188,7 +188,7 @@ def run_worker(cfg: DictConfig) -> None:
     """A DDP rank other than 0: train alongside rank 0, record nothing (rank 0 owns the MLflow runs). When
     resuming (asked, or a requeued SLURM job), it reads the same resumed config from the store as rank 0
     (output folder, stages, last.ckpt): ranks starting from different epochs would wait on each other."""
-    if cfg.resume or int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
+    if cfg.resume or slurm_restarted():
         from pipeline.tracking import Tracker
 
         tracker = Tracker(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.dir)

@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline.errors import PipelineError
+from pipeline.ranks import slurm_restarted
 
 INTERRUPTS = (KeyboardInterrupt, SystemExit)  # Lightning turns Ctrl-C and SIGTERM into SystemExit
 
@@ -321,7 +322,7 @@ class Tracker:
         job continues it rather than starting over. One still RUNNING (its process killed hard) is marked
         KILLED first, except by another DDP rank (`joining`: rank 0 may have reopened it)."""
         job = slurm_job().get("slurm_job")
-        if not job or int(os.environ.get("SLURM_RESTART_COUNT") or 0) == 0:
+        if not job or not slurm_restarted():
             return None
         found = self.client.search_runs(
             [self.experiment_id],

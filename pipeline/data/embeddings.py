@@ -106,7 +106,8 @@ def embed_files(
     for x, _ in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
         started = time.perf_counter()
         if run is None:
-            model = model or feature_extractor(spec)
+            if model is None:  # built on the first batch: an exported backbone never needs it
+                model = feature_extractor(spec)
             with torch.inference_mode():
                 features = model(x).numpy()
         else:

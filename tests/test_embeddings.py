@@ -4,6 +4,7 @@ them (pipeline.data.label_issues), the outliers and near duplicates (pipeline.da
 
 import hashlib
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from conftest import CONF_DIR, make_image_folder
 from omegaconf import OmegaConf
 from PIL import Image
 
-from pipeline.data import embeddings
+from pipeline.data import embeddings, label_issues
 from pipeline.data.label_issues import find_label_issues
 from pipeline.data.neighbours import find_outliers, nearest, similar_pairs
 from pipeline.errors import PipelineError
@@ -74,12 +75,55 @@ def test_a_small_job_stays_in_pytorch_and_a_large_one_exports_the_backbone_once(
     assert [p.name for p in (tmp_path / "large").glob("*.onnx")] == [
         embeddings.EmbeddingCache(tmp_path / "large", LITE0, 32).backbone.name
     ]
-    assert np.allclose(exported, eager, atol=1e-4)  # the first batch eager, the rest in onnxruntime
+    assert np.allclose(exported, eager, atol=1e-4)  # two batches eager, the rest in onnxruntime
     monkeypatch.setattr(embeddings, "feature_extractor", lambda *_: pytest.fail("PyTorch ran, not ONNX"))
     for vectors in (tmp_path / "large").glob("embeddings-*.npz"):
         vectors.unlink()  # embed the same images again: with the exported backbone this time
     again = embeddings.embed([str(p) for p in paths], content(paths), LITE0, 32, tmp_path / "large")
     assert np.allclose(again, eager, atol=1e-4)
+
+
+def test_a_slow_first_batch_does_not_make_a_small_job_export(tmp_path, monkeypatch):
+    root = make_image_folder(tmp_path / "images", per_class=3, size=32)
+    paths = sorted(root.rglob("*.png"))
+    build = embeddings.feature_extractor
+
+    def slow_to_start(spec):  # the first forward pays a one-time cost, as a cold process does
+        model, calls = build(spec), []
+        real_forward = model.forward
+
+        def forward(x):
+            calls.append(len(x))
+            if len(calls) == 1:
+                time.sleep(1.0)
+            return real_forward(x)
+
+        model.forward = forward
+        return model
+
+    monkeypatch.setattr(embeddings, "feature_extractor", slow_to_start)
+    monkeypatch.setattr(embeddings, "EAGER_BUDGET_S", 0.5)  # the first batch alone projects 1.25 s
+    embeddings.embed([str(p) for p in paths], content(paths), LITE0, 32, tmp_path / "cache", 4)
+    assert not list((tmp_path / "cache").glob("backbone-*.onnx"))
+
+
+def test_folds_fit_side_by_side_only_for_many_rows_and_within_the_cpu_share(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert label_issues.fold_jobs(5000, 5) == 1  # a launcher gave this run one core
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    assert label_issues.fold_jobs(5000, 5) == 5  # no more processes than folds
+    assert label_issues.fold_jobs(label_issues.PARALLEL_ROWS - 1, 5) == 1  # cheaper than starting workers
+
+
+def test_folds_fit_side_by_side_give_the_same_probabilities(monkeypatch):
+    rng = np.random.default_rng(0)
+    labels = np.arange(label_issues.PARALLEL_ROWS) % 4
+    vectors = rng.normal(size=(len(labels), 8)) + labels[:, None]
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    together = label_issues.out_of_sample_probabilities(vectors, labels, seed=0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    alone = label_issues.out_of_sample_probabilities(vectors, labels, seed=0)
+    assert np.allclose(together, alone, atol=1e-6)
 
 
 def test_a_backbone_that_cannot_drop_its_classifier_is_one_clear_error(tmp_path):

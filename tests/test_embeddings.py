@@ -107,23 +107,23 @@ def test_a_slow_first_batch_does_not_make_a_small_job_export(tmp_path, monkeypat
     assert not list((tmp_path / "cache").glob("backbone-*.onnx"))
 
 
-def test_folds_fit_side_by_side_only_for_many_rows_and_within_the_cpu_share(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert label_issues.fold_jobs(5000, 5) == 1  # a launcher gave this run one core
-    monkeypatch.setenv("OMP_NUM_THREADS", "8")
-    assert label_issues.fold_jobs(5000, 5) == 5  # no more processes than folds
-    assert label_issues.fold_jobs(label_issues.PARALLEL_ROWS - 1, 5) == 1  # cheaper than starting workers
+def test_the_label_fits_run_on_one_blas_thread_and_leave_the_setting_as_it_was(monkeypatch):
+    from threadpoolctl import threadpool_info
 
+    seen = []
+    fit = label_issues.cross_val_predict
 
-def test_folds_fit_side_by_side_give_the_same_probabilities(monkeypatch):
-    rng = np.random.default_rng(0)
-    labels = np.arange(label_issues.PARALLEL_ROWS) % 4
-    vectors = rng.normal(size=(len(labels), 8)) + labels[:, None]
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    together = label_issues.out_of_sample_probabilities(vectors, labels, seed=0)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    alone = label_issues.out_of_sample_probabilities(vectors, labels, seed=0)
-    assert np.allclose(together, alone, atol=1e-6)
+    def watched(*args, **kwargs):
+        seen.extend(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(label_issues, "cross_val_predict", watched)
+    before = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    labels = np.arange(40) % 4
+    vectors = np.random.default_rng(0).normal(size=(40, 8)) + labels[:, None]
+    label_issues.out_of_sample_probabilities(vectors, labels, seed=0)
+    assert seen and set(seen) == {label_issues.BLAS_THREADS}
+    assert [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"] == before
 
 
 def test_a_backbone_that_cannot_drop_its_classifier_is_one_clear_error(tmp_path):

@@ -23,13 +23,16 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-
-from pipeline.cpu_share import thread_budget
+from threadpoolctl import threadpool_limits
 
 FOLDS = 5
-PARALLEL_ROWS = 1000  # fewer rows fit in well under the second that starting worker processes costs
 REGULARIZATION = 0.01  # logistic regression's C, on standardized features
 CLASSIFIER = f"standardized-logistic-C{REGULARIZATION}-{FOLDS}fold"  # part of the cache key
+# The fits' BLAS threads: OpenBLAS's threads contend with scikit-learn's OpenMP loss threads; on 2 cores the
+# digits' 1,797 x 1,280 embeddings took 4.8-5.0 s with two BLAS threads and 0.8-0.9 s with one (20,000
+# synthetic rows: 4.3 and 2.9 s), the same probabilities to 1e-4 (2026-11-24). Worker processes (loky,
+# n_jobs=2) took 2.1-4.3 s, their start included.
+BLAS_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -46,16 +49,8 @@ def out_of_sample_probabilities(vectors: np.ndarray, labels: np.ndarray, seed: i
     folds = max(2, min(FOLDS, int(np.bincount(labels).min())))
     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=REGULARIZATION, max_iter=3000))
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    jobs = fold_jobs(len(vectors), folds)
-    return cross_val_predict(classifier, vectors, labels, cv=splitter, method="predict_proba", n_jobs=jobs)
-
-
-def fold_jobs(rows: int, folds: int) -> int:
-    """Folds fit side by side, in this run's share of the cores: the digits' 1,797 x 1,280 embeddings took
-    4.3-5.5 s in one process and 0.8-2.1 s in two (loky's start included; 2 cores, 2026-11-24)."""
-    if rows < PARALLEL_ROWS:
-        return 1
-    return max(1, min(folds, thread_budget() or len(os.sched_getaffinity(0))))
+    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+        return cross_val_predict(classifier, vectors, labels, cv=splitter, method="predict_proba")
 
 
 def cached_probabilities(

@@ -4,6 +4,7 @@ Heavy libraries load only after the config composed, so a bad override fails in 
 Known failures (bad config, bad input, failed checks) print one line and exit non-zero.
 """
 
+import gc
 import os
 import re
 import sys
@@ -101,6 +102,15 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    finally:
+        skip_the_last_collection()
+
+
+def skip_the_last_collection() -> None:
+    """Exempt every live object from the collections Python runs while it shuts down: a finished smoke run
+    took 2.95 s to exit and 0.40 s with this (2026-11-24); Python promises no __del__ at exit anyway, and
+    atexit handlers (MLflow's, logging's) still run."""
+    gc.freeze()
 
 
 if __name__ == "__main__":

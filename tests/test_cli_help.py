@@ -1,11 +1,17 @@
-"""`python -m pipeline --help`: every config group with its options, and the config the overrides compose."""
+"""`python -m pipeline --help`: every config group with its options, and the config the overrides compose;
+and how the entry point leaves."""
 
+import contextlib
+import gc
 import subprocess
 import sys
 
+import pytest
 import yaml
 
+from pipeline import __main__ as entry
 from pipeline.cli_help import config_groups
+from pipeline.errors import PipelineError
 
 
 def test_groups_are_the_option_files_under_conf_without_hydras_own():
@@ -23,3 +29,23 @@ def test_help_prints_the_groups_and_the_config_the_overrides_compose():
     assert "model: alexnet, efficientnet_lite0" in head
     composed = yaml.safe_load(config)
     assert composed["model"]["name"] == "vgg11_bn" and composed["trainer"]["max_epochs"] == 7
+
+
+def refuse() -> None:
+    raise PipelineError("a bad override")
+
+
+@pytest.mark.parametrize(
+    "argv, hydra_main", [(["--help"], None), (["model=x"], refuse)], ids=["done", "failed"]
+)
+def test_the_entry_point_spares_python_its_last_collections_on_the_way_out(monkeypatch, argv, hydra_main):
+    monkeypatch.setattr(sys, "argv", ["pipeline", *argv])
+    if hydra_main is not None:
+        monkeypatch.setattr(entry, "_hydra_main", hydra_main)
+    gc.unfreeze()
+    try:
+        with pytest.raises(SystemExit) if hydra_main else contextlib.nullcontext():
+            entry.main()
+        assert gc.get_freeze_count() > 0  # live objects moved out of reach of the shutdown collections
+    finally:
+        gc.unfreeze()

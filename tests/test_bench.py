@@ -23,6 +23,14 @@ def test_rate_leaves_out_warm_up_and_a_stalled_step(bench):
     assert bench.steady_rate(list(np.cumsum(seconds)), warmup=3, batch_size=64) == pytest.approx(640)
 
 
+def test_paired_steps_take_the_bare_step_out_of_the_pipelines_interval(bench):
+    pairs = bench.PairedSteps(lambda x, y: None)
+    pairs.ends = [1.0, 2.0, 3.0, 3.5, 4.0, 4.6]  # three warm-up steps, then 0.5, 0.5 and 0.6 s apart
+    pairs.bare = [0.5, 0.5, 0.5, 0.2, 0.2, 0.3]  # of which the bare steps took these
+    pipeline, bare = pairs.step_seconds(warmup=3)
+    assert pipeline == pytest.approx([0.3, 0.3, 0.3]) and bare == pytest.approx([0.2, 0.2, 0.3])
+
+
 def test_reports_mark_each_target(bench, tmp_path):
     figures = [
         bench.Figure("a.ratio", "A: pipeline / bare", 0.97, "", target=0.95),

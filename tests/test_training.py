@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from conftest import make_image_folder
@@ -216,6 +217,9 @@ class ScriptedScores(L.LightningModule):
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
+    def log_train_epoch(self) -> None:  # what training_callbacks asks of a module (Classifier's)
+        pass
+
 
 @pytest.mark.parametrize(
     "objective, mode, best_score, epochs_run",
@@ -388,6 +392,37 @@ def test_compile_traces_the_network_and_keeps_plain_checkpoint_names(tmp_path, m
     trainer.save_checkpoint(tmp_path / "compiled.ckpt")
     assert load_classifier(tmp_path / "compiled.ckpt").state_dict().keys() == classifier.state_dict().keys()
     assert not any("_orig_mod" in k for k in classifier.state_dict())
+
+
+class StepLosses(L.Callback):
+    """Each step's loss and batch size, by epoch: what the epoch's train/loss must average."""
+
+    def __init__(self):
+        self.losses: dict[int, list[tuple[float, int]]] = {}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.losses.setdefault(trainer.current_epoch, []).append((float(outputs["loss"]), len(batch[1])))
+
+
+def test_train_metrics_are_each_epochs_own_and_reach_the_tracker(tmp_path):
+    """train/loss is the batch-size-weighted mean of that epoch's step losses (the metrics start afresh each
+    epoch), train/acc a share; both reach the tracker at the epoch's step."""
+    logged = []
+    tracker = SimpleNamespace(
+        log_metrics=lambda m, step=None, **_: logged.append((step, m)), logged_epochs=set
+    )
+    full = {"strategy": "full", "unfreeze_epoch": 0, "freeze_batchnorm": True}
+    _, callbacks = training_callbacks("val/acc", "max", full, None, tracker, tmp_path / "ckpt")
+    steps = StepLosses()
+    options = {"accelerator": "cpu", "max_epochs": 2, "enable_progress_bar": False, "limit_val_batches": 0}
+    trainer = build_trainer(options, [*callbacks, steps], tmp_path)
+    data = DataLoader(TensorDataset(torch.randn(20, 3, 8, 8), torch.randint(0, 3, (20,))), batch_size=8)
+    trainer.fit(tiny_classifier("sgd"), data)  # batches of 8, 8 and 4
+    for epoch, metrics in logged:
+        losses, sizes = zip(*steps.losses[epoch], strict=True)
+        assert metrics["train/loss"] == pytest.approx(np.average(losses, weights=sizes), rel=1e-5)
+        assert 0 <= metrics["train/acc"] <= 1
+    assert [epoch for epoch, _ in logged] == [0, 1]
 
 
 def test_checkpoint_reloads_into_an_identical_model(tmp_path):

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from timm.data import Mixup
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from pipeline.errors import PipelineError, first_line
@@ -58,6 +58,7 @@ class Classifier(L.LightningModule):
         self.channels_last = bool(train and train["channels_last"])
         self.compile_network = bool(train and train.get("compile"))  # checkpoints from before it lack it
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.train_loss = MeanMetric()  # both logged once an epoch by log_train_epoch
         # with val/loss, the names of pipeline.schema.VAL_METRICS: what can pick the checkpoint. The mean
         # per-class recall (bal_acc) and F1 do not reward predicting the big classes of an imbalanced set.
         self.val_scores = MetricCollection(
@@ -90,10 +91,19 @@ class Classifier(L.LightningModule):
         else:
             logits = self(x)
             loss = F.cross_entropy(logits, y, weight=self.class_weights, label_smoothing=self.label_smoothing)
-        self.train_acc.update(logits, y)  # against the unmixed labels when mixing; computed at epoch end
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        self.train_acc.update(logits, y)  # against the unmixed labels when mixing
+        self.train_loss.update(loss.detach(), weight=len(y))
         return loss
+
+    def log_train_epoch(self) -> None:
+        """Log the epoch's train/loss and train/acc (synced across ranks by torchmetrics) and start afresh.
+        Once an epoch, not from training_step: Lightning's bookkeeping of a self.log call cost 0.3-0.6 ms,
+        and the two calls 0.6-1.3 ms of a ~6 ms step (simple_cnn, 2 cores, 2026-11-24)."""
+        if self.train_loss.update_count:
+            self.log("train/loss", self.train_loss.compute(), prog_bar=True)
+            self.log("train/acc", self.train_acc.compute())
+        self.train_loss.reset()
+        self.train_acc.reset()
 
     def validation_step(self, batch, batch_idx):
         x, y = self._inputs(batch[0]), batch[1]

@@ -17,6 +17,15 @@ from pipeline.models.finetune import FinetuneSchedule
 from pipeline.progress import interactive
 
 
+class TrainEpochMetrics(Callback):
+    """The module's train/loss and train/acc, logged when the epoch ends (Classifier.log_train_epoch). A
+    callback, first in the list: Lightning runs the module's own on_train_epoch_end after the callbacks',
+    which would leave the epoch line and the tracker without them."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        module.log_train_epoch()
+
+
 class EpochMetricsToTracker(Callback):
     """Send each epoch's train and val metrics to the stage run, from rank 0 only. An epoch the run already
     holds (logged just before an interruption, then trained again from the previous last.ckpt when resuming)
@@ -82,8 +91,9 @@ def training_callbacks(
     tracker,
     ckpt_dir: Path,
 ) -> tuple[ModelCheckpoint, list[Callback]]:
-    """The best checkpoint (weights only, by `objective` in `mode` max|min), and every callback: it, the
-    last checkpoint, metrics to the tracker, fine-tuning, early stopping on `objective` given a patience."""
+    """The best checkpoint (weights only, by `objective` in `mode` max|min), and every callback: the train
+    metrics of each epoch, it, the last checkpoint, metrics to the tracker, fine-tuning, early stopping on
+    `objective` given a patience."""
     best = ModelCheckpoint(
         dirpath=ckpt_dir,
         filename="best",
@@ -93,6 +103,7 @@ def training_callbacks(
         auto_insert_metric_name=False,
     )
     callbacks = [
+        TrainEpochMetrics(),
         best,
         ModelCheckpoint(dirpath=ckpt_dir, filename="last"),
         EpochMetricsToTracker(tracker),

@@ -1,9 +1,10 @@
 """`make bench`: the pipeline's own paths measured side by side with the bare baselines they wrap.
 
-In one run: train-step throughput of the Lightning Classifier against a plain PyTorch loop on the same
-model and tensors; data loading through the pipeline's dataset (albumentations) against the same augmentation
+In one run: train-step time of the Lightning Classifier against a plain PyTorch loop on the same model and
+tensors, step by step; data loading through the pipeline's dataset (albumentations) against the same augmentation
 in torchvision.transforms.v2; onnxruntime against PyTorch eager latency on the exported default model; wall
-time and peak memory of `make smoke` and the start-up time of the CLI. A bench is not a test: it reports
+time and peak memory of `make smoke` and the start-up time of the CLI; the train stage on real photos
+against the plain loop, step by step, and the sanity stage's time. A bench is not a test: it reports
 figures against their targets and never fails on them.
 
     python scripts/bench.py [--quick] [--out bench]        # or: make bench (ARGS=--quick)
@@ -16,13 +17,13 @@ import json
 import logging
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import median
@@ -55,7 +56,9 @@ from pipeline.models.module import Classifier  # noqa: E402
 from pipeline.models.optim import build_optimizer  # noqa: E402
 from pipeline.models.trainer import build_trainer, training_callbacks  # noqa: E402
 from pipeline.recipe import finetune_recipe  # noqa: E402
+from pipeline.runner import run as run_pipeline  # noqa: E402
 from pipeline.schema import plain, register  # noqa: E402
+from pipeline.stages import train as train_stage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 10
@@ -131,14 +134,17 @@ def finetune_plan(cfg: DictConfig) -> dict:
 
 class PairedSteps(Callback):
     """Before each of Lightning's steps, one bare step (`bare_step`) on the same batch, timed; the pipeline's
-    step is the time between two step ends less the bare step between them. Both sides share every second,
-    so a burst of load on this machine (rates of one side swung 345-505 img/s from round to round) hits both:
-    per-step pairs, not whole rounds."""
+    step is the time between two step ends (the first from the epoch's start: loading included) less the
+    bare step between them. Both sides share every second, so a burst of load on this machine (rates of one
+    side swung 345-505 img/s from round to round) hits both. The last epoch's steps are kept."""
 
     def __init__(self, bare_step: Callable[[torch.Tensor, torch.Tensor], None]):
         self.bare_step = bare_step
         self.bare: list[float] = []
         self.ends: list[float] = []
+
+    def on_train_epoch_start(self, *_) -> None:
+        self.bare, self.ends = [], [time.perf_counter()]
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         started = time.perf_counter()
@@ -149,15 +155,9 @@ class PairedSteps(Callback):
         self.ends.append(time.perf_counter())
 
     def step_seconds(self, warmup: int) -> tuple[np.ndarray, np.ndarray]:
-        """(pipeline, bare) seconds of each step after the warm-up steps."""
+        """(pipeline, bare) seconds of each step after the first `warmup` steps."""
         bare = np.array(self.bare[warmup:])
-        return np.diff(self.ends[warmup - 1 :]) - bare, bare
-
-
-def steady_rate(stamps: list[float], warmup: int, batch_size: int) -> float:
-    """Images per second at the median time per step after the warm-up steps: a step slowed by another
-    process taking the CPU moves a mean, not a median."""
-    return batch_size / float(np.median(np.diff(stamps[warmup - 1 :])))
+        return np.diff(self.ends[warmup:]) - bare, bare
 
 
 def random_batches(count: int, batch_size: int, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -209,15 +209,6 @@ def paired_seconds(
     trainer = build_trainer(options, [*callbacks, pairs], work)
     trainer.fit(classifier, train_dataloaders=DataLoader(batches, batch_size=None))
     return pairs.step_seconds(warmup)
-
-
-def bare_rate(cfg: DictConfig, batches: list, warmup: int) -> float:
-    """The bare loop alone over the batches: images per second."""
-    step, stamps = bare_step(*bare_parts(cfg)), []
-    for x, y in DataLoader(batches, batch_size=None):
-        step(x, y)
-        stamps.append(time.perf_counter())
-    return steady_rate(stamps, warmup, len(batches[0][0]))
 
 
 def train_figures(model: str, plan: Plan, work: Path) -> list[Figure]:
@@ -417,42 +408,63 @@ def process_figures(plan: Plan, work: Path) -> list[Figure]:
 # ---- 5. real photos: training throughput against bare compute, and the sanity stage ----
 
 
-def seconds(text: str) -> float:
-    """pipeline.progress.duration's text back to seconds: 12s, 3m05s, 1h02m."""
-    hours, minutes, secs = (re.search(rf"(\d+){unit}", text) for unit in ("h", "m(?!s)", "s"))
-    return sum(int(m.group(1)) * k for m, k in ((hours, 3600), (minutes, 60), (secs, 1)) if m)
+@contextmanager
+def paired_training(pairs: PairedSteps):
+    """The train stage, as it runs, with `pairs` among its callbacks."""
+    real = train_stage.training_callbacks
+
+    def with_pairs(*args, **kwargs):
+        best, callbacks = real(*args, **kwargs)
+        return best, [*callbacks, pairs]
+
+    train_stage.training_callbacks = with_pairs
+    try:
+        yield
+    finally:
+        train_stage.training_callbacks = real
+
+
+def stage_seconds(tracking_dir: Path, stage: str) -> float:
+    """Wall seconds of the newest stage run of that name in the embedded store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tracking_dir / 'mlflow.db'}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    (found,) = client.search_runs(experiments, f"tags.mlflow.runName = '{stage}'", max_results=1)
+    return (found.info.end_time - found.info.start_time) / 1000
 
 
 def folder_figures(plan: Plan, work: Path) -> list[Figure]:
-    """stages=[data,sanity,train] on the hand-sign photos (resnet18, batch 64, default loader settings): the
-    last epoch's training images/s (EpochLine's rate) against bare_rate at the same size and batch, and the
-    sanity stage's seconds. Skipped, with a line, where ../shared is absent (a user's clone)."""
+    """stages=[data,sanity,train] on the hand-sign photos (resnet18, batch 64, default loader settings), in
+    this process: each training step of the last epoch paired with a bare step on the same batch
+    (PairedSteps), their total times compared, so loading stalls count against the pipeline; and the sanity
+    stage's seconds. Skipped, with a line, where ../shared is absent (a user's clone)."""
     if not SIGNS.is_dir():
         say(f"real-folder figures skipped: {SIGNS} not found")
         return []
     figures = []
     for size in plan.folder_sizes:
-        say(f"hand-sign photos, resnet18 {size} px b64, {plan.folder_epochs} epoch(s)")
-        out = work / f"folder{size}"
-        command = [
-            sys.executable, "-m", "pipeline", "data=folder", f"data.root={SIGNS}",
-            "stages=[data,sanity,train]", "data.audit=false", "model=resnet18", f"data.image_size={size}",
-            "data.batch_size=64",
-            f"trainer.max_epochs={plan.folder_epochs}", f"output_dir={out}", f"hydra.run.dir={out}",
-            f"tracking.dir={work / 'mlruns'}", f"data.cache_dir={work / 'cache'}",
-        ]  # fmt: skip
-        timed_run(command, work / f"folder{size}.log")
-        log = (out / "pipeline.log").read_text()
-        rate = float(re.findall(r"\[?train\]? ?.*epoch \d+/\d+: .*?(\d+) img/s", log)[-1])
-        sanity = seconds(re.search(r"finished in .*?\(.*?sanity ([0-9hms]+)", log).group(1))
-        cfg = compose_config("model=resnet18", f"data.image_size={size}", "data.batch_size=64")
-        bare = bare_rate(cfg, random_batches(plan.warmup_steps + plan.steps, 64, size), plan.warmup_steps)
-        how = f"last of {plan.folder_epochs} epoch(s), 1,653 training photos; bare: {bare:.0f} img/s"
+        say(f"hand-sign photos, resnet18 {size} px b64, {plan.folder_epochs} epoch(s), paired steps")
+        cfg = compose_config(
+            "data=folder", f"data.root={SIGNS}", "stages=[data,sanity,train]", "data.audit=false",
+            "model=resnet18", f"data.image_size={size}", "data.batch_size=64",
+            f"trainer.max_epochs={plan.folder_epochs}", "trainer.enable_progress_bar=false",
+            f"output_dir={work / f'folder{size}'}", f"tracking.dir={work / 'mlruns'}",
+            f"data.cache_dir={work / 'cache'}",
+        )  # fmt: skip
+        pairs = PairedSteps(bare_step(*bare_parts(cfg)))
+        with paired_training(pairs):
+            run_pipeline(cfg)
+        ours, bare = pairs.step_seconds(warmup=0)
+        how = (
+            f"last of {plan.folder_epochs} epoch(s), {len(ours)} steps: total bare / total pipeline; "
+            f"pipeline {64 * len(ours) / ours.sum():.0f} img/s, bare {64 * len(bare) / bare.sum():.0f}"
+        )
         figures += [
             Figure(f"folder.resnet18_{size}.ratio", f"Real photos {size} px: pipeline / bare",
-                   rate / bare, "", how, target=FOLDER_TARGET),
-            Figure(f"folder.resnet18_{size}.sanity_s", f"Sanity stage, real photos {size} px", sanity, "s",
-                   "overfit one batch and the other checks"),
+                   bare.sum() / ours.sum(), "", how, target=FOLDER_TARGET),
+            Figure(f"folder.resnet18_{size}.sanity_s", f"Sanity stage, real photos {size} px",
+                   stage_seconds(work / "mlruns", "sanity"), "s", "overfit one batch and the other checks"),
         ]  # fmt: skip
     return figures
 

@@ -1,11 +1,11 @@
 """`make bench`: the pipeline's own paths measured side by side with the bare baselines they wrap.
 
-In one run: train-step time of the Lightning Classifier against a plain PyTorch loop on the same model and
-tensors, step by step; data loading through the pipeline's dataset (albumentations) against the same augmentation
-in torchvision.transforms.v2; onnxruntime against PyTorch eager latency on the exported default model; wall
-time and peak memory of `make smoke` and the start-up time of the CLI; the train stage on real photos
-against the plain loop, step by step, and the sanity stage's time. A bench is not a test: it reports
-figures against their targets and never fails on them.
+In one run: train-step time of the Lightning Classifier against a plain PyTorch loop on the same model
+and tensors, step by step; data loading through the pipeline's dataset (albumentations) against the same
+augmentation in torchvision.transforms.v2; onnxruntime against PyTorch eager latency on the exported
+default model; wall time and peak memory of `make smoke` and the start-up time of the CLI; the train stage
+on real photos against the plain loop, step by step, and the sanity stage's time. A bench is not a test:
+it reports figures against their targets and never fails on them.
 
     python scripts/bench.py [--quick] [--out bench]        # or: make bench (ARGS=--quick)
 """
@@ -99,6 +99,9 @@ class Figure:
     note: str = ""
     target: float | None = None  # the value should be at least this
     ceiling: float | None = None  # the value should be at most this
+
+    def __post_init__(self):
+        self.value = float(self.value)  # a numpy scalar would make `met` a numpy bool, which json refuses
 
     @property
     def met(self) -> bool | None:

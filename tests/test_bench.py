@@ -30,7 +30,7 @@ def test_paired_steps_take_the_bare_step_out_of_the_pipelines_interval(bench):
 
 def test_reports_mark_each_target(bench, tmp_path):
     figures = [
-        bench.Figure("a.ratio", "A: pipeline / bare", 0.97, "", target=0.95),
+        bench.Figure("a.ratio", "A: pipeline / bare", np.float64(0.97), "", target=0.95),  # numpy sums
         bench.Figure("b.ratio", "B: pipeline / bare", 0.9, "", target=0.95),
         bench.Figure("c.ms", "C: latency", 1234.5, "ms", "median of 5"),
         bench.Figure("d.s", "D: start-up", 1.2, "s", "", ceiling=1),

@@ -75,7 +75,7 @@ def test_a_small_job_stays_in_pytorch_and_a_large_one_exports_the_backbone_once(
     assert [p.name for p in (tmp_path / "large").glob("*.onnx")] == [
         embeddings.EmbeddingCache(tmp_path / "large", LITE0, 32).backbone.name
     ]
-    assert np.allclose(exported, eager, atol=1e-4)  # two batches eager, the rest in onnxruntime
+    assert np.allclose(exported, eager, atol=1e-4)  # the first batch eager, the rest in onnxruntime
     monkeypatch.setattr(embeddings, "feature_extractor", lambda *_: pytest.fail("PyTorch ran, not ONNX"))
     for vectors in (tmp_path / "large").glob("embeddings-*.npz"):
         vectors.unlink()  # embed the same images again: with the exported backbone this time
@@ -83,7 +83,7 @@ def test_a_small_job_stays_in_pytorch_and_a_large_one_exports_the_backbone_once(
     assert np.allclose(again, eager, atol=1e-4)
 
 
-def test_a_slow_first_batch_does_not_make_a_small_job_export(tmp_path, monkeypatch):
+def test_a_slow_first_call_does_not_make_a_small_job_export(tmp_path, monkeypatch):
     root = make_image_folder(tmp_path / "images", per_class=3, size=32)
     paths = sorted(root.rglob("*.png"))
     build = embeddings.feature_extractor
@@ -102,7 +102,7 @@ def test_a_slow_first_batch_does_not_make_a_small_job_export(tmp_path, monkeypat
         return model
 
     monkeypatch.setattr(embeddings, "feature_extractor", slow_to_start)
-    monkeypatch.setattr(embeddings, "EAGER_BUDGET_S", 0.5)  # the first batch alone projects 1.25 s
+    monkeypatch.setattr(embeddings, "EAGER_BUDGET_S", 0.5)  # a timed first call would project 1.25 s
     embeddings.embed([str(p) for p in paths], content(paths), LITE0, 32, tmp_path / "cache", 4)
     assert not list((tmp_path / "cache").glob("backbone-*.onnx"))
 

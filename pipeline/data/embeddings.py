@@ -97,8 +97,8 @@ def embed_files(
     paths: list[str], spec: dict[str, Any], preprocess: Preprocess, backbone: Path, batch_size: int
 ) -> np.ndarray:
     """Unit rows, one per path: in onnxruntime when `backbone` was exported before, else in PyTorch until
-    the rest would take it longer than EAGER_BUDGET_S (judged from the second batch's time), when the
-    backbone is exported to `backbone`."""
+    the rest would take it longer than EAGER_BUDGET_S (judged by the first batch, after a warm-up call),
+    when the backbone is exported to `backbone`."""
     run = onnx_runner(session(backbone)) if backbone.is_file() else None
     model = None
     dataset = ImageDataset([Record(p, 0, "train") for p in paths], eval_transform(preprocess))
@@ -107,6 +107,8 @@ def embed_files(
     for x, _ in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
         if run is None and model is None:  # built on the first batch: an exported backbone never needs it
             model = feature_extractor(spec)
+            with torch.inference_mode():
+                model(x[:2])  # one-time costs of a first call (allocator, kernels) stay out of the timing
         started = time.perf_counter()
         if run is None:
             with torch.inference_mode():
@@ -116,8 +118,7 @@ def embed_files(
         vectors.append(features / np.linalg.norm(features, axis=1, keepdims=True).clip(1e-12))
         progress.advance(len(x))
         left = len(paths) - progress.done
-        warm = progress.done > len(x)  # the first batch also pays one-time costs (allocator, kernels)
-        if run is None and warm and (time.perf_counter() - started) / len(x) * left > EAGER_BUDGET_S:
+        if run is None and (time.perf_counter() - started) / len(x) * left > EAGER_BUDGET_S:
             log.info("exporting the audit backbone to ONNX for the %d images left: %s", left, backbone.name)
             backbone.parent.mkdir(parents=True, exist_ok=True)
             partial = backbone.with_suffix(f".{os.getpid()}.tmp.onnx")  # a stopped export leaves no backbone

@@ -180,6 +180,8 @@ def bare_parts(cfg: DictConfig) -> tuple[torch.nn.Module, torch.optim.Optimizer]
 
 
 def bare_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Callable:
+    """One step of the hand-written loop on a batch: forward, cross-entropy, backward, optimizer step."""
+
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad()
@@ -189,9 +191,7 @@ def bare_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Calla
     return step
 
 
-def paired_seconds(
-    cfg: DictConfig, batches: list, warmup: int, work: Path
-) -> tuple[np.ndarray, np.ndarray, int]:
+def paired_seconds(cfg: DictConfig, batches: list, warmup: int, work: Path) -> tuple[np.ndarray, np.ndarray]:
     """(pipeline, bare) seconds per step, paired (PairedSteps): the train stage's Classifier, callbacks and
     Trainer settings fed the in-memory batches, each step after a bare step on the same batch."""
     groups = ("optimizer", "scheduler", "train")

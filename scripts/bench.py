@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import median
 from types import SimpleNamespace
+from unittest import mock
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -427,6 +428,15 @@ def paired_training(pairs: PairedSteps):
         train_stage.training_callbacks = real
 
 
+@contextmanager
+def bench_store():
+    """In this process, runs go to the bench's own store (tracking.dir), never to MLFLOW_TRACKING_URI's, as
+    child_env does for the commands it starts."""
+    with mock.patch.dict(os.environ):
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        yield
+
+
 def stage_seconds(tracking_dir: Path, stage: str) -> float:
     """Wall seconds of the newest stage run of that name in the embedded store."""
     from mlflow.tracking import MlflowClient
@@ -456,7 +466,7 @@ def folder_figures(plan: Plan, work: Path) -> list[Figure]:
             f"data.cache_dir={work / 'cache'}",
         )  # fmt: skip
         pairs = PairedSteps(bare_step(*bare_parts(cfg)))
-        with paired_training(pairs):
+        with bench_store(), paired_training(pairs):
             run_pipeline(cfg)
         ours, bare = pairs.step_seconds(warmup=0)
         how = (

@@ -28,6 +28,13 @@ def test_paired_steps_take_the_bare_step_out_of_the_pipelines_interval(bench):
     assert pipeline == pytest.approx([0.5, 0.5, 0.5, 0.3, 0.3, 0.3])
 
 
+def test_in_process_runs_keep_out_of_the_users_store(bench, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://users-server:5000")
+    with bench.bench_store():
+        assert "MLFLOW_TRACKING_URI" not in bench.os.environ
+    assert bench.os.environ["MLFLOW_TRACKING_URI"] == "http://users-server:5000"  # theirs again afterwards
+
+
 def test_reports_mark_each_target(bench, tmp_path):
     figures = [
         bench.Figure("a.ratio", "A: pipeline / bare", np.float64(0.97), "", target=0.95),  # numpy sums

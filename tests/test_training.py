@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import make_image_folder
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from test_server import free_port
@@ -22,7 +23,7 @@ from pipeline.models.factory import classifier_head, create_model
 from pipeline.models.finetune import FinetuneSchedule, freeze_backbone, param_groups
 from pipeline.models.module import Classifier, load_classifier
 from pipeline.models.optim import build_optimizer, build_scheduler
-from pipeline.models.trainer import build_trainer, training_callbacks
+from pipeline.models.trainer import build_trainer, fit, training_callbacks
 from pipeline.recipe import objective_direction
 from pipeline.runner import run
 from pipeline.schema import TrainConfig, plain
@@ -237,6 +238,30 @@ def test_objective_picks_the_checkpoint_and_stops_early(tmp_path, objective, mod
     trainer.fit(ScriptedScores(), train_dataloaders=data, val_dataloaders=data)
     assert float(best.best_model_score) == pytest.approx(best_score)
     assert trainer.current_epoch == epochs_run
+
+
+class PeerGone(ScriptedScores):
+    """Fails its second step as a DDP rank does when a peer has stopped; `signalled`: SIGTERM came first."""
+
+    def __init__(self, signalled: bool):
+        super().__init__()
+        self.signalled = signalled
+
+    def training_step(self, batch, batch_idx):
+        if batch_idx == 1:
+            self.trainer._signal_connector.received_sigterm = self.signalled  # what the SIGTERM handler sets
+            raise RuntimeError("[gloo] Connection closed by peer")
+        return super().training_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize("signalled, ending", [(True, SIGTERMException), (False, RuntimeError)])
+def test_a_failure_after_sigterm_ends_training_as_an_interrupt(tmp_path, signalled, ending):
+    """Under DDP a rank that saw SIGTERM a moment sooner stops alone and the others' next collective fails:
+    after SIGTERM that failure is the interrupt (the runs end KILLED, resumable); without it, an error."""
+    data = L.LightningDataModule.from_datasets(TensorDataset(torch.ones(4, 1), torch.zeros(4)), batch_size=1)
+    options = {"accelerator": "cpu", "max_epochs": 1, "enable_progress_bar": False, "limit_val_batches": 0}
+    with pytest.raises(ending, match="Connection closed by peer"):
+        fit(build_trainer(options, [], tmp_path), PeerGone(signalled), data, None)
 
 
 def test_a_new_trainer_option_is_one_config_line(make_cfg, tmp_path):

@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pipeline.models.checkpoint_io import AtomicCheckpointIO
 from pipeline.models.epoch_log import EpochLine
@@ -71,16 +72,30 @@ class RanksInSync(Callback):
 
 class StopRanksTogether(Callback):
     """With several ranks, SIGTERM (scancel, a time limit) only sets Lightning's flag, which the training loop
-    broadcasts from rank 0 before every step, so all ranks stop at the same step with a SIGTERMException
-    (the runs end KILLED). Lightning's own handler also broadcasts from inside the signal handler and the
-    pipeline's raises at once: either can leave one rank waiting in a collective the other never joins, both
-    waiting until the scheduler's SIGKILL, the runs left RUNNING (seen with scancel on a two-node SLURM job).
-    Set when training starts, after Lightning registers its handlers, which it restores at the end."""
+    broadcasts from rank 0 before every step, so the ranks stop at the same step with a SIGTERMException
+    (the runs end KILLED; `fit` covers a rank stopping alone). Lightning's own handler also broadcasts from
+    inside the signal handler and the pipeline's raises at once: either can leave one rank waiting in a
+    collective the other never joins, both waiting until the scheduler's SIGKILL, the runs left RUNNING (seen
+    with scancel on a two-node SLURM job). Set when training starts, after Lightning registers its handlers,
+    which it restores at the end."""
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.world_size > 1:
             connector = trainer._signal_connector  # what trainer.received_sigterm reads
             signal.signal(signal.SIGTERM, lambda signum, frame: setattr(connector, "received_sigterm", True))
+
+
+def fit(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, ckpt_path) -> None:
+    """trainer.fit, where an error after SIGTERM is the interrupt it follows. Besides the broadcast before
+    each step, every rank checks its own flag at the ends of batches and epochs, so a rank that got the signal
+    a moment sooner can stop there alone, and the next collective fails on the others ("Connection closed by
+    peer"): the run was stopped, not broken, and ends KILLED, not FAILED, to be resumed."""
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except Exception as err:
+        if trainer.received_sigterm:
+            raise SIGTERMException(f"stopped by SIGTERM ({err})") from err
+        raise
 
 
 def training_callbacks(

@@ -15,7 +15,7 @@ from pipeline.data.datamodule import ImageDataModule
 from pipeline.data.integrity import fingerprints
 from pipeline.errors import PipelineError
 from pipeline.models.module import Classifier
-from pipeline.models.trainer import build_trainer, training_callbacks
+from pipeline.models.trainer import build_trainer, fit, training_callbacks
 from pipeline.recipe import describe_finetune, imbalance_recipe, objective_direction
 from pipeline.schema import plain
 from pipeline.stages._shared import (
@@ -107,7 +107,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         classifier.hparams.optimizer["lr"] = find_lr(
             trainer, classifier, datamodule, cfg.train.lr_find_steps, tracker
         )
-    trainer.fit(classifier, datamodule=datamodule, ckpt_path=cfg.train.resume)
+    fit(trainer, classifier, datamodule, cfg.train.resume)
     ctx.ckpt_path = ckpt_dir / "best.ckpt"
     record_result(trainer, classifier, best, objective, tracker, ctx)
     return ctx

@@ -1,5 +1,6 @@
 """Figures logged as PNG artifacts. Matplotlib without a display."""
 
+import cv2
 import matplotlib
 
 matplotlib.use("Agg")
@@ -8,6 +9,11 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 LEGEND_CLASSES = 12  # more classes than this: only the averages are named in curve legends
+DPI = 100  # figures are saved at their own dpi (mlflow.log_figure), so a mosaic's pixels are the PNG's
+CELL_PX, GAP_PX, TITLE_PX = 160, 12, 36  # one image's square, the space between squares, the title's band
+SAMPLE_CELL_PX = 120  # sample grids show many images of every class: smaller squares
+CAPTION_PT = 7
+CAPTION_LINE_PX = CAPTION_PT * 1.3 * DPI / 72
 
 
 def class_distribution(counts: dict[str, dict[str, int]]) -> Figure:
@@ -39,19 +45,12 @@ def image_sizes(widths: list[int], heights: list[int]) -> Figure:
 
 
 def sample_grid(images_per_class: dict[str, list[np.ndarray]]) -> Figure:
-    """One row per class, a few example images each."""
-    rows = len(images_per_class)
-    cols = max(len(v) for v in images_per_class.values())
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 1, 1.3 * rows), squeeze=False)
-    for r, (name, images) in enumerate(images_per_class.items()):
-        for c in range(cols):
-            ax = axes[r, c]
-            ax.axis("off")
-            if c < len(images):
-                ax.imshow(images[c])
-        axes[r, 0].set_title(name, loc="left", fontsize=8)
-    fig.tight_layout()
-    return fig
+    """One row per class, a few example images each, the class named above its row."""
+    rows = [
+        [(image, name if c == 0 else "", "black") for c, image in enumerate(images)]
+        for name, images in images_per_class.items()
+    ]
+    return _mosaic(rows, title=None, caption_align="left", cell=SAMPLE_CELL_PX)
 
 
 def confusion_matrix(values: np.ndarray, shares: np.ndarray, class_names: list[str], title: str) -> Figure:
@@ -104,17 +103,57 @@ def curves(
 
 def image_grid(images: list[np.ndarray], captions: list[str], flagged: list[bool], title: str) -> Figure:
     """Images with a caption each, flagged ones captioned in red (e.g. wrong predictions)."""
-    cols = min(len(images), 8)
-    rows = max(1, -(-len(images) // cols))
-    width = max(1.8 * cols, 0.085 * len(title))  # a grid of one or two images still shows its whole title
-    fig, axes = plt.subplots(rows, cols, figsize=(width, 2.1 * rows + 0.4), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, caption, flag in zip(axes.flat, images, captions, flagged, strict=False):
-        ax.imshow(image)
-        ax.set_title(caption, fontsize=7, color="red" if flag else "black")
-    fig.suptitle(title)
-    fig.tight_layout()
+    cells = [(i, c, "red" if f else "black") for i, c, f in zip(images, captions, flagged, strict=True)]
+    cols = min(len(cells), 8)
+    return _mosaic([cells[r : r + cols] for r in range(0, len(cells), cols)], title, caption_align="center")
+
+
+def fit_into(image: np.ndarray, side: int) -> np.ndarray:
+    """`image` (uint8, or float in 0-1; grey or RGB) scaled to fit a side x side square, centred on white:
+    area-averaged when shrinking, pixels kept sharp when enlarging (small scans stay legible)."""
+    if image.dtype != np.uint8:
+        image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    h, w = image.shape[:2]
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST
+    image = cv2.resize(np.ascontiguousarray(image[:, :, :3]), size, interpolation=interpolation)
+    square = np.full((side, side, 3), 255, np.uint8)
+    top, left = (side - size[1]) // 2, (side - size[0]) // 2
+    square[top : top + size[1], left : left + size[0]] = image
+    return square
+
+
+def _mosaic(
+    rows: list[list[tuple[np.ndarray, str, str]]], title: str | None, caption_align: str, cell: int = CELL_PX
+) -> Figure:
+    """(image, caption, colour) cells drawn as one picture, captions above the images: one axes and one
+    image, not an axes per cell. Per-cell axes with tight_layout took 0.4-1.1 s to build a 24- or 60-cell
+    grid on 2 CPU cores and 0.3-1.0 s to save; this takes 0.02 s and 0.2 s (the PNG's encoding)."""
+    lines = max((c.count("\n") + 1 for row in rows for _, c, _ in row if c), default=0)
+    band = int(np.ceil(lines * CAPTION_LINE_PX)) + (4 if lines else 0)
+    cols = max(len(row) for row in rows)
+    top = TITLE_PX if title else GAP_PX
+    cells_width = cols * (cell + GAP_PX) + GAP_PX
+    width = max(cells_width, int(8.5 * len(title or "")))  # a grid of one or two images shows its whole title
+    height = top + len(rows) * (band + cell + GAP_PX)
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    fig = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    for r, row in enumerate(rows):
+        y = top + r * (band + cell + GAP_PX) + band
+        for c, (image, caption, colour) in enumerate(row):
+            x = (width - cells_width) // 2 + GAP_PX + c * (cell + GAP_PX)
+            canvas[y : y + cell, x : x + cell] = fit_into(image, cell)
+            if caption:
+                at = x + cell / 2 if caption_align == "center" else x
+                ax.text(at, y - 2, caption, ha=caption_align, va="bottom", fontsize=CAPTION_PT, color=colour)
+    ax.imshow(canvas, interpolation="nearest")
+    if title:
+        ax.text(width / 2, TITLE_PX / 2, title, ha="center", va="center", fontsize=12)
     return fig
 
 

@@ -85,7 +85,9 @@ class StopRanksTogether(Callback):
             signal.signal(signal.SIGTERM, lambda signum, frame: setattr(connector, "received_sigterm", True))
 
 
-def fit(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, ckpt_path) -> None:
+def fit(
+    trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, ckpt_path: str | None
+) -> None:
     """trainer.fit, where an error after SIGTERM is the interrupt it follows. Besides the broadcast before
     each step, every rank checks its own flag at the ends of batches and epochs, so a rank that got the signal
     a moment sooner can stop there alone, and the next collective fails on the others ("Connection closed by

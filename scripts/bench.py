@@ -58,7 +58,7 @@ from pipeline.models.optim import build_optimizer  # noqa: E402
 from pipeline.models.trainer import build_trainer, training_callbacks  # noqa: E402
 from pipeline.recipe import finetune_recipe  # noqa: E402
 from pipeline.runner import run as run_pipeline  # noqa: E402
-from pipeline.schema import plain, register  # noqa: E402
+from pipeline.schema import Config, plain, register  # noqa: E402
 from pipeline.stages import train as train_stage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -395,8 +395,20 @@ def process_figures(plan: Plan, work: Path) -> list[Figure]:
     help_command = [sys.executable, "-m", "pipeline", "--help"]
     startup = median(timed_run(help_command, work / "help.log")[0] for _ in range(plan.startup_runs))
     rss_how = "the largest process of make's tree (wait4's rusage, what /usr/bin/time -v reports)"
+    stages = {stage: stage_seconds(work / "mlruns", stage) for stage in Config().stages}  # the smoke runs all
     return [
         Figure("smoke.wall_s", "make smoke: wall time", wall, "s", "5 stages, cold data cache", ceiling=30),
+        *[
+            Figure(f"smoke.{stage}_s", f"make smoke: {stage} stage", sec, "s", "its MLflow run's duration")
+            for stage, sec in stages.items()
+        ],
+        Figure(
+            "smoke.outside_stages_s",
+            "make smoke: outside the stages",
+            wall - sum(stages.values()),
+            "s",
+            "start-up (imports, a new MLflow store), the pipeline run's own records, exit",
+        ),
         Figure("smoke.max_rss_mib", "make smoke: peak RSS", rss, "MiB", rss_how),
         Figure(
             "cli.help_s",

@@ -84,6 +84,23 @@ def test_a_small_job_stays_in_pytorch_and_a_large_one_exports_the_backbone_once(
     assert np.allclose(again, eager, atol=1e-4)
 
 
+def test_images_go_through_the_backbone_in_batches_that_shrink_as_images_grow(tmp_path, monkeypatch):
+    root = make_image_folder(tmp_path / "images", per_class=3, size=32)
+    paths = sorted(root.rglob("*.png"))
+    build, batches = embeddings.feature_extractor, []
+
+    def counted(spec):
+        model = build(spec)
+        real_forward = model.forward
+        model.forward = lambda x: batches.append(len(x)) or real_forward(x)
+        return model
+
+    monkeypatch.setattr(embeddings, "feature_extractor", counted)
+    assert [embeddings.eager_batch_size(size) for size in (64, 128, 224)] == [32, 8, 3]
+    embeddings.embed([str(p) for p in paths], content(paths), LITE0, 128, tmp_path / "cache")
+    assert batches == [2, 8, 1]  # the warm-up call, then 9 images at 8 a batch
+
+
 def test_a_slow_first_call_does_not_make_a_small_job_export(tmp_path, monkeypatch):
     root = make_image_folder(tmp_path / "images", per_class=3, size=32)
     paths = sorted(root.rglob("*.png"))

@@ -33,6 +33,12 @@ from pipeline.progress import Progress
 
 OPSET = 18
 EAGER_BUDGET_S = 10.0  # export the backbone once PyTorch eager would need longer than this for the rest
+# PyTorch batches shrink as images grow (eager_batch_size): 32 at 64 px, 8 at 128, 3 at 224. On 2 CPU cores
+# (EfficientNet-Lite0, channels_last, 2026-11-25) batches of 64 took 5.6-6.4 ms an image at 128 px and 22-24
+# at 224, batches of 8 and 2 took 2.9-3.3 and 11.2-11.5; with decoding, 256 hand-sign photos at 224 px took
+# 23-26 ms an image in batches of 64 and 12.5-13.3 in batches of 3.
+PIXELS_PER_BATCH = 32 * 64 * 64
+ONNX_BATCH = 64  # onnxruntime gained nothing from smaller ones: 7.9-8.6 ms an image at 64, 8.6-13.9 at 3
 
 log = logging.getLogger("pipeline.data")
 
@@ -83,9 +89,10 @@ def embed(
     spec: dict[str, Any],
     image_size: int | None,
     cache_folder: Path,
-    batch_size: int = 64,
+    batch_size: int | None = None,
 ) -> np.ndarray:
-    """One L2-normalized row per path (in order); `fingerprints[i]` identifies the content of `paths[i]`."""
+    """One L2-normalized row per path (in order); `fingerprints[i]` identifies the content of `paths[i]`.
+    `batch_size`: None for the sizes embed_files names."""
     preprocess = backbone_preprocess(spec, image_size)
     cache = EmbeddingCache(cache_folder, spec, preprocess.image_size)
     todo = sorted({f: p for p, f in zip(paths, fingerprints, strict=True) if f not in cache.vectors}.items())
@@ -96,35 +103,48 @@ def embed(
     return np.stack([cache.vectors[f] for f in fingerprints])
 
 
+def eager_batch_size(image_size: int) -> int:
+    """Images a PyTorch batch holds at this size (PIXELS_PER_BATCH's share, 1-64)."""
+    return max(1, min(64, round(PIXELS_PER_BATCH / image_size**2)))
+
+
+def unit_rows(features: np.ndarray) -> np.ndarray:
+    return features / np.linalg.norm(features, axis=1, keepdims=True).clip(1e-12)
+
+
 def embed_files(
-    paths: list[str], spec: dict[str, Any], preprocess: Preprocess, backbone: Path, batch_size: int
+    paths: list[str], spec: dict[str, Any], preprocess: Preprocess, backbone: Path, batch_size: int | None
 ) -> np.ndarray:
     """Unit rows, one per path: in onnxruntime when `backbone` was exported before, else in PyTorch until
     the rest would take it longer than EAGER_BUDGET_S (judged by the first batch, after a warm-up call),
-    when the backbone is exported to `backbone`."""
-    run = onnx_runner(session(backbone)) if backbone.is_file() else None
-    model = None
+    when the backbone is exported to `backbone`. `batch_size`: None for eager_batch_size in PyTorch and
+    ONNX_BATCH in onnxruntime."""
     dataset = ImageDataset([Record(p, 0, "train") for p in paths], eval_transform(preprocess))
     progress = Progress("data", "embedded images", len(paths))
-    vectors = []
-    for x, _ in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
-        if run is None and model is None:  # built on the first batch: an exported backbone never needs it
-            model = feature_extractor(spec)
+    vectors: list[np.ndarray] = []
+    if not backbone.is_file():
+        model = feature_extractor(spec)
+        eager = batch_size or eager_batch_size(preprocess.image_size)
+        for x, _ in torch.utils.data.DataLoader(dataset, batch_size=eager):
             with torch.inference_mode():
-                model(x[:2])  # one-time costs of a first call (allocator, kernels) stay out of the timing
-        started = time.perf_counter()
-        if run is None:
-            with torch.inference_mode():
-                features = model(x).numpy()
-        else:
-            features = run(x.numpy())
-        vectors.append(features / np.linalg.norm(features, axis=1, keepdims=True).clip(1e-12))
-        progress.advance(len(x))
-        left = len(paths) - progress.done
-        if run is None and (time.perf_counter() - started) / len(x) * left > EAGER_BUDGET_S:
-            log.info("exporting the audit backbone to ONNX for the %d images left: %s", left, backbone.name)
-            backbone.parent.mkdir(parents=True, exist_ok=True)
-            partial = backbone.with_suffix(f".{os.getpid()}.tmp.onnx")  # a stopped export leaves no backbone
-            export_onnx(model, partial, preprocess.image_size, OPSET).replace(backbone)
-            run = onnx_runner(session(backbone))
+                if not vectors:
+                    model(x[:2])  # one-time costs of a first call (allocator, kernels) stay out of the timing
+                started = time.perf_counter()
+                vectors.append(unit_rows(model(x).numpy()))
+            progress.advance(len(x))
+            left = len(paths) - progress.done
+            if left and (time.perf_counter() - started) / len(x) * left > EAGER_BUDGET_S:
+                log.info(
+                    "exporting the audit backbone to ONNX for the %d images left: %s", left, backbone.name
+                )
+                backbone.parent.mkdir(parents=True, exist_ok=True)
+                partial = backbone.with_suffix(f".{os.getpid()}.tmp.onnx")  # a stopped export leaves none
+                export_onnx(model, partial, preprocess.image_size, OPSET).replace(backbone)
+                break
+    if progress.done < len(paths):
+        run = onnx_runner(session(backbone))
+        rest = torch.utils.data.Subset(dataset, range(progress.done, len(paths)))
+        for x, _ in torch.utils.data.DataLoader(rest, batch_size=batch_size or ONNX_BATCH):
+            vectors.append(unit_rows(run(x.numpy())))
+            progress.advance(len(x))
     return np.concatenate(vectors)

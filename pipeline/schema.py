@@ -39,6 +39,11 @@ class IssuePolicy(StrEnum):
     drop = "drop"  # from the training split only: val and test keep them, so scores stay comparable
 
 
+class Holdout(StrEnum):
+    auto = "auto"  # split folders with val but no test: val is held out as the test split
+    none = "none"  # val picks the checkpoint; no held-out split
+
+
 class Balance(StrEnum):
     auto = "auto"  # weighted_sampler when data.imbalance_threshold is reached, else none
     none = "none"
@@ -92,6 +97,7 @@ class DataConfig:
     image_size: int | None = MISSING  # null: the pretrained model's input size
     val_fraction: float = 0.2
     test_fraction: float = 0.15  # flat folders and manifests without splits: held out until the end
+    holdout: Holdout = Holdout.auto  # split folders without test: val held out, checkpoint on a train slice
     split_seed: int = 42
     batch_size: int = 64
     num_workers: int = 0

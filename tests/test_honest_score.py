@@ -60,6 +60,35 @@ def test_test_images_never_reach_training_or_checkpoint_choice(make_cfg, image_f
     assert any(m.startswith("no test split: val scores picked the checkpoint") for m in caplog.messages)
 
 
+def test_a_val_folder_without_test_is_held_out_and_scored_once_as_test(make_cfg, tmp_path, monkeypatch):
+    """train/ and val/ folders: val becomes the test split, untouched until the validate stage, and the
+    checkpoint is picked on a seeded slice of train; data.holdout=none keeps val for checkpoint choice."""
+    root = make_image_folder(tmp_path / "d", per_class=10, splits=("train", "val"))
+    user_val = {str(p) for p in (root / "val").rglob("*.png")}
+    decoded: list[str] = []
+    load = images.decode_checked
+    spy = lambda path: decoded.append(path) or load(path)  # noqa: E731
+    monkeypatch.setattr(images, "decode_checked", spy)
+    monkeypatch.setattr(resized_cache, "decode_checked", spy)
+    run(make_cfg(*TINY, "stages=[data,sanity,train]", root=root))
+    assert decoded and not user_val & set(decoded)
+    index = build_index(root, 0.2, 0.15, seed=42)
+    assert {r.path for r in index.split("test")} == user_val
+    assert index.counts()["val"] == {"checker": 2, "stripes_h": 2, "stripes_v": 2}  # 20% of train's 10
+
+    decoded.clear()
+    ckpt = f"{make_cfg().output_dir}/checkpoints/best.ckpt"
+    run(make_cfg(*TINY, "stages=[validate]", f"ckpt_path={ckpt}", root=root))
+    assert user_val <= set(decoded)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    (validate,) = [r for r in client.search_runs(client.search_experiments()[0].experiment_id)
+                   if r.info.run_name == "validate"]  # fmt: skip
+    assert "test/acc" in validate.data.metrics
+
+    kept = build_index(root, 0.2, 0.15, seed=42, holdout="none")
+    assert {r.path for r in kept.split("val")} == user_val and not kept.split("test")
+
+
 def test_imbalanced_training_split_is_balanced_and_judged_by_balanced_accuracy(make_cfg, tmp_path):
     root = make_image_folder(tmp_path / "d", per_class=14)
     for extra in sorted((root / "checker").iterdir())[4:]:

@@ -267,8 +267,13 @@ def _stratified_split(labels: list[int], val_fraction: float, test_fraction: flo
     return splits
 
 
-def build_index(root: Path, val_fraction: float, test_fraction: float, seed: int) -> DatasetIndex:
-    """Scan root and assign splits: folder splits when present, else a seeded stratified split."""
+def build_index(
+    root: Path, val_fraction: float, test_fraction: float, seed: int, holdout: str = "auto"
+) -> DatasetIndex:
+    """Scan root and assign splits: folder splits when present, else a seeded stratified split. With
+    `holdout=auto`, split folders with a val split but no test split keep val untouched as the test split
+    (a user who splits into train and val means val as the held-out set) and the checkpoint is picked on a
+    seeded slice of train; `holdout=none` lets val pick the checkpoint, with no held-out split."""
     if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise PipelineError(
             f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be fractions "
@@ -282,6 +287,13 @@ def build_index(root: Path, val_fraction: float, test_fraction: float, seed: int
         splits = _stratified_split(labels, val_fraction, test_fraction, seed)
     else:
         splits = [split for _, _, split in items]
+        if holdout == "auto" and "val" in splits and "test" not in splits:
+            splits = ["test" if s == "val" else s for s in splits]
+            log.info(
+                "val split held out as the test split, scored once by the validate stage; the checkpoint "
+                "is picked on %g of train (data.val_fraction; data.holdout=none: val picks it)",
+                val_fraction,
+            )
         if "val" not in splits:  # train (and test) folders only: carve val out of train
             train_idx = [i for i, s in enumerate(splits) if s == "train"]
             carved = _stratified_split([labels[i] for i in train_idx], val_fraction, 0.0, seed)

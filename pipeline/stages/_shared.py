@@ -35,7 +35,8 @@ def inspected_index(cfg: DictConfig) -> tuple[DatasetIndex, list[FileInfo], Find
     mtime), the audit's report (data.audit; embeddings cached by content) and what the integrity checks
     found, near duplicates in content included; no policy applied yet."""
     root = resolve_root(cfg.data.root, cfg.data.cache_dir)
-    index = build_index(root, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed)
+    d = cfg.data
+    index = build_index(root, d.val_fraction, d.test_fraction, d.split_seed, d.holdout)
     infos = inspect_split(cfg, index, None)
     report = None
     if cfg.data.audit:

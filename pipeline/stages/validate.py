@@ -63,7 +63,8 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     if "test" not in datamodule.eval_sets:
         log.info(
             "no test split: val scores picked the checkpoint, so they are optimistic "
-            "(a flat folder gets one with data.test_fraction > 0; or add a test/ folder)"
+            "(a flat folder gets one with data.test_fraction > 0, split folders with data.holdout=auto; "
+            "or add a test/ folder)"
         )
 
     for split, dataset in datamodule.eval_sets.items():

@@ -23,6 +23,7 @@ POSITIVE = (
     "export.calibration_images",
     "export.latency_runs",
     "finetune.first_stage_lr_factor",
+    "train.ema_decay",
     "data.max_pixels",
     "data.resized_cache_mb",
     "validate.top_k",
@@ -52,7 +53,7 @@ NON_NEGATIVE = (
     "audit.low_information",
 )
 FRACTIONS = ("data.val_fraction", "data.test_fraction", "train.mix_prob", "audit.dark", "audit.bright")
-BELOW_ONE = ("train.label_smoothing", "model.drop_rate", "model.drop_path_rate")
+BELOW_ONE = ("train.label_smoothing", "model.drop_rate", "model.drop_path_rate", "train.ema_decay")
 RANGES = {  # key -> (lowest, highest) allowed
     "data.near_duplicate_distance": (0, 63),  # bits that may differ between two 64-bit perceptual hashes
     "audit.duplicate_similarity": (0.5, 1.0),  # cosine similarity; below 0.5 nearly every pair would match
@@ -78,7 +79,7 @@ def check_config(cfg: DictConfig) -> None:
         if not 0 <= _get(cfg, key) <= 1:
             raise PipelineError(f"{key} must be within [0, 1], got {_get(cfg, key)}")
     for key in BELOW_ONE:
-        if _get(cfg, key) >= 1:
+        if (_get(cfg, key) or 0) >= 1:  # None where the schema allows it
             raise PipelineError(f"{key} must be < 1, got {_get(cfg, key)}")
     for key, (low, high) in RANGES.items():
         if not low <= _get(cfg, key) <= high:

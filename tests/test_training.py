@@ -472,3 +472,39 @@ def test_checkpoint_reloads_into_an_identical_model(tmp_path):
     assert trained["model.features.0.1.running_mean"].abs().sum() > 0  # not a fresh model
     x = torch.randn(4, 3, 8, 8)
     assert torch.equal(classifier.eval()(x), reloaded(x))
+
+
+class DriftingWeight(ScriptedScores):
+    """One weight that a constant gradient walks by 1 each step; val/acc logs the weight validation sees."""
+
+    def training_step(self, batch, batch_idx):
+        return -self.model.weight.sum()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/acc", self.model.weight.sum())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=1.0)
+
+
+def test_weight_ema_is_what_validation_scores_and_the_best_checkpoint_holds(tmp_path):
+    """With train.ema_decay the weights validation sees (and the best checkpoint keeps) are the warmed-up
+    moving average of the trained ones, which go on from their own last value."""
+    data = DataLoader(TensorDataset(torch.ones(4, 1), torch.zeros(4)), batch_size=1)  # 4 steps an epoch
+    no_tracker = SimpleNamespace(log_metrics=lambda *_, **__: None, logged_epochs=set)
+    full = {"strategy": "full", "unfreeze_epoch": 0, "freeze_batchnorm": True}
+    best, callbacks = training_callbacks("val/acc", "max", full, None, no_tracker, tmp_path / "ckpt", 0.5)
+    options = {"accelerator": "cpu", "max_epochs": 2, "enable_progress_bar": False, "num_sanity_val_steps": 0}
+    module = DriftingWeight()
+    start = module.model.weight.item()
+    trainer = build_trainer(options, callbacks, tmp_path)
+    trainer.fit(module, train_dataloaders=data, val_dataloaders=data)
+
+    trained, average = [start + step for step in range(1, 9)], start + 1.0
+    for n, weight in enumerate(trained[1:], start=1):
+        average += (weight - average) * (1 - min(0.5, (1 + n) / (10 + n)))
+    saved = torch.load(tmp_path / "ckpt" / "best.ckpt", weights_only=True)
+    assert float(best.best_model_score) == pytest.approx(average)
+    assert saved["state_dict"]["model.weight"].item() == pytest.approx(average)
+    assert saved["current_model_state"]["model.weight"].item() == pytest.approx(trained[-1])
+    assert module.model.weight.item() == pytest.approx(average)  # the trained model ends averaged

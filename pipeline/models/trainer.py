@@ -9,7 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, WeightAveraging
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pipeline.models.checkpoint_io import AtomicCheckpointIO
@@ -85,6 +85,26 @@ class StopRanksTogether(Callback):
             signal.signal(signal.SIGTERM, lambda signum, frame: setattr(connector, "received_sigterm", True))
 
 
+def ema_with_warmup(decay: float):
+    """An exponential moving average whose decay grows as (1 + n) / (10 + n) after n updates, up to `decay`
+    (TensorFlow's num_updates rule): a fixed 0.999 would keep a small folder's few hundred steps near the
+    starting weights. torch's get_ema_avg_fn has no warm-up, hence this one function."""
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        n = float(num_averaged)
+        return averaged + (current - averaged) * (1 - min(decay, (1 + n) / (10 + n)))
+
+    return average
+
+
+class WeightEMA(WeightAveraging):
+    """Lightning's weight averaging with that EMA, updated after every optimizer step: validation, the best
+    checkpoint and the trained model use the averaged weights, less swayed by the last batches."""
+
+    def __init__(self, decay: float):
+        super().__init__(avg_fn=ema_with_warmup(decay))
+
+
 def fit(
     trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, ckpt_path: str | None
 ) -> None:
@@ -107,16 +127,18 @@ def training_callbacks(
     early_stopping_patience: int | None,
     tracker,
     ckpt_dir: Path,
+    ema_decay: float | None = None,
 ) -> tuple[ModelCheckpoint, list[Callback]]:
-    """The best checkpoint (weights only, by `objective` in `mode` max|min), and every callback: the train
-    metrics of each epoch, it, the last checkpoint, metrics to the tracker, fine-tuning, early stopping on
-    `objective` given a patience."""
+    """The best checkpoint (by `objective` in `mode` max|min), and every callback: the train metrics of each
+    epoch, it, the last checkpoint, metrics to the tracker, fine-tuning, early stopping on `objective` given a
+    patience, the weights' moving average given a decay. The best checkpoint holds weights only, unless they
+    are averaged: Lightning puts the average in a checkpoint's state_dict only when it saves callbacks too."""
     best = ModelCheckpoint(
         dirpath=ckpt_dir,
         filename="best",
         monitor=objective,
         mode=mode,
-        save_weights_only=True,
+        save_weights_only=ema_decay is None,
         auto_insert_metric_name=False,
     )
     callbacks = [
@@ -130,6 +152,8 @@ def training_callbacks(
     ]
     if early_stopping_patience is not None:
         callbacks.append(EarlyStopping(objective, mode=mode, patience=early_stopping_patience))
+    if ema_decay is not None:
+        callbacks.append(WeightEMA(ema_decay))
     return best, callbacks
 
 

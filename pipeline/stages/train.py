@@ -100,6 +100,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         cfg.train.early_stopping_patience,
         tracker,
         ckpt_dir,
+        cfg.train.ema_decay,
     )
     trainer = build_trainer(plain(cfg.trainer), callbacks, ctx.output_dir)
     log_setup(tracker, trainer, classifier, datamodule, objective, balance, finetune)

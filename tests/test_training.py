@@ -508,3 +508,15 @@ def test_weight_ema_is_what_validation_scores_and_the_best_checkpoint_holds(tmp_
     assert saved["state_dict"]["model.weight"].item() == pytest.approx(average)
     assert saved["current_model_state"]["model.weight"].item() == pytest.approx(trained[-1])
     assert module.model.weight.item() == pytest.approx(average)  # the trained model ends averaged
+
+
+def test_channels_last_is_set_when_the_classifier_is_built_and_changes_no_result():
+    """Set at construction, before DDP or a checkpoint load sees the parameters; only the layout differs."""
+    train = plain(OmegaConf.structured(TrainConfig))
+    nhwc = tiny_classifier("adamw", train=train)
+    plain_layout = tiny_classifier("adamw", train={**train, "channels_last": False})
+    assert train["channels_last"]  # the default
+    convs = [m.weight for m in nhwc.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    x = torch.randn(4, 3, 8, 8)
+    torch.testing.assert_close(nhwc.eval()(nhwc._inputs(x)), plain_layout.eval()(x))

@@ -56,6 +56,8 @@ class Classifier(L.LightningModule):
         self.label_smoothing = train["label_smoothing"] if train else 0.0
         self.mixer = batch_mixer(train, num_classes) if train else None
         self.channels_last = bool(train and train["channels_last"])
+        if self.channels_last:  # before a wrapper (DDP) sees the parameters: no copy changes their layout
+            self.model.to(memory_format=torch.channels_last)
         self.compile_network = bool(train and train.get("compile"))  # checkpoints from before it lack it
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.train_loss = MeanMetric()  # both logged once an epoch by log_train_epoch
@@ -74,8 +76,6 @@ class Classifier(L.LightningModule):
         return self.model(x)
 
     def on_fit_start(self) -> None:
-        if self.channels_last:
-            self.to(memory_format=torch.channels_last)
         if self.compile_network:
             self.model.compile()  # in place: the checkpoint's parameter names stay those of the plain network
 

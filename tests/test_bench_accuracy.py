@@ -1,6 +1,6 @@
-"""The accuracy bench's own logic (scripts/bench_accuracy.py) on a folder it makes: the imbalanced copy
-keeps the planned share of each class as links, a missing photo folder is skipped, not an error, and
-every recipe is a valid config."""
+"""The accuracy bench's own logic (scripts/bench_accuracy.py) on folders it makes: the imbalanced and small
+copies keep the planned images as links, a missing photo folder is skipped, not an error, the verdict says
+won, tied or lost by the right metric, and every recipe is a valid config."""
 
 import pytest
 from conftest import load_script, make_image_folder
@@ -19,9 +19,46 @@ def test_imbalanced_copy_keeps_each_class_share_as_links(bench, tmp_path):
     assert all(f.is_symlink() and f.resolve().parent.name == name for name, fs in kept.items() for f in fs)
 
 
-def test_a_missing_photo_folder_is_skipped_with_a_line(bench, tmp_path, capsys):
-    assert bench.main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "bench")]) == 0
-    assert "not found: skipped" in capsys.readouterr().out and not (tmp_path / "bench").exists()
+def test_small_copy_cuts_train_to_n_a_class_seeded_and_keeps_test_whole(bench, tmp_path):
+    source = make_image_folder(tmp_path / "src", per_class=12, splits=("train", "test"))
+    first = bench.small_copy(source, tmp_path / "a", per_class=3, seed=0)
+    again = bench.small_copy(source, tmp_path / "b", per_class=3, seed=0)
+    train = sorted(p.relative_to(first) for p in (first / "train").rglob("*.png"))
+    assert len(train) == 9 and train == sorted(p.relative_to(again) for p in (again / "train").rglob("*.png"))
+    assert len(list((first / "test").rglob("*.png"))) == 36
+    assert all(p.is_symlink() for p in first.rglob("*.png"))
+
+
+def test_a_missing_photo_folder_is_skipped_with_a_line(bench, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(bench.FOLDERS, "hand_signs", ("nowhere", bench.folder(tmp_path / "nowhere"), {}))
+    assert bench.main(["--folders", "hand_signs", "--out", str(tmp_path / "bench")]) == 0
+    assert "hand_signs: its folder is not in" in capsys.readouterr().out
+    assert not (tmp_path / "bench").exists()
+
+
+def test_an_unknown_folder_name_is_refused(bench, tmp_path):
+    with pytest.raises(SystemExit):
+        bench.main(["--folders", "flowerz", "--out", str(tmp_path / "bench")])
+
+
+def run(acc: float, f1: float, ratio: float = 1.0) -> dict:
+    return {"test/acc": acc, "test/f1_macro": f1, "data/imbalance_ratio": ratio}
+
+
+@pytest.mark.parametrize(
+    "default, other, outcome",
+    [([0.95, 0.96], 0.94, "won"), ([0.93, 0.95], 0.945, "tied"), ([0.90, 0.92], 0.94, "lost")],
+)
+def test_the_verdict_compares_the_defaults_runs_with_the_best_other(bench, default, other, outcome):
+    runs = {"default": [run(a, a) for a in default], "probe": [run(other, other)], "full": [run(0.5, 0.5)]}
+    verdict = bench.verdict(runs)
+    assert verdict["outcome"] == outcome and verdict["best_other"] == "probe"
+
+
+def test_an_imbalanced_folder_is_judged_by_macro_f1(bench):
+    runs = {"default": [run(0.90, 0.88, ratio=6.5)], "probe": [run(0.95, 0.80, ratio=6.5)]}
+    verdict = bench.verdict(runs)
+    assert verdict["metric"] == "test/f1_macro" and verdict["outcome"] == "won"
 
 
 BENCH = load_script("bench_accuracy")

@@ -179,7 +179,7 @@ class TrainConfig:
     cutmix_alpha: float = 0.0  # 0 disables cutmix
     mix_prob: float = 1.0  # chance that a batch is mixed when mixup or cutmix is on
     early_stopping_patience: int | None = None  # epochs without improvement of `objective`; null: off
-    ema_decay: float | None = None  # exponential moving average of the weights (warmed up); null: off
+    ema_decay: float | None = 0.99  # exponential moving average of the weights (warmed up); null: off
     lr_find: bool = False  # run Lightning's LR finder and train with its suggestion
     lr_find_steps: int = 100
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU (README) and GPU

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from test_server import free_port
 from torch.utils.data import DataLoader, TensorDataset
 
+from pipeline.models.checkpoint_io import keep_weights_only
 from pipeline.models.factory import classifier_head, create_model
 from pipeline.models.finetune import FinetuneSchedule, freeze_backbone, param_groups
 from pipeline.models.module import Classifier, load_classifier
@@ -508,6 +509,11 @@ def test_weight_ema_is_what_validation_scores_and_the_best_checkpoint_holds(tmp_
     assert saved["state_dict"]["model.weight"].item() == pytest.approx(average)
     assert saved["current_model_state"]["model.weight"].item() == pytest.approx(trained[-1])
     assert module.model.weight.item() == pytest.approx(average)  # the trained model ends averaged
+
+    keep_weights_only(tmp_path / "ckpt" / "best.ckpt")  # what the train stage does with it
+    slim = torch.load(tmp_path / "ckpt" / "best.ckpt", weights_only=True)
+    assert slim["state_dict"]["model.weight"].item() == pytest.approx(average)
+    assert not {"optimizer_states", "current_model_state", "callbacks"} & set(slim)
 
 
 def test_channels_last_is_set_when_the_classifier_is_built_and_changes_no_result():

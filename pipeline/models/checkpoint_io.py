@@ -19,3 +19,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(partial, path)  # atomic on one filesystem
         finally:
             partial.unlink(missing_ok=True)
+
+
+# what a whole checkpoint holds beyond ModelCheckpoint(save_weights_only=True)'s, WeightAveraging's included
+TRAINING_STATE = ("optimizer_states", "lr_schedulers", "callbacks", "current_model_state", "averaging_state")
+
+
+def keep_weights_only(path: Path) -> None:
+    """Rewrite a whole checkpoint as a weights-only one, in place and atomically. With averaged weights the
+    best checkpoint is saved whole (Lightning puts the average in state_dict only then); the optimizer state
+    and the raw weights beside it would make the file about four times the model's size."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    for key in TRAINING_STATE:
+        checkpoint.pop(key, None)
+    AtomicCheckpointIO().save_checkpoint(checkpoint, path)

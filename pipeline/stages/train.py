@@ -14,6 +14,7 @@ from pipeline.data.balance import class_weights
 from pipeline.data.datamodule import ImageDataModule
 from pipeline.data.integrity import fingerprints
 from pipeline.errors import PipelineError
+from pipeline.models.checkpoint_io import keep_weights_only
 from pipeline.models.module import Classifier
 from pipeline.models.trainer import build_trainer, fit, training_callbacks
 from pipeline.recipe import describe_finetune, imbalance_recipe, objective_direction
@@ -72,7 +73,8 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     L.seed_everything(cfg.seed, verbose=False)
     index = ensure_index(cfg, ctx)
     finetune = finetune_plan(cfg)
-    log.info("%s: %s", finetune["strategy"], describe_finetune(finetune, cfg.optimizer.lr))
+    ema = f"; weights averaged (train.ema_decay {cfg.train.ema_decay:g})" if cfg.train.ema_decay else ""
+    log.info("%s: %s%s", finetune["strategy"], describe_finetune(finetune, cfg.optimizer.lr), ema)
     preprocess = ensure_preprocess(cfg, ctx, pretrained_preprocess(model_spec(cfg)))
     counts = list(index.counts()["train"].values())
     balance, objective, chosen = imbalance_recipe(
@@ -110,6 +112,8 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         )
     fit(trainer, classifier, datamodule, cfg.train.resume)
     ctx.ckpt_path = ckpt_dir / "best.ckpt"
+    if cfg.train.ema_decay is not None and trainer.is_global_zero and ctx.ckpt_path.is_file():
+        keep_weights_only(ctx.ckpt_path)
     record_result(trainer, classifier, best, objective, tracker, ctx)
     return ctx
 

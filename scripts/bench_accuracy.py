@@ -36,9 +36,10 @@ RECIPES = {  # name -> (what it is, overrides); "default" is the baseline every 
     "default": ("EfficientNet-Lite0, ImageNet weights, the default recipe (finetune=auto)", PRETRAINED),
     "probe": ("same weights, linear probe (finetune=linear_probe)", [*PRETRAINED, "finetune=linear_probe"]),
     "one_rate": (
-        "same weights, head first, then every layer at one lr (the default until 2026-12)",
-        [*PRETRAINED, "finetune.backbone_lr_factor=1"],
+        "same weights, head first, then every layer at one lr, no averaging (the default until 2026-12)",
+        [*PRETRAINED, "finetune.backbone_lr_factor=1", "train.ema_decay=null"],
     ),
+    "no_ema": ("same weights, the default without weight averaging", [*PRETRAINED, "train.ema_decay=null"]),
     "full": ("same weights, every layer at one lr from the first step", [*PRETRAINED, "finetune=full"]),
     "discriminative": (
         "same weights, head first, then backbone at 0.1x lr down to 0.01x at the stem (fastai's rates)",

@@ -141,19 +141,19 @@ def training_callbacks(
         save_weights_only=ema_decay is None,
         auto_insert_metric_name=False,
     )
+    averaging = [] if ema_decay is None else [WeightEMA(ema_decay)]  # before RanksInSync, which checks it
     callbacks = [
         TrainEpochMetrics(),
         best,
         ModelCheckpoint(dirpath=ckpt_dir, filename="last"),
         EpochMetricsToTracker(tracker),
+        *averaging,
         RanksInSync(tracker),
         StopRanksTogether(),
         FinetuneSchedule(finetune["strategy"], finetune["unfreeze_epoch"], finetune["freeze_batchnorm"]),
     ]
     if early_stopping_patience is not None:
         callbacks.append(EarlyStopping(objective, mode=mode, patience=early_stopping_patience))
-    if ema_decay is not None:
-        callbacks.append(WeightEMA(ema_decay))
     return best, callbacks
 
 

@@ -241,6 +241,26 @@ def test_objective_picks_the_checkpoint_and_stops_early(tmp_path, objective, mod
     assert trainer.current_epoch == epochs_run
 
 
+class TiedScores(ScriptedScores):
+    """Accuracy ties at epochs 1-3 while the loss falls until epoch 2."""
+
+    ACC = [0.5, 0.9, 0.9, 0.9, 0.6]
+    LOSS = [0.9, 0.5, 0.3, 0.4, 0.2]
+
+
+def test_of_equal_scores_the_checkpoint_with_the_lower_val_loss_is_kept(tmp_path):
+    data = DataLoader(TensorDataset(torch.ones(2, 1), torch.zeros(2)), batch_size=2)
+    no_tracker = SimpleNamespace(log_metrics=lambda *_, **__: None, logged_epochs=set)
+    full = {"strategy": "full", "unfreeze_epoch": 0, "freeze_batchnorm": True}
+    best, callbacks = training_callbacks("val/acc", "max", full, None, no_tracker, tmp_path / "ckpt")
+    options = {"accelerator": "cpu", "max_epochs": 5, "enable_progress_bar": False, "num_sanity_val_steps": 0}
+    trainer = build_trainer(options, callbacks, tmp_path)
+    trainer.fit(TiedScores(), train_dataloaders=data, val_dataloaders=data)
+    assert float(best.best_model_score) == pytest.approx(0.9)
+    assert torch.load(best.best_model_path, weights_only=True)["epoch"] == 2  # not 1, the first 0.9
+    assert best.state_dict()["best_tie_breaker"] == pytest.approx(0.3)
+
+
 class PeerGone(ScriptedScores):
     """Fails its second step as a DDP rank does when a peer has stopped; `signalled`: SIGTERM came first."""
 

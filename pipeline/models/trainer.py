@@ -85,6 +85,42 @@ class StopRanksTogether(Callback):
             signal.signal(signal.SIGTERM, lambda signum, frame: setattr(connector, "received_sigterm", True))
 
 
+class BestCheckpoint(ModelCheckpoint):
+    """The checkpoint with the best `monitor`; of equal scores, the one with the lower val/loss. Lightning
+    keeps the first of equal scores, and a small val split scores in coarse steps (24 images: 0.042 apart),
+    so scores tie while the loss still falls, and the first of them is often a half-trained model."""
+
+    TIE_BREAKER = "val/loss"
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.best_tie_breaker: float | None = None  # the val/loss of the checkpoint kept
+
+    def check_monitor_top_k(self, trainer: L.Trainer, current: torch.Tensor | None = None) -> bool:
+        if super().check_monitor_top_k(trainer, current):
+            return True
+        loss = trainer.callback_metrics.get(self.TIE_BREAKER)
+        tied = (
+            current is not None
+            and self.best_model_score is not None
+            and bool(current == self.best_model_score)
+        )
+        lower = loss is not None and self.best_tie_breaker is not None and float(loss) < self.best_tie_breaker
+        return trainer.strategy.reduce_boolean_decision(tied and lower)
+
+    def _update_best_and_save(self, current, trainer: L.Trainer, monitor_candidates: dict) -> None:
+        loss = monitor_candidates.get(self.TIE_BREAKER)
+        self.best_tie_breaker = None if loss is None else float(loss)
+        super()._update_best_and_save(current, trainer, monitor_candidates)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "best_tie_breaker": self.best_tie_breaker}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.best_tie_breaker = state_dict.get("best_tie_breaker")
+
+
 def ema_with_warmup(decay: float):
     """An exponential moving average whose decay grows as (1 + n) / (10 + n) after n updates, up to `decay`
     (TensorFlow's num_updates rule): a fixed 0.999 would keep a small folder's few hundred steps near the
@@ -129,11 +165,12 @@ def training_callbacks(
     ckpt_dir: Path,
     ema_decay: float | None = None,
 ) -> tuple[ModelCheckpoint, list[Callback]]:
-    """The best checkpoint (by `objective` in `mode` max|min), and every callback: the train metrics of each
-    epoch, it, the last checkpoint, metrics to the tracker, fine-tuning, early stopping on `objective` given a
-    patience, the weights' moving average given a decay. The best checkpoint holds weights only, unless they
-    are averaged: Lightning puts the average in a checkpoint's state_dict only when it saves callbacks too."""
-    best = ModelCheckpoint(
+    """The best checkpoint (by `objective` in `mode` max|min, ties by val/loss), and every callback: the train
+    metrics of each epoch, it, the last checkpoint, metrics to the tracker, fine-tuning, early stopping on
+    `objective` given a patience, the weights' moving average given a decay. The best checkpoint holds weights
+    only, unless they are averaged: Lightning puts the average in a checkpoint's state_dict only when it saves
+    callbacks too."""
+    best = BestCheckpoint(
         dirpath=ckpt_dir,
         filename="best",
         monitor=objective,

@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = [f"data.image_size={args.image_size}"] if args.image_size else []
     budget += [f"trainer.max_epochs={args.epochs}"] if args.epochs else []
     results: dict[str, dict] = {}
+    failures: list[dict] = []
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-accuracy-") as tmp:
         work = Path(tmp)
@@ -237,7 +238,13 @@ def main(argv: list[str] | None = None) -> int:
                 for repeat in range(args.repeats if recipe == "default" else 1):
                     seeded = [*recipes[recipe][1], *budget, f"seed={args.seed + repeat}"]
                     print(f"bench_accuracy: {name} {recipe} (run {repeat + 1}) ...", flush=True)
-                    row = run_recipe(data, seeded, work, f"{name}-{recipe}-{repeat}")
+                    try:
+                        row = run_recipe(data, seeded, work, f"{name}-{recipe}-{repeat}")
+                    except RuntimeError as err:  # one failed run is a finding, not the end of the bench
+                        print(f"bench_accuracy: {name} {recipe} failed: {err}", flush=True)
+                        failures.append({"folder": name, "recipe": recipe, "seed": args.seed + repeat,
+                                         "error": str(err).splitlines()[-1]})  # fmt: skip
+                        continue
                     print(f"bench_accuracy: {name} {recipe}: {json.dumps(row)}", flush=True)
                     runs.setdefault(recipe, []).append(row)
             if runs:
@@ -248,11 +255,14 @@ def main(argv: list[str] | None = None) -> int:
                     "recipes": runs,
                     "verdict": verdict(runs),
                 }
-    if not results:
+    if not results and not failures:
         return 0
     budget_line = (" ".join(budget) or "none") + " beyond the presets' defaults"
     info = machine(load_before, budget=budget_line)
-    write_report(args.out, "accuracy", markdown(results, info), {"machine": info, "folders": results})
+    text = markdown(results, info) + "".join(
+        f"\nFailed: {f['folder']} {f['recipe']} (seed {f['seed']}): {f['error']}\n" for f in failures
+    )
+    write_report(args.out, "accuracy", text, {"machine": info, "folders": results, "failures": failures})
     return 0
 
 

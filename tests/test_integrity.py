@@ -67,7 +67,7 @@ def leaky_folder(tmp_path):
 
 
 def findings_for(root):
-    index = build_index(root, 0.2, 0.0, 0)
+    index = build_index(root, 0.2, 0.0, 0, holdout="none")  # the val folder as val, as given
     infos = inspect_files([r.path for r in index.records], None, 1, MAX_PIXELS)
     return index, find_problems(index.records, infos, index.class_names, max_distance=2)
 

@@ -102,10 +102,13 @@ def test_csv_manifest_with_splits_and_relative_paths(image_folder):
         f"{p.relative_to(image_folder)},{p.parent.name},{'valid' if i % 4 == 0 else 'train'}"
         for i, p in enumerate(sorted(image_folder.rglob("*.png")))
     ]
-    index = build_index(write_manifest(image_folder, rows), 0.2, 0.0, 0)
+    manifest = write_manifest(image_folder, rows)
+    index = build_index(manifest, 0.2, 0.0, 0, holdout="none")
     assert index.class_names == ["checker", "stripes_h", "stripes_v"]
     assert Counter(r.split for r in index.records) == {"train": 27, "val": 9}
     assert all(r.path.startswith(str(image_folder)) for r in index.records)
+    held_out = build_index(manifest, 0.2, 0.0, 0)  # data.holdout=auto: no test split, so val is held out
+    assert Counter(r.split for r in held_out.records) == {"train": 21, "val": 6, "test": 9}
 
 
 def test_csv_manifest_without_splits_is_split_here(image_folder):

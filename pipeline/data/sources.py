@@ -291,8 +291,8 @@ def build_index(
             splits = ["test" if s == "val" else s for s in splits]
             log.info(
                 "val split held out as the test split, scored once by the validate stage; the checkpoint "
-                "is picked on %g of train (data.val_fraction; data.holdout=none: val picks it)",
-                val_fraction,
+                "is picked on %.0f%% of train (data.val_fraction; data.holdout=none: val picks it)",
+                100 * val_fraction,
             )
         if "val" not in splits:  # train (and test) folders only: carve val out of train
             train_idx = [i for i, s in enumerate(splits) if s == "train"]

@@ -182,7 +182,7 @@ class TrainConfig:
     ema_decay: float | None = 0.99  # exponential moving average of the weights (warmed up); null: off
     lr_find: bool = False  # run Lightning's LR finder and train with its suggestion
     lr_find_steps: int = 100
-    channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU (README) and GPU
+    channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU (README; GPU not measured)
     compile: bool = False  # torch.compile the network for training (on 2 CPU cores: slower at 32 px; README)
     resume: str | None = None  # a last.ckpt to continue from (epoch, optimizer and scheduler state)
 

@@ -5,10 +5,15 @@ drive the loss of one fixed batch to near zero; failing either means a bug, not 
 """
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+DROP_ATTRIBUTES = ("p", "drop_prob", "drop_rate")  # nn.Dropout*, timm's DropPath, timm models' head dropout
 
 
 @dataclass
@@ -41,12 +46,47 @@ def loss_at_init(
     return CheckResult("loss_at_init", passed, loss, f"{expected:.3f} +/- {tolerance:.0%}", message)
 
 
+@contextmanager
+def dropout_off(model: nn.Module) -> Iterator[None]:
+    """Every dropout and drop-path rate set to zero, restored on exit: overfitting one batch is judged on
+    the loss of the batch itself, which dropout makes a random draw."""
+    saved = [
+        (module, name, getattr(module, name))
+        for module in model.modules()
+        for name in DROP_ATTRIBUTES
+        if isinstance(getattr(module, name, None), float)
+        and (name != "p" or isinstance(module, nn.modules.dropout._DropoutNd))
+    ]
+    for module, name, _ in saved:
+        setattr(module, name, 0.0)
+    try:
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
 def overfit_one_batch(
     model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, target_loss: float
 ):
-    """Train on one fixed batch; a sound pipeline reaches near-zero loss within the step budget."""
+    """Train every trainable parameter on one fixed batch, dropout off; a sound pipeline reaches near-zero
+    loss within the step budget."""
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     model.train()
+    with dropout_off(model):
+        loss, used = _steps_on_batch(model, optimizer, x, y, steps, target_loss)
+    passed = math.isfinite(loss) and loss <= target_loss
+    message = (
+        f"one batch of {len(y)} overfit to loss {loss:.4f} in {used} steps"
+        if passed
+        else f"could not overfit one batch of {len(y)}: loss {loss:.4f} after {used} steps "
+        f"(target {target_loss}); check that parameters are trainable and the learning rate is not zero"
+    )
+    return CheckResult("overfit_one_batch", passed, loss, f"<= {target_loss} in {steps} steps", message)
+
+
+def _steps_on_batch(model, optimizer, x, y, steps: int, target_loss: float) -> tuple[float, int]:
+    """Optimizer steps on (x, y) until the loss reaches target_loss or stops being finite."""
     loss = float("nan")
     used = 0
     while used < steps:
@@ -58,14 +98,7 @@ def overfit_one_batch(
         loss = batch_loss.item()
         if loss <= target_loss or not math.isfinite(loss):
             break
-    passed = math.isfinite(loss) and loss <= target_loss
-    message = (
-        f"one batch of {len(y)} overfit to loss {loss:.4f} in {used} steps"
-        if passed
-        else f"could not overfit one batch of {len(y)}: loss {loss:.4f} after {used} steps "
-        f"(target {target_loss}); check that parameters are trainable and the learning rate is not zero"
-    )
-    return CheckResult("overfit_one_batch", passed, loss, f"<= {target_loss} in {steps} steps", message)
+    return loss, used
 
 
 def gradient_flow(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):

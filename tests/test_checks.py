@@ -40,6 +40,14 @@ def test_overfit_one_batch_passes_for_a_trainable_model(batch):
     assert result.passed and result.value <= 0.05
 
 
+def test_overfit_one_batch_judges_the_batch_loss_with_dropout_off_and_restores_the_rate(batch):
+    net = tiny_net()
+    model = torch.nn.Sequential(*net[:-1], torch.nn.Dropout(0.9), net[-1])  # 90% dropout: a random loss
+    result = overfit_one_batch(model, *batch, steps=300, lr=0.05, target_loss=0.05)
+    assert result.passed, result.message
+    assert model[-2].p == 0.9
+
+
 @pytest.mark.parametrize("bug", ["frozen", "zero_lr"])
 def test_overfit_one_batch_catches_a_pipeline_that_cannot_learn(batch, bug):
     model = tiny_net()

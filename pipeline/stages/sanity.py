@@ -66,18 +66,19 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     num_classes = len(index.class_names)
     train_counts = list(index.counts()["train"].values())
     model.train()
-    if finetune_plan(cfg)["strategy"] in ("linear_probe", "gradual"):
-        freeze_backbone(model, cfg.finetune.freeze_batchnorm)  # check the model as training starts it
     results = [
         input_statistics(*_one_batch(datamodule, cfg.data.batch_size), num_classes, train_counts),
         loss_at_init(model, x, y, num_classes, cfg.sanity.init_loss_tolerance),
+        # every layer, before any freezing: can this model learn this data at all (a frozen backbone's
+        # features need far more steps to separate one batch, so a head alone would fail by chance)
         overfit_one_batch(
             model, x, y, cfg.sanity.overfit_steps, cfg.sanity.overfit_lr, cfg.sanity.overfit_target_loss
         ),
-        # after the overfit steps: zero-initialized residual gammas (timm's default) have moved by then
-        gradient_flow(model, x, y),
-        no_batch_mixing(model, x),
     ]
+    if finetune_plan(cfg)["strategy"] in ("linear_probe", "gradual"):
+        freeze_backbone(model, cfg.finetune.freeze_batchnorm)  # the gradients as training starts
+    # after the overfit steps: zero-initialized residual gammas (timm's default) have moved by then
+    results += [gradient_flow(model, x, y), no_batch_mixing(model, x)]
     for r in results:
         log.info("%s %s: %s", "PASS" if r.passed else "FAIL", r.name, r.message)
     tracker.log_dict({"checks": [r.to_dict() for r in results]}, "sanity_verdict.json")

@@ -5,6 +5,7 @@ Known failures (bad config, bad input, failed checks) print one line and exit no
 """
 
 import gc
+import multiprocessing
 import os
 import re
 import sys
@@ -103,7 +104,17 @@ def main() -> None:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     finally:
+        stop_leftover_workers()
         skip_the_last_collection()
+
+
+def stop_leftover_workers() -> None:
+    """Kill worker processes still alive at the end (loader workers ignore SIGTERM, see
+    datamodule.ignore_sigterm): multiprocessing's exit handler sends them SIGTERM and then waits on them,
+    which would never end."""
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join()
 
 
 def skip_the_last_collection() -> None:

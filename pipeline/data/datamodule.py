@@ -53,7 +53,11 @@ class ImageDataModule(L.LightningDataModule):
             return ImageDataset(records, eval_transform(self.preprocess, resized=True), self.resized)
         return ImageDataset(records, eval_transform(self.preprocess))
 
-    def _loader(self, dataset: ImageDataset, shuffle: bool, sampler=None, drop_last=False) -> DataLoader:
+    def _loader(
+        self, dataset: ImageDataset, shuffle: bool, sampler=None, drop_last=False, persistent=False
+    ) -> DataLoader:
+        """persistent: workers that outlive a pass, for loaders Lightning's loops iterate each epoch and shut
+        down when fitting ends; a one-pass loader's workers stop as its pass ends."""
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -61,7 +65,7 @@ class ImageDataModule(L.LightningDataModule):
             sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=persistent and self.num_workers > 0,
             worker_init_fn=ignore_sigterm if self.num_workers > 0 else None,
         )
 
@@ -73,10 +77,10 @@ class ImageDataModule(L.LightningDataModule):
         # judged by each DDP rank's share (Lightning's sampler splits the set), or a rank could get no batch
         ranks = self.trainer.world_size if self.trainer is not None else 1
         drop_last = len(self.train_set) // ranks > self.batch_size
-        return self._loader(self.train_set, shuffle=True, sampler=sampler, drop_last=drop_last)
+        return self._loader(self.train_set, True, sampler, drop_last, persistent=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_sets["val"], shuffle=False)
+        return self._loader(self.eval_sets["val"], shuffle=False, persistent=True)
 
     def eval_dataloader(self, split: str) -> DataLoader:
         return self._loader(self.eval_sets[split], shuffle=False)

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from pipeline.data.decode import PREDICT_MAX_PIXELS
 from pipeline.errors import PipelineError
 from pipeline.export.inference import Prediction, Skipped, expand_inputs, load_classifier, predict
 
@@ -62,9 +63,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--format", choices=sorted(FORMATS), default="json")
     parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--max-pixels", type=int, default=PREDICT_MAX_PIXELS, help="larger images are skipped, undecoded"
+    )
     args = parser.parse_args(argv)
-    if args.top_k < 1 or args.batch_size < 1:
-        parser.error("--top-k and --batch-size must be at least 1")
+    if args.top_k < 1 or args.batch_size < 1 or args.max_pixels < 1:
+        parser.error("--top-k, --batch-size and --max-pixels must be at least 1")
     return args
 
 
@@ -76,7 +80,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
     def predictions() -> Iterator[Prediction]:
         nonlocal skipped
-        for result in predict(model, paths, args.batch_size, k):
+        for result in predict(model, paths, args.batch_size, k, args.max_pixels):
             if isinstance(result, Skipped):
                 skipped += 1
                 print(f"skipped {result.path}: {result.reason}", file=sys.stderr, flush=True)

@@ -2,7 +2,9 @@
 quantized with its metadata, and logged and registered as an MLflow model."""
 
 import base64
+import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -10,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,7 @@ import pandas as pd
 import pytest
 from conftest import compose_cfg, load_script, make_image_folder
 from mlflow.tracking import MlflowClient
+from PIL import Image
 from test_server import free_port
 
 from pipeline.data.sources import build_index
@@ -182,21 +186,69 @@ def predict_py(image: Path, model: Path) -> dict:
     return json.loads(done.stdout)
 
 
-def test_the_served_model_reads_bytes_and_paths_and_refuses_what_is_not_an_image(exported, tmp_path):
+def test_the_served_model_reads_bytes_and_paths_and_refuses_what_is_not_an_image(
+    exported, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("PIPELINE_SERVE_ROOT", str(exported.root))
     model = served_model(exported)
     image = next(exported.root.rglob("*.png"))
     by_bytes = model.predict(pd.DataFrame({"image": [image.read_bytes()]}), params={"top_k": 2})
-    by_path = model.predict(pd.DataFrame({"path": [str(image)]}))
+    by_path = model.predict(pd.DataFrame({"path": [str(image.relative_to(exported.root))]}))
     assert by_bytes["label"][0] == by_path["label"][0] and len(by_bytes["top_labels"][0]) == 2
     assert by_bytes["probability"][0] == pytest.approx(by_path["probability"][0], abs=1e-9)
     for bad, reason in [
         ({"image": [b"hello"]}, "row 0: not an image this model can read (UnidentifiedImageError)"),
-        ({"path": [str(tmp_path / "gone.png")]}, "no file"),
+        ({"path": ["gone.png"]}, "no file gone.png in the served folder"),
         ({"path": [""]}, "give the image"),
         ({"picture": ["x"]}, "no 'image' or 'path' column"),
     ]:
         with pytest.raises(mlflow.exceptions.MlflowException, match=re.escape(reason)):
             model.predict(pd.DataFrame(bad))
+
+
+def refusal(model, frame: pd.DataFrame) -> tuple[int, str]:
+    with pytest.raises(mlflow.exceptions.MlflowException) as refused:
+        model.predict(frame)
+    return refused.value.get_http_status_code(), refused.value.message
+
+
+def test_the_served_model_reads_no_server_file_unless_a_folder_is_allowed(exported, tmp_path, monkeypatch):
+    outside = tmp_path / "secret.png"
+    shutil.copy(next(exported.root.rglob("*.png")), outside)
+    (exported.root / "link.png").symlink_to(outside)
+    monkeypatch.delenv("PIPELINE_SERVE_ROOT", raising=False)
+    status, message = refusal(served_model(exported), pd.DataFrame({"path": [str(outside)]}))
+    assert status == 403 and "reads no files" in message
+    monkeypatch.setenv("PIPELINE_SERVE_ROOT", str(exported.root))
+    model = served_model(exported)
+    answers = {
+        refusal(model, pd.DataFrame({"path": [path]}))
+        for path in (
+            str(outside),
+            str(tmp_path / "missing.png"),
+            "../secret.png",
+            "../missing.png",
+            "link.png",
+        )
+    }
+    assert answers == {(403, "row 0: 'path' must name a file inside the served folder")}
+
+
+def test_the_served_model_refuses_big_images_from_their_header_and_long_requests(exported, monkeypatch):
+    monkeypatch.setenv("PIPELINE_SERVE_MAX_PIXELS", "10000")
+    monkeypatch.setenv("PIPELINE_SERVE_MAX_ROWS", "2")
+    model = served_model(exported)
+    big = io.BytesIO()
+    Image.new("1", (101, 100)).save(big, "PNG")
+    status, message = refusal(model, pd.DataFrame({"image": [big.getvalue()]}))
+    assert (
+        status == 400
+        and message == "row 0: image too large: 101x100 = 10,100 pixels, above the cap of 10,000"
+    )
+    small = next(exported.root.rglob("*.png")).read_bytes()
+    assert len(model.predict(pd.DataFrame({"image": [small] * 2}))) == 2
+    status, message = refusal(model, pd.DataFrame({"image": [small] * 3}))
+    assert status == 400 and message == "3 images in one request; at most 2"
 
 
 def post(url: str, records: list[dict]) -> tuple[int, dict]:
@@ -209,27 +261,77 @@ def post(url: str, records: list[dict]) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
-@pytest.mark.slow
-def test_make_serve_answers_like_predict_py_and_survives_a_bad_request(exported, tmp_path):
+def blank_png(width: int, height: int) -> bytes:
+    """A one-bit PNG of a few kilobytes that declares width x height pixels."""
+    out = io.BytesIO()
+    Image.new("1", (width, height)).save(out, "PNG")
+    return out.getvalue()
+
+
+def group_rss_mb(group: int) -> float:
+    """Resident memory of every process in a process group (the server and the workers it spawned)."""
+    pages = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[2]) == group:
+            pages += int(fields[21])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@contextmanager
+def make_serve(exported):
+    """`make serve` (scripts/serve.py) on a free port: its invocations URL and its process."""
     serve, server = load_script("serve"), load_script("mlflow_server")
     port = free_port()
     uri = exported.client.tracking_uri
     proc = serve.start(serve.newest_model_uri(uri), port, uri)
     try:
         server.wait_ready(f"http://127.0.0.1:{port}", proc)
-        url = f"http://127.0.0.1:{port}/invocations"
-        image = next(exported.root.rglob("*.png"))
+        yield f"http://127.0.0.1:{port}/invocations", proc
+    finally:
+        server.stop(proc)
+    assert not server.group_alive(proc.pid)  # the whole group is gone
+
+
+@pytest.mark.slow
+def test_make_serve_reads_no_server_file_by_default(exported, tmp_path, monkeypatch):
+    monkeypatch.delenv("PIPELINE_SERVE_ROOT", raising=False)
+    image = next(exported.root.rglob("*.png"))
+    with make_serve(exported) as (url, _):
+        answers = [post(url, [{"path": str(path)}]) for path in (image, tmp_path / "missing.png")]
+    assert answers[0] == answers[1] and answers[0][0] == 403, answers
+
+
+@pytest.mark.slow
+def test_make_serve_answers_like_predict_py_and_refuses_bad_requests_cheaply(exported, monkeypatch):
+    monkeypatch.setenv("PIPELINE_SERVE_ROOT", str(exported.root))
+    image = next(exported.root.rglob("*.png"))
+    text = base64.b64encode(b"just some text").decode()
+    bombs = [base64.b64encode(blank_png(side, side)).decode() for side in (16_000, 12_000)]
+    with make_serve(exported) as (url, proc):
         status, answer = post(url, [{"image": base64.b64encode(image.read_bytes()).decode()}])
         expected = predict_py(image, exported.out / "model.onnx")["top_k"][0]
         (row,) = answer["predictions"]
         assert status == 200 and row["label"] == expected["label"]
         assert row["probability"] == pytest.approx(expected["probability"], abs=1e-5)
-        status, answer = post(url, [{"image": base64.b64encode(b"just some text").decode()}])
-        assert 400 <= status < 500 and "row 0: not an image" in answer["message"]
-        assert post(url, [{"path": str(image)}])[0] == 200  # and it goes on serving
-    finally:
-        server.stop(proc)
-    assert not server.group_alive(proc.pid)  # the whole group is gone
+        status, answer = post(url, [{"image": text}])
+        assert (
+            status == 400
+            and answer["message"] == "row 0: not an image this model can read (UnidentifiedImageError)"
+        )
+        assert post(url, [{"path": str(image.relative_to(exported.root))}])[0] == 200
+        assert post(url, [{"path": f"../{exported.root.name}/../x.png"}])[0] == 403
+        memory = group_rss_mb(proc.pid)
+        for bomb in bombs:
+            start = time.perf_counter()
+            status, answer = post(url, [{"image": bomb}])
+            assert status == 400 and "image too large" in answer["message"]
+            assert time.perf_counter() - start < 0.5
+        assert group_rss_mb(proc.pid) - memory < 100
+        assert post(url, [{"image": base64.b64encode(image.read_bytes()).decode()}])[0] == 200
 
 
 def test_compare_measures_difference_agreement_and_accuracy():

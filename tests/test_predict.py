@@ -145,6 +145,15 @@ def test_cli_writes_csv_reports_skips_and_exits_1(model_path, folder, tmp_path, 
     assert "label_3" in rows[0] and "label_4" not in rows[0]  # top-k capped at the three classes
 
 
+def test_cli_skips_an_image_above_max_pixels_from_its_header(model_path, tmp_path, capfd):
+    big = tmp_path / "big.png"
+    Image.new("1", (200, 101)).save(big)
+    assert cli([str(big), "--model", str(model_path), "--max-pixels", "20000"]) == 1
+    assert (
+        capfd.readouterr().err.strip() == f"skipped {big}: 200x101 = 20,200 pixels, above the cap of 20,000"
+    )
+
+
 def test_cli_json_lines_exit_0_when_all_predicted(model_path, folder, capfd):
     assert cli([str(folder / "sub"), "--model", str(model_path), "--top-k", "1"]) == 0
     lines = capfd.readouterr().out.splitlines()

@@ -9,10 +9,22 @@ from PIL import Image, ImageOps
 
 from pipeline.errors import PipelineError
 
+PREDICT_MAX_PIXELS = 40_000_000  # prediction and serving: a 250 KB PNG can declare 144 megapixels (0.4 GB)
 
-def decode_rgb(path: str) -> np.ndarray:
-    """Any PIL-readable image (grayscale, palette, RGBA, CMYK, 16-bit, ...) as HxWx3 uint8, upright."""
-    with Image.open(path) as img:
+
+class TooManyPixels(ValueError):
+    """An image whose header declares more pixels than the caller allows; nothing of it was decoded."""
+
+
+def decode_rgb(source, max_pixels: int | None = None) -> np.ndarray:
+    """Any PIL-readable image (grayscale, palette, RGBA, CMYK, 16-bit, ...) as HxWx3 uint8, upright. With
+    max_pixels, a larger image is refused from its header, before any pixel is decoded."""
+    with Image.open(source) as img:
+        pixels = img.width * img.height
+        if max_pixels is not None and pixels > max_pixels:
+            raise TooManyPixels(
+                f"{img.width}x{img.height} = {pixels:,} pixels, above the cap of {max_pixels:,}"
+            )
         return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
 
 

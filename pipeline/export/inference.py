@@ -134,7 +134,7 @@ def top_k(model: OnnxClassifier, paths: list[Path], batch: list[np.ndarray], k: 
 
 
 def predict(
-    model: OnnxClassifier, paths: list[Path], batch_size: int, k: int
+    model: OnnxClassifier, paths: list[Path], batch_size: int, k: int, max_pixels: int | None = None
 ) -> Iterator[Prediction | Skipped]:
     """Predictions in input order, in batches (the first holds one image, so its line appears at once);
     an unreadable file is reported as soon as it is read."""
@@ -144,7 +144,7 @@ def predict(
     limit = 1
     for path in paths:
         try:
-            tensors.append(preprocess(decode_rgb(path), spec))
+            tensors.append(preprocess(decode_rgb(path, max_pixels), spec))
         except UNREADABLE as err:
             yield Skipped(path, str(err) or type(err).__name__)
             continue

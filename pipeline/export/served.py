@@ -5,11 +5,19 @@
 type: MLflow decodes the base64) or a `path` column of files on the serving machine. Each row comes back
 with its top-1 label and probability and its top-k (`params: {"top_k": k}`, default 5). Preprocessing is the
 ONNX file's own metadata, through the same torch-free code as scripts/predict.py, so both give the same
-numbers. A row that is not an image fails the request with a 400 and the reason (MLflow's scoring server
-turns an MlflowException into its HTTP status); the server goes on serving.
+numbers. A row that is not an image fails the request with a 400 naming the row and the reason, never the
+request's data; the server goes on serving.
+
+Limits, read from the environment where the model is served (when it loads):
+- PIPELINE_SERVE_ROOT: the folder whose files `path` rows may name; unset, `path` rows are refused (a model
+  behind a port must not read its server's files for any client). Paths resolve inside it only.
+- PIPELINE_SERVE_MAX_PIXELS (default 40,000,000): a larger image is refused from its header, undecoded.
+- PIPELINE_SERVE_MAX_ROWS (default 64): images per request.
 """
 
 import io
+import os
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -18,7 +26,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, PERMISSION_DENIED
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array
 
@@ -44,8 +52,40 @@ SIGNATURE = ModelSignature(
 )
 
 
+class RequestRefused(MlflowException):
+    """A 4xx whose message stays as written: MLflow's scoring server rewrites the message of an
+    MlflowException from predict to quote the whole request (a client's bytes, in answers and logs)."""
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_message"):
+            self._message = value
+
+
 def bad_request(message: str) -> MlflowException:
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+    return RequestRefused(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+@dataclass(frozen=True)
+class Limits:
+    root: Path | None  # the folder `path` rows may name; None: paths refused
+    max_pixels: int
+    max_rows: int
+
+    @classmethod
+    def from_env(cls) -> "Limits":
+        from pipeline.data.decode import PREDICT_MAX_PIXELS
+
+        root = os.environ.get("PIPELINE_SERVE_ROOT")
+        return cls(
+            Path(root).resolve() if root else None,
+            int(os.environ.get("PIPELINE_SERVE_MAX_PIXELS", PREDICT_MAX_PIXELS)),
+            int(os.environ.get("PIPELINE_SERVE_MAX_ROWS", 64)),
+        )
 
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):
@@ -55,21 +95,20 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         from pipeline.export.inference import load_classifier
 
         self.model = load_classifier(Path(context.artifacts[ONNX_ARTIFACT]))
+        self.limits = Limits.from_env()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from pipeline.export.inference import UNREADABLE, preprocess, ranked
+        from pipeline.export.inference import ranked
 
         if model_input.empty:
             raise bad_request(f"no {IMAGE!r} or {PATH!r} column: send one row per image, in either")
+        if len(model_input) > self.limits.max_rows:
+            raise bad_request(f"{len(model_input)} images in one request; at most {self.limits.max_rows}")
         k = int((params or {}).get("top_k") or DEFAULT_TOP_K)
         spec = self.model.document["preprocess"]
-        tensors = []
-        for row, source in enumerate(image_sources(model_input)):
-            try:
-                tensors.append(preprocess(decode(source), spec))
-            except UNREADABLE as err:  # bytes: PIL's message names the in-memory buffer, not the image
-                reason = err if isinstance(source, str) else type(err).__name__
-                raise bad_request(f"row {row}: not an image this model can read ({reason})") from err
+        tensors = [
+            tensor(row, source, spec, self.limits) for row, source in enumerate(image_sources(model_input))
+        ]
         top = ranked(self.model, np.stack(tensors), k)
         return pd.DataFrame(
             {
@@ -79,6 +118,40 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
                 "top_probabilities": [[p for _, p in t] for t in top],
             }
         )
+
+
+def tensor(row: int, source: bytes | str, spec: dict, limits: Limits) -> np.ndarray:
+    """One row's image, decoded within the limits and preprocessed; a refusal names the row and the reason."""
+    from PIL.Image import DecompressionBombError
+
+    from pipeline.data.decode import TooManyPixels, decode_rgb
+    from pipeline.export.inference import UNREADABLE, preprocess
+
+    readable = io.BytesIO(source) if isinstance(source, bytes) else allowed_file(row, source, limits.root)
+    try:
+        return preprocess(decode_rgb(readable, limits.max_pixels), spec)
+    except (TooManyPixels, DecompressionBombError) as err:  # PIL's own limit refuses bigger ones at open
+        raise bad_request(f"row {row}: image too large: {err}") from err
+    except UNREADABLE as err:  # PIL's message names the in-memory buffer or the server's path: the type only
+        raise bad_request(f"row {row}: not an image this model can read ({type(err).__name__})") from err
+
+
+def allowed_file(row: int, path: str, root: Path | None) -> Path:
+    """`path` resolved inside the allowed folder (links followed, `..` included); the same refusal whether or
+    not the file exists, so a client learns nothing of the server's files outside it."""
+    if root is None:
+        raise RequestRefused(
+            f"row {row}: this server reads no files; send the image's bytes in {IMAGE!r}",
+            error_code=PERMISSION_DENIED,
+        )
+    resolved = (root / path).resolve()
+    if not resolved.is_relative_to(root):
+        raise RequestRefused(
+            f"row {row}: {PATH!r} must name a file inside the served folder", PERMISSION_DENIED
+        )
+    if not resolved.is_file():
+        raise bad_request(f"row {row}: no file {path} in the served folder")
+    return resolved
 
 
 def image_sources(frame: pd.DataFrame) -> list[bytes | str]:
@@ -94,14 +167,6 @@ def image_sources(frame: pd.DataFrame) -> list[bytes | str]:
         else:
             raise bad_request(f"row {row}: give the image as base64 bytes in {IMAGE!r} or a file in {PATH!r}")
     return sources
-
-
-def decode(source: bytes | str) -> np.ndarray:
-    from pipeline.data.decode import decode_rgb
-
-    if isinstance(source, str) and not Path(source).is_file():
-        raise FileNotFoundError(f"no file {source} on the server")
-    return decode_rgb(io.BytesIO(source) if isinstance(source, bytes) else source)
 
 
 def requirements() -> list[str]:

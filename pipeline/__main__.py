@@ -4,6 +4,7 @@ Heavy libraries load only after the config composed, so a bad override fails in 
 Known failures (bad config, bad input, failed checks) print one line and exit non-zero.
 """
 
+import errno
 import gc
 import multiprocessing
 import os
@@ -54,6 +55,23 @@ def bad_choice(err: BaseException | None) -> str | None:
     return None
 
 
+# a file or folder the run cannot write: the machine's state or a path given, not a bug
+UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR}
+
+
+def unwritable(err: BaseException | None) -> str | None:
+    """`no space left on <folder> while writing <file>` (or why else it cannot be written) for an OSError
+    with a file name anywhere in the chain of causes."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in UNWRITABLE and err.filename:
+            path = os.fsdecode(err.filename)
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                return f"no space left on {os.path.dirname(path) or '.'} while writing {path}"
+            return f"cannot write {path}: {err.strerror}"
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def error_line(err: BaseException) -> str | None:
     """The one line the CLI prints for bad input; None for anything else (a bug keeps its traceback)."""
     from hydra.errors import HydraException
@@ -67,6 +85,8 @@ def error_line(err: BaseException) -> str | None:
         return f"error: {refusal}"
     if isinstance(err, HydraException | OmegaConfBaseException):
         return f"config error: {bad_choice(err) or one_line(err)}"
+    if reason := unwritable(err):
+        return f"error: {reason}"
     return None
 
 

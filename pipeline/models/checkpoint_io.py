@@ -1,12 +1,16 @@
 """Checkpoints written next to their target and renamed into place, so a kill mid-write (SIGKILL, a full
 disk) never leaves a truncated last.ckpt behind: the previous one stays intact."""
 
+import errno
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+FULL_BELOW_BYTES = 2**20  # free space left on a disk that refused a checkpoint: it is full
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -17,6 +21,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             torch.save(checkpoint, partial)
             os.replace(partial, path)  # atomic on one filesystem
+        except RuntimeError as err:  # torch's zip writer reports a short write on a full disk without errno
+            if shutil.disk_usage(path.parent).free < FULL_BELOW_BYTES:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from err
+            raise
         finally:
             partial.unlink(missing_ok=True)
 

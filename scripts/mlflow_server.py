@@ -61,6 +61,19 @@ def group_alive(pgid: int) -> bool:
     return _signal_group(pgid, 0)
 
 
+def group_rss_mb(pgid: int) -> float:
+    """Resident memory of every process in a process group (a server and the workers it spawned)."""
+    pages = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[2]) == pgid:
+            pages += int(fields[21])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def _signal_group(pgid: int, sig: int) -> bool:
     """False when no process of the group is left."""
     try:

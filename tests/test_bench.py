@@ -68,3 +68,11 @@ def test_torchvision_side_computes_the_pipelines_tensors(bench):
 def test_an_augmentation_without_a_counterpart_is_refused(bench):
     with pytest.raises(ValueError, match="HorizontalFlip"):
         bench.torchvision_augmentations([{"_target_": "albumentations.HorizontalFlip", "p": 0.5}])
+
+
+def test_bench_serve_mixes_in_one_bad_request_in_four_of_each_kind():
+    bench = load_script("bench_serve")
+    bodies = bench.mixed([b"image"] * 16, bad_share=0.25)
+    bad = [body for good, body in bodies if not good]
+    assert len(bodies) == 16 and len(bad) == 4 and len(set(bad)) == 4
+    assert set(bad) == set(bench.bad_bodies().values())

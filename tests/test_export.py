@@ -4,7 +4,6 @@ quantized with its metadata, and logged and registered as an MLflow model."""
 import base64
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -268,29 +267,16 @@ def blank_png(width: int, height: int) -> bytes:
     return out.getvalue()
 
 
-def group_rss_mb(group: int) -> float:
-    """Resident memory of every process in a process group (the server and the workers it spawned)."""
-    pages = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the process ended meanwhile
-            continue
-        if int(fields[2]) == group:
-            pages += int(fields[21])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 @contextmanager
 def make_serve(exported):
-    """`make serve` (scripts/serve.py) on a free port: its invocations URL and its process."""
+    """`make serve` (scripts/serve.py) on a free port: its URL, its process and scripts/mlflow_server."""
     serve, server = load_script("serve"), load_script("mlflow_server")
     port = free_port()
     uri = exported.client.tracking_uri
     proc = serve.start(serve.newest_model_uri(uri), port, uri)
     try:
         server.wait_ready(f"http://127.0.0.1:{port}", proc)
-        yield f"http://127.0.0.1:{port}/invocations", proc
+        yield f"http://127.0.0.1:{port}/invocations", proc, server
     finally:
         server.stop(proc)
     assert not server.group_alive(proc.pid)  # the whole group is gone
@@ -300,7 +286,7 @@ def make_serve(exported):
 def test_make_serve_reads_no_server_file_by_default(exported, tmp_path, monkeypatch):
     monkeypatch.delenv("PIPELINE_SERVE_ROOT", raising=False)
     image = next(exported.root.rglob("*.png"))
-    with make_serve(exported) as (url, _):
+    with make_serve(exported) as (url, _, _):
         answers = [post(url, [{"path": str(path)}]) for path in (image, tmp_path / "missing.png")]
     assert answers[0] == answers[1] and answers[0][0] == 403, answers
 
@@ -311,7 +297,7 @@ def test_make_serve_answers_like_predict_py_and_refuses_bad_requests_cheaply(exp
     image = next(exported.root.rglob("*.png"))
     text = base64.b64encode(b"just some text").decode()
     bombs = [base64.b64encode(blank_png(side, side)).decode() for side in (16_000, 12_000)]
-    with make_serve(exported) as (url, proc):
+    with make_serve(exported) as (url, proc, server):
         status, answer = post(url, [{"image": base64.b64encode(image.read_bytes()).decode()}])
         expected = predict_py(image, exported.out / "model.onnx")["top_k"][0]
         (row,) = answer["predictions"]
@@ -324,13 +310,13 @@ def test_make_serve_answers_like_predict_py_and_refuses_bad_requests_cheaply(exp
         )
         assert post(url, [{"path": str(image.relative_to(exported.root))}])[0] == 200
         assert post(url, [{"path": f"../{exported.root.name}/../x.png"}])[0] == 403
-        memory = group_rss_mb(proc.pid)
+        memory = server.group_rss_mb(proc.pid)
         for bomb in bombs:
             start = time.perf_counter()
             status, answer = post(url, [{"image": bomb}])
             assert status == 400 and "image too large" in answer["message"]
             assert time.perf_counter() - start < 0.5
-        assert group_rss_mb(proc.pid) - memory < 100
+        assert server.group_rss_mb(proc.pid) - memory < 100
         assert post(url, [{"image": base64.b64encode(image.read_bytes()).decode()}])[0] == 200
 
 

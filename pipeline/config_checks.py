@@ -16,7 +16,6 @@ from pipeline.schema import VAL_METRICS
 POSITIVE = (
     "optimizer.lr",
     "data.batch_size",
-    "data.image_size",
     "data.imbalance_threshold",
     "trainer.max_epochs",
     "trainer.num_nodes",
@@ -62,6 +61,7 @@ RANGES = {  # key -> (lowest, highest) allowed
     # torch's exporter writes opset 18 for any lower value; onnxruntime 1.31 loads up to 26 (tried 2026-11-24)
     "export.opset": (18, 26),
 }
+MIN_IMAGE_SIZE = 8  # px; smaller inputs leave the networks 1x1 maps after their stem (README, "Bad input")
 STAGE_PREFIXES = ("data/", "sanity/", "train/", "val/", "test/", "export/")  # how every logged metric starts
 # lightning.Trainer arguments the train stage sets itself
 PIPELINE_OWNED = ("callbacks", "plugins", "logger", "default_root_dir", "enable_model_summary")
@@ -84,6 +84,9 @@ def check_config(cfg: DictConfig) -> None:
     for key, (low, high) in RANGES.items():
         if not low <= _get(cfg, key) <= high:
             raise PipelineError(f"{key} must be within [{low}, {high}], got {_get(cfg, key)}")
+    size = cfg.data.image_size
+    if size is not None and (not _is_number(size) or size < MIN_IMAGE_SIZE):
+        raise PipelineError(f"data.image_size must be >= {MIN_IMAGE_SIZE} px, got {size!r}")
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
         raise PipelineError("data.val_fraction + data.test_fraction must leave images for training")
     check_named_settings(cfg)

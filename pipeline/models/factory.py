@@ -54,6 +54,22 @@ def create_model_from_spec(spec: dict[str, Any], num_classes: int) -> torch.nn.M
     )
 
 
+def check_image_size(model: torch.nn.Module, name: str, image_size: int) -> None:
+    """One forward pass of one blank image: a network whose fixed pooling leaves nothing of a small image
+    (VGG below 32 px, AlexNet below 64) fails here in one line, not in the middle of a stage."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size))
+    except RuntimeError as err:
+        reason = str(err).strip().splitlines()[0]
+        message = f"{name} cannot take {image_size} px images ({reason}): raise data.image_size"
+        raise PipelineError(message) from err
+    finally:
+        model.train(was_training)
+
+
 def classifier_head(model: torch.nn.Module) -> torch.nn.Module:
     """timm's `get_classifier()`, else the last linear layer (SimpleCNN, torchvision classics)."""
     head = model.get_classifier() if hasattr(model, "get_classifier") else None

@@ -20,7 +20,7 @@ from pipeline.checks import (
 from pipeline.context import Context
 from pipeline.data.datamodule import ImageDataModule
 from pipeline.errors import PipelineError
-from pipeline.models.factory import create_model_from_spec
+from pipeline.models.factory import check_image_size, create_model_from_spec
 from pipeline.models.finetune import freeze_backbone
 from pipeline.stages._shared import (
     ensure_index,
@@ -60,6 +60,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     spec = model_spec(cfg)
     model = create_model_from_spec(spec, len(index.class_names))
     preprocess = ensure_preprocess(cfg, ctx, pretrained_preprocess(spec))
+    check_image_size(model, spec["name"], preprocess.image_size)
     datamodule = ImageDataModule(index, preprocess, list(cfg.augment.train), cfg.data.batch_size, 0)
     x, y = _one_batch(datamodule, cfg.sanity.overfit_batch_size)
 

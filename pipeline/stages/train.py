@@ -15,6 +15,7 @@ from pipeline.data.datamodule import ImageDataModule
 from pipeline.data.integrity import fingerprints
 from pipeline.errors import PipelineError
 from pipeline.models.checkpoint_io import keep_weights_only
+from pipeline.models.factory import check_image_size
 from pipeline.models.module import Classifier
 from pipeline.models.trainer import build_trainer, fit, training_callbacks
 from pipeline.recipe import describe_finetune, imbalance_recipe, objective_direction
@@ -94,6 +95,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         resized,
     )
     classifier = build_classifier(cfg, ctx, finetune, balance)
+    check_image_size(classifier.model, cfg.model.name, preprocess.image_size)
     ckpt_dir = ctx.output_dir / "checkpoints"
     best, callbacks = training_callbacks(
         objective,

@@ -61,7 +61,7 @@ RANGES = {  # key -> (lowest, highest) allowed
     # torch's exporter writes opset 18 for any lower value; onnxruntime 1.31 loads up to 26 (tried 2026-11-24)
     "export.opset": (18, 26),
 }
-MIN_IMAGE_SIZE = 8  # px; smaller inputs leave the networks 1x1 maps after their stem (README, "Bad input")
+MIN_IMAGE_SIZE = 4  # px; at 2 px ResNet-18 trained, then had no feature map to explain (README, bad input)
 STAGE_PREFIXES = ("data/", "sanity/", "train/", "val/", "test/", "export/")  # how every logged metric starts
 # lightning.Trainer arguments the train stage sets itself
 PIPELINE_OWNED = ("callbacks", "plugins", "logger", "default_root_dir", "enable_model_summary")

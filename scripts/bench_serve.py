@@ -9,7 +9,7 @@ sampled throughout. Then the torch-free predictor of scripts/predict.py scores t
 process (batch 1 and 32), from the ONNX file inside the served model. Writes bench/serve.md and
 bench/serve.json.
 
-    python scripts/bench_serve.py [--requests 500] [--clients 4] [--bad-share 0.25] [--images <folder>]
+    python scripts/bench_serve.py [--requests 1000] [--clients 4] [--bad-share 0.25] [--images <folder>]
 """
 
 import argparse
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-uri")
     parser.add_argument("--images", type=Path, default=ROOT / ".cache" / "data" / "digits")
-    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=300, help="seconds the load may last at most")
     parser.add_argument("--bad-share", type=float, default=0.25, help="of the mixed load's requests")

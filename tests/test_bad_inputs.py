@@ -115,7 +115,7 @@ CASES = [
     ("unknown model name", ["model=timm", "model.name=resnet_eighteen"], "unknown model 'resnet_eighteen'"),
     ("negative lr", ["optimizer.lr=-0.1"], "optimizer.lr must be > 0"),
     ("batch size 0", ["data.batch_size=0"], "data.batch_size must be > 0"),
-    ("image size 1", ["data.image_size=1"], "data.image_size must be >= 8 px, got 1"),
+    ("image size 1", ["data.image_size=1"], "data.image_size must be >= 4 px, got 1"),
     ("image too small for the model", ["model=vgg11", "data.image_size=16"], "vgg11_bn cannot take 16 px"),
     ("zero epochs", ["trainer.max_epochs=0"], "trainer.max_epochs must be > 0"),
     ("val fraction above 1", ["data.val_fraction=1.5"], "data.val_fraction must be within [0, 1]"),
@@ -184,7 +184,7 @@ CASES = [
         "output folder",
     ),
     # ranges and shapes the schema's types cannot state
-    ("image size 0", ["data.image_size=0"], "data.image_size must be >= 8 px, got 0"),
+    ("image size 0", ["data.image_size=0"], "data.image_size must be >= 4 px, got 0"),
     ("negative loader workers", ["data.num_workers=-1"], "data.num_workers must be >= 0"),
     ("negative weight decay", ["optimizer.weight_decay=-1"], "optimizer.weight_decay must be >= 0"),
     ("negative test fraction", ["data.test_fraction=-0.1"], "data.test_fraction must be within [0, 1]"),

@@ -212,13 +212,14 @@ def refusal(model, frame: pd.DataFrame) -> tuple[int, str]:
 
 
 def test_the_served_model_reads_no_server_file_unless_a_folder_is_allowed(exported, tmp_path, monkeypatch):
-    outside = tmp_path / "secret.png"
+    outside, allowed = tmp_path / "secret.png", tmp_path / "allowed"
     shutil.copy(next(exported.root.rglob("*.png")), outside)
-    (exported.root / "link.png").symlink_to(outside)
+    allowed.mkdir()
+    (allowed / "link.png").symlink_to(outside)
     monkeypatch.delenv("PIPELINE_SERVE_ROOT", raising=False)
     status, message = refusal(served_model(exported), pd.DataFrame({"path": [str(outside)]}))
     assert status == 403 and "reads no files" in message
-    monkeypatch.setenv("PIPELINE_SERVE_ROOT", str(exported.root))
+    monkeypatch.setenv("PIPELINE_SERVE_ROOT", str(allowed))
     model = served_model(exported)
     answers = {
         refusal(model, pd.DataFrame({"path": [path]}))

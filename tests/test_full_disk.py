@@ -1,6 +1,7 @@
 """A full disk or an impossible run folder ends the run in one line, exit 2, its MLflow run FAILED, and what
 was written before intact."""
 
+import errno
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from conftest import CONF_DIR, make_image_folder
 from mlflow.tracking import MlflowClient
 
 from pipeline.__main__ import error_line
+from pipeline.atomic import written_in_place
 from pipeline.models import checkpoint_io
 from pipeline.models.checkpoint_io import AtomicCheckpointIO
 
@@ -84,3 +86,15 @@ def test_a_run_whose_folder_fills_up_fails_in_one_line_and_marks_its_run_failed(
     }
     assert {r.info.status for r in runs if "stage" not in r.data.tags} == {"FAILED"}  # the parent
     assert (full_disk / "run" / "index.csv").stat().st_size > 0  # the data stage's files stay
+
+
+def test_a_write_that_fails_leaves_the_previous_file_whole_and_no_partial_one(tmp_path):
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"previous")
+    with pytest.raises(OSError), written_in_place(target) as partial:
+        partial.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device", str(partial))
+    assert target.read_bytes() == b"previous" and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+    with written_in_place(target) as partial:
+        partial.write_bytes(b"new")
+    assert target.read_bytes() == b"new"

@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from pipeline.atomic import written_in_place
 from pipeline.export.compare import Runner
 
 INPUT_NAME = "input"
@@ -33,8 +34,9 @@ def export_onnx(model: torch.nn.Module, path: Path, image_size: int, opset: int)
             external_data=False,
             verbose=False,
         )
-    program.save(str(path), external_data=False)
-    onnx.checker.check_model(str(path), full_check=True)
+    with written_in_place(path) as partial:
+        program.save(str(partial), external_data=False)
+        onnx.checker.check_model(str(partial), full_check=True)
     return path
 
 

@@ -1,5 +1,5 @@
-"""Checkpoints written next to their target and renamed into place, so a kill mid-write (SIGKILL, a full
-disk) never leaves a truncated last.ckpt behind: the previous one stays intact."""
+"""Checkpoints written next to their target and renamed into place (pipeline.atomic), so a kill mid-write
+(SIGKILL, a full disk) never leaves a truncated last.ckpt behind: the previous one stays intact."""
 
 import errno
 import os
@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from pipeline.atomic import written_in_place
+
 FULL_BELOW_BYTES = 2**20  # free space left on a disk that refused a checkpoint: it is full
 
 
@@ -17,16 +19,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
         try:
-            torch.save(checkpoint, partial)
-            os.replace(partial, path)  # atomic on one filesystem
+            with written_in_place(path) as partial:
+                torch.save(checkpoint, partial)
         except RuntimeError as err:  # torch's zip writer reports a short write on a full disk without errno
             if shutil.disk_usage(path.parent).free < FULL_BELOW_BYTES:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from err
             raise
-        finally:
-            partial.unlink(missing_ok=True)
 
 
 # what a whole checkpoint holds beyond ModelCheckpoint(save_weights_only=True)'s, WeightAveraging's included

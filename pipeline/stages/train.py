@@ -83,6 +83,8 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     )
     if chosen:
         log.info(chosen)
+    classifier = build_classifier(cfg, ctx, finetune, balance)
+    check_image_size(classifier.model, cfg.model.name, preprocess.image_size)  # before the resized cache
     resized = resized_images(cfg, index, preprocess)
     datamodule = ImageDataModule(
         index,
@@ -94,8 +96,6 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         cfg.seed,
         resized,
     )
-    classifier = build_classifier(cfg, ctx, finetune, balance)
-    check_image_size(classifier.model, cfg.model.name, preprocess.image_size)
     ckpt_dir = ctx.output_dir / "checkpoints"
     best, callbacks = training_callbacks(
         objective,

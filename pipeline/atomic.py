@@ -15,5 +15,9 @@ def written_in_place(path: Path) -> Iterator[Path]:
     try:
         yield partial
         os.replace(partial, path)
+    except OSError as err:
+        if err.filename is not None and os.fsdecode(err.filename) == str(partial):
+            err.filename = str(path)  # errors name the file the user asked for, not its temporary name
+        raise
     finally:
         partial.unlink(missing_ok=True)

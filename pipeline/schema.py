@@ -16,6 +16,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from pipeline.data.decode import MAX_PIXELS
+
 
 class CorruptPolicy(StrEnum):
     skip = "skip"
@@ -109,7 +111,8 @@ class DataConfig:
     on_leakage: LeakagePolicy = LeakagePolicy.warn  # duplicates across splits
     near_duplicate_distance: int = 2  # max perceptual-hash bits that differ for a near duplicate
     inspect_workers: int = 2  # processes that decode and hash files in the data stage
-    max_pixels: int = 200_000_000  # larger images count as unreadable (data.on_corrupt): bounded memory
+    max_pixels: int = MAX_PIXELS  # larger images count as unreadable (data.on_corrupt); predict and serve
+    # refuse them too (the exported model carries the cap): bounded memory
     audit: bool = True  # embed every image to find suspected label issues, outliers, near duplicates (audit:)
     on_label_issue: IssuePolicy = IssuePolicy.warn
     on_outlier: IssuePolicy = IssuePolicy.warn

@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from pipeline.data.decode import PREDICT_MAX_PIXELS
 from pipeline.errors import PipelineError
 from pipeline.export.inference import Prediction, Skipped, expand_inputs, load_classifier, predict
 
@@ -64,10 +63,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
-        "--max-pixels", type=int, default=PREDICT_MAX_PIXELS, help="larger images are skipped, undecoded"
+        "--max-pixels",
+        type=int,
+        help="larger images are skipped, undecoded (default: the model's run's data.max_pixels)",
     )
     args = parser.parse_args(argv)
-    if args.top_k < 1 or args.batch_size < 1 or args.max_pixels < 1:
+    if args.top_k < 1 or args.batch_size < 1 or (args.max_pixels is not None and args.max_pixels < 1):
         parser.error("--top-k, --batch-size and --max-pixels must be at least 1")
     return args
 

@@ -17,7 +17,6 @@ from pipeline.schema import register  # noqa: E402
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 PATTERNS = ("stripes_h", "stripes_v", "checker")
-MAX_PIXELS = 200_000_000  # data.max_pixels, for tests that inspect files outside a pipeline run
 
 
 def pattern_image(kind: str, size: int, rng: np.random.Generator) -> Image.Image:

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MAX_PIXELS, compose_cfg, load_script, make_image_folder
+from conftest import compose_cfg, load_script, make_image_folder
 from mlflow.tracking import MlflowClient
 from PIL import Image, ImageFilter
 
 from pipeline.data import audit as audit_module
 from pipeline.data import embeddings
 from pipeline.data.audit import audit
+from pipeline.data.decode import MAX_PIXELS
 from pipeline.data.integrity import find_problems, inspect_files
 from pipeline.data.quality import Thresholds, measure, quality_issues
 from pipeline.data.sources import build_index

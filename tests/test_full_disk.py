@@ -91,9 +91,10 @@ def test_a_run_whose_folder_fills_up_fails_in_one_line_and_marks_its_run_failed(
 def test_a_write_that_fails_leaves_the_previous_file_whole_and_no_partial_one(tmp_path):
     target = tmp_path / "model.onnx"
     target.write_bytes(b"previous")
-    with pytest.raises(OSError), written_in_place(target) as partial:
+    with pytest.raises(OSError) as raised, written_in_place(target) as partial:
         partial.write_bytes(b"half")
         raise OSError(errno.ENOSPC, "No space left on device", str(partial))
+    assert raised.value.filename == str(target)  # the error names the file asked for, not its temporary name
     assert target.read_bytes() == b"previous" and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
     with written_in_place(target) as partial:
         partial.write_bytes(b"new")

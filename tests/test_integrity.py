@@ -4,9 +4,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MAX_PIXELS, make_image_folder
+from conftest import make_image_folder
 from PIL import Image
 
+from pipeline.data.decode import MAX_PIXELS
 from pipeline.data.integrity import (
     InspectionCache,
     apply_policies,

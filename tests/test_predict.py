@@ -23,6 +23,7 @@ from pipeline.export.metadata import describe, write_metadata
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "predict.py"
 PRE = Preprocess(24, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+MODEL_MAX_PIXELS = 20_000  # the data.max_pixels the model was exported with
 COLOURS = {"red": (220, 30, 40), "green": (20, 200, 30), "blue": (30, 40, 210)}
 
 
@@ -48,7 +49,7 @@ def colour_model(path: Path) -> Path:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
     onnx.save(model, str(path))
-    write_metadata(path, describe(PRE.to_dict(), list(COLOURS), "input", "logits"))
+    write_metadata(path, describe(PRE.to_dict(), list(COLOURS), "input", "logits", MODEL_MAX_PIXELS))
     return path
 
 
@@ -94,7 +95,7 @@ def folder(tmp_path: Path) -> Path:
 def test_metadata_preprocessing_is_the_eval_transform_bit_for_bit(tmp_path, image, pre):
     path = tmp_path / "image.png"
     image.save(path)
-    spec = describe(pre.to_dict(), ["x"], "input", "logits")["preprocess"]
+    spec = describe(pre.to_dict(), ["x"], "input", "logits", MODEL_MAX_PIXELS)["preprocess"]
     expected = eval_transform(pre)(image=decode_rgb(str(path)))["image"].numpy()
     got = numpy_preprocess(decode_rgb(path), spec)
     assert got.dtype == np.float32 and got.shape == (3, pre.image_size, pre.image_size)
@@ -145,13 +146,14 @@ def test_cli_writes_csv_reports_skips_and_exits_1(model_path, folder, tmp_path, 
     assert "label_3" in rows[0] and "label_4" not in rows[0]  # top-k capped at the three classes
 
 
-def test_cli_skips_an_image_above_max_pixels_from_its_header(model_path, tmp_path, capfd):
+def test_cli_skips_an_image_above_the_models_pixel_cap_from_its_header(model_path, tmp_path, capfd):
     big = tmp_path / "big.png"
     Image.new("1", (200, 101)).save(big)
-    assert cli([str(big), "--model", str(model_path), "--max-pixels", "20000"]) == 1
+    assert cli([str(big), "--model", str(model_path)]) == 1
     assert (
         capfd.readouterr().err.strip() == f"skipped {big}: 200x101 = 20,200 pixels, above the cap of 20,000"
     )
+    assert cli([str(big), "--model", str(model_path), "--max-pixels", "20200"]) == 0  # raised by the caller
 
 
 def test_cli_json_lines_exit_0_when_all_predicted(model_path, folder, capfd):

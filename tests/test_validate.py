@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from test_end_to_end import artifact_paths
 
 from pipeline.context import Context
+from pipeline.data.decode import MAX_PIXELS
 from pipeline.data.sources import build_index
 from pipeline.data.transforms import Preprocess
 from pipeline.errors import PipelineError
@@ -76,7 +77,9 @@ def trained(tmp_path_factory, empty_store) -> Trained:
     classifier = load_classifier(ckpt)
     pre = Preprocess.from_dict(classifier.hparams.preprocess)
     onnx = export_onnx(classifier.model, tmp / "model.onnx", pre.image_size, opset=18)
-    write_metadata(onnx, describe(pre.to_dict(), classifier.hparams.class_names, INPUT_NAME, OUTPUT_NAME))
+    write_metadata(
+        onnx, describe(pre.to_dict(), classifier.hparams.class_names, INPUT_NAME, OUTPUT_NAME, MAX_PIXELS)
+    )
     return Trained(tmp, root, client, parent.info.run_id, stages["train"].info.run_id, ckpt, onnx)
 
 
@@ -244,7 +247,7 @@ def test_onnx_errors_say_what_is_wrong(trained, tmp_path):
     with pytest.raises(PipelineError, match="bare.onnx has no 'pipeline' metadata"):
         onnx_scorer(bare)
     document = describe(
-        Preprocess(16, (0.5,) * 3, (0.2,) * 3).to_dict(), ["a", "b", "c"], INPUT_NAME, OUTPUT_NAME
+        Preprocess(16, (0.5,) * 3, (0.2,) * 3).to_dict(), ["a", "b", "c"], INPUT_NAME, OUTPUT_NAME, MAX_PIXELS
     )
     document["preprocess"]["resize"] = "cv2.INTER_AREA"
     other = copy_with_metadata(trained.onnx, tmp_path / "area.onnx", document)

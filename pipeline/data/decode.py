@@ -9,7 +9,9 @@ from PIL import Image, ImageOps
 
 from pipeline.errors import PipelineError
 
-PREDICT_MAX_PIXELS = 40_000_000  # prediction and serving: a 250 KB PNG can declare 144 megapixels (0.4 GB)
+# data.max_pixels' default; export writes the run's cap into the model, where predict and serve read it. The
+# largest common camera sensors (~61 MP) pass; a 250 KB PNG can declare 144 megapixels (0.4 GB decoded).
+MAX_PIXELS = 64_000_000
 
 
 class TooManyPixels(ValueError):

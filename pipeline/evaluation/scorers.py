@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.data.decode import MAX_PIXELS
 from pipeline.data.transforms import Preprocess
 from pipeline.errors import PipelineError
 from pipeline.export.inference import NOT_ONNX
@@ -59,7 +60,9 @@ def onnx_scorer(path: Path) -> Scorer:
         ) from err
     document = read_metadata(sess.get_modelmeta().custom_metadata_map, str(path))
     preprocess = Preprocess.from_dict(document["preprocess"])
-    expected = describe(preprocess.to_dict(), document["class_names"], document["input"], document["output"])
+    expected = describe(
+        preprocess.to_dict(), document["class_names"], document["input"], document["output"], MAX_PIXELS
+    )
     if document["preprocess"] != expected["preprocess"]:
         raise PipelineError(
             f"{path}: preprocessing {document['preprocess']} is not this pipeline's eval transform"

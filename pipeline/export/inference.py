@@ -15,7 +15,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from PIL import Image
 
-from pipeline.data.decode import decode_rgb
+from pipeline.data.decode import MAX_PIXELS, decode_rgb
 from pipeline.data.resize import resize_and_crop
 from pipeline.errors import PipelineError
 from pipeline.export.metadata import read_metadata
@@ -40,6 +40,12 @@ class OnnxClassifier:
     @property
     def class_names(self) -> list[str]:
         return list(self.document["class_names"])
+
+    @property
+    def max_pixels(self) -> int:
+        """The largest image to decode for it: its run's data.max_pixels (files exported before it was
+        recorded: the default)."""
+        return int(self.document.get("max_pixels", MAX_PIXELS))
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.document["output"]], {self.document["input"]: batch})[0]
@@ -137,8 +143,9 @@ def predict(
     model: OnnxClassifier, paths: list[Path], batch_size: int, k: int, max_pixels: int | None = None
 ) -> Iterator[Prediction | Skipped]:
     """Predictions in input order, in batches (the first holds one image, so its line appears at once);
-    an unreadable file is reported as soon as it is read."""
+    an unreadable file, or one over max_pixels (default: the model's cap), is reported as soon as read."""
     spec = model.document["preprocess"]
+    max_pixels = max_pixels or model.max_pixels
     pending: list[Path] = []
     tensors: list[np.ndarray] = []
     limit = 1

@@ -8,16 +8,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import written_in_place
 from pipeline.errors import PipelineError
 
 METADATA_KEY = "pipeline"
 FORMAT_VERSION = 1
 
 
-def describe(preprocess: dict[str, Any], class_names: list[str], input_name: str, output_name: str) -> dict:
-    """The metadata document; `preprocess` is `Preprocess.to_dict()`."""
+def describe(
+    preprocess: dict[str, Any], class_names: list[str], input_name: str, output_name: str, max_pixels: int
+) -> dict:
+    """The metadata document; `preprocess` is `Preprocess.to_dict()`; `max_pixels` the run's data.max_pixels,
+    the largest image predict and serve decode for this model."""
     return {
         "format_version": FORMAT_VERSION,
+        "max_pixels": int(max_pixels),
         "input": input_name,
         "output": output_name,
         "class_names": list(class_names),
@@ -40,14 +45,15 @@ def describe(preprocess: dict[str, Any], class_names: list[str], input_name: str
 
 
 def write_metadata(onnx_path: Path, document: dict) -> None:
-    """Store the document in the ONNX file's metadata_props, in place."""
+    """Store the document in the ONNX file's metadata_props; the file is replaced whole or not at all."""
     import onnx
 
     model = onnx.load(str(onnx_path))
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(document)
-    onnx.save(model, str(onnx_path))
+    with written_in_place(onnx_path) as partial:
+        onnx.save(model, str(partial))
 
 
 def read_metadata(custom_metadata_map: dict[str, str], source: str) -> dict:

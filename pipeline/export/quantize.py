@@ -30,6 +30,8 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from pipeline.atomic import written_in_place
+
 DYNAMIC_OP_TYPES = ["Conv", "MatMul", "Gemm"]
 
 
@@ -71,22 +73,24 @@ def quantize_int8(src: Path, dst: Path, mode: str, calibration: Iterable[np.ndar
         raise ValueError("static quantization needs calibration batches")
     model = onnx.load(str(src))
     del model.graph.value_info[:]
-    with _quiet():
+    with written_in_place(dst) as partial, _quiet():
         if mode == "dynamic":
-            quantize_dynamic(model, dst, op_types_to_quantize=DYNAMIC_OP_TYPES, weight_type=QuantType.QUInt8)
+            quantize_dynamic(
+                model, partial, op_types_to_quantize=DYNAMIC_OP_TYPES, weight_type=QuantType.QUInt8
+            )
         else:
             quantize_static(
                 model,
-                dst,
+                partial,
                 _Batches(model.graph.input[0].name, calibration),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
             )
-    quantized = onnx.load(str(dst))
-    del quantized.metadata_props[:]
-    quantized.metadata_props.extend(model.metadata_props)
-    onnx.save(quantized, str(dst))
-    onnx.checker.check_model(str(dst), full_check=True)
+        quantized = onnx.load(str(partial))
+        del quantized.metadata_props[:]
+        quantized.metadata_props.extend(model.metadata_props)
+        onnx.save(quantized, str(partial))
+        onnx.checker.check_model(str(partial), full_check=True)
     return dst

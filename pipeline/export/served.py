@@ -11,7 +11,8 @@ request's data; the server goes on serving.
 Limits, read from the environment where the model is served (when it loads):
 - PIPELINE_SERVE_ROOT: the folder whose files `path` rows may name; unset, `path` rows are refused (a model
   behind a port must not read its server's files for any client). Paths resolve inside it only.
-- PIPELINE_SERVE_MAX_PIXELS (default 40,000,000): a larger image is refused from its header, undecoded.
+- PIPELINE_SERVE_MAX_PIXELS (default: the model's run's data.max_pixels, 64,000,000 unless set): a larger
+  image is refused from its header, undecoded.
 - PIPELINE_SERVE_MAX_ROWS (default 64): images per request.
 """
 
@@ -77,13 +78,11 @@ class Limits:
     max_rows: int
 
     @classmethod
-    def from_env(cls) -> "Limits":
-        from pipeline.data.decode import PREDICT_MAX_PIXELS
-
+    def from_env(cls, model_max_pixels: int) -> "Limits":
         root = os.environ.get("PIPELINE_SERVE_ROOT")
         return cls(
             Path(root).resolve() if root else None,
-            int(os.environ.get("PIPELINE_SERVE_MAX_PIXELS", PREDICT_MAX_PIXELS)),
+            int(os.environ.get("PIPELINE_SERVE_MAX_PIXELS", model_max_pixels)),
             int(os.environ.get("PIPELINE_SERVE_MAX_ROWS", 64)),
         )
 
@@ -95,7 +94,7 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         from pipeline.export.inference import load_classifier
 
         self.model = load_classifier(Path(context.artifacts[ONNX_ARTIFACT]))
-        self.limits = Limits.from_env()
+        self.limits = Limits.from_env(self.model.max_pixels)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         from pipeline.export.inference import ranked

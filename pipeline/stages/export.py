@@ -83,7 +83,10 @@ def write_models(cfg: DictConfig, ctx: Context, classifier, preprocess: Preproce
         classifier.model, ctx.output_dir / "model.onnx", preprocess.image_size, cfg.export.opset
     )
     write_metadata(
-        onnx_path, describe(preprocess.to_dict(), classifier.hparams.class_names, INPUT_NAME, OUTPUT_NAME)
+        onnx_path,
+        describe(
+            preprocess.to_dict(), classifier.hparams.class_names, INPUT_NAME, OUTPUT_NAME, cfg.data.max_pixels
+        ),
     )
     ctx.onnx_path = onnx_path
     files = {"onnx": onnx_path}

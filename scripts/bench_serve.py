@@ -1,6 +1,6 @@
 """`make bench-serve`: the served image classifier under load, next to scripts/predict.py on the same images.
 
-Starts `mlflow models serve` (scripts/serve.py) on 127.0.0.1 for the newest logged image classifier (or
+Starts `make serve` (scripts/serve.py) on 127.0.0.1 for the newest logged image classifier (or
 --model-uri), then --clients threads post one image each per request (base64 in `dataframe_records`) until
 --requests have been sent, bounded by --timeout seconds; reports requests/s, p50/p95/p99 latency and errors.
 A second load mixes in bad requests (--bad-share of them: not an image, a 12,000 x 12,000 PNG, a path on the

@@ -1,12 +1,13 @@
-"""Serve an image classifier the pipeline logged: `mlflow models serve --env-manager local` on 127.0.0.1.
+"""Serve an image classifier the pipeline logged over HTTP on 127.0.0.1, as `mlflow models serve` would.
 
     python scripts/serve.py [--model-uri models:/<name>/<version>] [--port 5001]     # or: make serve
     curl -s 127.0.0.1:5001/invocations -H 'Content-Type: application/json' \\
          -d "{\\"dataframe_records\\": [{\\"image\\": \\"$(base64 -w0 photo.jpg)\\"}]}"
 
 Without --model-uri, the newest `image_classifier` model logged by the export stage in the store that
-MLFLOW_TRACKING_URI names (else the embedded store, mlruns/mlflow.db). The server runs in its own process
-group and is stopped as a group (Ctrl-C, SIGTERM).
+MLFLOW_TRACKING_URI names (else the embedded store, mlruns/mlflow.db). MLflow's own scoring app (the same
+routes and answers) runs under uvicorn behind a request-body cap (pipeline.export.serving_app). The server
+runs in its own process group and is stopped as a group (Ctrl-C, SIGTERM).
 """
 
 import argparse
@@ -16,6 +17,8 @@ import sys
 from pathlib import Path
 
 from mlflow_server import foreground
+
+from pipeline.export.serving_app import MODEL_URI
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "image_classifier"  # pipeline.export.served logs it under this name
@@ -43,13 +46,12 @@ def newest_model_uri(uri: str) -> str:
 
 
 def start(model_uri: str, port: int, uri: str) -> subprocess.Popen:
+    """MLflow's scoring app for the model, its body capped (pipeline.export.serving_app), in a new session."""
     command = [
-        sys.executable, "-m", "mlflow", "models", "serve", "--model-uri", model_uri, "--env-manager", "local",
+        sys.executable, "-m", "uvicorn", "--factory", "pipeline.export.serving_app:create_app",
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
-    # mlflow runs `uvicorn` by name: this interpreter's bin folder must be on PATH, activated or not
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, MODEL_URI: model_uri}
     return subprocess.Popen(command, env=env, start_new_session=True)
 
 

@@ -2,6 +2,7 @@
 quantized with its metadata, and logged and registered as an MLflow model."""
 
 import base64
+import http.client
 import io
 import json
 import re
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ from pipeline.models.module import load_classifier
 from pipeline.runner import run
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+RUN_MAX_PIXELS = 50_000_000  # the exported model carries it to predict and serve
 EXPORT = [
     "stages=[train,export]",
     "model=simple_cnn",
@@ -44,6 +47,7 @@ EXPORT = [
     "augment=none",
     "data.image_size=16",
     "data.batch_size=8",
+    f"data.max_pixels={RUN_MAX_PIXELS}",
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=3",
     "optimizer.lr=0.01",
@@ -93,7 +97,8 @@ def metadata(path: Path) -> dict:
 def test_onnx_file_carries_the_checkpoint_preprocessing_and_classes(exported):
     classifier = load_classifier(exported.out / "checkpoints" / "best.ckpt")
     preprocess = Preprocess.from_dict(classifier.hparams.preprocess)
-    expected = describe(preprocess.to_dict(), ["checker", "stripes_h", "stripes_v"], "input", "logits")
+    names = ["checker", "stripes_h", "stripes_v"]
+    expected = describe(preprocess.to_dict(), names, "input", "logits", RUN_MAX_PIXELS)
     assert metadata(exported.out / "model.onnx") == expected
     graph = onnx.load(str(exported.out / "model.onnx")).graph
     (batch, *rest) = graph.input[0].type.tensor_type.shape.dim
@@ -319,6 +324,39 @@ def test_make_serve_answers_like_predict_py_and_refuses_bad_requests_cheaply(exp
             assert time.perf_counter() - start < 0.5
         assert server.group_rss_mb(proc.pid) - memory < 100
         assert post(url, [{"image": base64.b64encode(image.read_bytes()).decode()}])[0] == 200
+
+
+def raw_post(url: str, headers: dict, chunks: list[bytes]) -> tuple[int, dict]:
+    """A POST whose headers and body chunks are sent exactly as given; the status and JSON answer."""
+    parsed = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
+    try:
+        connection.putrequest("POST", parsed.path)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        for chunk in chunks:
+            connection.send(chunk)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+@pytest.mark.slow
+def test_make_serve_refuses_a_body_over_the_cap_before_reading_it(exported, monkeypatch):
+    monkeypatch.setenv("PIPELINE_SERVE_MAX_BYTES", "100000")
+    image = base64.b64encode(next(exported.root.rglob("*.png")).read_bytes()).decode()
+    json_type = {"Content-Type": "application/json"}
+    with make_serve(exported) as (url, _, _):
+        # declared far over the cap, and not one byte of body sent: answered from the header
+        status, answer = raw_post(url, {**json_type, "Content-Length": str(10**9)}, [])
+        assert status == 413 and answer["message"].startswith("request body of 1,000,000,000+ bytes")
+        # chunked, no length declared: refused once the chunks pass the cap
+        chunk = b"%x\r\n%s\r\n" % (50_000, b" " * 50_000)
+        status, answer = raw_post(url, {**json_type, "Transfer-Encoding": "chunked"}, [chunk] * 3)
+        assert status == 413 and "at most 100,000" in answer["message"]
+        assert post(url, [{"image": image}])[0] == 200  # a body under the cap, after both
 
 
 def test_compare_measures_difference_agreement_and_accuracy():

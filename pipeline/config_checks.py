@@ -125,11 +125,6 @@ def check_training(cfg: DictConfig) -> None:
     mixing = cfg.train.mixup_alpha > 0 or cfg.train.cutmix_alpha > 0
     if mixing and cfg.data.batch_size % 2:
         raise PipelineError(f"mixup/cutmix need an even data.batch_size, got {cfg.data.batch_size}")
-    if cfg.finetune.strategy == "gradual" and "ddp" in str(cfg.trainer.strategy):
-        raise PipelineError(
-            "finetune=gradual cannot run under DDP (DDP registers the trainable parameters once); "
-            "use finetune=full with finetune.backbone_lr_factor < 1"
-        )
     check_trainer_options(list(cfg.trainer))
     check_accelerator(cfg.trainer.get("accelerator"))
     check_optimizer_name(cfg.optimizer.name)
@@ -193,7 +188,7 @@ def check_resumable(path: Path, cfg: DictConfig) -> None:
         saved = torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]
     except (RuntimeError, KeyError, EOFError, OSError, pickle.UnpicklingError) as err:
         raise PipelineError(f"train.resume: {path} is not a checkpoint this pipeline wrote") from err
-    resolved = finetune_recipe({**cfg.finetune}, {**cfg.model}, "ddp" in str(cfg.trainer.strategy))
+    resolved = finetune_recipe({**cfg.finetune}, {**cfg.model})
     now = {
         "model": cfg.model.name,
         "optimizer": cfg.optimizer.name,

@@ -11,14 +11,14 @@ def starts_pretrained(model: dict[str, Any]) -> bool:
     return bool(model["pretrained"] or model["weights"])
 
 
-def finetune_recipe(finetune: dict[str, Any], model: dict[str, Any], distributed: bool) -> dict[str, Any]:
-    """`auto` becomes `gradual` with the configured rates for pretrained weights (`full` with the same
-    rates under DDP, which cannot add parameters mid-run), and `full` at one rate from random init."""
+def finetune_recipe(finetune: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    """`auto` becomes `gradual` with the configured rates for pretrained weights (under DDP too:
+    pipeline.models.finetune), and `full` at one rate from random init."""
     if finetune["strategy"] != "auto":
         return finetune
     if not starts_pretrained(model):
         return {**finetune, "strategy": "full", "backbone_lr_factor": 1.0, "first_stage_lr_factor": None}
-    return {**finetune, "strategy": "full" if distributed else "gradual"}
+    return {**finetune, "strategy": "gradual"}
 
 
 def describe_finetune(recipe: dict[str, Any], lr: float) -> str:

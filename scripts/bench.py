@@ -130,7 +130,7 @@ def compose_config(*overrides: str) -> DictConfig:
 
 def finetune_plan(cfg: DictConfig) -> dict:
     """The fine-tuning recipe the train stage resolves for this config (one process, no DDP)."""
-    return finetune_recipe(plain(cfg.finetune), plain(cfg.model), distributed=False)
+    return finetune_recipe(plain(cfg.finetune), plain(cfg.model))
 
 
 # ---- 1. train-step throughput ----

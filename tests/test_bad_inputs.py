@@ -126,7 +126,6 @@ CASES = [
     ("unknown optimizer", ["optimizer.name=lamb2"], "optimizer.name='lamb2' is not an optimizer timm knows"),
     ("unknown scheduler", ["scheduler.name=triangle"], "scheduler.name='triangle' is not one of"),
     ("unknown finetune strategy", ["finetune.strategy=partial"], "finetune.strategy='partial' is not one of"),
-    ("gradual under DDP", ["finetune=gradual", "trainer=ddp"], "cannot run under DDP"),
     ("objective no stage logs", ["objective=val/nonsense"], "objective='val/nonsense' is not a metric"),
     ("unknown quantization", ["export.quantize=int4"], "export.quantize='int4' is not one of"),
     ("unknown augmentation", ["augment.train=[{_target_: os.system}]"], "unknown augmentation 'os.system'"),

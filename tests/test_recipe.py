@@ -20,20 +20,16 @@ PRETRAINED = {"name": "tf_efficientnet_lite0", "pretrained": False, "weights": "
 
 
 def test_auto_fine_tunes_pretrained_weights_gradually_and_trains_random_init_at_one_rate():
-    assert finetune_recipe(AUTO, PRETRAINED, distributed=False) == {**AUTO, "strategy": "gradual"}
-    assert finetune_recipe(AUTO, {**SCRATCH, "pretrained": True}, distributed=False)["strategy"] == "gradual"
-    scratch = finetune_recipe(AUTO, SCRATCH, distributed=False)
+    assert finetune_recipe(AUTO, PRETRAINED) == {**AUTO, "strategy": "gradual"}
+    assert finetune_recipe(AUTO, {**SCRATCH, "pretrained": True})["strategy"] == "gradual"
+    scratch = finetune_recipe(AUTO, SCRATCH)
     assert scratch["strategy"] == "full" and scratch["backbone_lr_factor"] == 1.0
     assert scratch["first_stage_lr_factor"] is None
 
 
-def test_auto_under_ddp_keeps_the_lower_backbone_rates_without_unfreezing_mid_run():
-    assert finetune_recipe(AUTO, PRETRAINED, distributed=True) == {**AUTO, "strategy": "full"}
-
-
 def test_an_explicit_strategy_is_kept_as_given():
     probe = {**AUTO, "strategy": "linear_probe"}
-    assert finetune_recipe(probe, SCRATCH, distributed=False) == probe
+    assert finetune_recipe(probe, SCRATCH) == probe
 
 
 @pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "resnet18"])

@@ -12,19 +12,20 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_image_folder
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import BaseFinetuning, Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from test_server import free_port
 from torch.utils.data import DataLoader, TensorDataset
 
+from pipeline.errors import PipelineError
 from pipeline.models.checkpoint_io import keep_weights_only
 from pipeline.models.factory import classifier_head, create_model
 from pipeline.models.finetune import FinetuneSchedule, freeze_backbone, param_groups
 from pipeline.models.module import Classifier, load_classifier
 from pipeline.models.optim import build_optimizer, build_scheduler
-from pipeline.models.trainer import build_trainer, fit, training_callbacks
+from pipeline.models.trainer import RanksInSync, build_trainer, fit, training_callbacks
 from pipeline.recipe import objective_direction
 from pipeline.runner import run
 from pipeline.schema import TrainConfig, plain
@@ -159,7 +160,17 @@ def tiny_classifier(optimizer: str, **extra) -> Classifier:
     )
 
 
-def fit_tiny(strategy: str, unfreeze_epoch: int = 1, epochs: int = 2) -> tuple[dict, list[dict]]:
+class HeldAsUnderDDP(FinetuneSchedule):
+    """The schedule as it runs with several ranks, here in one process."""
+
+    def setup(self, trainer, pl_module, stage):
+        self.distributed = True
+        BaseFinetuning.setup(self, trainer, pl_module, stage)
+
+
+def fit_tiny(
+    strategy: str, unfreeze_epoch: int = 1, epochs: int = 2, schedule=FinetuneSchedule
+) -> tuple[dict, list[dict]]:
     """Fit a tiny CNN on random tensors; the weights before and after each epoch."""
     classifier = tiny_classifier("adamw", finetune={"strategy": strategy, "backbone_lr_factor": 0.5})
     before = {k: v.clone() for k, v in classifier.model.state_dict().items()}
@@ -168,7 +179,7 @@ def fit_tiny(strategy: str, unfreeze_epoch: int = 1, epochs: int = 2) -> tuple[d
     trainer = L.Trainer(
         accelerator="cpu",
         max_epochs=epochs,
-        callbacks=[FinetuneSchedule(strategy, unfreeze_epoch, freeze_batchnorm=True), recorder],
+        callbacks=[schedule(strategy, unfreeze_epoch, freeze_batchnorm=True), recorder],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -192,6 +203,35 @@ def test_gradual_unfreezes_the_backbone_at_the_configured_epoch():
     before, (first, second) = fit_tiny("gradual", unfreeze_epoch=1)
     for key in BACKBONE_KEYS:
         assert torch.equal(before[key], first[key]) and not torch.equal(first[key], second[key]), key
+
+
+def test_gradual_under_ddp_holds_the_backbone_exactly_as_freezing_would():
+    """Under DDP the backbone keeps requires_grad (DDP registers parameters once) and its gradients are
+    dropped until the unfreeze epoch: the weights after each epoch are those of the frozen schedule."""
+    _, frozen = fit_tiny("gradual", unfreeze_epoch=1, epochs=3)
+    _, held = fit_tiny("gradual", unfreeze_epoch=1, epochs=3, schedule=HeldAsUnderDDP)
+    for epoch, (a, b) in enumerate(zip(frozen, held, strict=True)):
+        for key in a:
+            assert torch.equal(a[key], b[key]), (epoch, key)
+
+
+class FakeRanks:
+    """What RanksInSync reads of a Trainer: two ranks whose digests all_gather stacks."""
+
+    def __init__(self, other_rank_shift: float):
+        self.world_size, self.is_global_zero, self.shift = 2, True, other_rank_shift
+        self.strategy = SimpleNamespace(all_gather=lambda digest: torch.stack([digest, digest + self.shift]))
+
+
+def test_ranks_that_end_with_different_weights_fail_the_run_in_one_line():
+    logged = []
+    tracker = SimpleNamespace(log_metrics=logged.append)
+    module = tiny_classifier("adamw")
+    RanksInSync(tracker).on_train_end(FakeRanks(0.0), module)
+    assert logged == [{"train/rank_weight_diff": 0.0}]
+    with pytest.raises(PipelineError, match=r"the 2 ranks ended training with different weights"):
+        RanksInSync(tracker).on_train_end(FakeRanks(0.01), module)
+    assert logged[-1]["train/rank_weight_diff"] > 1e-6
 
 
 def test_full_finetuning_trains_everything_from_the_start():
@@ -375,6 +415,28 @@ def test_ddp_on_two_cpu_processes_records_one_mlflow_run(image_folder, tmp_path,
     assert [m.step for m in client.get_metric_history(train.info.run_id, "train/loss")] == [0, 1]
     assert train.data.params["train.world_size"] == "2" and train.data.metrics["train/rank_weight_diff"] == 0
     assert (tmp_path / "out" / "checkpoints" / "best.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_implicit_ddp_fine_tunes_a_pretrained_model_gradually_with_ranks_in_step(
+    image_folder, tmp_path, store
+):
+    """trainer.devices=2 without trainer=ddp: Lightning picks DDP by itself, and the pretrained model's
+    gradual schedule (head alone first) must still train both ranks alike."""
+    command = [
+        sys.executable, "-m", "pipeline", "stages=[train]", "model=efficientnet_lite0",
+        "data.image_size=32", "data.batch_size=8", "data.audit=false",
+        "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+        f"data.root={image_folder}", f"data.cache_dir={tmp_path / 'cache'}",
+        f"tracking.dir={tmp_path / 'mlruns'}", f"hydra.run.dir={tmp_path / 'out'}",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=Path.cwd())
+    assert done.returncode == 0, done.stderr[-2000:]
+    train = train_run(MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"))
+    assert (train.data.params["train.world_size"], train.data.params["train.finetune"]) == ("2", "gradual")
+    assert train.data.metrics["train/rank_weight_diff"] == 0.0
 
 
 @pytest.mark.slow

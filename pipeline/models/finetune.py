@@ -93,24 +93,53 @@ def _is_frozen(module: nn.Module) -> bool:
     return not any(p.requires_grad for p in params) if params else not module.track_running_stats
 
 
+def held_parameters(model: nn.Module, freeze_batchnorm: bool) -> list[nn.Parameter]:
+    """What freeze_backbone would freeze: the backbone's parameters (its batch norms' only when frozen)."""
+    modules = [m for m in backbone_modules(model) if freeze_batchnorm or not isinstance(m, _BatchNorm)]
+    return [p for m in modules for p in m.parameters(recurse=False)]
+
+
 class FinetuneSchedule(BaseFinetuning):
-    """Lightning's finetuning callback driven by the `finetune` config."""
+    """Lightning's finetuning callback driven by the `finetune` config.
+
+    With more than one process (DDP, whatever the config calls it: Lightning picks DDP by itself for
+    devices > 1), gradual's head phase holds the backbone instead of freezing it: DDP registers the
+    parameters that need gradients once, when it wraps the model, so a backbone unfrozen later would never
+    have its gradients averaged and the ranks would drift apart. Held, the backbone keeps requires_grad, its
+    frozen batch norms stay in eval mode, and its gradients are dropped before each optimizer step until
+    `unfreeze_epoch`: the same training as freezing, at the cost of the backbone's backward pass."""
 
     def __init__(self, strategy: str, unfreeze_epoch: int, freeze_batchnorm: bool):
         super().__init__()
         self.strategy = strategy
         self.unfreeze_epoch = unfreeze_epoch
         self.freeze_batchnorm = freeze_batchnorm
+        self.held: list[nn.Parameter] = []  # the backbone, while held under DDP
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.distributed = trainer.world_size > 1
+        super().setup(trainer, pl_module, stage)
 
     def freeze_before_training(self, pl_module) -> None:
-        if self.strategy in ("linear_probe", "gradual"):
+        if self.strategy == "gradual" and self.distributed:
+            self.held = held_parameters(pl_module.model, self.freeze_batchnorm)
+        elif self.strategy in ("linear_probe", "gradual"):
             freeze_backbone(pl_module.model, self.freeze_batchnorm)
 
     def finetune_function(self, pl_module, epoch: int, optimizer: torch.optim.Optimizer) -> None:
         if self.strategy == "gradual" and epoch >= self.unfreeze_epoch:
+            self.held = []
             backbone = backbone_modules(pl_module.model)
             self.make_trainable(backbone)
             for module in backbone:
                 module.train()  # batch norm frozen until now was in eval mode
+        if self.held and self.freeze_batchnorm:
+            for module in backbone_modules(pl_module.model):
+                if isinstance(module, _BatchNorm):
+                    module.eval()  # held: its pretrained statistics stay, as when frozen
         if self.freeze_batchnorm:
             set_frozen_batchnorm_eval(pl_module.model)  # after fit's model.train() and on resume
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        for param in self.held:
+            param.grad = None  # averaged across ranks by now; the optimizer skips a parameter without one

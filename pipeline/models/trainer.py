@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, WeightAveraging
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from pipeline.errors import PipelineError
 from pipeline.models.checkpoint_io import AtomicCheckpointIO
 from pipeline.models.epoch_log import EpochLine
 from pipeline.models.finetune import FinetuneSchedule
@@ -51,13 +52,14 @@ class EpochMetricsToTracker(Callback):
 
 class RanksInSync(Callback):
     """Under DDP, compare the ranks' weights when training ends: DDP averages gradients and broadcasts
-    buffers, so every rank should hold the same model, and a difference (a layer outside DDP's reach, a rank
-    that resumed from another checkpoint) would otherwise go unseen, as only rank 0's weights are saved. Each
-    rank sends a digest (sum and sum of squares of every tensor); the largest difference from rank 0 is
-    logged as `train/rank_weight_diff`."""
+    buffers, so every rank should hold the same model, and a difference (a layer outside DDP's reach, a
+    parameter unfrozen after DDP wrapped the model, a rank that resumed from another checkpoint) would
+    otherwise go unseen, as only rank 0's weights are saved. Each rank sends a digest (sum and sum of squares
+    of every tensor); the largest difference from rank 0, relative to the digest's size, is logged as
+    `train/rank_weight_diff`, and above `tolerance` it fails the run on every rank."""
 
-    def __init__(self, tracker):
-        self.tracker = tracker
+    def __init__(self, tracker, tolerance: float = 1e-6):
+        self.tracker, self.tolerance = tracker, tolerance
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.world_size < 2:
@@ -65,9 +67,15 @@ class RanksInSync(Callback):
         tensors = [t.detach().double() for t in module.state_dict().values() if t.is_floating_point()]
         digest = torch.stack([torch.stack([t.sum(), t.square().sum()]) for t in tensors])
         gathered = trainer.strategy.all_gather(digest)  # (world_size, tensors, 2), on every rank
+        diff = ((gathered - gathered[0]).abs() / gathered[0].abs().clamp(min=1.0)).max().item()
         if trainer.is_global_zero:
-            diff = (gathered - gathered[0]).abs().max().item()
             self.tracker.log_metrics({"train/rank_weight_diff": diff})
+        if diff > self.tolerance:
+            raise PipelineError(
+                f"the {trainer.world_size} ranks ended training with different weights "
+                f"(train/rank_weight_diff {diff:.3g} > {self.tolerance:g}): the saved model is rank 0's "
+                "alone; a layer or parameter outside DDP's reach trained on its rank's data only"
+            )
 
 
 class StopRanksTogether(Callback):

@@ -130,7 +130,7 @@ def model_spec(cfg: DictConfig) -> dict:
 
 def finetune_plan(cfg: DictConfig) -> dict:
     """cfg.finetune with `auto` resolved for this model (pipeline.recipe)."""
-    return finetune_recipe(plain(cfg.finetune), model_spec(cfg), "ddp" in str(cfg.trainer.strategy))
+    return finetune_recipe(plain(cfg.finetune), model_spec(cfg))
 
 
 def has_checkpoint(cfg: DictConfig, ctx: Context) -> bool:

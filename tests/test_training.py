@@ -390,12 +390,11 @@ def resnet_checkpoint(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.slow
-def test_ddp_on_two_cpu_processes_records_one_mlflow_run(image_folder, tmp_path, store):
-    """Lightning's DDP launcher re-runs the command for rank 1; only rank 0 may write to MLflow."""
+def run_on_two_cpu_ranks(image_folder: Path, tmp_path: Path, *overrides: str) -> None:
+    """The CLI with two CPU processes (`trainer.devices=2`), two epochs, its store and outputs in tmp_path."""
     command = [
-        sys.executable, "-m", "pipeline", *STAGE_TRAIN,
-        "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=2",
+        sys.executable, "-m", "pipeline", *overrides,
+        "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=2",
         "trainer.enable_progress_bar=false",
         f"data.root={image_folder}", f"data.cache_dir={tmp_path / 'cache'}",
         f"tracking.dir={tmp_path / 'mlruns'}", f"hydra.run.dir={tmp_path / 'out'}",
@@ -403,6 +402,12 @@ def test_ddp_on_two_cpu_processes_records_one_mlflow_run(image_folder, tmp_path,
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=Path.cwd())
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_records_one_mlflow_run(image_folder, tmp_path, store):
+    """Lightning's DDP launcher re-runs the command for rank 1; only rank 0 may write to MLflow."""
+    run_on_two_cpu_ranks(image_folder, tmp_path, *STAGE_TRAIN, "trainer=ddp")
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     runs = client.search_runs(client.search_experiments()[0].experiment_id)
     assert sorted(r.info.run_name == "train" for r in runs) == [False, True]  # one parent, one train child
@@ -423,17 +428,8 @@ def test_implicit_ddp_fine_tunes_a_pretrained_model_gradually_with_ranks_in_step
 ):
     """trainer.devices=2 without trainer=ddp: Lightning picks DDP by itself, and the pretrained model's
     gradual schedule (head alone first) must still train both ranks alike."""
-    command = [
-        sys.executable, "-m", "pipeline", "stages=[train]", "model=efficientnet_lite0",
-        "data.image_size=32", "data.batch_size=8", "data.audit=false",
-        "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=2",
-        "trainer.enable_progress_bar=false",
-        f"data.root={image_folder}", f"data.cache_dir={tmp_path / 'cache'}",
-        f"tracking.dir={tmp_path / 'mlruns'}", f"hydra.run.dir={tmp_path / 'out'}",
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=Path.cwd())
-    assert done.returncode == 0, done.stderr[-2000:]
+    overrides = ["stages=[train]", "model=efficientnet_lite0", "data.image_size=32", "data.batch_size=8"]
+    run_on_two_cpu_ranks(image_folder, tmp_path, *overrides, "data.audit=false")
     train = train_run(MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"))
     assert (train.data.params["train.world_size"], train.data.params["train.finetune"]) == ("2", "gradual")
     assert train.data.metrics["train/rank_weight_diff"] == 0.0

@@ -6,6 +6,8 @@ training: the data and sanity checks, validation, export and all MLflow records 
 
 import contextlib
 import os
+import sys
+from collections.abc import Iterator
 
 RANK_VARIABLES = ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")  # global ranks, as Lightning reads them
 
@@ -23,6 +25,55 @@ def slurm_restarted() -> bool:
     """SLURM requeued this job (preemption, `scontrol requeue`, a failed node): it starts again under the same
     id with SLURM_RESTART_COUNT set."""
     return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+
+
+LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")  # Lightning sets
+
+
+@contextlib.contextmanager
+def ranks_run_this_job() -> Iterator[None]:
+    """In a Hydra multirun job, fitting starts and ends this job's own ranks. Lightning's DDP launcher starts
+    the other ranks by re-running the command line (the whole sweep, `-m` and every value) in hydra.run.dir
+    (not the job's folder in a sweep); while fitting, both are this job's. It then leaves its rendezvous
+    variables (LOCAL_RANK makes it take the next job's ranks as started by someone else) and the process group
+    (its peers gone) behind: the next job in this process would wait for ranks that never come."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    if hydra is None or hydra.mode != RunMode.MULTIRUN:
+        yield
+        return
+    argv, run_dir = sys.argv, hydra.run.dir
+    launch = {name: os.environ.get(name) for name in LAUNCH_VARIABLES}
+    sys.argv = [argv[0], *hydra.overrides.task]
+    set_run_dir(hydra, hydra.runtime.output_dir)
+    try:
+        yield
+    finally:
+        sys.argv = argv
+        set_run_dir(hydra, run_dir)
+        end_launch(launch)
+
+
+def set_run_dir(hydra, folder: str) -> None:
+    from omegaconf import read_write
+
+    with read_write(hydra):
+        hydra.run.dir = folder
+
+
+def end_launch(launch: dict[str, str | None]) -> None:
+    """The rendezvous variables as they were before fitting, and no process group."""
+    import torch.distributed
+
+    for name, value in launch.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def worker_stages(stages: list[str]) -> list[str]:

@@ -1,6 +1,8 @@
 """Hydra sweeps as users start them (`python -m pipeline -m ...`, `hparams_search=...`): one MLflow parent run
 per job in one experiment, and Optuna sees the objective the pipeline returns. Launcher presets compose."""
 
+import subprocess
+
 import pytest
 import yaml
 from conftest import CONF_DIR
@@ -135,3 +137,29 @@ def test_a_run_names_the_slurm_job_it_ran_in(monkeypatch, environment, tag):
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     assert slurm_job() == tag  # what `scancel` takes: a sweep's job is one task of an array
+
+
+@pytest.mark.slow
+def test_each_multirun_job_runs_its_own_two_ddp_ranks(image_folder, tmp_path, store):
+    """Lightning starts rank 1 by re-running the command line: in a sweep it must be the job's, not `-m` with
+    every value (which ran the whole sweep again inside rank 1), and the next job must start its own ranks."""
+    done = run_cli(
+        "-m", "seed=1,2", "trainer.devices=2", "trainer.accelerator=cpu", "debug=smoke", "stages=[train]",
+        f"data.root={image_folder}", f"tracking.dir={tmp_path / 'mlruns'}",
+        f"data.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (done.stdout + done.stderr).count("Launching 2 jobs locally") == 1
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("image-classification").experiment_id])
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    parents = sorted((r for r in runs if r.info.run_name != "train"), key=lambda r: r.data.params["seed"])
+    trains = [r for r in runs if r.info.run_name == "train"]
+    assert [p.data.params["seed"] for p in parents] == ["1", "2"] and len(trains) == 2
+    assert all(t.data.params["train.world_size"] == "2" for t in trains)
+    assert all(t.data.metrics["train/rank_weight_diff"] == 0.0 for t in trains)
+    for job in ("0", "1"):  # rank 1 ran in its job's folder
+        assert (tmp_path / "multirun" / job / "train_ddp_process_1.log").is_file()
+    stray = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout
+    assert stray == "", stray

@@ -17,6 +17,7 @@ from pipeline.models.checkpoint_io import AtomicCheckpointIO
 from pipeline.models.epoch_log import EpochLine
 from pipeline.models.finetune import FinetuneSchedule
 from pipeline.progress import interactive
+from pipeline.ranks import ranks_run_this_job
 
 
 class TrainEpochMetrics(Callback):
@@ -164,7 +165,8 @@ def fit(
     a moment sooner can stop there alone, and the next collective fails on the others ("Connection closed by
     peer"): the run was stopped, not broken, and ends KILLED, not FAILED, to be resumed."""
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        with ranks_run_this_job():
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except Exception as err:
         if trainer.received_sigterm:
             raise SIGTERMException(f"stopped by SIGTERM ({err})") from err

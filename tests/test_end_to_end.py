@@ -51,6 +51,9 @@ def assert_the_run_tells_its_story(client: MlflowClient, experiment, parent) -> 
     assert model.name == "image_classifier" and model.source_run_id != parent.info.run_id  # the export stage
 
 
+STAGE_DEVICES = [("data", "data.audit_device"), ("sanity", "sanity.device"), ("validate", "validate.device")]
+
+
 @pytest.mark.slow
 def test_pipeline_runs_five_stages_and_records_them(make_cfg, image_folder, tmp_path, audit_cache):
     cfg = make_cfg(
@@ -99,6 +102,8 @@ def test_pipeline_runs_five_stages_and_records_them(make_cfg, image_folder, tmp_
     }
     for stage, files in expected.items():
         assert files <= artifact_paths(client, by_stage[stage].info.run_id), stage
+    devices = {name: by_stage[stage].data.params.get(name) for stage, name in STAGE_DEVICES}
+    assert devices == dict.fromkeys(devices, "cpu")  # each stage says where it ran (no GPU here)
     train_history = client.get_metric_history(by_stage["train"].info.run_id, "train/loss")
     assert [m.step for m in train_history] == [0, 1]
 

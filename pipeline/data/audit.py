@@ -35,6 +35,7 @@ class AuditReport:
     quality: list[dict]  # one row per image and issue; score: the measure that crossed its threshold
     similar: list[tuple[int, int, float]]  # near-duplicate pairs, as positions among the readable records
     seconds: float = 0.0  # what the audit cost, embeddings included
+    device: str = "cpu"  # where the images were embedded
 
     def summary(self) -> dict[str, int]:
         return {
@@ -60,8 +61,10 @@ def audit(
     settings: dict[str, Any],
     cache_folder: Path,
     seed: int,
+    device: str = "cpu",
 ) -> AuditReport:
-    """Audit the readable images among `records` (infos in the same order); `settings` is cfg.audit."""
+    """Audit the readable images among `records` (infos in the same order); `settings` is cfg.audit; the
+    images are embedded on `device` (a torch device name)."""
     started = time.perf_counter()
     good = [(r, i) for r, i in zip(records, infos, strict=True) if i.ok]
     quality = find_quality_issues(good, settings)
@@ -71,7 +74,9 @@ def audit(
     from pipeline.data.label_issues import find_label_issues  # scikit-learn and cleanlab: likewise
 
     paths, contents = [r.path for r, _ in good], [fingerprint(i) for _, i in good]
-    vectors = embed(paths, contents, settings["backbone"], settings["image_size"], cache_folder)
+    vectors = embed(
+        paths, contents, settings["backbone"], settings["image_size"], cache_folder, device=device
+    )
     neighbours = nearest(vectors, settings["outlier_neighbours"])
     outliers = find_outliers(neighbours, settings["outlier_fence"])
     far = {o.index for o in outliers}  # reported as outliers, not as label issues
@@ -97,7 +102,8 @@ def audit(
         for o in outliers
     ]
     similar = similar_pairs(neighbours, settings["duplicate_similarity"])
-    return AuditReport(label_issues, outlier_rows, quality, similar, round(time.perf_counter() - started, 2))
+    seconds = round(time.perf_counter() - started, 2)
+    return AuditReport(label_issues, outlier_rows, quality, similar, seconds, device)
 
 
 def write_csvs(report: AuditReport, folder: Path) -> list[Path]:

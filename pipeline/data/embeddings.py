@@ -90,14 +90,17 @@ def embed(
     image_size: int | None,
     cache_folder: Path,
     batch_size: int | None = None,
+    device: str = "cpu",
 ) -> np.ndarray:
     """One L2-normalized row per path (in order); `fingerprints[i]` identifies the content of `paths[i]`.
-    `batch_size`: None for the sizes embed_files names."""
+    `batch_size`: None for the sizes embed_files names; `device`: where PyTorch embeds (default: the CPU)."""
     preprocess = backbone_preprocess(spec, image_size)
     cache = EmbeddingCache(cache_folder, spec, preprocess.image_size)
     todo = sorted({f: p for p, f in zip(paths, fingerprints, strict=True) if f not in cache.vectors}.items())
     if todo:
-        vectors = embed_files([p for _, p in todo], spec, preprocess, cache.backbone, batch_size)
+        vectors = embed_files(
+            [p for _, p in todo], spec, preprocess, cache.backbone, batch_size, torch.device(device)
+        )
         cache.vectors.update(zip([f for f, _ in todo], vectors, strict=True))
         cache.save()
     return np.stack([cache.vectors[f] for f in fingerprints])
@@ -113,27 +116,34 @@ def unit_rows(features: np.ndarray) -> np.ndarray:
 
 
 def embed_files(
-    paths: list[str], spec: dict[str, Any], preprocess: Preprocess, backbone: Path, batch_size: int | None
+    paths: list[str],
+    spec: dict[str, Any],
+    preprocess: Preprocess,
+    backbone: Path,
+    batch_size: int | None,
+    device: torch.device,
 ) -> np.ndarray:
-    """Unit rows, one per path: in onnxruntime when `backbone` was exported before, else in PyTorch until
-    the rest would take it longer than EAGER_BUDGET_S (judged by the first batch, after a warm-up call),
-    when the backbone is exported to `backbone`. `batch_size`: None for eager_batch_size in PyTorch and
-    ONNX_BATCH in onnxruntime."""
+    """Unit rows, one per path. On a GPU, in PyTorch. On the CPU: in onnxruntime when `backbone` was
+    exported before, else in PyTorch until the rest would take it longer than EAGER_BUDGET_S (judged by the
+    first batch, after a warm-up call), when the backbone is exported to `backbone`. `batch_size`: None for
+    eager_batch_size in PyTorch and ONNX_BATCH in onnxruntime."""
     dataset = ImageDataset([Record(p, 0, "train") for p in paths], eval_transform(preprocess))
     progress = Progress("data", "embedded images", len(paths))
     vectors: list[np.ndarray] = []
-    if not backbone.is_file():
-        model = feature_extractor(spec)
+    on_cpu = device.type == "cpu"
+    if not (on_cpu and backbone.is_file()):
+        model = feature_extractor(spec).to(device)
         eager = batch_size or eager_batch_size(preprocess.image_size)
         for x, _ in torch.utils.data.DataLoader(dataset, batch_size=eager):
             with torch.inference_mode():
+                x = x.to(device)
                 if not vectors:
                     model(x[:2])  # one-time costs of a first call (allocator, kernels) stay out of the timing
                 started = time.perf_counter()
-                vectors.append(unit_rows(model(x).numpy()))
+                vectors.append(unit_rows(model(x).cpu().numpy()))
             progress.advance(len(x))
             left = len(paths) - progress.done
-            if left and (time.perf_counter() - started) / len(x) * left > EAGER_BUDGET_S:
+            if on_cpu and left and (time.perf_counter() - started) / len(x) * left > EAGER_BUDGET_S:
                 log.info(
                     "exporting the audit backbone to ONNX for the %d images left: %s", left, backbone.name
                 )

@@ -46,7 +46,8 @@ def heatmaps(model: torch.nn.Module, batch: torch.Tensor, classes: list[int]) ->
     layer = last_feature_map_layer(model, batch[:1])
     with GradCAM(model=model.eval(), target_layers=[layer]) as cam:
         # an input that wants gradients: a frozen backbone (a linear probe) still gives the map one
-        return cam(batch.clone().requires_grad_(True), targets=[ClassifierOutputTarget(c) for c in classes])
+        inputs = batch.to(next(model.parameters()).device).clone().requires_grad_(True)
+        return cam(inputs, targets=[ClassifierOutputTarget(c) for c in classes])
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from pipeline.progress import Progress
 
 @dataclass(frozen=True)
 class Scorer:
-    kind: str  # "checkpoint" or "onnx"
+    kind: str  # "checkpoint" or "onnx" (onnxruntime on the CPU)
     path: Path
     class_names: list[str]
     preprocess: Preprocess
@@ -35,14 +35,15 @@ class Scorer:
         return f"{self.kind} {self.path}"
 
 
-def checkpoint_scorer(path: Path) -> Scorer:
-    classifier = load_classifier(path)
+def checkpoint_scorer(path: Path, device: torch.device) -> Scorer:
+    """Scored in PyTorch on `device`; logits come back on the CPU."""
+    classifier = load_classifier(path).to(device)
     return Scorer(
         "checkpoint",
         path,
         list(classifier.hparams.class_names),
         Preprocess.from_dict(classifier.hparams.preprocess),
-        lambda x: classifier(x).float(),
+        lambda x: classifier(x.to(device)).float().cpu(),
         frozenset(known) if (known := classifier.hparams.get("train_fingerprints")) is not None else None,
         classifier,
     )

@@ -41,7 +41,10 @@ def inspected_index(cfg: DictConfig) -> tuple[DatasetIndex, list[FileInfo], Find
     report = None
     if cfg.data.audit:
         cache = Path(cfg.data.cache_dir) / "audit"
-        report = audit(index.records, infos, index.class_names, plain(cfg.audit), cache, cfg.seed)
+        from pipeline.devices import of_trainer  # torch: imported when the audit runs
+
+        device = str(of_trainer(cfg.trainer))
+        report = audit(index.records, infos, index.class_names, plain(cfg.audit), cache, cfg.seed, device)
     similar = report.similar if report else []
     max_distance = cfg.data.near_duplicate_distance
     findings = find_problems(index.records, infos, index.class_names, max_distance, similar)

@@ -59,10 +59,9 @@ def _audit_grids(report: AuditReport, per_plot: int) -> dict[str, plots.Figure]:
 def _log_audit(cfg: DictConfig, ctx: Context, tracker: Tracker, report: AuditReport) -> None:
     """Counts and the most suspect paths on the console; CSVs, metrics and image grids in MLflow."""
     summary = report.summary()
-    log.info(
-        "audit (%.1f s): " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items()),
-        report.seconds,
-    )
+    counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items())
+    log.info("audit (%.1f s, embedded on %s): %s", report.seconds, report.device, counts)
+    tracker.log_params({"data.audit_device": report.device})
     for row in report.label_issues[:3]:
         given, suggested = row["given_label"], row["suggested_label"]
         log.warning("suspected label issue: %s (given %s, looks like %s)", row["path"], given, suggested)

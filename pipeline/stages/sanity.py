@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from pipeline import plots
+from pipeline import devices, plots
 from pipeline.checks import (
     gradient_flow,
     input_statistics,
@@ -62,7 +62,11 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     preprocess = ensure_preprocess(cfg, ctx, pretrained_preprocess(spec))
     check_image_size(model, spec["name"], preprocess.image_size)
     datamodule = ImageDataModule(index, preprocess, list(cfg.augment.train), cfg.data.batch_size, 0)
-    x, y = _one_batch(datamodule, cfg.sanity.overfit_batch_size)
+    device = devices.of_trainer(cfg.trainer)  # the checks run where training will
+    log.info("checks on %s", device)
+    tracker.log_params({"sanity.device": str(device)})
+    model = model.to(device)
+    x, y = (t.to(device) for t in _one_batch(datamodule, cfg.sanity.overfit_batch_size))
 
     num_classes = len(index.class_names)
     train_counts = list(index.counts()["train"].values())

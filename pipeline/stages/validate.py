@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from pipeline import plots
+from pipeline import devices, plots
 from pipeline.context import Context
 from pipeline.data.datamodule import ImageDataModule
 from pipeline.data.decode import decode_rgb
@@ -42,7 +42,7 @@ def choose_scorer(cfg: DictConfig, ctx: Context) -> Scorer:
     ckpt = checkpoint_path(cfg, ctx, "validate")
     if cfg.onnx_path:
         log.warning("onnx_path=%s not scored: a checkpoint comes first (%s)", cfg.onnx_path, ckpt)
-    return checkpoint_scorer(ckpt)
+    return checkpoint_scorer(ckpt, devices.of_trainer(cfg.trainer))
 
 
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
@@ -59,7 +59,16 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     v = cfg.validate
     k = m.top_k(v.top_k, len(names))
     headline = tuple(name.format(k=k) for name in HEADLINE)
-    tracker.log_params({"validate.source": scorer.source, "validate.top_k": k, "validate.tta": v.tta})
+    device = str(scorer.model.device) if scorer.model is not None else "cpu (onnxruntime)"
+    log.info("scoring on %s", device)
+    tracker.log_params(
+        {
+            "validate.source": scorer.source,
+            "validate.top_k": k,
+            "validate.tta": v.tta,
+            "validate.device": device,
+        }
+    )
     if "test" not in datamodule.eval_sets:
         log.info(
             "no test split: val scores picked the checkpoint, so they are optimistic "

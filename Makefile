@@ -13,7 +13,7 @@ reverse = $(if $(1),$(call reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword
 OWN_VARS = ARGS=% PORT=% INPUT=% MODEL=% MODEL_URI=% TOPK=% FORMAT=% $(ARGS) $(INPUT)
 OVERRIDES = $(ARGS) $(call reverse,$(filter-out $(OWN_VARS),$(MAKEOVERRIDES)))
 
-.PHONY: install test smoke train predict ui server serve bench bench-accuracy bench-audit bench-scale bench-serve lint
+.PHONY: install test smoke train predict ui server serve bench bench-accuracy bench-audit bench-scale bench-serve gpu-check lint
 
 install:  ## create .venv and install the locked dependency set plus this package
 	python3 -m venv .venv
@@ -61,6 +61,9 @@ bench-scale:  ## data-stage time and memory at 10k and 50k synthetic images (ARG
 
 bench-serve:  ## the served model under 4 concurrent clients, next to scripts/predict.py -> bench/serve.md
 	$(PY) scripts/bench_serve.py $(ARGS)
+
+gpu-check:  ## the pipeline on this machine's GPUs (one, then all under DDP) -> bench/gpu_check.md; exits 0 without
+	$(PY) scripts/gpu_check.py $(ARGS)
 
 lint:
 	.venv/bin/ruff check pipeline tests

@@ -3,6 +3,8 @@ targets marked in both reports, and a torchvision side that computes the pipelin
 asserted: a bench reports, it does not fail."""
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,3 +78,18 @@ def test_bench_serve_mixes_in_one_bad_request_in_four_of_each_kind():
     bad = [body for good, body in bodies if not good]
     assert len(bodies) == 16 and len(bad) == 4 and len(set(bad)) == 4
     assert set(bad) == set(bench.bad_bodies().values())
+
+
+def test_gpu_check_says_in_one_line_that_there_is_no_gpu_and_exits_0(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert done.returncode == 0 and done.stdout.strip().startswith("gpu-check: no CUDA device"), done.stderr
+    assert list(tmp_path.iterdir()) == []  # no report without a GPU

@@ -16,6 +16,7 @@ from pipeline import run_story, summary
 from pipeline.config_checks import check_config
 from pipeline.context import Context
 from pipeline.cpu_share import fit_workers_to_share
+from pipeline.devices import place_parallel_job
 from pipeline.errors import PipelineError
 from pipeline.ranks import SilentTracker, is_rank_zero, slurm_restarted, worker_stages
 from pipeline.schema import STAGE_NAMES, Config
@@ -67,6 +68,7 @@ def run(cfg: DictConfig) -> float | None:
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # fail before any run starts
     check_config(cfg)
     fit_workers_to_share(cfg)
+    place_parallel_job(cfg)
     quiet_known_noise()
     if not is_rank_zero():
         return run_worker(cfg)

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from pipeline.devices import stage_device
+from pipeline.devices import parallel_job_device, stage_device
+from pipeline.errors import PipelineError
 
 
 @pytest.mark.parametrize(
@@ -21,3 +22,9 @@ def test_without_a_gpu_every_accelerator_choice_runs_stages_on_the_cpu(monkeypat
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert {str(stage_device(a)) for a in ("auto", "gpu", "cuda", "cpu")} == {"cpu"}
+
+
+def test_parallel_jobs_take_distinct_gpus_and_more_jobs_than_gpus_are_refused():
+    assert [parallel_job_device(2, num, gpus=4) for num in range(4)] == [[0], [1], [0], [1]]
+    with pytest.raises(PipelineError, match=r"runs 3 jobs at once and this machine has 2 GPU\(s\): set "):
+        parallel_job_device(3, 0, gpus=2)

@@ -67,6 +67,14 @@ def _no_outside_tracking(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _cli_runs_on_the_cpu(request, monkeypatch):
+    """A pipeline started as a child process sees no GPU unless the test is marked `gpu` (in-process runs
+    compose trainer=cpu): on a GPU machine, CLI tests would otherwise train on it, or under DDP."""
+    if "gpu" not in request.keywords:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+
+
 def compose_cfg(tmp: Path, *overrides: str, root: Path | None = None):
     """Compose conf/config.yaml as the CLI would, pointed at the folder `tmp` and shrunk for CPU tests."""
     register()

@@ -1,92 +1,28 @@
-"""Value checks the schema's types cannot express (ranges, names other libraries define, combinations), run
-before any MLflow run starts, so a bad value costs seconds, not a data pass. Choices are `Enum` fields of the
-schema and fail when the config is composed. Each failure is one PipelineError line naming the key."""
+"""Value checks run before any MLflow run starts, so a bad value costs seconds, not a data pass: the bounds
+stated on the schema's fields (pipeline.schema.bounded), names other libraries define, and combinations.
+Choices are `Enum` fields of the schema and fail when the config is composed. Each failure is one
+PipelineError line naming the key."""
 
 import difflib
 import pickle
-from numbers import Number
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from pipeline.errors import PipelineError
 from pipeline.recipe import finetune_recipe
-from pipeline.schema import VAL_METRICS
+from pipeline.schema import VAL_METRICS, bounds
 
-POSITIVE = (
-    "optimizer.lr",
-    "data.batch_size",
-    "data.imbalance_threshold",
-    "trainer.max_epochs",
-    "trainer.num_nodes",
-    "export.calibration_images",
-    "export.latency_runs",
-    "finetune.first_stage_lr_factor",
-    "train.ema_decay",
-    "data.max_pixels",
-    "data.resized_cache_mb",
-    "validate.top_k",
-    "sanity.overfit_steps",
-    "sanity.overfit_batch_size",
-    "audit.image_size",
-    "audit.outlier_neighbours",
-    "audit.outlier_fence",
-    "audit.grid_images",
-)
-NON_NEGATIVE = (
-    "optimizer.weight_decay",
-    "optimizer.momentum",
-    "data.num_workers",
-    "model.drop_rate",
-    "model.drop_path_rate",
-    "train.label_smoothing",
-    "train.mixup_alpha",
-    "train.cutmix_alpha",
-    "finetune.backbone_lr_factor",
-    "finetune.unfreeze_epoch",
-    "data.inspect_workers",
-    "validate.top_losses",
-    "validate.gradcam",
-    "validate.gradcam_per_class",
-    "audit.blurry",
-    "audit.low_information",
-)
-FRACTIONS = ("data.val_fraction", "data.test_fraction", "train.mix_prob", "audit.dark", "audit.bright")
-BELOW_ONE = ("train.label_smoothing", "model.drop_rate", "model.drop_path_rate", "train.ema_decay")
-RANGES = {  # key -> (lowest, highest) allowed
-    "data.near_duplicate_distance": (0, 63),  # bits that may differ between two 64-bit perceptual hashes
-    "audit.duplicate_similarity": (0.5, 1.0),  # cosine similarity; below 0.5 nearly every pair would match
-    "data.imbalance_threshold": (1.0, float("inf")),  # largest / smallest class
-    "audit.odd_aspect_ratio": (1.0, float("inf")),  # long side / short side
-    # torch's exporter writes opset 18 for any lower value; onnxruntime 1.31 loads up to 26 (tried 2026-11-24)
-    "export.opset": (18, 26),
-}
-MIN_IMAGE_SIZE = 4  # px; at 2 px ResNet-18 trained, then had no feature map to explain (README, bad input)
 STAGE_PREFIXES = ("data/", "sanity/", "train/", "val/", "test/", "export/")  # how every logged metric starts
 # lightning.Trainer arguments the train stage sets itself
 PIPELINE_OWNED = ("callbacks", "plugins", "logger", "default_root_dir", "enable_model_summary")
 
 
 def check_config(cfg: DictConfig) -> None:
-    for key in POSITIVE:
+    for key, rule in bounds():
         value = _get(cfg, key)
-        if value is not None and (not _is_number(value) or value <= 0):  # None where the schema allows it
-            raise PipelineError(f"{key} must be > 0, got {value!r}")
-    for key in NON_NEGATIVE:
-        if _get(cfg, key) < 0:
-            raise PipelineError(f"{key} must be >= 0, got {_get(cfg, key)}")
-    for key in FRACTIONS:
-        if not 0 <= _get(cfg, key) <= 1:
-            raise PipelineError(f"{key} must be within [0, 1], got {_get(cfg, key)}")
-    for key in BELOW_ONE:
-        if (_get(cfg, key) or 0) >= 1:  # None where the schema allows it
-            raise PipelineError(f"{key} must be < 1, got {_get(cfg, key)}")
-    for key, (low, high) in RANGES.items():
-        if not low <= _get(cfg, key) <= high:
-            raise PipelineError(f"{key} must be within [{low}, {high}], got {_get(cfg, key)}")
-    size = cfg.data.image_size
-    if size is not None and (not _is_number(size) or size < MIN_IMAGE_SIZE):
-        raise PipelineError(f"data.image_size must be >= {MIN_IMAGE_SIZE} px, got {size!r}")
+        if value is not None and not rule.holds(value):  # None where the schema allows it
+            raise PipelineError(f"{key} must be {rule.text}, got {value!r}")
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
         raise PipelineError("data.val_fraction + data.test_fraction must leave images for training")
     check_named_settings(cfg)
@@ -211,10 +147,6 @@ def _get(cfg: DictConfig, dotted: str):
     for part in dotted.split("."):
         node = node[part]
     return node
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, Number) and not isinstance(value, bool)
 
 
 def _did_you_mean(name: str, known: list[str]) -> str:

@@ -8,15 +8,51 @@ changes. The exception is `trainer`: Lightning's own `Trainer` arguments, passed
 (`conf/trainer/auto.yaml` holds their defaults), so a new Trainer option is one YAML line.
 """
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import StrEnum
+from numbers import Number
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from pipeline.data.decode import MAX_PIXELS
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Number) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A bound on a setting's value, stated on its field (`bounded`): config_checks applies every one before
+    any work is done, and the configuration reference shows it. A null value passes (where the type allows
+    null, null means "off" or "the default")."""
+
+    text: str  # as the error and the reference say it: "> 0", "within [0, 1]"
+    holds: Callable[[Any], bool]
+
+
+POSITIVE = Rule("> 0", lambda v: _is_number(v) and v > 0)
+NON_NEGATIVE = Rule(">= 0", lambda v: v >= 0)
+FRACTION = Rule("within [0, 1]", lambda v: 0 <= v <= 1)
+BELOW_ONE = Rule("< 1", lambda v: v < 1)
+MIN_IMAGE_SIZE = 4  # px; at 2 px ResNet-18 trained, then had no feature map to explain (docs: bad input)
+IMAGE_SIZE = Rule(f">= {MIN_IMAGE_SIZE} px", lambda v: _is_number(v) and v >= MIN_IMAGE_SIZE)
+
+
+def within(low: float, high: float) -> Rule:
+    return Rule(f"within [{low}, {high}]", lambda v: low <= v <= high)
+
+
+def rules_of(dataclass_field) -> tuple[Rule, ...]:
+    return dataclass_field.metadata.get("rules", ())
+
+
+def bounded(default: Any, *rules: Rule) -> Any:
+    """A dataclass field with its default and the rules its value must keep."""
+    return field(default=default, metadata={"rules": rules})
 
 
 class CorruptPolicy(StrEnum):
@@ -96,28 +132,32 @@ class DataConfig:
     name: str = MISSING
     root: str | None = MISSING  # an image folder or a CSV manifest; null means the built-in digits
     cache_dir: str = ".cache/data"  # where the built-in digits are written as PNG files
-    image_size: int | None = MISSING  # null: the pretrained model's input size
-    val_fraction: float = 0.2
-    test_fraction: float = 0.15  # flat folders and manifests without splits: held out until the end
+    image_size: int | None = bounded(MISSING, IMAGE_SIZE)  # null: the pretrained model's input size
+    val_fraction: float = bounded(0.2, FRACTION)
+    # flat folders and manifests without splits: held out until the end
+    test_fraction: float = bounded(0.15, FRACTION)
     holdout: Holdout = Holdout.auto  # split folders without test: val held out, checkpoint on a train slice
     split_seed: int = 42
-    batch_size: int = 64
-    num_workers: int = 0
+    batch_size: int = bounded(64, POSITIVE)
+    num_workers: int = bounded(0, NON_NEGATIVE)
     # decode and resize each image once into a memory-mapped file (pipeline.data.resized_cache); auto: when
     # it fits resized_cache_mb
     resized_cache: CacheMode = CacheMode.auto
-    resized_cache_mb: int = 2048
+    resized_cache_mb: int = bounded(2048, POSITIVE)
     on_corrupt: CorruptPolicy = CorruptPolicy.skip  # unreadable files
     on_leakage: LeakagePolicy = LeakagePolicy.warn  # duplicates across splits
-    near_duplicate_distance: int = 2  # max perceptual-hash bits that differ for a near duplicate
-    inspect_workers: int = 2  # processes that decode and hash files in the data stage
-    max_pixels: int = MAX_PIXELS  # larger images count as unreadable (data.on_corrupt); predict and serve
-    # refuse them too (the exported model carries the cap): bounded memory
+    # max perceptual-hash bits that differ for a near duplicate
+    near_duplicate_distance: int = bounded(2, within(0, 63))
+    inspect_workers: int = bounded(2, NON_NEGATIVE)  # processes that decode and hash files in the data stage
+    # larger images count as unreadable (data.on_corrupt); predict and serve refuse them too (the exported
+    # model carries the cap): bounded memory
+    max_pixels: int = bounded(MAX_PIXELS, POSITIVE)
     audit: bool = True  # embed every image to find suspected label issues, outliers, near duplicates (audit:)
     on_label_issue: IssuePolicy = IssuePolicy.warn
     on_outlier: IssuePolicy = IssuePolicy.warn
     balance: Balance = Balance.auto  # class balancing in training
-    imbalance_threshold: float = 3.0  # largest / smallest training class from which auto balances
+    # largest / smallest training class from which auto balances
+    imbalance_threshold: float = bounded(3.0, POSITIVE, within(1.0, float("inf")))
 
 
 @dataclass
@@ -126,8 +166,9 @@ class ModelConfig:
     pretrained: bool = False  # timm hub weights (needs the network)
     weights: str | None = None  # a local state_dict/safetensors file, or pkg:<package>/<file>
     zero_init_head: bool = True  # last linear layer starts at zero: loss at init = ln(num_classes)
-    drop_rate: float = 0.0
-    drop_path_rate: float = 0.0  # stochastic depth (timm models that support it)
+    drop_rate: float = bounded(0.0, NON_NEGATIVE, BELOW_ONE)
+    # stochastic depth (timm models that support it)
+    drop_path_rate: float = bounded(0.0, NON_NEGATIVE, BELOW_ONE)
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -147,9 +188,9 @@ class AugmentConfig:
 @dataclass
 class OptimizerConfig:
     name: str = MISSING  # sgd (nesterov when set), or any of timm.optim.list_optimizers(): adamw, lamb, ...
-    lr: float = MISSING
-    weight_decay: float = 0.0  # never applied to biases and norm layers
-    momentum: float = 0.9  # sgd and rmsprop
+    lr: float = bounded(MISSING, POSITIVE)
+    weight_decay: float = bounded(0.0, NON_NEGATIVE)  # never applied to biases and norm layers
+    momentum: float = bounded(0.9, NON_NEGATIVE)  # sgd and rmsprop
     nesterov: bool = False  # sgd
 
 
@@ -168,21 +209,23 @@ class SchedulerConfig:
 @dataclass
 class FinetuneConfig:
     strategy: FinetuneStrategy = MISSING
-    unfreeze_epoch: int = 1  # gradual: the epoch at which the backbone starts training
-    backbone_lr_factor: float = 1.0  # backbone lr = optimizer.lr x this factor (discriminative lr)
+    unfreeze_epoch: int = bounded(1, NON_NEGATIVE)  # gradual: the epoch at which the backbone starts training
+    # backbone lr = optimizer.lr x this factor (discriminative lr)
+    backbone_lr_factor: float = bounded(1.0, NON_NEGATIVE)
     # null: one backbone rate; else earlier stages lower, down to optimizer.lr x this at the stem
-    first_stage_lr_factor: float | None = None
+    first_stage_lr_factor: float | None = bounded(None, POSITIVE)
     freeze_batchnorm: bool = True  # frozen batch norm layers stay in eval mode (running stats kept)
 
 
 @dataclass
 class TrainConfig:
-    label_smoothing: float = 0.0
-    mixup_alpha: float = 0.0  # 0 disables mixup
-    cutmix_alpha: float = 0.0  # 0 disables cutmix
-    mix_prob: float = 1.0  # chance that a batch is mixed when mixup or cutmix is on
+    label_smoothing: float = bounded(0.0, NON_NEGATIVE, BELOW_ONE)
+    mixup_alpha: float = bounded(0.0, NON_NEGATIVE)  # 0 disables mixup
+    cutmix_alpha: float = bounded(0.0, NON_NEGATIVE)  # 0 disables cutmix
+    mix_prob: float = bounded(1.0, FRACTION)  # chance that a batch is mixed when mixup or cutmix is on
     early_stopping_patience: int | None = None  # epochs without improvement of `objective`; null: off
-    ema_decay: float | None = 0.99  # exponential moving average of the weights (warmed up); null: off
+    # exponential moving average of the weights (warmed up); null: off
+    ema_decay: float | None = bounded(0.99, POSITIVE, BELOW_ONE)
     lr_find: bool = False  # run Lightning's LR finder and train with its suggestion
     lr_find_steps: int = 100
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU (README; GPU not measured)
@@ -192,11 +235,13 @@ class TrainConfig:
 
 @dataclass
 class ValidateConfig:
-    top_k: int = 5
+    top_k: int = bounded(5, POSITIVE)
     tta: bool = False  # also score horizontally flipped images and report the change
-    top_losses: int = 16  # most confidently wrong images shown in a grid
-    gradcam: int = 8  # Grad-CAM heatmaps of this many top losses (0: none); checkpoints only
-    gradcam_per_class: int = 2  # and of this many correctly classified images per class
+    top_losses: int = bounded(16, NON_NEGATIVE)  # most confidently wrong images shown in a grid
+    # Grad-CAM heatmaps of this many top losses (0: none); checkpoints only
+    gradcam: int = bounded(8, NON_NEGATIVE)
+    # and of this many correctly classified images per class
+    gradcam_per_class: int = bounded(2, NON_NEGATIVE)
     calibration_bins: int = 15
 
 
@@ -213,8 +258,8 @@ class TrackingConfig:
 class SanityConfig:
     enforce: bool = True
     init_loss_tolerance: float = 0.5  # allowed |loss_at_init - ln(C)| / ln(C)
-    overfit_batch_size: int = 16
-    overfit_steps: int = 100
+    overfit_batch_size: int = bounded(16, POSITIVE)
+    overfit_steps: int = bounded(100, POSITIVE)
     overfit_lr: float = 3e-3  # Adam; 1e-3 left sound small or pretrained models short of the target by chance
     overfit_target_loss: float = 0.05
 
@@ -224,27 +269,35 @@ class AuditConfig:
     """How the data audit (data.audit) judges images: pipeline/data/audit.py and the modules it names."""
 
     backbone: ModelConfig = MISSING  # the embedding model: a conf/model option (config.yaml's defaults)
-    image_size: int | None = None  # null: the backbone's own input size (224 for EfficientNet-Lite0)
-    outlier_neighbours: int = 10  # an outlier's score: its mean distance to this many nearest images
-    outlier_fence: float = 3.0  # flagged beyond Q3 + fence x IQR of all scores
-    duplicate_similarity: float = 0.98  # embedding cosine similarity of near duplicates
+    # null: the backbone's own input size (224 for EfficientNet-Lite0)
+    image_size: int | None = bounded(None, POSITIVE)
+    # an outlier's score: its mean distance to this many nearest images
+    outlier_neighbours: int = bounded(10, POSITIVE)
+    outlier_fence: float = bounded(3.0, POSITIVE)  # flagged beyond Q3 + fence x IQR of all scores
+    # embedding cosine similarity of near duplicates
+    duplicate_similarity: float = bounded(0.98, within(0.5, 1.0))
     # image quality (pipeline/data/quality.py says how each was chosen)
-    dark: float = 0.2  # the 99th luminance percentile (0-1) below which an image is too dark
-    bright: float = 0.9  # the 1st luminance percentile above which it is too bright
-    blurry: float = 0.5  # edge strength over contrast on a 64 px thumbnail below which it is blurry
-    low_information: float = 1.0  # grey-level entropy (bits) below which it holds little information
-    odd_aspect_ratio: float = 3.0  # long side / short side above which its shape is odd
-    grid_images: int = 24  # images per plot
+    # the 99th luminance percentile (0-1) below which an image is too dark
+    dark: float = bounded(0.2, FRACTION)
+    bright: float = bounded(0.9, FRACTION)  # the 1st luminance percentile above which it is too bright
+    # edge strength over contrast on a 64 px thumbnail below which it is blurry
+    blurry: float = bounded(0.5, NON_NEGATIVE)
+    # grey-level entropy (bits) below which it holds little information
+    low_information: float = bounded(1.0, NON_NEGATIVE)
+    # long side / short side above which its shape is odd
+    odd_aspect_ratio: float = bounded(3.0, within(1.0, float("inf")))
+    grid_images: int = bounded(24, POSITIVE)  # images per plot
 
 
 @dataclass
 class ExportConfig:
-    opset: int = 18
+    opset: int = bounded(18, within(18, 26))
     parity_atol: float = 1e-4
     # none | static | dynamic: also write an INT8 model and report its accuracy change and speed-up
     quantize: Quantize = Quantize.none
-    calibration_images: int = 256  # training images that set the activation ranges of `static`
-    latency_runs: int = 20  # timed repetitions per batch size (median reported)
+    # training images that set the activation ranges of `static`
+    calibration_images: int = bounded(256, POSITIVE)
+    latency_runs: int = bounded(20, POSITIVE)  # timed repetitions per batch size (median reported)
     register: bool = False  # register the logged ONNX model in the MLflow model registry
     model_name: str = "image-classifier"
 
@@ -275,6 +328,20 @@ class Config:
     # auto (val/bal_acc when the training classes are imbalanced, else val/acc) or one of VAL_METRICS.
     objective: str = "auto"
     objective_mode: ObjectiveMode = ObjectiveMode.auto
+
+
+# lightning.Trainer's arguments are passed through as written (conf/trainer/), not fields: their bounds here
+TRAINER_RULES = {"max_epochs": (POSITIVE,), "num_nodes": (POSITIVE,)}
+
+
+def bounds() -> list[tuple[str, Rule]]:
+    """Every (dotted key, rule) the config's values must keep, in the schema's order."""
+    found = []
+    for section in fields(Config):
+        kind = section.type
+        if isinstance(kind, type) and is_dataclass(kind):
+            found += [(f"{section.name}.{f.name}", rule) for f in fields(kind) for rule in rules_of(f)]
+    return found + [(f"trainer.{name}", r) for name, rules in TRAINER_RULES.items() for r in rules]
 
 
 STAGE_NAMES = ("data", "sanity", "train", "validate", "export")

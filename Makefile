@@ -13,7 +13,7 @@ reverse = $(if $(1),$(call reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword
 OWN_VARS = ARGS=% PORT=% INPUT=% MODEL=% MODEL_URI=% TOPK=% FORMAT=% $(ARGS) $(INPUT)
 OVERRIDES = $(ARGS) $(call reverse,$(filter-out $(OWN_VARS),$(MAKEOVERRIDES)))
 
-.PHONY: install test smoke train predict ui server serve bench bench-accuracy bench-audit bench-scale bench-serve gpu-check lint
+.PHONY: install test smoke train predict ui server serve bench bench-accuracy bench-audit bench-scale bench-serve gpu-check docs lint
 
 install:  ## create .venv and install the locked dependency set plus this package
 	python3 -m venv .venv
@@ -65,5 +65,10 @@ bench-serve:  ## the served model under 4 concurrent clients, next to scripts/pr
 gpu-check:  ## the pipeline on this machine's GPUs (one, then all under DDP) -> bench/gpu_check.md; exits 0 without
 	$(PY) scripts/gpu_check.py $(ARGS)
 
-lint:
-	.venv/bin/ruff check pipeline tests
+docs:  ## the documentation site (MkDocs, --strict) into site/, its configuration reference regenerated first
+	$(PY) scripts/docs_hooks.py
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
+
+lint:  ## ruff's checks and formatting over the package, the scripts and the tests
+	.venv/bin/ruff check pipeline scripts tests
+	.venv/bin/ruff format --check pipeline scripts tests

@@ -138,9 +138,9 @@ def stop_leftover_workers() -> None:
 
 
 def skip_the_last_collection() -> None:
-    """Exempt every live object from the collections Python runs while it shuts down: a finished smoke run
-    took 2.95 s to exit and 0.40 s with this (2026-11-24); Python promises no __del__ at exit anyway, and
-    atexit handlers (MLflow's, logging's) still run."""
+    """Exempt every live object from the collections Python runs while it shuts down, which took seconds
+    after a finished run (docs/design.md); Python promises no __del__ at exit anyway, and atexit handlers
+    (MLflow's, logging's) still run."""
     gc.freeze()
 
 

@@ -17,9 +17,8 @@ WORKER_SETTINGS = ("data.num_workers", "data.inspect_workers")
 
 def loader_workers(requested: int, resized: bool) -> int:
     """Loader worker processes for training. With the images resized once (pipeline.data.resized_cache) a
-    sample costs only its augmentation, and workers mostly take CPU from the compute threads: on 2 cores,
-    resnet18 at 64 px trained at 175 img/s with 0 workers and 161-163 with 2 (the hand-sign photos as 800 px
-    JPEGs, 2026-11-24). So with the cache, at most a quarter of the cores."""
+    sample costs only its augmentation, and workers mostly take CPU from the compute threads (docs/design.md).
+    So with the cache, at most a quarter of the cores."""
     cap = len(os.sched_getaffinity(0)) // 4
     if not resized or requested <= cap:
         return requested

@@ -107,8 +107,8 @@ def run(cfg: DictConfig) -> float | None:
         finally:
             tracker.describe(run_id, run_story.description(cfg, ctx.metrics, timings))
         seconds = time.perf_counter() - started
-        page, onnx = tracker.run_page(run_id), ctx.onnx_path
-        for line in summary.finished(seconds, timings, ctx.metrics, output_dir, run_id, page, onnx):
+        page, onnx, smoke = tracker.run_page(run_id), ctx.onnx_path, hydra_choice("debug") == "smoke"
+        for line in summary.finished(seconds, timings, ctx.metrics, output_dir, run_id, page, onnx, smoke):
             log.info(line)
     return objective_value(cfg, ctx)
 
@@ -167,6 +167,13 @@ def sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def hydra_choice(group: str) -> str | None:
+    """The option the command line or the defaults chose for a config group; None outside Hydra's app."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
 
 
 def run_stages(

@@ -129,21 +129,23 @@ class ObjectiveMode(StrEnum):
 
 @dataclass
 class DataConfig:
-    name: str = MISSING
+    name: str = MISSING  # the conf/data option
     root: str | None = MISSING  # an image folder or a CSV manifest; null means the built-in digits
     cache_dir: str = ".cache/data"  # where the built-in digits are written as PNG files
     image_size: int | None = bounded(MISSING, IMAGE_SIZE)  # null: the pretrained model's input size
+    # share of each class held out to pick the checkpoint (of train, with holdout=auto)
     val_fraction: float = bounded(0.2, FRACTION)
     # flat folders and manifests without splits: held out until the end
     test_fraction: float = bounded(0.15, FRACTION)
     holdout: Holdout = Holdout.auto  # split folders without test: val held out, checkpoint on a train slice
-    split_seed: int = 42
-    batch_size: int = bounded(64, POSITIVE)
+    split_seed: int = 42  # seeds the stratified split, apart from the training seed
+    batch_size: int = bounded(64, POSITIVE)  # images per training and evaluation batch
+    # loader worker processes (lowered to the run's CPU share, and with the resized cache)
     num_workers: int = bounded(0, NON_NEGATIVE)
     # decode and resize each image once into a memory-mapped file (pipeline.data.resized_cache); auto: when
     # it fits resized_cache_mb
     resized_cache: CacheMode = CacheMode.auto
-    resized_cache_mb: int = bounded(2048, POSITIVE)
+    resized_cache_mb: int = bounded(2048, POSITIVE)  # the largest resized cache `auto` builds
     on_corrupt: CorruptPolicy = CorruptPolicy.skip  # unreadable files
     on_leakage: LeakagePolicy = LeakagePolicy.warn  # duplicates across splits
     # max perceptual-hash bits that differ for a near duplicate
@@ -153,8 +155,9 @@ class DataConfig:
     # model carries the cap): bounded memory
     max_pixels: int = bounded(MAX_PIXELS, POSITIVE)
     audit: bool = True  # embed every image to find suspected label issues, outliers, near duplicates (audit:)
+    # warn, or drop suspected label issues from the training split
     on_label_issue: IssuePolicy = IssuePolicy.warn
-    on_outlier: IssuePolicy = IssuePolicy.warn
+    on_outlier: IssuePolicy = IssuePolicy.warn  # warn, or drop outliers from the training split
     balance: Balance = Balance.auto  # class balancing in training
     # largest / smallest training class from which auto balances
     imbalance_threshold: float = bounded(3.0, POSITIVE, within(1.0, float("inf")))
@@ -162,25 +165,28 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    # a timm model name, resnet18, efficientnet_lite0, simple_cnn, alexnet, vgg11, googlenet (conf/model)
     name: str = MISSING
     pretrained: bool = False  # timm hub weights (needs the network)
     weights: str | None = None  # a local state_dict/safetensors file, or pkg:<package>/<file>
     zero_init_head: bool = True  # last linear layer starts at zero: loss at init = ln(num_classes)
-    drop_rate: float = bounded(0.0, NON_NEGATIVE, BELOW_ONE)
+    drop_rate: float = bounded(0.0, NON_NEGATIVE, BELOW_ONE)  # dropout before the classifier
     # stochastic depth (timm models that support it)
     drop_path_rate: float = bounded(0.0, NON_NEGATIVE, BELOW_ONE)
+    # extra arguments to the model's constructor (e.g. simple_cnn's channels)
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class AugmentConfig:
-    name: str = MISSING
+    name: str = MISSING  # the conf/augment option
     # albumentations transforms applied to training images only, each a `_target_` dict.
     train: list[Any] = field(default_factory=list)
     # null: the model's pretrained data config when it starts from weights, else the training set's own
     # mean and std, bilinear resizing and the whole image squeezed to a square.
     mean: list[float] | None = None
-    std: list[float] | None = None
+    std: list[float] | None = None  # per-channel std for normalization; null: as for mean
+    # resizing filter; null: the pretrained config's, else bilinear
     interpolation: Interpolation | None = None
     crop_pct: float | None = None  # (0, 1]: shortest side to image_size / crop_pct, then a center crop
 
@@ -188,6 +194,7 @@ class AugmentConfig:
 @dataclass
 class OptimizerConfig:
     name: str = MISSING  # sgd (nesterov when set), or any of timm.optim.list_optimizers(): adamw, lamb, ...
+    # the head's learning rate (the backbone's is lr x finetune.backbone_lr_factor)
     lr: float = bounded(MISSING, POSITIVE)
     weight_decay: float = bounded(0.0, NON_NEGATIVE)  # never applied to biases and norm layers
     momentum: float = bounded(0.9, NON_NEGATIVE)  # sgd and rmsprop
@@ -196,7 +203,7 @@ class OptimizerConfig:
 
 @dataclass
 class SchedulerConfig:
-    name: Scheduler = MISSING
+    name: Scheduler = MISSING  # cosine, step, multistep, onecycle, plateau or none (conf/scheduler)
     warmup_epochs: int = 0  # cosine
     min_lr: float = 0.0  # cosine
     step_size: int = 10  # step
@@ -208,7 +215,7 @@ class SchedulerConfig:
 
 @dataclass
 class FinetuneConfig:
-    strategy: FinetuneStrategy = MISSING
+    strategy: FinetuneStrategy = MISSING  # auto, full, linear_probe or gradual (pipeline.models.finetune)
     unfreeze_epoch: int = bounded(1, NON_NEGATIVE)  # gradual: the epoch at which the backbone starts training
     # backbone lr = optimizer.lr x this factor (discriminative lr)
     backbone_lr_factor: float = bounded(1.0, NON_NEGATIVE)
@@ -219,7 +226,7 @@ class FinetuneConfig:
 
 @dataclass
 class TrainConfig:
-    label_smoothing: float = bounded(0.0, NON_NEGATIVE, BELOW_ONE)
+    label_smoothing: float = bounded(0.0, NON_NEGATIVE, BELOW_ONE)  # cross-entropy label smoothing
     mixup_alpha: float = bounded(0.0, NON_NEGATIVE)  # 0 disables mixup
     cutmix_alpha: float = bounded(0.0, NON_NEGATIVE)  # 0 disables cutmix
     mix_prob: float = bounded(1.0, FRACTION)  # chance that a batch is mixed when mixup or cutmix is on
@@ -227,41 +234,43 @@ class TrainConfig:
     # exponential moving average of the weights (warmed up); null: off
     ema_decay: float | None = bounded(0.99, POSITIVE, BELOW_ONE)
     lr_find: bool = False  # run Lightning's LR finder and train with its suggestion
-    lr_find_steps: int = 100
-    channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU (README; GPU not measured)
-    compile: bool = False  # torch.compile the network for training (on 2 CPU cores: slower at 32 px; README)
+    lr_find_steps: int = 100  # steps the LR finder tries
+    # NHWC memory layout: faster convolutions on CPU (docs/guides/training.md; GPU not measured)
+    channels_last: bool = True
+    # torch.compile the network for training (on 2 CPU cores: slower at 32 px; docs/guides/training.md)
+    compile: bool = False
     resume: str | None = None  # a last.ckpt to continue from (epoch, optimizer and scheduler state)
 
 
 @dataclass
 class ValidateConfig:
-    top_k: int = bounded(5, POSITIVE)
+    top_k: int = bounded(5, POSITIVE)  # k of top-k accuracy (capped at the number of classes)
     tta: bool = False  # also score horizontally flipped images and report the change
     top_losses: int = bounded(16, NON_NEGATIVE)  # most confidently wrong images shown in a grid
     # Grad-CAM heatmaps of this many top losses (0: none); checkpoints only
     gradcam: int = bounded(8, NON_NEGATIVE)
     # and of this many correctly classified images per class
     gradcam_per_class: int = bounded(2, NON_NEGATIVE)
-    calibration_bins: int = 15
+    calibration_bins: int = 15  # bins of the expected calibration error and the reliability plot
 
 
 @dataclass
 class TrackingConfig:
-    experiment: str = MISSING
+    experiment: str = MISSING  # the MLflow experiment the runs go to
     # null: the embedded store under `dir` (SQLite + artifacts). MLFLOW_TRACKING_URI overrides it.
     uri: str | None = None
-    dir: str = "mlruns"
-    run_name: str | None = None
+    dir: str = "mlruns"  # the embedded store's folder (SQLite database and artifacts)
+    run_name: str | None = None  # the parent run's name; null: model, data and time
 
 
 @dataclass
 class SanityConfig:
-    enforce: bool = True
+    enforce: bool = True  # a failed check stops the run (false: reported only)
     init_loss_tolerance: float = 0.5  # allowed |loss_at_init - ln(C)| / ln(C)
-    overfit_batch_size: int = bounded(16, POSITIVE)
-    overfit_steps: int = bounded(100, POSITIVE)
+    overfit_batch_size: int = bounded(16, POSITIVE)  # images in the batch the overfit check trains on
+    overfit_steps: int = bounded(100, POSITIVE)  # steps the overfit check may take
     overfit_lr: float = 3e-3  # Adam; 1e-3 left sound small or pretrained models short of the target by chance
-    overfit_target_loss: float = 0.05
+    overfit_target_loss: float = 0.05  # the loss the overfit check must reach
 
 
 @dataclass
@@ -291,15 +300,15 @@ class AuditConfig:
 
 @dataclass
 class ExportConfig:
-    opset: int = bounded(18, within(18, 26))
-    parity_atol: float = 1e-4
+    opset: int = bounded(18, within(18, 26))  # ONNX opset of the exported file
+    parity_atol: float = 1e-4  # largest difference allowed between ONNX and PyTorch outputs
     # none | static | dynamic: also write an INT8 model and report its accuracy change and speed-up
     quantize: Quantize = Quantize.none
     # training images that set the activation ranges of `static`
     calibration_images: int = bounded(256, POSITIVE)
     latency_runs: int = bounded(20, POSITIVE)  # timed repetitions per batch size (median reported)
     register: bool = False  # register the logged ONNX model in the MLflow model registry
-    model_name: str = "image-classifier"
+    model_name: str = "image-classifier"  # the registered model's name (export.register=true)
 
 
 @dataclass
@@ -317,9 +326,10 @@ class Config:
     sanity: SanityConfig = field(default_factory=SanityConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    # the stages to run, in order; a stage runs alone when its inputs are given
     stages: list[str] = field(default_factory=lambda: ["data", "sanity", "train", "validate", "export"])
-    seed: int = 42
-    output_dir: str = MISSING
+    seed: int = 42  # seeds Python, NumPy and torch (Lightning's seed_everything) for the run
+    output_dir: str = MISSING  # the run's folder (Hydra's run or sweep folder by default)
     ckpt_path: str | None = None  # validate/export this checkpoint
     from_run: str | None = None  # validate/export the best checkpoint of this MLflow run
     onnx_path: str | None = None  # validate this ONNX file
@@ -327,7 +337,7 @@ class Config:
     # The val metric that picks the best checkpoint, drives early stopping and is returned to sweepers:
     # auto (val/bal_acc when the training classes are imbalanced, else val/acc) or one of VAL_METRICS.
     objective: str = "auto"
-    objective_mode: ObjectiveMode = ObjectiveMode.auto
+    objective_mode: ObjectiveMode = ObjectiveMode.auto  # auto (min for a loss, else max), max or min
 
 
 # lightning.Trainer's arguments are passed through as written (conf/trainer/), not fields: their bounds here

@@ -20,15 +20,24 @@ def _scores(metrics: dict[str, float], split: str) -> str | None:
     return f"{split}{f' ({count:.0f} images)' if count else ''}: {', '.join(shown)}"
 
 
+SMOKE_NOTE = (
+    "debug=smoke checked the plumbing (every stage ran), not a model: a few batches at 16 px, so the scores "
+    "above mean nothing; `make train` (add data=folder data.root=<images>) trains a real one"
+)
+
+
 def finished(
     seconds: float, timings: dict[str, float], metrics: dict[str, float], output_dir: Path, run_id: str,
-    run_page: str, onnx_path: Path | None,
+    run_page: str, onnx_path: Path | None, smoke: bool = False,
 ) -> list[str]:  # fmt: skip
-    """Test scores lead when there is a test split: val picked the checkpoint, so its scores flatter."""
+    """Test scores lead when there is a test split: val picked the checkpoint, so its scores flatter. A smoke
+    run's scores come with what they are: a check of the plumbing, not of a model."""
     lines = [f"finished in {duration(seconds)} ({_times(timings)})"]
     scores = [s for s in (_scores(metrics, "test"), _scores(metrics, "val")) if s]
     if scores:
         lines.append("; ".join(scores))
+    if smoke:
+        lines.append(SMOKE_NOTE)
     lines.append(f"outputs in {output_dir}; MLflow run {run_id}")
     if onnx_path:
         lines.append(f"next: make predict INPUT=<images> MODEL={onnx_path}  |  make serve (HTTP)")

@@ -86,6 +86,13 @@ def test_summary_leads_with_test_scores_and_says_where_things_are(tmp_path):
     assert line == "stage train failed after 1m02s (finished: data 5s): bad thing"
 
 
+def test_a_smoke_runs_summary_says_its_scores_check_the_plumbing_not_a_model(tmp_path):
+    metrics = {"test/acc": 0.28, "data/test_images": 269}
+    lines = summary.finished(62.0, {"train": 8.0}, metrics, tmp_path, "abc", "http://ui", None, smoke=True)
+    assert lines[1].startswith("test (269 images): acc 0.2800")
+    assert lines[2].startswith("debug=smoke checked the plumbing (every stage ran), not a model")
+
+
 def test_progress_logs_at_its_interval_and_not_for_quick_work(caplog):
     caplog.set_level(logging.INFO, logger="pipeline")
     progress = Progress("data", "inspected files", total=10, interval=0.0)

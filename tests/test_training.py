@@ -437,8 +437,9 @@ def test_implicit_ddp_fine_tunes_a_pretrained_model_gradually_with_ranks_in_step
 
 @pytest.mark.slow
 def test_ddp_on_two_nodes_started_by_torchrun_records_one_run(image_folder, tmp_path, store):
-    """Multi-node DDP without SLURM, as the README shows it: torchrun on each node with its node rank and the
-    first node's address, two processes a node; here both "nodes" are this machine. Four ranks, one run."""
+    """Multi-node DDP without SLURM, as docs/guides/slurm.md shows it: torchrun on each node with its node
+    rank and the first node's address, two processes a node; here both "nodes" are this machine. Four ranks,
+    one run."""
     rendezvous = [
         "--nnodes=2",
         "--nproc_per_node=2",
@@ -476,7 +477,8 @@ def test_ddp_on_two_nodes_started_by_torchrun_records_one_run(image_folder, tmp_
 
 def test_compile_traces_the_network_and_keeps_plain_checkpoint_names(tmp_path, monkeypatch):
     """train.compile=true compiles the network in place when fitting starts (here with dynamo's eager backend:
-    the graph capture is real, the minutes of C++ code generation are left to the README's measurement)."""
+    the graph capture is real, the minutes of C++ code generation are left to the measurement in
+    docs/guides/training.md)."""
     compiled = []
     real_compile = torch.compile
 

@@ -2,14 +2,12 @@
 
 Each image is decoded, resized and normalized the way the backbone's pretrained weights expect (timm's data
 config), and the backbone's pooled features (its classifier removed) are its embedding, L2-normalized so a
-dot product is a cosine similarity. The backbone runs in channels_last memory format: on 2 CPU cores
-(EfficientNet-Lite0, batch 64, 2026-11-25) 1.4-1.5/7.3-8.8/32-39 ms an image at 64/128/224 px against
-2.1-2.3/12-15/55-61 in the default layout, run side by side. Many images are embedded in onnxruntime, the
-backbone exported once per backbone and size (0.49/1.93/6.16 ms an image at 64/128/224 px, measured
-earlier), but the export itself takes 6-7 s, so a job that eager finishes within EAGER_BUDGET_S (1,797
-digits at 64 px: ~2.5 s) stays in PyTorch. Vectors are cached per backbone and image size, keyed by the
-content fingerprint of the file (pipeline.data.integrity), so a re-run, a renamed or a copied image costs
-nothing.
+dot product is a cosine similarity. The backbone runs in channels_last memory format (faster on CPU). Many
+images are embedded in onnxruntime on the CPU, the backbone exported once per backbone and size (several
+times faster than eager PyTorch), but the export itself takes seconds, so a job that eager finishes within
+EAGER_BUDGET_S stays in PyTorch (figures: docs/design.md). Vectors are cached per backbone and image size,
+keyed by the content fingerprint of the file (pipeline.data.integrity), so a re-run, a renamed or a copied
+image costs nothing.
 """
 
 import hashlib
@@ -33,10 +31,8 @@ from pipeline.progress import Progress
 
 OPSET = 18
 EAGER_BUDGET_S = 10.0  # export the backbone once PyTorch eager would need longer than this for the rest
-# PyTorch batches shrink as images grow (eager_batch_size): 32 at 64 px, 8 at 128, 3 at 224. On 2 CPU cores
-# (EfficientNet-Lite0, channels_last, 2026-11-25) batches of 64 took 5.6-6.4 ms an image at 128 px and 22-24
-# at 224, batches of 8 and 2 took 2.9-3.3 and 11.2-11.5; with decoding, 256 hand-sign photos at 224 px took
-# 23-26 ms an image in batches of 64 and 12.5-13.3 in batches of 3.
+# PyTorch batches shrink as images grow (eager_batch_size): 32 at 64 px, 8 at 128, 3 at 224; small batches
+# of large images were about twice as fast an image on CPU as batches of 64 (docs/design.md).
 PIXELS_PER_BATCH = 32 * 64 * 64
 ONNX_BATCH = 64  # onnxruntime gained nothing from smaller ones: 7.9-8.6 ms an image at 64, 8.6-13.9 at 3
 

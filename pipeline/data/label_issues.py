@@ -3,14 +3,9 @@
 A cheap classifier (logistic regression on standardized image embeddings, pipeline.data.embeddings)
 predicts every image's class probabilities out of sample (k-fold, so no image scores itself), and cleanlab's
 confident learning estimates how many labels are wrong and flags that many of the least self-confident
-images (`low_self_confidence`), ranked by label quality. Chosen on the hand-sign photos (2,072: 5% of the
-labels moved and 10 off-domain images added, for 4 noise seeds and 2 fold seeds, 224 px embeddings,
-outliers left out, 2026-11-24): this classifier (C=0.01) reached recall 0.806-0.893 and precision
-0.824-0.892 in about 5 s; PCA to 256 dimensions with C=10 was more precise, less complete (0.728-0.816 and
-0.913-0.933), raw embeddings at C=1 weaker in both (0.786 and 0.810 on one seed). Of cleanlab's filters only
-`low_self_confidence` kept both near 0.8 (`low_normalized_margin` 0.72-0.85 and 0.76-0.86,
-`confident_learning` 0.65-0.74 and 0.68-0.73, `predicted_neq_given` 0.97-0.99 and 0.39-0.44).
-cleanlab is AGPL-3.0: this is the only module that imports it.
+images (`low_self_confidence`), ranked by label quality. The classifier, its regularization and the filter
+were chosen on real photos with planted label errors: the one pair that kept both recall and precision near
+0.8 (docs/design.md). cleanlab is AGPL-3.0: this is the only module that imports it.
 """
 
 import hashlib
@@ -28,10 +23,8 @@ from threadpoolctl import threadpool_limits
 FOLDS = 5
 REGULARIZATION = 0.01  # logistic regression's C, on standardized features
 CLASSIFIER = f"standardized-logistic-C{REGULARIZATION}-{FOLDS}fold"  # part of the cache key
-# The fits' BLAS threads: OpenBLAS's threads contend with scikit-learn's OpenMP loss threads; on 2 cores the
-# digits' 1,797 x 1,280 embeddings took 4.8-5.0 s with two BLAS threads and 0.8-0.9 s with one (20,000
-# synthetic rows: 4.3 and 2.9 s), the same probabilities to 1e-4 (2026-11-24). Worker processes (loky,
-# n_jobs=2) took 2.1-4.3 s, their start included.
+# The fits' BLAS threads: OpenBLAS's threads contend with scikit-learn's OpenMP loss threads; one BLAS
+# thread was several times faster, with the same probabilities (docs/design.md).
 BLAS_THREADS = 1
 
 

@@ -8,11 +8,9 @@ placeholders alike (four text renders among 2,062 hand-sign photos) cannot vouch
 and fence 3 all 10 planted off-domain images were flagged there (5 neighbours: 6 of 10), beside 10-14 photos.
 
 Near duplicates are pairs whose cosine similarity reaches a threshold (default 0.98): resized, recompressed
-and recoloured copies, beside the perceptual hash. Measured 2026-11-24: a 2x resized JPEG copy scores 0.99
-(hand signs at 224 px, photo tiles at 96 px); distinct hand-sign photos (one hand, one background) reach
-0.969, distinct tiles of two varied photos 0.66. A 14% crop scores 0.84 (tiles) and 0.84-0.93 (hand signs):
-on varied photos `audit.duplicate_similarity=0.9` finds such crops; on near-identical scenes no threshold
-can tell a crop from another shot.
+and recoloured copies, beside the perceptual hash. A crop is not a copy at this threshold; a lower one finds
+crops on varied photos, and no threshold tells a crop from another shot of a near-identical scene
+(docs/design.md has the similarities measured).
 """
 
 from dataclasses import dataclass

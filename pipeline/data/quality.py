@@ -2,15 +2,13 @@
 
 Measured on a grey thumbnail during the decode the integrity check already does (CleanVision would decode
 every image a second time and needs an AGPL package in the data path). Each measure is a number with a
-threshold in the config (`audit.*`), chosen on the hand-sign photos (2,062, 100 px), the built-in digits and
-planted bad images, 2026-11-24:
-- dark: the 99th luminance percentile (its brightest parts) below 0.2; photos >= 0.70, digits >= 0.88;
-- bright: the 1st percentile (its darkest parts) above 0.9; photos <= 0.32, digits 0;
+threshold in the config (`audit.*`), chosen on real photos, the built-in digits and planted bad images
+(docs/design.md has the values seen):
+- dark: the 99th luminance percentile (its brightest parts) below 0.2;
+- bright: the 1st percentile (its darkest parts) above 0.9;
 - blurry: edge strength below 0.5: the standard deviation of PIL's edge filter on a 64 px thumbnail over
-  that of the thumbnail itself (so a dark or faint image is not called blurry); photos 0.79-1.64, the same
-  photos after a Gaussian blur of radius 2: 0.18-0.49, digits >= 1.1, a flat image 0;
-- low information: the grey-level entropy below 1 bit (of 8); photos >= 6.0, digits >= 1.8, a rendered text
-  placeholder 0.3-0.7, a flat colour 0;
+  that of the thumbnail itself (so a dark or faint image is not called blurry);
+- low information: the grey-level entropy below 1 bit (of 8);
 - odd aspect ratio: the long side over the short side above 3.
 """
 

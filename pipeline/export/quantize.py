@@ -1,15 +1,11 @@
 """INT8 copies of an exported model (onnxruntime.quantization), metadata kept.
 
-Two modes, measured on onnxruntime 1.31.1 on a 2-core AVX2 CPU without VNNI:
+Two modes (their sizes, speed-ups and accuracy measured: docs/design.md):
 - `static` (QDQ, per-channel signed weights, unsigned activations with ranges calibrated on training images
   through the eval transform): the mode that speeds up convolutions, onnxruntime's advice for CNNs.
-  Whole export stage: resnet18 on the digits at 32 px, 42.7 -> 10.8 MB, x1.05-1.4 faster at batch 1 and
-  x1.5-1.9 at batch 32 over three runs, val accuracy unchanged or one image of 360 lower; EfficientNet-Lite0
-  on sign-language photos at 96 px, 13.0 -> 3.7 MB, x1.5 and x2.2-2.3, val accuracy unchanged (413 images).
 - `dynamic` (activation ranges computed per batch at run time, no calibration): Conv becomes ConvInteger,
-  which has no fast kernel here, so the model is ~4x smaller but slower than fp32 (x0.15-0.6). Signed
-  weights (QInt8) were slowest and, on an untrained resnet18, kept top-1 on only 91% of random inputs
-  (u8s8 saturation without VNNI); unsigned weights (QUInt8) kept 100%, so dynamic uses those.
+  which has no fast kernel on CPUs without VNNI, so the model is ~4x smaller but slower than fp32. Unsigned
+  weights (QUInt8): signed ones saturate without VNNI (u8s8) and lost top-1 agreement.
 Both needed one fix first: the dynamo exporter stores initializer shapes in value_info, the quantizer turns
 Gemm into MatMul with a transposed weight, and its shape inference then rejects the stale shape. Dropping
 value_info (shapes are re-inferred) fixes it.

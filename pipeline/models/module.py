@@ -97,8 +97,8 @@ class Classifier(L.LightningModule):
 
     def log_train_epoch(self) -> None:
         """Log the epoch's train/loss and train/acc (synced across ranks by torchmetrics) and start afresh.
-        Once an epoch, not from training_step: Lightning's bookkeeping of a self.log call cost 0.3-0.6 ms,
-        and the two calls 0.6-1.3 ms of a ~6 ms step (simple_cnn, 2 cores, 2026-11-25)."""
+        Once an epoch, not from training_step: Lightning's bookkeeping of a self.log call is a tenth of a
+        small model's step (docs/design.md)."""
         if self.train_loss.update_count:  # already synced by torchmetrics; sync_dist stops a DDP warning
             self.log("train/loss", self.train_loss.compute(), prog_bar=True, sync_dist=True)
             self.log("train/acc", self.train_acc.compute(), sync_dist=True)

@@ -59,16 +59,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     v = cfg.validate
     k = m.top_k(v.top_k, len(names))
     headline = tuple(name.format(k=k) for name in HEADLINE)
-    device = str(scorer.model.device) if scorer.model is not None else "cpu (onnxruntime)"
-    log.info("scoring on %s", device)
-    tracker.log_params(
-        {
-            "validate.source": scorer.source,
-            "validate.top_k": k,
-            "validate.tta": v.tta,
-            "validate.device": device,
-        }
-    )
+    log_setup(tracker, scorer, k, v.tta)
     if "test" not in datamodule.eval_sets:
         log.info(
             "no test split: val scores picked the checkpoint, so they are optimistic "
@@ -99,6 +90,14 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         if v.top_losses > 0:
             log_top_losses(tracker, split, names, logits, targets, dataset, v.top_losses)
     return ctx
+
+
+def log_setup(tracker: Tracker, scorer: Scorer, k: int, tta: bool) -> None:
+    """What is scored, where, and how."""
+    device = str(scorer.model.device) if scorer.model is not None else "cpu (onnxruntime)"
+    log.info("scoring on %s", device)
+    params = {"validate.source": scorer.source, "validate.top_k": k, "validate.tta": tta}
+    tracker.log_params({**params, "validate.device": device})
 
 
 def train_overlap(cfg: DictConfig, index, split: str, trained_on: frozenset[str]) -> int:

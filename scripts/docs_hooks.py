@@ -1,0 +1,146 @@
+"""Documentation pages made from what they describe, so that they cannot drift from it.
+
+- docs/reference/configuration.md, from pipeline/schema.py: every setting with its type, default, allowed
+  values or bounds and the comment beside it. Written by `python scripts/docs_hooks.py` (`make docs` runs
+  it); a test fails when the committed page differs from what the schema gives.
+- The measured-reports page, from docs/reports/ (written there by `make bench-* ARGS="--out docs/reports"`,
+  each report with its machine and date): made when MkDocs builds the site (mkdocs.yml's `hooks`).
+"""
+
+import ast
+import io
+import tokenize
+from dataclasses import MISSING, fields, is_dataclass
+from enum import Enum
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "pipeline" / "schema.py"
+REPORTS = ROOT / "docs" / "reports"
+REFERENCE = ROOT / "docs" / "reference" / "configuration.md"
+REPORTS_PAGE = "reference/reports.md"
+
+
+def field_comments(source: str) -> dict[tuple[str, str], str]:
+    """(class, field) -> the comment lines right above the field and the comment after it, as one text."""
+    tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.COMMENT]
+    text = {t.start[0]: t.string.lstrip("# ").strip() for t in tokens}
+    whole_line = {line: text[line] for line in text if source.splitlines()[line - 1].lstrip().startswith("#")}
+    trailing = {line: words for line, words in text.items() if line not in whole_line}
+    found = {}
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for item in node.body:
+            if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                above, line = [], item.lineno - 1
+                while line in whole_line:
+                    above.insert(0, whole_line[line])
+                    line -= 1
+                parts = [*above, trailing.get(item.lineno, "")]
+                found[(node.name, item.target.id)] = " ".join(p for p in parts if p)
+    return found
+
+
+def annotations(source: str) -> dict[tuple[str, str], str]:
+    return {
+        (node.name, item.target.id): ast.get_source_segment(source, item.annotation)
+        for node in ast.parse(source).body
+        if isinstance(node, ast.ClassDef)
+        for item in node.body
+        if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+    }
+
+
+def default_of(field) -> str:
+    from omegaconf import MISSING as REQUIRED
+
+    if field.default_factory is not MISSING:
+        value = field.default_factory()
+        return "(see below)" if is_dataclass(value) else f"`{value}`"
+    if field.default is REQUIRED or field.default is MISSING:
+        return "set by its conf/ group"
+    value = field.default.value if isinstance(field.default, Enum) else field.default
+    return f"`{'null' if value is None else value}`"
+
+
+def allowed_of(field) -> str:
+    from pipeline.schema import rules_of
+
+    kind = field.type
+    choices = [kind] if isinstance(kind, type) and issubclass(kind, Enum) else []
+    choices += [a for a in getattr(kind, "__args__", ()) if isinstance(a, type) and issubclass(a, Enum)]
+    allowed = [" \\| ".join(f"`{m.value}`" for m in choices[0])] if choices else []
+    allowed += [rule.text for rule in rules_of(field)]
+    return ", ".join(allowed) if allowed else ""
+
+
+def section_table(cls, prefix: str, comments: dict, types: dict) -> list[str]:
+    rows = ["| setting | type | default | allowed | what it does |", "|---|---|---|---|---|"]
+    for f in fields(cls):
+        if isinstance(f.type, type) and is_dataclass(f.type):
+            continue
+        kind = types.get((cls.__name__, f.name), str(f.type)).replace("|", "\\|")
+        help_text = comments.get((cls.__name__, f.name), "").replace("|", "\\|")
+        rows.append(f"| `{prefix}{f.name}` | `{kind}` | {default_of(f)} | {allowed_of(f)} | {help_text} |")
+    return rows
+
+
+def configuration_reference() -> str:
+    """Every setting of pipeline.schema.Config, section by section."""
+    from pipeline.schema import TRAINER_RULES, Config
+
+    source = SCHEMA.read_text()
+    comments, types = field_comments(source), annotations(source)
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `pipeline/schema.py` when the site is built. Override any setting on the command",
+        "line (`make train data.batch_size=32`); an unknown key, a wrong type, a choice outside the allowed",
+        "values or a value outside its bounds fails at start with one line. `set by its conf/ group` means",
+        "the option chosen in `conf/<group>/` gives the value (e.g. `conf/data/folder.yaml`).",
+        "",
+        "## Top level",
+        "",
+        *section_table(Config, "", comments, types),
+    ]
+    for f in fields(Config):
+        if isinstance(f.type, type) and is_dataclass(f.type):
+            lines += ["", f"## {f.name}", "", *section_table(f.type, f"{f.name}.", comments, types)]
+    bounds = ", ".join(f"`trainer.{n}` {' and '.join(r.text for r in rs)}" for n, rs in TRAINER_RULES.items())
+    lines += [
+        "",
+        "## trainer",
+        "",
+        "Lightning's `Trainer` arguments, passed as written (`conf/trainer/`); a name the Trainer does not",
+        f"take fails at start with a suggestion. Bounds checked here: {bounds}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def reports_page() -> str:
+    """The measured reports in docs/reports/, each as its script wrote it (its first line names the machine
+    and the date)."""
+    reports = sorted(REPORTS.glob("*.md"))
+    lines = ["# Measured reports", ""]
+    if not reports:
+        lines.append(
+            'No report in `docs/reports/` yet: `make bench-accuracy ARGS="--out docs/reports"` writes one.'
+        )
+    for report in reports:
+        text = report.read_text().replace("\n# ", "\n## ")
+        lines += [text.replace("# ", "## ", 1) if text.startswith("# ") else text, ""]
+    return "\n".join(lines) + "\n"
+
+
+def on_files(files, config):
+    """MkDocs event: add the reports page (mkdocs.yml excludes the reports' own files)."""
+    from mkdocs.structure.files import File
+
+    files.append(File.generated(config, REPORTS_PAGE, content=reports_page()))
+    return files
+
+
+if __name__ == "__main__":
+    REFERENCE.write_text(configuration_reference())
+    print(f"wrote {REFERENCE.relative_to(ROOT)}")

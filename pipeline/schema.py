@@ -153,7 +153,7 @@ class DataConfig:
     inspect_workers: int = bounded(2, NON_NEGATIVE)  # processes that decode and hash files in the data stage
     # larger images count as unreadable (data.on_corrupt); predict and serve refuse them too (the exported
     # model carries the cap): bounded memory
-    max_pixels: int = bounded(MAX_PIXELS, POSITIVE)
+    max_pixels: int = bounded(MAX_PIXELS, POSITIVE)  # PIL itself refuses more than 178,956,970 at open
     audit: bool = True  # embed every image to find suspected label issues, outliers, near duplicates (audit:)
     # warn, or drop suspected label issues from the training split
     on_label_issue: IssuePolicy = IssuePolicy.warn

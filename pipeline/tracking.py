@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -420,15 +420,14 @@ class Tracker:
             for run_id in filter(None, (mlflow.active_run().info.run_id, self.parent_id)):
                 log_inputs_racing(self.client, run_id, inputs)
 
-    def log_image_classifier(self, onnx_path: Path, example_image: bytes, register_as: str | None):
-        """The servable model (pipeline.export.served) in the stage run, linked to the parent run as its
-        output so the parent's page lists it: (model URI, registered version or None)."""
+    def log_model(self, log: Callable[[], Any]):
+        """A model logged in the stage run by `log` (an MLflow log_model call, returning its ModelInfo),
+        linked to the parent run as its output so the parent's page lists it: (model URI, registered version
+        or None)."""
         from mlflow.entities import LoggedModelOutput
 
-        from pipeline.export.served import log_image_classifier
-
         with uninterrupted():
-            info = log_image_classifier(onnx_path, example_image, register_as)
+            info = log()
             if self.parent_id is not None:
                 self.client.log_outputs(self.parent_id, [LoggedModelOutput(info.model_id, 0)])
         return info.model_uri, info.registered_model_version

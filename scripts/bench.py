@@ -50,12 +50,12 @@ from pipeline.export.benchmark import (
     BATCH_SIZES,  # noqa: E402
     latency,  # noqa: E402
 )
-from pipeline.export.onnx import export_onnx, onnx_runner, session, torch_runner  # noqa: E402
 from pipeline.models.factory import create_model_from_spec  # noqa: E402
 from pipeline.models.finetune import param_groups  # noqa: E402
 from pipeline.models.module import Classifier  # noqa: E402
 from pipeline.models.optim import build_optimizer  # noqa: E402
 from pipeline.models.trainer import build_trainer, training_callbacks  # noqa: E402
+from pipeline.onnx_io import export_onnx, onnx_runner, session, torch_runner  # noqa: E402
 from pipeline.recipe import finetune_recipe  # noqa: E402
 from pipeline.runner import run as run_pipeline  # noqa: E402
 from pipeline.schema import Config, plain, register  # noqa: E402

@@ -21,8 +21,8 @@ from pipeline.data.transforms import Preprocess
 from pipeline.errors import PipelineError
 from pipeline.evaluation.scorers import Scorer, onnx_scorer, predict
 from pipeline.export.metadata import describe, write_metadata
-from pipeline.export.onnx import INPUT_NAME, OUTPUT_NAME, export_onnx
 from pipeline.models.module import load_classifier
+from pipeline.onnx_io import INPUT_NAME, OUTPUT_NAME, export_onnx
 from pipeline.runner import run
 from pipeline.stages._shared import checkpoint_path
 from pipeline.stages.validate import choose_scorer

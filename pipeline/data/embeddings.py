@@ -25,8 +25,8 @@ from pipeline.data.images import ImageDataset
 from pipeline.data.sources import Record
 from pipeline.data.transforms import Preprocess, eval_transform
 from pipeline.errors import PipelineError
-from pipeline.export.onnx import export_onnx, onnx_runner, session
 from pipeline.models.factory import create_model_from_spec, pretrained_data_config
+from pipeline.onnx_io import export_onnx, onnx_runner, session
 from pipeline.progress import Progress
 
 OPSET = 18

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,9 +57,11 @@ def inspect_file(path: str, max_pixels: int) -> FileInfo:
         return FileInfo(path, False, f"{type(err).__name__}: {err.strerror}")
     if not data:
         return FileInfo(path, False, "zero-byte file")
-    Image.MAX_IMAGE_PIXELS = None  # the cap below replaces PIL's own decompression-bomb limit
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():  # PIL warns from 89 MP; the cap below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
             (width, height), mode, kind = img.size, img.mode, img.format or ""
             if width * height > max_pixels:
                 too_large = (
@@ -85,6 +88,8 @@ def inspect_file(path: str, max_pixels: int) -> FileInfo:
                 rgb_sq_mean=tuple((rgb**2).mean(0).round(6).tolist()),
                 quality=measure(img),
             )
+    except Image.DecompressionBombError as err:  # PIL's own limit (2 x Image.MAX_IMAGE_PIXELS) at open
+        return FileInfo(path, False, f"too large for PIL to open: {err}", bytes=len(data))
     except Exception as err:  # PIL raises many types for bad files; all mean "unreadable"
         return FileInfo(path, False, f"{type(err).__name__}: {err}", bytes=len(data))
     return info

@@ -15,8 +15,8 @@ from pipeline.data.transforms import Preprocess
 from pipeline.errors import PipelineError
 from pipeline.export.inference import NOT_ONNX
 from pipeline.export.metadata import describe, read_metadata
-from pipeline.export.onnx import session
 from pipeline.models.module import load_classifier
+from pipeline.onnx_io import session
 from pipeline.progress import Progress
 
 

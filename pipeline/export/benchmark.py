@@ -5,16 +5,18 @@ shared machine does not decide the figure.
 """
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.export.compare import Runner
+if TYPE_CHECKING:  # torch and onnxruntime stay out of this module at run time
+    from pipeline.onnx_io import Runner
 
 WARMUP_RUNS = 3
 BATCH_SIZES = (1, 32)  # one image at a time (serving) and a batch (offline scoring)
 
 
-def median_ms(run: Runner, batch: np.ndarray, runs: int) -> float:
+def median_ms(run: "Runner", batch: np.ndarray, runs: int) -> float:
     for _ in range(WARMUP_RUNS):
         run(batch)
     times = []
@@ -26,7 +28,7 @@ def median_ms(run: Runner, batch: np.ndarray, runs: int) -> float:
 
 
 def latency(
-    runners: dict[str, Runner], image_size: int, batch_sizes: tuple[int, ...], runs: int
+    runners: "dict[str, Runner]", image_size: int, batch_sizes: tuple[int, ...], runs: int
 ) -> dict[str, float]:
     """{'latency_ms_<runner>_b<n>': median ms per batch, 'throughput_<runner>_b<n>': images per second}."""
     rng = np.random.default_rng(0)

@@ -4,14 +4,18 @@ Used for PyTorch against its ONNX export (parity) and fp32 ONNX against its INT8
 callable from an NCHW float32 numpy batch to logits, so this module needs neither torch nor onnxruntime.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-Runner = Callable[[np.ndarray], np.ndarray]
+if TYPE_CHECKING:  # torch and onnxruntime stay out of this module at run time
+    from pipeline.onnx_io import Runner
 
 
-def collect_logits(runners: dict[str, Runner], loader: Iterable) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def collect_logits(
+    runners: "dict[str, Runner]", loader: Iterable
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """One pass over (images, labels) batches: each runner's logits on the same inputs, and the labels."""
     logits: dict[str, list[np.ndarray]] = {name: [] for name in runners}
     labels = []

@@ -13,9 +13,10 @@ from pipeline.errors import PipelineError
 from pipeline.export.benchmark import BATCH_SIZES, latency
 from pipeline.export.compare import accuracy, agreement, collect_logits
 from pipeline.export.metadata import describe, write_metadata
-from pipeline.export.onnx import INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_runner, session, torch_runner
 from pipeline.export.quantize import quantize_int8
+from pipeline.export.served import log_image_classifier
 from pipeline.models.module import load_classifier
+from pipeline.onnx_io import INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_runner, session, torch_runner
 from pipeline.stages._shared import checkpoint_path, ensure_index
 from pipeline.tracking import Tracker
 
@@ -69,9 +70,8 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     for path in files.values():
         tracker.log_artifact(path)
     example_image = Path(ensure_index(cfg, ctx).split("val")[0].path).read_bytes()
-    uri, version = tracker.log_image_classifier(
-        files["onnx"], example_image, cfg.export.model_name if cfg.export.register else None
-    )
+    register_as = cfg.export.model_name if cfg.export.register else None
+    uri, version = tracker.log_model(lambda: log_image_classifier(files["onnx"], example_image, register_as))
     registered = f", registered as {cfg.export.model_name} version {version}" if version else ""
     log.info("MLflow model %s%s", uri, registered)
     return ctx

@@ -1,7 +1,9 @@
 """ONNX export with a dynamic batch axis, checked by onnx.checker; PyTorch and onnxruntime as comparable
-runners (numpy batch in, logits out)."""
+runners (numpy batch in, logits out). A building block of its own: the export stage writes models with it and
+the data audit exports its embedding backbone with it, so neither package imports the other."""
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +12,8 @@ import onnxruntime as ort
 import torch
 
 from pipeline.atomic import written_in_place
-from pipeline.export.compare import Runner
 
+Runner = Callable[[np.ndarray], np.ndarray]  # a batch (NCHW float32) in, logits out
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 

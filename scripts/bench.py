@@ -35,6 +35,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from bench_common import HAND_SIGNS  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
@@ -65,7 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 10
 RATIO_TARGET = 0.98
 FOLDER_TARGET = 0.95  # real photos through the pipeline / bare compute on in-memory tensors
-SIGNS = ROOT.parent / "shared" / "datasets" / "sign_language_digits" / "Dataset"  # see ../shared/datasets
+
 NORMALIZE = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))  # any fixed values: both sides of a pair use the same
 PACKAGES = ("torch", "torchvision", "lightning", "timm", "albumentations", "onnxruntime", "mlflow")
 
@@ -464,14 +465,14 @@ def folder_figures(plan: Plan, work: Path) -> list[Figure]:
     this process: each training step of the last epoch paired with a bare step on the same batch
     (PairedSteps), their total times compared, so loading stalls count against the pipeline; and the sanity
     stage's seconds. Skipped, with a line, where ../shared is absent (a user's clone)."""
-    if not SIGNS.is_dir():
-        say(f"real-folder figures skipped: {SIGNS} not found")
+    if not HAND_SIGNS.is_dir():
+        say(f"real-folder figures skipped: {HAND_SIGNS} not found")
         return []
     figures = []
     for size in plan.folder_sizes:
         say(f"hand-sign photos, resnet18 {size} px b64, {plan.folder_epochs} epoch(s), paired steps")
         cfg = compose_config(
-            "data=folder", f"data.root={SIGNS}", "stages=[data,sanity,train]", "data.audit=false",
+            "data=folder", f"data.root={HAND_SIGNS}", "stages=[data,sanity,train]", "data.audit=false",
             "model=resnet18", f"data.image_size={size}", "data.batch_size=64",
             f"trainer.max_epochs={plan.folder_epochs}", "trainer.enable_progress_bar=false",
             f"output_dir={work / f'folder{size}'}", f"tracking.dir={work / 'mlruns'}",

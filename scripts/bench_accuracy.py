@@ -25,12 +25,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench_common import ROOT, child_env, machine, write_report
+from bench_common import CLOTHING, FLOWERS, HAND_SIGNS, ROOT, SHARED, child_env, machine, write_report
 
-SHARED = ROOT.parent / "shared" / "datasets"
-HAND_SIGNS = SHARED / "sign_language_digits" / "Dataset"
-FLOWERS = SHARED / "flowers17_subset"
-CLOTHING = SHARED / "clothing_small"
 PRETRAINED = ["model=efficientnet_lite0"]
 RECIPES = {  # name -> (what it is, overrides); "default" is the baseline every other is judged against
     "default": ("EfficientNet-Lite0, ImageNet weights, the default recipe (finetune=auto)", PRETRAINED),

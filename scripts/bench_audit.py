@@ -19,10 +19,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from bench_common import ROOT, machine, run_data_stage, write_report
+from bench_common import HAND_SIGNS, ROOT, machine, run_data_stage, write_report
 from PIL import Image, ImageDraw
 
-DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "sign_language_digits" / "Dataset"
+DEFAULT_DATA = HAND_SIGNS
 PLACEHOLDERS = ("Sorry, this image\ncould not be found", "IMAGE NOT\nAVAILABLE", "404", "no preview")
 
 

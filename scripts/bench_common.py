@@ -12,6 +12,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets"  # real photo folders beside the clone (their SOURCE.md), if any
+HAND_SIGNS = SHARED / "sign_language_digits" / "Dataset"
+FLOWERS = SHARED / "flowers17_subset"
+CLOTHING = SHARED / "clothing_small"
 
 
 def machine(load_before: float, **extra) -> dict:

@@ -39,7 +39,10 @@ NON_NEGATIVE = Rule(">= 0", lambda v: v >= 0)
 FRACTION = Rule("within [0, 1]", lambda v: 0 <= v <= 1)
 BELOW_ONE = Rule("< 1", lambda v: v < 1)
 MIN_IMAGE_SIZE = 4  # px; at 2 px ResNet-18 trained, then had no feature map to explain (docs: bad input)
-IMAGE_SIZE = Rule(f">= {MIN_IMAGE_SIZE} px", lambda v: _is_number(v) and v >= MIN_IMAGE_SIZE)
+IMAGE_SIZE = Rule(
+    f">= {MIN_IMAGE_SIZE} px or auto", lambda v: v == "auto" or isinstance(v, int) and v >= MIN_IMAGE_SIZE
+)
+EPOCHS = Rule("> 0 or auto", lambda v: v == "auto" or _is_number(v) and v > 0)
 
 
 def within(low: float, high: float) -> Rule:
@@ -132,7 +135,9 @@ class DataConfig:
     name: str = MISSING  # the conf/data option
     root: str | None = MISSING  # an image folder or a CSV manifest; null means the built-in digits
     cache_dir: str = ".cache/data"  # where the built-in digits are written as PNG files
-    image_size: int | None = bounded(MISSING, IMAGE_SIZE)  # null: the pretrained model's input size
+    # px; auto: 192 when the training images' median short side reaches it, else 128 (pipeline.recipe);
+    # null: the pretrained model's input size
+    image_size: Any = bounded(MISSING, IMAGE_SIZE)  # an int, auto or null (OmegaConf's unions break merging)
     # share of each class held out to pick the checkpoint (of train, with holdout=auto)
     val_fraction: float = bounded(0.2, FRACTION)
     # flat folders and manifests without splits: held out until the end
@@ -341,7 +346,7 @@ class Config:
 
 
 # lightning.Trainer's arguments are passed through as written (conf/trainer/), not fields: their bounds here
-TRAINER_RULES = {"max_epochs": (POSITIVE,), "num_nodes": (POSITIVE,)}
+TRAINER_RULES = {"max_epochs": (EPOCHS,), "num_nodes": (POSITIVE,)}
 
 
 def bounds() -> list[tuple[str, Rule]]:

@@ -6,13 +6,16 @@ import logging
 import pytest
 import timm
 import torch
+from conftest import make_image_folder
 
 from pipeline import summary
+from pipeline.context import Context
 from pipeline.evaluation.metrics import classification_metrics
 from pipeline.models.factory import create_model
 from pipeline.models.finetune import param_groups, stage_lr_factors
 from pipeline.progress import Progress, duration
-from pipeline.recipe import finetune_recipe, imbalance_recipe
+from pipeline.recipe import auto_epochs, auto_image_size, finetune_recipe, imbalance_recipe
+from pipeline.stages._shared import ensure_preprocess
 
 AUTO = {"strategy": "auto", "unfreeze_epoch": 1, "backbone_lr_factor": 0.1, "first_stage_lr_factor": 0.01}
 SCRATCH = {"name": "resnet18", "pretrained": False, "weights": None}
@@ -104,3 +107,23 @@ def test_progress_logs_at_its_interval_and_not_for_quick_work(caplog):
     quiet.advance(9)
     assert caplog.records == []
     assert (duration(5), duration(185), duration(3725)) == ("5s", "3m05s", "1h02m")
+
+
+def test_auto_size_is_192_for_large_training_images_and_128_for_small_ones():
+    assert auto_image_size([224, 250, 180])[0] == 192  # median 224
+    assert auto_image_size([100, 100, 300])[0] == 128  # median 100: upscaled to 128, never to 192
+    assert auto_image_size([])[0] == 128
+    line = "data.image_size=auto: 128 px (the training images' median short side is 191 px)"
+    assert auto_image_size([191, 191])[1] == line
+
+
+def test_auto_epochs_keep_the_compute_of_12_epochs_at_128_px():
+    assert [auto_epochs(s) for s in (16, 32, 128, 160, 192, 224)] == [12, 12, 12, 8, 6, 4]
+
+
+@pytest.mark.parametrize("side, size, epochs", [(200, 192, 6), (100, 128, 12)])
+def test_a_run_resolves_auto_size_and_epochs_from_its_training_images(make_cfg, tmp_path, side, size, epochs):
+    root = make_image_folder(tmp_path / "images", per_class=4, size=side)
+    cfg = make_cfg("data.image_size=auto", "trainer.max_epochs=auto", root=root)
+    preprocess = ensure_preprocess(cfg, Context(output_dir=tmp_path), None)
+    assert (preprocess.image_size, cfg.data.image_size, cfg.trainer.max_epochs) == (size, size, epochs)

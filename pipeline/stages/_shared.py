@@ -20,7 +20,7 @@ from pipeline.data.resized_cache import CACHED_SPLITS, ResizedImages, load_or_bu
 from pipeline.data.sources import DatasetIndex, build_index, resolve_root
 from pipeline.data.stats import channel_mean_std
 from pipeline.errors import PipelineError
-from pipeline.recipe import finetune_recipe
+from pipeline.recipe import AUTO, auto_epochs, auto_image_size, finetune_recipe
 from pipeline.schema import plain
 from pipeline.tracking import download_best_checkpoint, resolve_tracking_uri
 
@@ -84,15 +84,25 @@ def inspect_split(cfg: DictConfig, index: DatasetIndex, split: str | None) -> li
 
 
 def ensure_preprocess(cfg: DictConfig, ctx: Context, pretrained: dict | None) -> "Preprocess":
-    """Resolve size, resize, crop and normalization once; later stages reuse the same Preprocess."""
+    """Resolve size, resize, crop and normalization once; later stages reuse the same Preprocess. An `auto`
+    image size (from the training images) and epoch count (from the size) become numbers in cfg here."""
     from pipeline.data.transforms import resolve_preprocess  # albumentations and torch: not for data alone
 
     if ctx.preprocess is None:
-        if ctx.dataset_mean_std is None:
-            ctx.dataset_mean_std = channel_mean_std(inspect_split(cfg, ensure_index(cfg, ctx), "train"))
+        if ctx.dataset_mean_std is None or cfg.data.image_size == AUTO:
+            train = inspect_split(cfg, ensure_index(cfg, ctx), "train")
+            ctx.dataset_mean_std = ctx.dataset_mean_std or channel_mean_std(train)
+            if cfg.data.image_size == AUTO:
+                cfg.data.image_size, line = auto_image_size([min(i.width, i.height) for i in train if i.ok])
+                log.info(line)
         augment = plain(cfg.augment)
         overrides = {key: augment[key] for key in ("mean", "std", "interpolation", "crop_pct")}
         ctx.preprocess = resolve_preprocess(cfg.data.image_size, overrides, pretrained, ctx.dataset_mean_std)
+        if cfg.trainer.get("max_epochs") == AUTO:
+            cfg.trainer.max_epochs = auto_epochs(ctx.preprocess.image_size)
+            log.info(
+                "trainer.max_epochs=auto: %d at %d px", cfg.trainer.max_epochs, ctx.preprocess.image_size
+            )
     return ctx.preprocess
 
 

@@ -130,7 +130,7 @@ def main() -> None:
 
 def stop_leftover_workers() -> None:
     """Kill worker processes still alive at the end (loader workers ignore SIGTERM, see
-    datamodule.ignore_sigterm): multiprocessing's exit handler sends them SIGTERM and then waits on them,
+    signals.ignore_sigterm): multiprocessing's exit handler sends them SIGTERM and then waits on them,
     which would never end."""
     for child in multiprocessing.active_children():
         child.kill()

@@ -1,10 +1,8 @@
 """Run the configured stages in order inside one MLflow parent run, one child run per stage."""
 
-import contextlib
 import importlib
 import logging
 import os
-import signal
 import sys
 import time
 import warnings
@@ -20,6 +18,7 @@ from pipeline.devices import place_parallel_job
 from pipeline.errors import PipelineError
 from pipeline.ranks import SilentTracker, is_rank_zero, slurm_restarted, worker_stages
 from pipeline.schema import STAGE_NAMES, Config
+from pipeline.signals import sigterm_as_interrupt
 
 log = logging.getLogger("pipeline")
 INTERRUPTS = (KeyboardInterrupt, SystemExit)  # Lightning turns Ctrl-C and SIGTERM into SystemExit
@@ -153,20 +152,6 @@ def resumed_config(saved_yaml: str, statuses: dict[str, tuple[str, str]]) -> Dic
     cfg.resume = None
     log.info("resuming stages %s in %s", list(cfg.stages), cfg.output_dir)
     return cfg
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM (a scheduler, `kill`) ends the run like Ctrl-C: runs marked KILLED, checkpoints intact."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def hydra_choice(group: str) -> str | None:

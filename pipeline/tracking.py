@@ -8,10 +8,8 @@ that a hard kill left RUNNING is found and marked KILLED by the next pipeline st
 
 import fcntl
 import os
-import signal
 import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.errors import PipelineError
 from pipeline.ranks import slurm_restarted
+from pipeline.signals import dataset_entity, uninterrupted
 
 INTERRUPTS = (KeyboardInterrupt, SystemExit)  # Lightning turns Ctrl-C and SIGTERM into SystemExit
 
@@ -94,29 +93,6 @@ def _killed_on_interrupt() -> Iterator[None]:
     except INTERRUPTS:
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
         raise
-
-
-INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextmanager
-def uninterrupted() -> Iterator[None]:
-    """Ctrl-C or SIGTERM during an MLflow write is held back until the write is done. Raised mid-write, the
-    KeyboardInterrupt skips SQLAlchemy's rollback (it is not an Exception), the SQLite connection keeps its
-    write lock, and marking the run KILLED then fails with "database is locked". Signal handlers can only be
-    swapped in the main thread; elsewhere the write runs as is."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, _: held.append(signum)) for sig in INTERRUPT_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if held:
-            signal.raise_signal(held[0])  # now handled as it would have been, outside the write
 
 
 def _process_alive(pid: int) -> bool:
@@ -411,9 +387,9 @@ class Tracker:
         """mlflow.data datasets by context (train, val, test) as inputs of the stage run and the parent."""
         from mlflow.entities import DatasetInput, InputTag
 
-        # _to_mlflow_entity is what mlflow.log_input calls; that public call logs to the active run only
+        # mlflow.log_input, the public call, logs to the active run only
         inputs = [
-            DatasetInput(d._to_mlflow_entity(), [InputTag("mlflow.data.context", ctx)])
+            DatasetInput(dataset_entity(d), [InputTag("mlflow.data.context", ctx)])
             for ctx, d in datasets.items()
         ]
         with uninterrupted():

@@ -1,7 +1,6 @@
 """LightningDataModule over a DatasetIndex: the same loaders for sanity, train and validate."""
 
 import random
-import signal
 from typing import Any
 
 import lightning as L
@@ -12,13 +11,7 @@ from pipeline.data.images import ImageDataset
 from pipeline.data.resized_cache import CACHED_SPLITS, ResizedImages
 from pipeline.data.sources import DatasetIndex
 from pipeline.data.transforms import Preprocess, eval_transform, train_transform
-
-
-def ignore_sigterm(worker_id: int) -> None:
-    """In a loader worker: a scheduler's SIGTERM (scancel, a time limit) reaches every process of the job, and
-    a worker it killed would fail the run ("DataLoader worker ... is killed") before the main process stops it
-    as interrupted (KILLED). The main process ends its workers when it stops; SIGKILL ends stragglers."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+from pipeline.signals import ignore_sigterm
 
 
 class ImageDataModule(L.LightningDataModule):

@@ -3,7 +3,6 @@ callbacks and plugins the pipeline owns (checkpoints by the objective, MLflow ep
 stopping, one line per epoch for log files; under DDP, the ranks' weights compared and SIGTERM taken in step).
 """
 
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from pipeline.models.epoch_log import EpochLine
 from pipeline.models.finetune import FinetuneSchedule
 from pipeline.progress import interactive
 from pipeline.ranks import ranks_run_this_job
+from pipeline.signals import sigterm_sets_lightning_flag
 
 
 class TrainEpochMetrics(Callback):
@@ -90,8 +90,7 @@ class StopRanksTogether(Callback):
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.world_size > 1:
-            connector = trainer._signal_connector  # what trainer.received_sigterm reads
-            signal.signal(signal.SIGTERM, lambda signum, frame: setattr(connector, "received_sigterm", True))
+            sigterm_sets_lightning_flag(trainer)
 
 
 class BestCheckpoint(ModelCheckpoint):

@@ -1,7 +1,7 @@
 import numpy as np
-from conftest import MAX_PIXELS
 from PIL import Image
 
+from pipeline.data.decode import MAX_PIXELS
 from pipeline.data.integrity import inspect_files
 from pipeline.data.sources import build_index
 from pipeline.data.stats import channel_mean_std, dataset_stats

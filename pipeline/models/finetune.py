@@ -9,12 +9,16 @@ The optimizer holds every parameter from the start, in head and backbone groups 
 no-decay), so the LR schedule covers all groups; a frozen parameter has no gradient and is skipped.
 """
 
+import logging
+
 import torch
 from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from pipeline.models.factory import classifier_head
+
+log = logging.getLogger("pipeline.train")
 
 
 def backbone_modules(model: nn.Module) -> list[nn.Module]:
@@ -123,6 +127,11 @@ class FinetuneSchedule(BaseFinetuning):
     def freeze_before_training(self, pl_module) -> None:
         if self.strategy == "gradual" and self.distributed:
             self.held = held_parameters(pl_module.model, self.freeze_batchnorm)
+            if pl_module.trainer.is_global_zero:
+                log.info(
+                    "DDP: the backbone is held (its gradients dropped) rather than frozen until epoch %d",
+                    self.unfreeze_epoch,
+                )
         elif self.strategy in ("linear_probe", "gradual"):
             freeze_backbone(pl_module.model, self.freeze_batchnorm)
 

@@ -3,6 +3,8 @@
 Not Hydra's own help: Hydra lists each group's options by deep-copying its config repository once per group,
 hydra/ groups included, which took 0.7 s of a 1 s `--help` on 2 cores. Here the options are the file names
 under conf/, and the config is composed once with the overrides given. `--hydra-help` is still Hydra's.
+
+Hydra's compose API is imported only when help is asked for.
 """
 
 from pathlib import Path

@@ -8,6 +8,8 @@ import math
 import statistics
 from typing import Any
 
+AUTO = "auto"  # the value that lets the pipeline choose a setting from the model and the data
+
 
 def starts_pretrained(model: dict[str, Any]) -> bool:
     return bool(model["pretrained"] or model["weights"])
@@ -37,6 +39,13 @@ def describe_finetune(recipe: dict[str, Any], lr: float) -> str:
     return rates
 
 
+def resolved_objective(objective: str, imbalanced: bool) -> str:
+    """`objective=auto`: val/bal_acc for imbalanced training classes, else val/acc; any other name as is."""
+    if objective != AUTO:
+        return objective
+    return "val/bal_acc" if imbalanced else "val/acc"
+
+
 BALANCED_MODE = "weighted_sampler"  # what data.balance=auto applies to an imbalanced training split
 
 
@@ -49,7 +58,7 @@ def imbalance_recipe(
     ratio = max(train_counts) / max(min(train_counts), 1)
     imbalanced = ratio >= threshold
     chosen_balance = (BALANCED_MODE if imbalanced else "none") if balance == "auto" else balance
-    chosen_objective = ("val/bal_acc" if imbalanced else "val/acc") if objective == "auto" else objective
+    chosen_objective = resolved_objective(objective, imbalanced)
     if not imbalanced or (balance != "auto" and objective != "auto"):
         return chosen_balance, chosen_objective, None
     line = (
@@ -66,7 +75,6 @@ def objective_direction(objective: str, mode: str) -> str:
     return "min" if objective.endswith("loss") else "max"
 
 
-AUTO = "auto"
 SMALL_SIZE, LARGE_SIZE = 128, 192  # px: what data.image_size=auto chooses between
 BASE_EPOCHS = 12  # what trainer.max_epochs=auto gives up to SMALL_SIZE
 

@@ -1,5 +1,9 @@
 """What a parent run tells in the MLflow UI: a name that says what ran, the command typed, a description
-(MLflow's `mlflow.note.content` tag, markdown) and the dataset splits as run inputs."""
+(MLflow's `mlflow.note.content` tag, markdown) and the dataset splits as run inputs.
+
+mlflow.data, pandas and Hydra's runtime state are imported where used: the runner imports this module
+before it knows whether this process tracks anything (DDP workers, config errors).
+"""
 
 import hashlib
 import shlex

@@ -1,4 +1,8 @@
-"""Run the configured stages in order inside one MLflow parent run, one child run per stage."""
+"""Run the configured stages in order inside one MLflow parent run, one child run per stage.
+
+The tracker (MLflow) is imported after the config checks and only on rank 0: a bad config fails before
+MLflow loads, and DDP workers never load it.
+"""
 
 import importlib
 import logging
@@ -17,6 +21,7 @@ from pipeline.cpu_share import fit_workers_to_share
 from pipeline.devices import place_parallel_job
 from pipeline.errors import PipelineError
 from pipeline.ranks import SilentTracker, is_rank_zero, slurm_restarted, worker_stages
+from pipeline.recipe import resolved_objective
 from pipeline.schema import STAGE_NAMES, Config
 from pipeline.signals import sigterm_as_interrupt
 
@@ -115,7 +120,7 @@ def run(cfg: DictConfig) -> float | None:
 def objective_value(cfg: DictConfig, ctx: Context) -> float | None:
     """What sweepers optimize: the objective as the train stage resolved it (`auto` is val/acc when no
     training ran), scored by the validate stage when it ran, else by the train stage's best epoch."""
-    name = ctx.objective or ("val/acc" if cfg.objective == "auto" else cfg.objective)
+    name = ctx.objective or resolved_objective(cfg.objective, imbalanced=False)
     return ctx.metrics.get(name)
 
 

@@ -139,7 +139,7 @@ class DataConfig:
     # null: the pretrained model's input size
     image_size: Any = bounded(MISSING, IMAGE_SIZE)  # an int, auto or null (OmegaConf's unions break merging)
     # share of each class held out to pick the checkpoint (of train, with holdout=auto)
-    val_fraction: float = bounded(0.2, FRACTION)
+    val_fraction: float = bounded(0.2, FRACTION, POSITIVE)
     # flat folders and manifests without splits: held out until the end
     test_fraction: float = bounded(0.15, FRACTION)
     holdout: Holdout = Holdout.auto  # split folders without test: val held out, checkpoint on a train slice
@@ -316,6 +316,9 @@ class ExportConfig:
     model_name: str = "image-classifier"  # the registered model's name (export.register=true)
 
 
+STAGE_NAMES = ("data", "sanity", "train", "validate", "export")  # in the order they run
+
+
 @dataclass
 class Config:
     data: DataConfig = MISSING
@@ -332,7 +335,7 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     # the stages to run, in order; a stage runs alone when its inputs are given
-    stages: list[str] = field(default_factory=lambda: ["data", "sanity", "train", "validate", "export"])
+    stages: list[str] = field(default_factory=lambda: list(STAGE_NAMES))
     seed: int = 42  # seeds Python, NumPy and torch (Lightning's seed_everything) for the run
     output_dir: str = MISSING  # the run's folder (Hydra's run or sweep folder by default)
     ckpt_path: str | None = None  # validate/export this checkpoint
@@ -359,7 +362,6 @@ def bounds() -> list[tuple[str, Rule]]:
     return found + [(f"trainer.{name}", r) for name, rules in TRAINER_RULES.items() for r in rules]
 
 
-STAGE_NAMES = ("data", "sanity", "train", "validate", "export")
 # what the train stage logs after each epoch's validation (pipeline.models.module): what can pick a checkpoint
 VAL_METRICS = ("val/acc", "val/bal_acc", "val/f1_macro", "val/loss")
 

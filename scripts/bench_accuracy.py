@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import random
-import re
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench_common import CLOTHING, FLOWERS, HAND_SIGNS, ROOT, SHARED, child_env, machine, write_report
+from bench_common import CLOTHING, FLOWERS, HAND_SIGNS, ROOT, RUN_ID, SHARED, child_env, machine, write_report
 
 PRETRAINED = ["model=efficientnet_lite0"]
 RECIPES = {  # name -> (what it is, overrides); "default" is the baseline every other is judged against
@@ -57,7 +56,6 @@ IMBALANCED = {  # on the imbalanced copy of the hand signs
 KEEP = (1.0, 0.5, 0.2, 0.1)  # share of images kept per class in the imbalanced copy, cycling over classes
 SMALL_PER_CLASS = 10  # training images per class in the flowers subset
 METRICS = ("test/acc", "test/f1_macro", "test/bal_acc", "train/last_val_acc", "data/imbalance_ratio")
-RUN_ID = re.compile(r"MLflow run ([0-9a-f]{32})")
 TIE = 0.01  # the default ties when its mean is within this of the best other recipe
 
 

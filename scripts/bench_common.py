@@ -6,12 +6,14 @@ Imported by name (`from bench_common import ...`): a script's own folder is firs
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+RUN_ID = re.compile(r"MLflow run ([0-9a-f]{32})")  # in a pipeline run's log
 SHARED = ROOT.parent / "shared" / "datasets"  # real photo folders beside the clone (their SOURCE.md), if any
 HAND_SIGNS = SHARED / "sign_language_digits" / "Dataset"
 FLOWERS = SHARED / "flowers17_subset"

@@ -26,8 +26,11 @@ from pathlib import Path
 
 import numpy as np
 from bench_common import ROOT, machine, write_report
-from mlflow_server import group_rss_mb, stop, wait_ready
-from serve import newest_model_uri, start, tracking_uri
+
+from pipeline.export.served import newest_model_uri
+from pipeline.export.serving_app import start_server
+from pipeline.process_group import group_rss_mb, stop, wait_ready
+from pipeline.tracking import resolve_tracking_uri
 
 
 def good_body(image: bytes) -> bytes:
@@ -203,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         print(f"error: no images under {args.images} (make smoke writes the digits there)", file=sys.stderr)
         return 2
-    load_before, uri = os.getloadavg()[0], tracking_uri()
+    load_before, uri = os.getloadavg()[0], resolve_tracking_uri(None, str(ROOT / "mlruns"))
     model_uri = args.model_uri or newest_model_uri(uri)
-    proc = start(model_uri, args.port, uri)
+    proc = start_server(model_uri, args.port, uri)
     try:
         wait_ready(f"http://127.0.0.1:{args.port}", proc)
         url = f"http://127.0.0.1:{args.port}/invocations"

@@ -16,8 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_accuracy import RUN_ID
-from bench_common import HAND_SIGNS, ROOT, child_env, machine, write_report
+from bench_common import HAND_SIGNS, ROOT, RUN_ID, child_env, machine, write_report
 
 DIGITS = ["data=digits", "model=resnet18", "trainer.max_epochs=5"]
 ONE_GPU = ["trainer=gpu", "trainer.devices=1", "train.compile=true", "train.channels_last=true"]

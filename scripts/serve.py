@@ -11,48 +11,22 @@ runs in its own process group and is stopped as a group (Ctrl-C, SIGTERM).
 """
 
 import argparse
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-from mlflow_server import foreground
-
-from pipeline.export.serving_app import MODEL_URI
+from pipeline.errors import PipelineError
+from pipeline.export.served import newest_model_uri
+from pipeline.export.serving_app import start_server
+from pipeline.logs import to_console
+from pipeline.process_group import foreground
+from pipeline.tracking import resolve_tracking_uri
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_NAME = "image_classifier"  # pipeline.export.served logs it under this name
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}"
-
-
-def newest_model_uri(uri: str) -> str:
-    """`models:/<model id>` of the newest image classifier logged in the store at `uri`."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    models = client.search_logged_models(
-        experiments,
-        filter_string=f"name = '{MODEL_NAME}'",
-        order_by=[{"field_name": "creation_timestamp", "ascending": False}],
-        max_results=1,
-    )
-    if not models:
-        raise SystemExit(f"error: no {MODEL_NAME} model in {uri}: run the export stage first (make train)")
-    return f"models:/{models[0].model_id}"
-
-
-def start(model_uri: str, port: int, uri: str) -> subprocess.Popen:
-    """MLflow's scoring app for the model, its body capped (pipeline.export.serving_app), in a new session."""
-    command = [
-        sys.executable, "-m", "uvicorn", "--factory", "pipeline.export.serving_app:create_app",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, MODEL_URI: model_uri}
-    return subprocess.Popen(command, env=env, start_new_session=True)
+    """MLFLOW_TRACKING_URI, else the embedded store `make train` writes."""
+    return resolve_tracking_uri(None, str(ROOT / "mlruns"))
 
 
 def main() -> int:
@@ -60,11 +34,16 @@ def main() -> int:
     parser.add_argument("--model-uri", help="models:/..., runs:/... or a folder; default: the newest logged")
     parser.add_argument("--port", type=int, default=5001)
     args = parser.parse_args()
+    to_console()
     uri = tracking_uri()
-    model_uri = args.model_uri or newest_model_uri(uri)
+    try:
+        model_uri = args.model_uri or newest_model_uri(uri)
+    except PipelineError as err:
+        sys.exit(f"error: {err}")
     url = f"http://127.0.0.1:{args.port}"
-    proc = start(model_uri, args.port, uri)
-    return foreground(proc, url, f"serving {model_uri} on {url}/invocations; Ctrl-C stops it")
+    proc = start_server(model_uri, args.port, uri)
+    ready = f"serving {model_uri} on {url}/invocations; Ctrl-C stops it"
+    return foreground(proc, url, ready)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 import os
 import shutil
+import socket
+import subprocess
 import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -13,6 +15,7 @@ import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from pipeline import process_group  # noqa: E402
 from pipeline.schema import register  # noqa: E402
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -55,6 +58,48 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m pipeline <args>` in a child process, as a user runs it."""
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(Path(CONF_DIR).parent)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def artifact_paths(client, run_id: str, path: str | None = None) -> set[str]:
+    """Every artifact file of an MLflow run, as paths relative to its artifact root."""
+    out = set()
+    for item in client.list_artifacts(run_id, path):
+        out |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return out
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory):
+    """The URL of a real MLflow tracking server (scripts/mlflow_server.py) on a free loopback port, for the
+    module's tests; stopped at the end of the module whatever happens."""
+    script, port = load_script("mlflow_server"), free_port()
+    proc = script.start(tmp_path_factory.mktemp("server"), port=port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        process_group.wait_ready(url, proc)
+        yield url
+    finally:
+        process_group.stop(proc)
 
 
 @pytest.fixture

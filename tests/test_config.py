@@ -1,10 +1,7 @@
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR, experiments_in
+from conftest import CONF_DIR, experiments_in, run_cli
 from omegaconf import OmegaConf
 
 SET_BY_TESTS = {"trainer.enable_progress_bar", "data.cache_dir", "tracking.dir"}  # conftest.compose_cfg
@@ -60,19 +57,6 @@ def test_every_config_choice_composes_with_the_values_its_file_states(make_cfg, 
     for key, value in leaves(stated).items():
         if value != "???" and f"{prefix}{key}" not in SET_BY_TESTS:
             assert at(composed, f"{prefix}{key}") == value, key
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(Path(CONF_DIR).parent)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_cli_config_error_is_one_line_and_exits_nonzero(tmp_path):

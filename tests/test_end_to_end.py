@@ -4,6 +4,7 @@ import json
 import re
 
 import pytest
+from conftest import artifact_paths
 from mlflow.tracking import MlflowClient
 
 from pipeline.errors import PipelineError
@@ -27,13 +28,6 @@ def runs_by_parent(client: MlflowClient, experiment_id: str) -> dict[str, list]:
         p.info.run_id: [r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id]
         for p in parents
     }
-
-
-def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
-    out = set()
-    for item in client.list_artifacts(run_id, path):
-        out |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
-    return out
 
 
 def assert_the_run_tells_its_story(client: MlflowClient, experiment, parent) -> None:

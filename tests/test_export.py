@@ -23,17 +23,19 @@ import onnx
 import onnxruntime as ort
 import pandas as pd
 import pytest
-from conftest import compose_cfg, load_script, make_image_folder
+from conftest import compose_cfg, free_port, make_image_folder
 from mlflow.tracking import MlflowClient
 from PIL import Image
-from test_server import free_port
 
+from pipeline import process_group
 from pipeline.data.sources import build_index
 from pipeline.data.transforms import Preprocess
 from pipeline.export.benchmark import WARMUP_RUNS, latency
 from pipeline.export.compare import accuracy, agreement, collect_logits
 from pipeline.export.metadata import describe, read_metadata
 from pipeline.export.quantize import quantize_int8
+from pipeline.export.served import newest_model_uri
+from pipeline.export.serving_app import start_server
 from pipeline.models.module import load_classifier
 from pipeline.runner import run
 
@@ -275,11 +277,10 @@ def blank_png(width: int, height: int) -> bytes:
 
 @contextmanager
 def make_serve(exported):
-    """`make serve` (scripts/serve.py) on a free port: its URL, its process and scripts/mlflow_server."""
-    serve, server = load_script("serve"), load_script("mlflow_server")
-    port = free_port()
+    """`make serve` (scripts/serve.py) on a free port: its URL, its process and pipeline.process_group."""
+    server, port = process_group, free_port()
     uri = exported.client.tracking_uri
-    proc = serve.start(serve.newest_model_uri(uri), port, uri)
+    proc = start_server(newest_model_uri(uri), port, uri)
     try:
         server.wait_ready(f"http://127.0.0.1:{port}", proc)
         yield f"http://127.0.0.1:{port}/invocations", proc, server

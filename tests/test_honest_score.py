@@ -6,9 +6,8 @@ import logging
 from collections import Counter
 
 import pytest
-from conftest import make_image_folder
+from conftest import make_image_folder, run_cli
 from mlflow.tracking import MlflowClient
-from test_config import run_cli
 
 import pipeline.data.images as images
 import pipeline.data.resized_cache as resized_cache

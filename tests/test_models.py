@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -45,3 +47,22 @@ def test_head_starts_at_zero_unless_asked_otherwise():
     assert create_model("resnet18", 7, zero_init_head=False).fc.weight.any()
     cnn = create_model("simple_cnn", 4, kwargs={"channels": [4]})
     assert not cnn.head[-1].weight.any() and cnn.features[0][0].weight.any()
+
+
+def test_simple_cnn_conf_states_the_class_defaults():
+    """conf/model/simple_cnn.yaml lists the block settings (Hydra overrides only keys it declares) with the
+    class's own defaults, so that one of them cannot change alone."""
+    import inspect
+
+    from conftest import CONF_DIR
+    from omegaconf import OmegaConf
+
+    from pipeline.models.simple_cnn import SimpleCNN
+
+    declared = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "model" / "simple_cnn.yaml").kwargs)
+    defaults = {
+        name: list(p.default) if isinstance(p.default, tuple) else p.default
+        for name, p in inspect.signature(SimpleCNN).parameters.items()
+        if name in declared
+    }
+    assert declared == defaults

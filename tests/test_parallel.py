@@ -69,3 +69,9 @@ def test_parallel_runs_share_one_sqlite_store(make_cfg, image_folder, tmp_path):
     parallel_data_runs(make_cfg, image_folder, tmp_path)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     assert_all_recorded(client, "image-classification")
+
+
+def test_parallel_runs_through_the_server(tracking_server, make_cfg, image_folder, tmp_path):
+    url = tracking_server
+    parallel_data_runs(make_cfg, image_folder, tmp_path, f"tracking.uri={url}", "tracking.experiment=many")
+    assert_all_recorded(MlflowClient(url), "many")

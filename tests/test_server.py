@@ -2,52 +2,22 @@
 through it, parallel runs too, and the server stops as a whole process group. A server that is down is
 one clear error, at once."""
 
-import importlib.util
 import socket
 import time
 from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import experiments_in
+from conftest import experiments_in, free_port, load_script
 from mlflow.tracking import MlflowClient
-from test_parallel import assert_all_recorded, parallel_data_runs
 
+from pipeline import process_group
 from pipeline.errors import PipelineError
 from pipeline.runner import run
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "mlflow_server.py"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("mlflow_server", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """(script module, server process, url); stopped at the end of the module whatever happens."""
-    script = load_script()
-    port = free_port()
-    proc = script.start(tmp_path_factory.mktemp("server"), port=port)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        script.wait_ready(url, proc)
-        yield script, proc, url
-    finally:
-        script.stop(proc)
-
-
-def test_pipeline_records_through_the_server(server, make_cfg, image_folder, tmp_path):
-    _, _, url = server
+def test_pipeline_records_through_the_server(tracking_server, make_cfg, image_folder, tmp_path):
+    url = tracking_server
     run(make_cfg("stages=[data]", f"tracking.uri={url}", "tracking.experiment=served", root=image_folder))
 
     client = MlflowClient(url)
@@ -65,22 +35,16 @@ def test_pipeline_records_through_the_server(server, make_cfg, image_folder, tmp
     assert '"num_images": 36' in Path(stats).read_text()
 
 
-def test_parallel_runs_through_the_server(server, make_cfg, image_folder, tmp_path):
-    _, _, url = server
-    parallel_data_runs(make_cfg, image_folder, tmp_path, f"tracking.uri={url}", "tracking.experiment=many")
-    assert_all_recorded(MlflowClient(url), "many")
-
-
 def test_server_stops_as_a_whole_process_group(tmp_path):
     """Its own server: stopping the module's one would leave later tests without it."""
-    script, port = load_script(), free_port()
+    script, port = load_script("mlflow_server"), free_port()
     proc = script.start(tmp_path, port=port)
     url = f"http://127.0.0.1:{port}"
     try:
-        script.wait_ready(url, proc)
+        process_group.wait_ready(url, proc)
     finally:
-        script.stop(proc)
-    assert proc.returncode is not None and not script.group_alive(proc.pid)
+        process_group.stop(proc)
+    assert proc.returncode is not None and not process_group.group_alive(proc.pid)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=2).close()
 

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR, load_script
+from conftest import CONF_DIR
 from mlflow.tracking import MlflowClient
-from test_server import free_port
 
 
 def why_no_cluster(wait_s: float = 30) -> str | None:
@@ -60,19 +59,6 @@ TINY_JOB = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """The tracking server's URL; the jobs run in other processes, as on other machines, and report here."""
-    script, port = load_script("mlflow_server"), free_port()
-    proc = script.start(tmp_path_factory.mktemp("server"), port=port)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        script.wait_ready(url, proc)
-        yield url
-    finally:
-        script.stop(proc)
-
-
 def submit(
     url: str, experiment: str, tmp_path: Path, image_folder: Path, *overrides: str
 ) -> subprocess.Popen:
@@ -113,9 +99,9 @@ def squeue_state(job: str) -> str:
     return done.stdout.strip()
 
 
-def test_a_sweep_runs_as_slurm_jobs_each_its_own_parent_run(server, tmp_path, image_folder):
-    finished(submit(server, "sweep", tmp_path, image_folder, "stages=[data,train]", "seed=1,2"))
-    parents, children = runs_of(server, "sweep")
+def test_a_sweep_runs_as_slurm_jobs_each_its_own_parent_run(tracking_server, tmp_path, image_folder):
+    finished(submit(tracking_server, "sweep", tmp_path, image_folder, "stages=[data,train]", "seed=1,2"))
+    parents, children = runs_of(tracking_server, "sweep")
     assert sorted(p.data.params["seed"] for p in parents) == ["1", "2"]
     assert {p.info.status for p in parents} == {"FINISHED"}
     assert all(sorted((c.info.run_name, c.info.status) for c in children[p.info.run_id])
@@ -127,57 +113,60 @@ def test_a_sweep_runs_as_slurm_jobs_each_its_own_parent_run(server, tmp_path, im
 DDP_TWO_NODES = ["trainer=ddp", "trainer.devices=1", "trainer.num_nodes=2"]  # one task on each node
 
 
-def test_ddp_across_two_slurm_nodes_is_one_run_with_equal_weights(server, tmp_path, image_folder):
+def test_ddp_across_two_slurm_nodes_is_one_run_with_equal_weights(tracking_server, tmp_path, image_folder):
     overrides = ["stages=[train]", "trainer.max_epochs=2", *DDP_TWO_NODES]
-    finished(submit(server, "ddp", tmp_path, image_folder, *overrides))
-    parents, children = runs_of(server, "ddp")
+    finished(submit(tracking_server, "ddp", tmp_path, image_folder, *overrides))
+    parents, children = runs_of(tracking_server, "ddp")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # rank 1 recorded nothing
     (train,) = children[parents[0].info.run_id]
     assert (train.data.params["train.num_nodes"], train.data.params["train.world_size"]) == ("2", "2")
     assert train.data.metrics["train/rank_weight_diff"] == 0.0  # both ranks ended with the same weights
-    history = MlflowClient(server).get_metric_history(train.info.run_id, "train/loss")
+    history = MlflowClient(tracking_server).get_metric_history(train.info.run_id, "train/loss")
     assert [m.step for m in history] == [0, 1]  # once per epoch: from rank 0 only
     assert (tmp_path / "jobs" / "0" / "checkpoints" / "best.ckpt").is_file()
 
 
-def test_a_cancelled_ddp_job_ends_killed_and_resume_finishes_it(server, tmp_path, image_folder):
+def test_a_cancelled_ddp_job_ends_killed_and_resume_finishes_it(tracking_server, tmp_path, image_folder):
     """Both nodes' ranks get SLURM's SIGTERM; both resume from the same last.ckpt."""
     epochs = ["stages=[train]", "trainer.max_epochs=40", *DDP_TWO_NODES]
-    process = submit(server, "cancel", tmp_path, image_folder, *epochs)
+    process = submit(tracking_server, "cancel", tmp_path, image_folder, *epochs)
     last = tmp_path / "jobs" / "0" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 180
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    (parent,), _ = runs_of(server, "cancel")
+    (parent,), _ = runs_of(tracking_server, "cancel")
     subprocess.run(["scancel", parent.data.tags["slurm_job"]], check=True, timeout=30)
     deadline = time.monotonic() + 90  # SLURM's SIGTERM, then SIGKILL after its KillWait (30 s by default)
-    while runs_of(server, "cancel")[0][0].info.status == "RUNNING" and time.monotonic() < deadline:
+    while runs_of(tracking_server, "cancel")[0][0].info.status == "RUNNING" and time.monotonic() < deadline:
         time.sleep(0.5)
     process.kill()  # Hydra's launcher waits on the job's result, which a cancelled job never writes
     process.communicate()
-    (parent,), children = runs_of(server, "cancel")
+    (parent,), children = runs_of(tracking_server, "cancel")
     (train,) = children[parent.info.run_id]
     assert (parent.info.status, train.info.status) == ("KILLED", "KILLED")
     assert torch.load(last, weights_only=True)["epoch"] < 39  # interrupted, its last checkpoint intact
 
-    finished(submit(server, "cancel", tmp_path, image_folder, f"resume={parent.info.run_id}", *DDP_TWO_NODES))
-    (again,), children = runs_of(server, "cancel")
+    resumed = submit(
+        tracking_server, "cancel", tmp_path, image_folder, f"resume={parent.info.run_id}", *DDP_TWO_NODES
+    )
+    finished(resumed)
+    (again,), children = runs_of(tracking_server, "cancel")
     assert again.info.run_id == parent.info.run_id and again.info.status == "FINISHED"
     assert [r.info.run_id for r in children[again.info.run_id]] == [train.info.run_id]
-    history = MlflowClient(server).get_metric_history(train.info.run_id, "train/loss")
+    history = MlflowClient(tracking_server).get_metric_history(train.info.run_id, "train/loss")
     assert sorted(m.step for m in history) == list(range(40))  # continued, each epoch once
 
 
-def test_a_requeued_ddp_job_continues_its_own_run(server, tmp_path, image_folder):
+def test_a_requeued_ddp_job_continues_its_own_run(tracking_server, tmp_path, image_folder):
     """`scontrol requeue` (what preemption and node failures do): SLURM stops the job and starts it again
     under the same id; the second start continues the first start's run from its last.ckpt."""
-    process = submit(server, "requeue", tmp_path, image_folder, "stages=[train]", "trainer.max_epochs=40",
-                     *DDP_TWO_NODES)  # fmt: skip
+    process = submit(tracking_server, "requeue", tmp_path, image_folder, "stages=[train]",
+                     "trainer.max_epochs=40", *DDP_TWO_NODES)  # fmt: skip
     last = tmp_path / "jobs" / "0" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 180
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    (parent,), _ = runs_of(server, "requeue")
+    (parent,), _ = runs_of(tracking_server, "requeue")
     job = parent.data.tags["slurm_job"]
     subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
     deadline = time.monotonic() + 60  # pending again, eligible in 2 minutes (SLURM's requeue delay): now
@@ -185,8 +174,8 @@ def test_a_requeued_ddp_job_continues_its_own_run(server, tmp_path, image_folder
         time.sleep(0.5)
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=30)
     finished(process, timeout=300)  # Hydra's launcher gets the second start's result
-    (again,), children = runs_of(server, "requeue")
+    (again,), children = runs_of(tracking_server, "requeue")
     assert again.info.run_id == parent.info.run_id and again.info.status == "FINISHED"
     (train,) = children[again.info.run_id]
-    history = MlflowClient(server).get_metric_history(train.info.run_id, "train/loss")
+    history = MlflowClient(tracking_server).get_metric_history(train.info.run_id, "train/loss")
     assert sorted(m.step for m in history) == list(range(40))  # continued, each epoch once

@@ -5,10 +5,9 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import CONF_DIR
+from conftest import CONF_DIR, run_cli
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
-from test_config import run_cli
 
 from pipeline.schema import register
 

@@ -11,12 +11,11 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import make_image_folder
+from conftest import free_port, make_image_folder
 from lightning.pytorch.callbacks import BaseFinetuning, Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
-from test_server import free_port
 from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.errors import PipelineError

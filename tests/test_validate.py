@@ -10,9 +10,8 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from conftest import compose_cfg, make_image_folder
+from conftest import artifact_paths, compose_cfg, make_image_folder
 from mlflow.tracking import MlflowClient
-from test_end_to_end import artifact_paths
 
 from pipeline.context import Context
 from pipeline.data.decode import MAX_PIXELS

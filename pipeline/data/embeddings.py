@@ -28,8 +28,8 @@ from pipeline.errors import PipelineError
 from pipeline.models.factory import create_model_from_spec, pretrained_data_config
 from pipeline.onnx_io import export_onnx, onnx_runner, session
 from pipeline.progress import Progress
+from pipeline.schema import ExportConfig  # its default opset, for the audit backbone too
 
-OPSET = 18
 EAGER_BUDGET_S = 10.0  # export the backbone once PyTorch eager would need longer than this for the rest
 # PyTorch batches shrink as images grow (eager_batch_size): 32 at 64 px, 8 at 128, 3 at 224; small batches
 # of large images were about twice as fast an image on CPU as batches of 64 (docs/design.md).
@@ -145,7 +145,7 @@ def embed_files(
                 )
                 backbone.parent.mkdir(parents=True, exist_ok=True)
                 partial = backbone.with_suffix(f".{os.getpid()}.tmp.onnx")  # a stopped export leaves none
-                export_onnx(model, partial, preprocess.image_size, OPSET).replace(backbone)
+                export_onnx(model, partial, preprocess.image_size, ExportConfig.opset).replace(backbone)
                 break
     if progress.done < len(paths):
         run = onnx_runner(session(backbone))

@@ -2,6 +2,9 @@
 
 Files are decoded (not judged by suffix) in worker processes; results are cached by (path, size, mtime),
 so a rerun over an unchanged folder only stats the files. Perceptual hashes come from `imagehash`.
+
+imagehash and PIL load in inspect_file, the one function that decodes: the stages that import this
+module for its fingerprints (train, validate) load neither.
 """
 
 import contextlib

@@ -6,6 +6,8 @@ confident learning estimates how many labels are wrong and flags that many of th
 images (`low_self_confidence`), ranked by label quality. The classifier, its regularization and the filter
 were chosen on real photos with planted label errors: the one pair that kept both recall and precision near
 0.8 (docs/design.md). cleanlab is AGPL-3.0: this is the only module that imports it.
+
+cleanlab is imported only when label issues are searched.
 """
 
 import hashlib

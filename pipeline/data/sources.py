@@ -2,6 +2,8 @@
 
 A folder is either `root/<class>/*` (split here into train, val and test, stratified and seeded, so reruns
 see the same split) or `root/<split>/<class>/*` with split folders train, val (or valid, validation) and test.
+
+scikit-learn, NumPy and PIL are imported only to write the built-in digits, not to scan a folder.
 """
 
 import csv
@@ -274,11 +276,6 @@ def build_index(
     `holdout=auto`, split folders with a val split but no test split keep val untouched as the test split
     (a user who splits into train and val means val as the held-out set) and the checkpoint is picked on a
     seeded slice of train; `holdout=none` lets val pick the checkpoint, with no held-out split."""
-    if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-        raise PipelineError(
-            f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be fractions "
-            "with val > 0 and val + test < 1"
-        )
     is_manifest = root.suffix.lower() == ".csv" and root.is_file()
     class_names, items = read_manifest(root) if is_manifest else scan_folder(root)
     label_of = {name: i for i, name in enumerate(class_names)}

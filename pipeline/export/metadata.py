@@ -2,6 +2,8 @@
 
 Readers need only onnxruntime (no torch, no albumentations), so `scripts/predict.py` can rebuild the exact
 eval transform from the file alone. One JSON document under the metadata key `pipeline`.
+
+onnx is imported only to write the metadata: readers (scripts/predict.py) need onnxruntime alone.
 """
 
 import json

@@ -14,6 +14,9 @@ Limits, read from the environment where the model is served (when it loads):
 - PIPELINE_SERVE_MAX_PIXELS (default: the model's run's data.max_pixels, 64,000,000 unless set): a larger
   image is refused from its header, undecoded.
 - PIPELINE_SERVE_MAX_ROWS (default 64): images per request.
+
+The inference and decode helpers (onnxruntime, PIL) load with the served model (`load_context`) and the
+MLflow client with a store search, not when the export stage imports this module to log the model.
 """
 
 import io
@@ -30,6 +33,8 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, PERMISSION_DENIED
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array
+
+from pipeline.errors import PipelineError
 
 IMAGE, PATH = "image", "path"
 DEFAULT_TOP_K = 5
@@ -172,12 +177,32 @@ def requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in REQUIREMENTS]
 
 
+MODEL_NAME = "image_classifier"  # the logged model's name: what `make serve` looks for
+
+
+def newest_model_uri(tracking_uri: str) -> str:
+    """`models:/<model id>` of the newest image classifier logged in the store at `tracking_uri`."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    models = client.search_logged_models(
+        experiments,
+        filter_string=f"name = '{MODEL_NAME}'",
+        order_by=[{"field_name": "creation_timestamp", "ascending": False}],
+        max_results=1,
+    )
+    if not models:
+        raise PipelineError(f"no {MODEL_NAME} model in {tracking_uri}: run the export stage (make train)")
+    return f"models:/{models[0].model_id}"
+
+
 def log_image_classifier(onnx_path: Path, example_image: bytes, register_as: str | None):
     """Log the pyfunc model in the active run, with the pipeline package as its code: the ModelInfo."""
     import pipeline
 
     return mlflow.pyfunc.log_model(
-        name="image_classifier",
+        name=MODEL_NAME,
         python_model=str(Path(__file__).with_name("served_model.py")),
         artifacts={ONNX_ARTIFACT: str(onnx_path)},
         code_paths=[str(Path(pipeline.__file__).parent)],

@@ -10,6 +10,10 @@ of it is read, or as soon as a chunked body passes the cap. The model's own limi
 
 import json
 import os
+import subprocess
+import sys
+
+from pipeline.process_group import start_in_own_group
 
 MODEL_URI = "PIPELINE_SERVE_MODEL_URI"
 MAX_BYTES = "PIPELINE_SERVE_MAX_BYTES"
@@ -66,3 +70,13 @@ def create_app():
 
     model = scoring_server.load_model_with_mlflow_config(os.environ[MODEL_URI])
     return BodyLimit(scoring_server.init(model), int(os.environ.get(MAX_BYTES, DEFAULT_MAX_BYTES)))
+
+
+def start_server(model_uri: str, port: int, tracking_uri: str) -> subprocess.Popen:
+    """This app for the model under uvicorn on 127.0.0.1:`port`, in its own process group."""
+    command = [
+        sys.executable, "-m", "uvicorn", "--factory", "pipeline.export.serving_app:create_app",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, MODEL_URI: model_uri}
+    return start_in_own_group(command, env)

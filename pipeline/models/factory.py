@@ -1,5 +1,8 @@
 """One factory for every model: `create_model(name, num_classes, ...)` over timm's registry, the torchvision
-classics timm lacks (AlexNet, GoogLeNet) and SimpleCNN; `create_model_from_spec` for a `model` config."""
+classics timm lacks (AlexNet, GoogLeNet) and SimpleCNN; `create_model_from_spec` for a `model` config.
+
+torchvision is imported only for the classics timm lacks.
+"""
 
 from typing import Any
 

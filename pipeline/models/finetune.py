@@ -7,6 +7,8 @@
 
 The optimizer holds every parameter from the start, in head and backbone groups (each split into decay and
 no-decay), so the LR schedule covers all groups; a frozen parameter has no gradient and is skipped.
+
+timm's parameter grouping is imported only for discriminative rates (first_stage_lr_factor).
 """
 
 import logging

@@ -105,21 +105,23 @@ class BestCheckpoint(ModelCheckpoint):
         self.best_tie_breaker: float | None = None  # the val/loss of the checkpoint kept
 
     def check_monitor_top_k(self, trainer: L.Trainer, current: torch.Tensor | None = None) -> bool:
-        if super().check_monitor_top_k(trainer, current):
-            return True
+        """Whether `current` makes the new best checkpoint; Lightning saves it exactly when this says so
+        (pinned by tests/test_training.py), so the tie-breaker of the checkpoint kept is recorded here."""
         loss = trainer.callback_metrics.get(self.TIE_BREAKER)
-        tied = (
-            current is not None
-            and self.best_model_score is not None
-            and bool(current == self.best_model_score)
-        )
-        lower = loss is not None and self.best_tie_breaker is not None and float(loss) < self.best_tie_breaker
-        return trainer.strategy.reduce_boolean_decision(tied and lower)
-
-    def _update_best_and_save(self, current, trainer: L.Trainer, monitor_candidates: dict) -> None:
-        loss = monitor_candidates.get(self.TIE_BREAKER)
-        self.best_tie_breaker = None if loss is None else float(loss)
-        super()._update_best_and_save(current, trainer, monitor_candidates)
+        better = super().check_monitor_top_k(trainer, current)
+        if not better:
+            tied = (
+                current is not None
+                and self.best_model_score is not None
+                and bool(current == self.best_model_score)
+            )
+            lower = (
+                loss is not None and self.best_tie_breaker is not None and float(loss) < self.best_tie_breaker
+            )
+            better = trainer.strategy.reduce_boolean_decision(tied and lower)
+        if better:
+            self.best_tie_breaker = None if loss is None else float(loss)
+        return better
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "best_tie_breaker": self.best_tie_breaker}

@@ -4,6 +4,8 @@ Keys are matched by name first (after stripping `model.`/`module.` prefixes); wh
 project's convention but the tensors line up one to one in order with equal shapes (EfficientNet-PyTorch
 files against timm's tf_efficientnet_*, for example), they are mapped by position. A classifier whose size
 differs from the model's (1000 ImageNet classes against yours) keeps its fresh init.
+
+safetensors and importlib.resources load only for the files that need them.
 """
 
 from pathlib import Path

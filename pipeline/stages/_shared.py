@@ -1,4 +1,8 @@
-"""Inputs several stages need and rebuild when run alone (not a stage itself)."""
+"""Inputs several stages need and rebuild when run alone (not a stage itself).
+
+The model factory (timm, torch) is imported only to read a pretrained model's preprocessing: a
+data-only run never loads torch.
+"""
 
 import logging
 from pathlib import Path

@@ -21,3 +21,4 @@ class Context:
     onnx_path: Path | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     objective: str | None = None  # the metric `objective=auto` resolved to in the train stage
+    callbacks: list = field(default_factory=list)  # Lightning callbacks the caller adds to the train stage's

@@ -65,8 +65,9 @@ def check_stages(stages: list[str]) -> None:
         raise PipelineError(f"unknown or no stages {unknown}: choose from {list(STAGE_NAMES)}")
 
 
-def run(cfg: DictConfig) -> float | None:
-    """Returns the objective metric when a stage produced it, for sweepers."""
+def run(cfg: DictConfig, callbacks: tuple = ()) -> float | None:
+    """Returns the objective metric when a stage produced it, for sweepers. `callbacks`: Lightning callbacks
+    added to the train stage's own (benchmarks, notebooks)."""
     started = time.perf_counter()
     check_stages(list(cfg.stages))
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # fail before any run starts
@@ -91,7 +92,7 @@ def run(cfg: DictConfig) -> float | None:
     if cfg.resume:
         resume_id, cfg = resumed(cfg, tracker)
     output_dir = writable_folder(Path(cfg.output_dir), "output folder")
-    ctx = Context(output_dir=output_dir)
+    ctx = Context(output_dir=output_dir, callbacks=list(callbacks))
     yaml = OmegaConf.to_yaml(cfg, resolve=True)
     story = (run_story.run_name(cfg), run_story.command_line(), run_story.description(cfg))
     with (

@@ -60,7 +60,6 @@ from pipeline.onnx_io import export_onnx, onnx_runner, session, torch_runner  # 
 from pipeline.recipe import finetune_recipe  # noqa: E402
 from pipeline.runner import run as run_pipeline  # noqa: E402
 from pipeline.schema import Config, plain, register  # noqa: E402
-from pipeline.stages import train as train_stage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 10
@@ -426,22 +425,6 @@ def process_figures(plan: Plan, work: Path) -> list[Figure]:
 
 
 @contextmanager
-def paired_training(pairs: PairedSteps):
-    """The train stage, as it runs, with `pairs` among its callbacks."""
-    real = train_stage.training_callbacks
-
-    def with_pairs(*args, **kwargs):
-        best, callbacks = real(*args, **kwargs)
-        return best, [*callbacks, pairs]
-
-    train_stage.training_callbacks = with_pairs
-    try:
-        yield
-    finally:
-        train_stage.training_callbacks = real
-
-
-@contextmanager
 def bench_store():
     """In this process, runs go to the bench's own store (tracking.dir), never to MLFLOW_TRACKING_URI's, as
     child_env does for the commands it starts."""
@@ -479,8 +462,8 @@ def folder_figures(plan: Plan, work: Path) -> list[Figure]:
             f"data.cache_dir={work / 'cache'}",
         )  # fmt: skip
         pairs = PairedSteps(bare_step(*bare_parts(cfg)))
-        with bench_store(), paired_training(pairs):
-            run_pipeline(cfg)
+        with bench_store():
+            run_pipeline(cfg, callbacks=(pairs,))
         ours, bare = pairs.step_seconds(warmup=0)
         how = (
             f"last of {plan.folder_epochs} epoch(s), {len(ours)} steps: total bare / total pipeline; "

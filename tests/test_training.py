@@ -605,3 +605,19 @@ def test_channels_last_is_set_when_the_classifier_is_built_and_changes_no_result
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     x = torch.randn(4, 3, 8, 8)
     torch.testing.assert_close(nhwc.eval()(nhwc._inputs(x)), plain_layout.eval()(x))
+
+
+class EpochCounter(Callback):
+    def __init__(self):
+        self.epochs = 0
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.epochs += 1
+
+
+def test_a_caller_adds_callbacks_to_the_train_stage(make_cfg, image_folder):
+    """What the benchmark hooks in (scripts/bench.py): run(cfg, callbacks=...) reaches the train stage's
+    Lightning trainer beside the pipeline's own callbacks."""
+    counter = EpochCounter()
+    run(make_cfg(*STAGE_TRAIN, "trainer.max_epochs=2", root=image_folder), callbacks=(counter,))
+    assert counter.epochs == 2

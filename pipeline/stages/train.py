@@ -106,7 +106,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         ckpt_dir,
         cfg.train.ema_decay,
     )
-    trainer = build_trainer(plain(cfg.trainer), callbacks, ctx.output_dir)
+    trainer = build_trainer(plain(cfg.trainer), [*callbacks, *ctx.callbacks], ctx.output_dir)
     log_setup(tracker, trainer, classifier, datamodule, objective, balance, finetune)
     if cfg.train.lr_find:
         classifier.hparams.optimizer["lr"] = find_lr(

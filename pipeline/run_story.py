@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from pipeline.progress import duration
+from pipeline.summary import with_interval
 
 HEADLINE_METRICS = (
     "test/acc",
@@ -77,7 +78,7 @@ def description(
     ]
     shown = {k: metrics[k] for k in HEADLINE_METRICS if metrics and k in metrics}
     if shown:
-        lines += ["", " · ".join(f"**{k}** {v:.4g}" for k, v in shown.items())]
+        lines += ["", " · ".join(f"**{k}** {with_interval(metrics, k, '.4g')}" for k in shown)]
     if timings:
         lines += ["", "| stage | time |", "|---|---|"]
         lines += [f"| {stage} | {duration(seconds)} |" for stage, seconds in timings.items()]

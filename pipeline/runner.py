@@ -66,8 +66,7 @@ def check_stages(stages: list[str]) -> None:
 
 
 def run(cfg: DictConfig, callbacks: tuple = ()) -> float | None:
-    """Returns the objective metric when a stage produced it, for sweepers. `callbacks`: Lightning callbacks
-    added to the train stage's own (benchmarks, notebooks)."""
+    """The objective metric when a stage produced it, for sweepers; `callbacks` join the train stage's."""
     started = time.perf_counter()
     check_stages(list(cfg.stages))
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # fail before any run starts

@@ -12,8 +12,19 @@ def _times(timings: dict[str, float]) -> str:
     return ", ".join(f"{stage} {duration(seconds)}" for stage, seconds in timings.items())
 
 
+def with_interval(metrics: dict[str, float], key: str, spec: str = ".4f") -> str:
+    """`0.9417 (95% CI 0.9125-0.9667)`, or the value alone when it has no interval."""
+    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    interval = f" (95% CI {low:.4f}-{high:.4f})" if low is not None and high is not None else ""
+    return f"{metrics[key]:{spec}}{interval}"
+
+
 def _scores(metrics: dict[str, float], split: str) -> str | None:
-    shown = [f"{name} {metrics[f'{split}/{name}']:.4f}" for name in SCORES if f"{split}/{name}" in metrics]
+    shown = [
+        f"{name} {with_interval(metrics, f'{split}/{name}')}"
+        for name in SCORES
+        if f"{split}/{name}" in metrics
+    ]
     if not shown:
         return None
     count = metrics.get(f"data/{split}_images")

@@ -122,6 +122,8 @@ def test_checkpoint_scores_what_training_measured(trained, by_checkpoint):
         assert {f"{split}/precision_weighted", f"{split}/auc_micro"} <= set(stage.data.metrics)
         assert f"{split}/precision_weighted" not in parent.data.metrics  # details stay on the stage run
         assert 0 <= stage.data.metrics[f"{split}/acc"] <= stage.data.metrics[f"{split}/top3_acc"] == 1.0
+        low, high = (parent.data.metrics[f"{split}/acc_ci_{end}"] for end in ("low", "high"))
+        assert low <= stage.data.metrics[f"{split}/acc"] <= high  # its bootstrap interval, on the parent too
 
 
 @pytest.mark.parametrize("source", ["parent", "train"])

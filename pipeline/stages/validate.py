@@ -20,6 +20,7 @@ from pipeline.data.integrity import fingerprint
 from pipeline.errors import PipelineError
 from pipeline.evaluation import explain
 from pipeline.evaluation import metrics as m
+from pipeline.evaluation.intervals import SCORES, bootstrap_intervals
 from pipeline.evaluation.report import report_rows, to_csv, to_markdown
 from pipeline.evaluation.scorers import Scorer, checkpoint_scorer, onnx_scorer, predict
 from pipeline.stages._shared import checkpoint_path, ensure_index, has_checkpoint, inspect_split
@@ -28,7 +29,10 @@ from pipeline.tracking import Tracker
 log = logging.getLogger("pipeline.validate")
 
 # repeated on the parent run; {k} is validate.top_k capped at the number of classes
-HEADLINE = ("acc", "bal_acc", "top{k}_acc", "f1_macro", "auc_macro", "ece", "tta_acc", "tta_acc_change")
+HEADLINE = (
+    "acc", "bal_acc", "top{k}_acc", "f1_macro", "auc_macro", "ece", "tta_acc", "tta_acc_change",
+    *(f"{name}_ci_{end}" for name in SCORES for end in ("low", "high")),
+)  # fmt: skip
 CURVES = (  # file name, curves, score in the legend, title, axis labels
     ("roc", m.roc_curves, "auc", "ROC curves, one-vs-rest", ("false positive rate", "true positive rate")),
     ("pr", m.pr_curves, "ap", "Precision-recall curves, one-vs-rest", ("recall", "precision")),
@@ -72,14 +76,17 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         if split == list(datamodule.eval_sets)[-1]:  # test when there is one, else val
             log_gradcam(tracker, scorer, split, logits, targets, dataset, v)
         metrics = split_metrics(logits, targets, tta_logits, len(names), k, v.calibration_bins)
+        if v.bootstrap_resamples:
+            metrics |= interval_metrics(logits, targets, len(names), v.bootstrap_resamples, cfg.seed)
         if scorer.train_fingerprints is not None:
             metrics["train_overlap"] = train_overlap(cfg, index, split, scorer.train_fingerprints)
         named = {f"{split}/{name}": value for name, value in metrics.items()}
         tracker.log_metrics({n: x for n, x in named.items() if n.split("/")[1] in headline}, headline=True)
         tracker.log_metrics({n: x for n, x in named.items() if n.split("/")[1] not in headline})
         ctx.metrics.update(named)
-        shown = ", ".join(f"{name}={metrics[name]:.4f}" for name in headline if name in metrics)
-        log.info("%s, %s (%d images): %s", scorer.source, split, len(targets), shown)
+        log.info(
+            "%s, %s (%d images): %s", scorer.source, split, len(targets), shown_scores(metrics, headline)
+        )
 
         per_class = m.per_class_metrics(logits, targets, len(names))
         rows = report_rows(names, per_class, metrics)
@@ -123,6 +130,24 @@ def split_metrics(logits, targets, tta_logits, num_classes: int, k: int, bins: i
         metrics |= {f"tta_{name}": value for name, value in tta.items()}
         metrics["tta_acc_change"] = tta["acc"] - metrics["acc"]
     return metrics
+
+
+def interval_metrics(logits, targets, num_classes: int, resamples: int, seed: int) -> dict[str, float]:
+    """<score>_ci_low and <score>_ci_high: the 95% bootstrap interval of each of acc, bal_acc and f1_macro."""
+    found = bootstrap_intervals(targets.numpy(), logits.argmax(1).numpy(), num_classes, resamples, seed)
+    return {
+        f"{name}_ci_{end}": ends[i] for name, ends in found.items() for i, end in enumerate(("low", "high"))
+    }
+
+
+def shown_scores(metrics: dict[str, float], headline: tuple[str, ...]) -> str:
+    """`acc=0.9417 [0.9125, 0.9667]`: each headline score, with its interval when it has one."""
+    shown = []
+    for name in (n for n in headline if n in metrics and "_ci_" not in n):
+        interval = (metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high"))
+        ends = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if None not in interval else ""
+        shown.append(f"{name}={metrics[name]:.4f}{ends}")
+    return ", ".join(shown)
 
 
 def log_confusion_matrices(tracker: Tracker, split: str, names: list[str], logits, targets) -> None:

@@ -257,6 +257,8 @@ class ValidateConfig:
     # and of this many correctly classified images per class
     gradcam_per_class: int = bounded(2, NON_NEGATIVE)
     calibration_bins: int = 15  # bins of the expected calibration error and the reliability plot
+    # fit a temperature on val and store it with the checkpoint: calibrated probabilities everywhere after
+    calibrate: bool = True
     # resamples of the 95% bootstrap interval of acc, bal_acc and f1_macro (seeded by `seed`); 0: none
     bootstrap_resamples: int = bounded(1000, NON_NEGATIVE)
 

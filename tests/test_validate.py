@@ -293,3 +293,33 @@ def test_images_the_model_was_trained_on_are_counted_in_each_split(trained, by_c
     assert {s: stage.data.metrics[f"{s}/train_overlap"] for s in SPLITS} == expected
     _, by_onnx = validate(trained, "overlap-onnx", f"onnx_path={trained.onnx}")
     assert "val/train_overlap" not in by_onnx.data.metrics  # an ONNX file does not know its training set
+
+
+def mislabelled_copy(root: Path, target: Path, moved: int) -> Path:
+    """root's class folders with `moved` images of each put in the next class's folder: errors for sure."""
+    shutil.copytree(root, target)
+    classes = sorted(p for p in target.iterdir() if p.is_dir())
+    for i, folder in enumerate(classes):
+        for image in sorted(folder.glob("*.png"))[:moved]:
+            image.rename(classes[(i + 1) % len(classes)] / f"moved_{image.name}")
+    return target
+
+
+def test_validate_fits_a_temperature_on_val_and_stores_it_with_a_copy_of_the_checkpoint(trained):
+    """A checkpoint from elsewhere is not rewritten: the calibrated copy goes to this run's folder."""
+    outside = shutil.copy(trained.ckpt, trained.tmp / "elsewhere.ckpt")
+    noisy = mislabelled_copy(trained.root, trained.tmp / "noisy", moved=6)
+    parent, stage = validate(trained, "calibrated", f"ckpt_path={outside}", root=noisy)
+    temperature = parent.data.metrics["val/temperature"]
+    assert load_classifier(Path(outside)).hparams.get("temperature") is None  # left as it was
+    classifier = load_classifier(trained.tmp / "out" / "checkpoints" / "elsewhere.ckpt")
+    assert classifier.hparams.temperature == pytest.approx(temperature)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.inference_mode():
+        assert torch.allclose(classifier(x), classifier.model(x) / temperature)  # what is scored and exported
+    for split in SPLITS:  # both figures, the calibrated one under the usual name
+        assert {f"{split}/ece", f"{split}/ece_uncalibrated"} <= set(parent.data.metrics)
+    val = split_metrics(stage, "val")
+    assert val["val/nll"] <= val["val/nll_uncalibrated"] + 1e-6  # fitted on val: never worse there
+    logged = artifact_paths(trained.client, stage.info.run_id)
+    assert {"plots/reliability_val.png", "plots/reliability_test.png"} <= logged

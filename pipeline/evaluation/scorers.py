@@ -29,10 +29,16 @@ class Scorer:
     logits: Callable[[torch.Tensor], torch.Tensor]
     train_fingerprints: frozenset[str] | None = None  # None: unknown (an ONNX file, an older checkpoint)
     model: torch.nn.Module | None = None  # the PyTorch model, where there is one (for Grad-CAM)
+    file_temperature: float | None = None  # an ONNX file's, from its metadata
 
     @property
     def source(self) -> str:
         return f"{self.kind} {self.path}"
+
+    @property
+    def temperature(self) -> float | None:
+        """What its logits are divided by (pipeline.evaluation.calibration); None: not calibrated."""
+        return self.model.hparams.get("temperature") if self.model is not None else self.file_temperature
 
 
 def checkpoint_scorer(path: Path, device: torch.device) -> Scorer:
@@ -72,7 +78,10 @@ def onnx_scorer(path: Path) -> Scorer:
     def logits(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(sess.run([document["output"]], {document["input"]: x.numpy()})[0])
 
-    return Scorer("onnx", path, list(document["class_names"]), preprocess, logits)
+    temperature = document.get("temperature")
+    return Scorer(
+        "onnx", path, list(document["class_names"]), preprocess, logits, file_temperature=temperature
+    )
 
 
 @torch.inference_mode()

@@ -18,13 +18,20 @@ FORMAT_VERSION = 1
 
 
 def describe(
-    preprocess: dict[str, Any], class_names: list[str], input_name: str, output_name: str, max_pixels: int
+    preprocess: dict[str, Any],
+    class_names: list[str],
+    input_name: str,
+    output_name: str,
+    max_pixels: int,
+    temperature: float | None = None,
 ) -> dict:
     """The metadata document; `preprocess` is `Preprocess.to_dict()`; `max_pixels` the run's data.max_pixels,
-    the largest image predict and serve decode for this model."""
+    the largest image predict and serve decode for this model; `temperature` the one the graph's logits are
+    already divided by (validate.calibrate), for readers that want the network's own."""
     return {
         "format_version": FORMAT_VERSION,
         "max_pixels": int(max_pixels),
+        "temperature": temperature,
         "input": input_name,
         "output": output_name,
         "class_names": list(class_names),

@@ -40,3 +40,11 @@ def keep_weights_only(path: Path) -> None:
     for key in TRAINING_STATE:
         checkpoint.pop(key, None)
     AtomicCheckpointIO().save_checkpoint(checkpoint, path)
+
+
+def store_temperature(source: Path, target: Path, temperature: float) -> None:
+    """The checkpoint at `source` with its fitted temperature among its hyperparameters, written to `target`
+    (the same file or a copy) atomically: load_classifier then rebuilds the calibrated classifier."""
+    checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+    checkpoint["hyper_parameters"]["temperature"] = temperature
+    AtomicCheckpointIO().save_checkpoint(checkpoint, target)

@@ -12,6 +12,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from timm.data import Mixup
+from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
@@ -34,6 +35,17 @@ def batch_mixer(train: dict[str, Any], num_classes: int) -> Mixup | None:
     )
 
 
+class TemperatureScaled(nn.Module):
+    """The network's logits divided by the fitted temperature; exported as one more ONNX node."""
+
+    def __init__(self, model: nn.Module, temperature: float):
+        super().__init__()
+        self.model, self.temperature = model, temperature
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) / self.temperature
+
+
 class Classifier(L.LightningModule):
     def __init__(
         self,
@@ -47,6 +59,7 @@ class Classifier(L.LightningModule):
         finetune: dict[str, Any] | None = None,
         class_weights: list[float] | None = None,
         train_fingerprints: list[str] | None = None,  # pipeline.data.integrity.fingerprints of train
+        temperature: float | None = None,  # divides the logits once fitted (pipeline.evaluation.calibration)
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -73,7 +86,13 @@ class Classifier(L.LightningModule):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        """Calibrated logits once a temperature is fitted (validate.calibrate), else the network's own."""
+        return self.network()(x)
+
+    def network(self) -> nn.Module:
+        """The network whose outputs the checkpoint stands for: what is scored, exported and served."""
+        temperature = self.hparams.get("temperature")
+        return self.model if temperature is None else TemperatureScaled(self.model, temperature)
 
     def on_fit_start(self) -> None:
         if self.compile_network:

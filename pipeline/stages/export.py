@@ -45,7 +45,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         ensure_index(cfg, ctx), preprocess, [], cfg.data.batch_size, cfg.data.num_workers
     )
     files = write_models(cfg, ctx, classifier, preprocess, datamodule)
-    runners = {"torch": torch_runner(classifier.model)}
+    runners = {"torch": torch_runner(classifier.network())}
     runners |= {name: onnx_runner(session(path)) for name, path in files.items()}
     val = datamodule.eval_dataloader("val")
     metrics = parity_metrics(runners, files, val)
@@ -80,14 +80,13 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
 def write_models(cfg: DictConfig, ctx: Context, classifier, preprocess: Preprocess, datamodule) -> dict:
     """model.onnx with its metadata, and model.int8.onnx calibrated on training images when quantizing."""
     onnx_path = export_onnx(
-        classifier.model, ctx.output_dir / "model.onnx", preprocess.image_size, cfg.export.opset
+        classifier.network(), ctx.output_dir / "model.onnx", preprocess.image_size, cfg.export.opset
     )
-    write_metadata(
-        onnx_path,
-        describe(
-            preprocess.to_dict(), classifier.hparams.class_names, INPUT_NAME, OUTPUT_NAME, cfg.data.max_pixels
-        ),
+    names, temperature = classifier.hparams.class_names, classifier.hparams.get("temperature")
+    document = describe(
+        preprocess.to_dict(), names, INPUT_NAME, OUTPUT_NAME, cfg.data.max_pixels, temperature
     )
+    write_metadata(onnx_path, document)
     ctx.onnx_path = onnx_path
     files = {"onnx": onnx_path}
     if cfg.export.quantize != "none":

@@ -1,0 +1,58 @@
+"""Temperature scaling on planted logits whose miscalibration is known, its reliability points, and the
+exported calibrated network."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torchmetrics.functional.classification import multiclass_calibration_error
+
+from pipeline.evaluation.calibration import fit_temperature, reliability
+from pipeline.models.factory import create_model
+from pipeline.models.module import TemperatureScaled
+from pipeline.onnx_io import export_onnx
+
+
+def calibrated_logits(n: int = 4000, classes: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels drawn from their own softmax: calibrated by construction."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, classes, generator=gen) * 2
+    return logits, torch.multinomial(logits.softmax(1), 1, generator=gen).squeeze(1)
+
+
+def ece(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    return multiclass_calibration_error(logits.softmax(1), targets, logits.shape[1], n_bins=15).item()
+
+
+def test_the_fitted_temperature_undoes_a_planted_overconfidence():
+    logits, targets = calibrated_logits()
+    overconfident = logits * 3
+    temperature = fit_temperature(overconfident, targets)
+    assert temperature == pytest.approx(3.0, rel=0.1)
+    assert ece(overconfident / temperature, targets) <= ece(overconfident, targets) / 2
+    assert torch.equal((overconfident / temperature).argmax(1), overconfident.argmax(1))  # same answers
+
+
+def test_a_split_without_errors_fits_no_temperature():
+    targets = torch.arange(30) % 3
+    logits = torch.nn.functional.one_hot(targets, 3).float() * 4
+    assert fit_temperature(logits, targets) is None
+
+
+def test_the_reliability_points_add_up_to_torchmetrics_ece():
+    logits, targets = calibrated_logits(500)
+    points = reliability((logits * 2).softmax(1), targets, 15)
+    gap = np.abs(points["accuracy"] - points["confidence"]) @ points["count"] / points["count"].sum()
+    assert points["count"].sum() == 500 and gap == pytest.approx(ece(logits * 2, targets), abs=1e-6)
+
+
+def test_the_exported_network_gives_the_calibrated_probabilities(tmp_path):
+    network = create_model("simple_cnn", 3, kwargs={"channels": [4, 8]}).eval()
+    scaled = TemperatureScaled(network, 2.5)
+    path = export_onnx(scaled, tmp_path / "model.onnx", 16, opset=18)
+    x = torch.randn(4, 3, 16, 16)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    onnx_logits = torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0])
+    with torch.inference_mode():
+        expected = (network(x) / 2.5).softmax(1)
+    assert torch.allclose(onnx_logits.softmax(1), expected, atol=1e-5)

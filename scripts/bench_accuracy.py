@@ -55,7 +55,10 @@ IMBALANCED = {  # on the imbalanced copy of the hand signs
 }
 KEEP = (1.0, 0.5, 0.2, 0.1)  # share of images kept per class in the imbalanced copy, cycling over classes
 SMALL_PER_CLASS = 10  # training images per class in the flowers subset
-METRICS = ("test/acc", "test/f1_macro", "test/bal_acc", "train/last_val_acc", "data/imbalance_ratio")
+METRICS = (
+    "test/acc", "test/f1_macro", "test/bal_acc", "train/last_val_acc", "data/imbalance_ratio",
+    "test/acc_ci_low", "test/acc_ci_high", "test/ece_uncalibrated", "test/ece", "val/temperature",
+)  # fmt: skip
 TIE = 0.01  # the default ties when its mean is within this of the best other recipe
 
 
@@ -180,11 +183,15 @@ def markdown(results: dict, info: dict) -> str:
     for name, folder_result in results.items():
         lines += ["", f"## {name}: {folder_result['what']}", ""]
         lines += [
-            "| recipe | runs | test acc | test macro-F1 | test balanced acc | wall time |",
-            "|---|---|---|---|---|---|",
+            "| recipe | runs | test acc | test macro-F1 | test balanced acc | test ECE before / after "
+            "calibration | wall time |",
+            "|---|---|---|---|---|---|---|",
         ]
         for recipe, runs in folder_result["recipes"].items():
             cells = [spread([r[k] for r in runs]) for k in ("test/acc", "test/f1_macro", "test/bal_acc")]
+            cells.append(
+                " / ".join(spread([r.get(k) for r in runs], 3) for k in ("test/ece_uncalibrated", "test/ece"))
+            )
             wall = spread([r["wall_s"] for r in runs], 0)
             what = folder_result["what_recipe"][recipe]
             lines.append(f"| {recipe}: {what} | {len(runs)} | {' | '.join(cells)} | {wall} s |")

@@ -259,6 +259,8 @@ class ValidateConfig:
     calibration_bins: int = 15  # bins of the expected calibration error and the reliability plot
     # fit a temperature on val and store it with the checkpoint: calibrated probabilities everywhere after
     calibrate: bool = True
+    # error rate of the prediction sets fitted on val (split conformal); null: no sets
+    conformal_alpha: float | None = bounded(0.1, POSITIVE, BELOW_ONE)
     # resamples of the 95% bootstrap interval of acc, bal_acc and f1_macro (seeded by `seed`); 0: none
     bootstrap_resamples: int = bounded(1000, NON_NEGATIVE)
 

@@ -37,7 +37,8 @@ def newest_model() -> Path:
 def json_lines(predictions: Iterator[Prediction], k: int) -> Iterator[str]:
     for p in predictions:
         top = [{"label": label, "probability": round(prob, 6)} for label, prob in p.top_k]
-        yield json.dumps({"path": str(p.path), "top_k": top})
+        row = {"path": str(p.path), "top_k": top}
+        yield json.dumps(row if p.prediction_set is None else {**row, "prediction_set": p.prediction_set})
 
 
 def csv_lines(predictions: Iterator[Prediction], k: int) -> Iterator[str]:

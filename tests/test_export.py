@@ -173,7 +173,13 @@ def test_the_image_classifier_is_logged_registered_and_linked_to_the_parent_run(
     assert version.run_id == exported.export.info.run_id
     info = mlflow.models.get_model_info(version.source)
     assert info.signature.inputs.input_names() == ["image", "path"]
-    assert info.signature.outputs.input_names() == ["label", "probability", "top_labels", "top_probabilities"]
+    assert info.signature.outputs.input_names() == [
+        "label",
+        "probability",
+        "top_labels",
+        "top_probabilities",
+        "prediction_set",
+    ]
     assert "python_function" in info.flavors and info.saved_input_example_info is not None
     (linked,) = exported.parent.outputs.model_outputs
     assert linked.model_id == info.model_id

@@ -229,3 +229,15 @@ def test_predict_script_never_imports_torch(model_path, folder):
     done = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True, timeout=120)
     assert done.stderr.strip().splitlines()[-1] == "exit 1 heavy []", done.stderr
     assert len(done.stdout.splitlines()) == 3
+
+
+def test_a_model_with_a_conformal_threshold_answers_with_its_prediction_set(model_path, folder, capfd):
+    """The colour model's probabilities on a green image: green well above the others. A threshold of 0
+    puts every class in the set (most likely first), one of 1 the most likely alone."""
+    document = load_classifier(model_path).document
+    for threshold, expected in ((0.0, ["green", "blue", "red"]), (1.0, ["green"])):
+        write_metadata(model_path, {**document, "conformal": {"alpha": 0.1, "threshold": threshold}})
+        assert cli([str(folder / "sub"), "--model", str(model_path), "--top-k", "1"]) == 0
+        (line,) = capfd.readouterr().out.splitlines()
+        found = json.loads(line)["prediction_set"]
+        assert found[0] == "green" and sorted(found) == sorted(expected)

@@ -83,13 +83,15 @@ def trained(tmp_path_factory, empty_store) -> Trained:
 
 
 def validate(trained: Trained, name: str, *overrides: str, root: Path | None = None):
-    """Run the validate stage alone; returns the parent run and the validate stage run."""
+    """Run the validate stage alone; returns the parent run and the validate stage run. No prediction sets
+    unless asked for: the ONNX file most tests compare the checkpoint with was exported without them."""
     run(
         compose_cfg(
             trained.tmp,
             "stages=[validate]",
             *DATA,
             f"tracking.run_name={name}",
+            "validate.conformal_alpha=null",
             *overrides,
             root=root or trained.root,
         )
@@ -309,7 +311,9 @@ def test_validate_fits_a_temperature_on_val_and_stores_it_with_a_copy_of_the_che
     """A checkpoint from elsewhere is not rewritten: the calibrated copy goes to this run's folder."""
     outside = shutil.copy(trained.ckpt, trained.tmp / "elsewhere.ckpt")
     noisy = mislabelled_copy(trained.root, trained.tmp / "noisy", moved=6)
-    parent, stage = validate(trained, "calibrated", f"ckpt_path={outside}", root=noisy)
+    parent, stage = validate(
+        trained, "calibrated", f"ckpt_path={outside}", "validate.conformal_alpha=0.1", root=noisy
+    )
     temperature = parent.data.metrics["val/temperature"]
     assert load_classifier(Path(outside)).hparams.get("temperature") is None  # left as it was
     classifier = load_classifier(trained.tmp / "out" / "checkpoints" / "elsewhere.ckpt")
@@ -323,3 +327,11 @@ def test_validate_fits_a_temperature_on_val_and_stores_it_with_a_copy_of_the_che
     assert val["val/nll"] <= val["val/nll_uncalibrated"] + 1e-6  # fitted on val: never worse there
     logged = artifact_paths(trained.client, stage.info.run_id)
     assert {"plots/reliability_val.png", "plots/reliability_test.png"} <= logged
+    # the prediction sets' threshold, fitted on the calibrated val probabilities, stored beside it
+    assert classifier.hparams.conformal == {
+        "alpha": 0.1,
+        "threshold": parent.data.metrics["val/conformal_threshold"],
+    }
+    test = split_metrics(stage, "test")
+    assert 0 < test["test/conformal_coverage"] <= 1 and 1 <= test["test/conformal_set_size"] <= 3
+    assert {"reports/prediction_sets_val.md", "reports/prediction_sets_test.md"} <= logged

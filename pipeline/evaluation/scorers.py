@@ -29,7 +29,7 @@ class Scorer:
     logits: Callable[[torch.Tensor], torch.Tensor]
     train_fingerprints: frozenset[str] | None = None  # None: unknown (an ONNX file, an older checkpoint)
     model: torch.nn.Module | None = None  # the PyTorch model, where there is one (for Grad-CAM)
-    file_temperature: float | None = None  # an ONNX file's, from its metadata
+    file_metadata: dict | None = None  # an ONNX file's metadata document
 
     @property
     def source(self) -> str:
@@ -38,7 +38,15 @@ class Scorer:
     @property
     def temperature(self) -> float | None:
         """What its logits are divided by (pipeline.evaluation.calibration); None: not calibrated."""
-        return self.model.hparams.get("temperature") if self.model is not None else self.file_temperature
+        return self._fitted("temperature")
+
+    @property
+    def conformal(self) -> dict | None:
+        """{"alpha", "threshold"} of its prediction sets (pipeline.evaluation.conformal); None: none."""
+        return self._fitted("conformal")
+
+    def _fitted(self, name: str):
+        return (self.model.hparams if self.model is not None else self.file_metadata or {}).get(name)
 
 
 def checkpoint_scorer(path: Path, device: torch.device) -> Scorer:
@@ -78,10 +86,7 @@ def onnx_scorer(path: Path) -> Scorer:
     def logits(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(sess.run([document["output"]], {document["input"]: x.numpy()})[0])
 
-    temperature = document.get("temperature")
-    return Scorer(
-        "onnx", path, list(document["class_names"]), preprocess, logits, file_temperature=temperature
-    )
+    return Scorer("onnx", path, list(document["class_names"]), preprocess, logits, file_metadata=document)
 
 
 @torch.inference_mode()

@@ -114,6 +114,7 @@ def expand_inputs(items: Iterable[str]) -> list[Path]:
 class Prediction:
     path: Path
     top_k: list[tuple[str, float]]  # (label, probability), most likely first
+    prediction_set: list[str] | None = None  # the conformal set, when the model has one (most likely first)
 
 
 @dataclass(frozen=True)
@@ -127,16 +128,31 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def ranked(model: OnnxClassifier, batch: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
-    """Each image's k most likely (label, probability), most likely first."""
+def ranked(
+    model: OnnxClassifier, batch: np.ndarray, k: int
+) -> tuple[list[list[tuple[str, float]]], list[list[str]] | None]:
+    """Each image's k most likely (label, probability), most likely first; and each image's prediction set
+    (every label of probability >= the model's conformal threshold, and the most likely one), most likely
+    first, or None when the model has no conformal threshold."""
     probs = softmax(model.logits(batch).astype(np.float64))
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    order = np.argsort(-probs, axis=1, kind="stable")
     names = model.class_names
-    return [[(names[j], float(p[j])) for j in ranks] for p, ranks in zip(probs, order, strict=True)]
+    top = [[(names[j], float(p[j])) for j in ranks[:k]] for p, ranks in zip(probs, order, strict=True)]
+    conformal = model.document.get("conformal")
+    if conformal is None:
+        return top, None
+    threshold = conformal["threshold"]
+    sets = [
+        [names[j] for i, j in enumerate(ranks) if i == 0 or p[j] >= threshold]
+        for p, ranks in zip(probs, order, strict=True)
+    ]
+    return top, sets
 
 
 def top_k(model: OnnxClassifier, paths: list[Path], batch: list[np.ndarray], k: int) -> list[Prediction]:
-    return [Prediction(path, top) for path, top in zip(paths, ranked(model, np.stack(batch), k), strict=True)]
+    top, sets = ranked(model, np.stack(batch), k)
+    sets = sets or [None] * len(paths)
+    return [Prediction(*row) for row in zip(paths, top, sets, strict=True)]
 
 
 def predict(

@@ -52,6 +52,7 @@ SIGNATURE = ModelSignature(
             ColSpec(DataType.double, "probability"),
             ColSpec(Array(DataType.string), "top_labels"),
             ColSpec(Array(DataType.double), "top_probabilities"),
+            ColSpec(Array(DataType.string), "prediction_set", required=False),  # with a conformal threshold
         ]
     ),
     params=ParamSchema([ParamSpec("top_k", DataType.long, DEFAULT_TOP_K)]),
@@ -113,15 +114,14 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         tensors = [
             tensor(row, source, spec, self.limits) for row, source in enumerate(image_sources(model_input))
         ]
-        top = ranked(self.model, np.stack(tensors), k)
-        return pd.DataFrame(
-            {
-                "label": [t[0][0] for t in top],
-                "probability": [t[0][1] for t in top],
-                "top_labels": [[name for name, _ in t] for t in top],
-                "top_probabilities": [[p for _, p in t] for t in top],
-            }
-        )
+        top, sets = ranked(self.model, np.stack(tensors), k)
+        columns = {
+            "label": [t[0][0] for t in top],
+            "probability": [t[0][1] for t in top],
+            "top_labels": [[name for name, _ in t] for t in top],
+            "top_probabilities": [[p for _, p in t] for t in top],
+        }
+        return pd.DataFrame(columns if sets is None else {**columns, "prediction_set": sets})
 
 
 def tensor(row: int, source: bytes | str, spec: dict, limits: Limits) -> np.ndarray:

@@ -42,9 +42,10 @@ def keep_weights_only(path: Path) -> None:
     AtomicCheckpointIO().save_checkpoint(checkpoint, path)
 
 
-def store_temperature(source: Path, target: Path, temperature: float) -> None:
-    """The checkpoint at `source` with its fitted temperature among its hyperparameters, written to `target`
-    (the same file or a copy) atomically: load_classifier then rebuilds the calibrated classifier."""
+def store_hyperparameters(source: Path, target: Path, values: dict[str, Any]) -> None:
+    """The checkpoint at `source` with `values` among its hyperparameters (what validation fitted: the
+    temperature, the conformal threshold), written to `target` (the same file or a copy) atomically:
+    load_classifier then rebuilds the classifier with them."""
     checkpoint = torch.load(source, map_location="cpu", weights_only=True)
-    checkpoint["hyper_parameters"]["temperature"] = temperature
+    checkpoint["hyper_parameters"].update(values)
     AtomicCheckpointIO().save_checkpoint(checkpoint, target)

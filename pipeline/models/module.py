@@ -60,6 +60,7 @@ class Classifier(L.LightningModule):
         class_weights: list[float] | None = None,
         train_fingerprints: list[str] | None = None,  # pipeline.data.integrity.fingerprints of train
         temperature: float | None = None,  # divides the logits once fitted (pipeline.evaluation.calibration)
+        conformal: dict[str, float] | None = None,  # prediction sets' alpha and threshold, once fitted
     ):
         super().__init__()
         self.save_hyperparameters()

@@ -20,12 +20,11 @@ from pipeline.data.integrity import fingerprint
 from pipeline.errors import PipelineError
 from pipeline.evaluation import explain
 from pipeline.evaluation import metrics as m
-from pipeline.evaluation.calibration import fit_temperature, reliability
-from pipeline.evaluation.intervals import SCORES, bootstrap_intervals
+from pipeline.evaluation.intervals import SCORES
 from pipeline.evaluation.report import report_rows, to_csv, to_markdown
 from pipeline.evaluation.scorers import Scorer, checkpoint_scorer, onnx_scorer, predict
-from pipeline.models.checkpoint_io import store_temperature
 from pipeline.stages._shared import checkpoint_path, ensure_index, has_checkpoint, inspect_split
+from pipeline.stages._trust import calibrate, trust_metrics
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.validate")
@@ -33,7 +32,7 @@ log = logging.getLogger("pipeline.validate")
 # repeated on the parent run; {k} is validate.top_k capped at the number of classes
 HEADLINE = (
     "acc", "bal_acc", "top{k}_acc", "f1_macro", "auc_macro", "ece", "ece_uncalibrated",
-    "tta_acc", "tta_acc_change",
+    "conformal_coverage", "conformal_set_size", "tta_acc", "tta_acc_change",
     *(f"{name}_ci_{end}" for name in SCORES for end in ("low", "high")),
 )  # fmt: skip
 CURVES = (  # file name, curves, score in the legend, title, axis labels
@@ -72,12 +71,8 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
 
     for split, dataset in datamodule.eval_sets.items():
         logits, targets, tta_logits = predict(scorer, datamodule.eval_dataloader(split), v.tta)
-        if split == "val" and v.calibrate and scorer.kind == "checkpoint" and scorer.temperature is None:
-            if (temperature := calibrate(scorer, ctx, tracker, logits, targets)) is not None:
-                logits, tta_logits = (
-                    logits / temperature,
-                    None if tta_logits is None else tta_logits / temperature,
-                )
+        if split == "val" and scorer.kind == "checkpoint":
+            logits, tta_logits = calibrate(scorer, ctx, tracker, v, logits, tta_logits, targets)
         if split == list(datamodule.eval_sets)[-1]:  # test when there is one, else val
             log_gradcam(tracker, scorer, split, logits, targets, dataset, v)
         metrics = split_metrics(logits, targets, tta_logits, len(names), k, v.calibration_bins)
@@ -103,18 +98,6 @@ def check_classes(scorer: Scorer, class_names: list[str]) -> None:
             f"the {scorer.kind}'s {len(names)} classes {names[:5]}... do not match the data's "
             f"{len(class_names)} classes {class_names[:5]}..."
         )
-
-
-def trust_metrics(cfg: DictConfig, tracker: Tracker, scorer: Scorer, split: str, logits, targets) -> dict:
-    """How far the scores can be trusted: calibration before and after the temperature, and intervals."""
-    v, metrics = cfg.validate, {}
-    if scorer.temperature is not None:
-        metrics |= uncalibrated_metrics(
-            tracker, split, logits, targets, scorer.temperature, v.calibration_bins
-        )
-    if v.bootstrap_resamples:
-        metrics |= interval_metrics(logits, targets, logits.shape[1], v.bootstrap_resamples, cfg.seed)
-    return metrics
 
 
 def log_reports(
@@ -162,55 +145,6 @@ def split_metrics(logits, targets, tta_logits, num_classes: int, k: int, bins: i
         metrics |= {f"tta_{name}": value for name, value in tta.items()}
         metrics["tta_acc_change"] = tta["acc"] - metrics["acc"]
     return metrics
-
-
-def calibrate(scorer: Scorer, ctx: Context, tracker: Tracker, logits, targets) -> float | None:
-    """Fit the temperature on the val logits and store it with the checkpoint (a copy in this run's folder
-    when the checkpoint is someone else's file), which later stages and exports then use."""
-    temperature = fit_temperature(logits, targets)
-    if temperature is None:
-        log.warning("no temperature fitted: val is classified without error, the model is left uncalibrated")
-        return None
-    owned = scorer.path.resolve().is_relative_to(ctx.output_dir.resolve())
-    target = scorer.path if owned else ctx.output_dir / "checkpoints" / scorer.path.name
-    store_temperature(scorer.path, target, temperature)
-    scorer.model.hparams["temperature"] = temperature
-    ctx.ckpt_path = target
-    tracker.log_metrics({"val/temperature": temperature}, headline=True)
-    log.info(
-        "calibration: temperature %.3f fitted on val (%d images), stored in %s",
-        temperature,
-        len(targets),
-        target,
-    )
-    return temperature
-
-
-def uncalibrated_metrics(
-    tracker: Tracker, split: str, logits, targets, temperature: float, bins: int
-) -> dict:
-    """ECE and NLL of the network's own logits beside the calibrated ones, and their reliability diagram."""
-    raw = logits * temperature
-    num_classes = logits.shape[1]
-    before = m.classification_metrics(raw, targets, num_classes, 1, bins)
-    after_ece = m.classification_metrics(logits, targets, num_classes, 1, bins)["ece"]
-    curves = {
-        f"uncalibrated (ECE {before['ece']:.3f})": reliability(raw.softmax(1), targets, bins),
-        f"temperature {temperature:.2f} (ECE {after_ece:.3f})": reliability(logits.softmax(1), targets, bins),
-    }
-    points = {label: (c["confidence"], c["accuracy"]) for label, c in curves.items()}
-    fig = plots.curves({}, points, f"Reliability ({split})", ("confidence", "accuracy"), diagonal=True)
-    _log(tracker, fig, f"plots/reliability_{split}.png")
-    nll = torch.nn.functional.cross_entropy(logits.float(), targets).item()
-    return {"ece_uncalibrated": before["ece"], "nll": nll, "nll_uncalibrated": before["loss"]}
-
-
-def interval_metrics(logits, targets, num_classes: int, resamples: int, seed: int) -> dict[str, float]:
-    """<score>_ci_low and <score>_ci_high: the 95% bootstrap interval of each of acc, bal_acc and f1_macro."""
-    found = bootstrap_intervals(targets.numpy(), logits.argmax(1).numpy(), num_classes, resamples, seed)
-    return {
-        f"{name}_ci_{end}": ends[i] for name, ends in found.items() for i, end in enumerate(("low", "high"))
-    }
 
 
 def shown_scores(metrics: dict[str, float], headline: tuple[str, ...]) -> str:

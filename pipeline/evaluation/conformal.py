@@ -1,0 +1,46 @@
+"""Prediction sets with a coverage guarantee: split-conformal prediction (the LAC score, 1 - the
+probability of the true class), calibrated on the val split. A set holds every class whose probability
+reaches a threshold; over new images from the same distribution, sets hold the true class at least
+1 - alpha of the time, whatever the model. Hand-written: the method is one quantile of one score, which a
+library (MAPIE, TorchCP) would wrap in a dependency and its own model interface.
+"""
+
+import math
+
+import numpy as np
+
+
+def conformal_threshold(probs: np.ndarray, targets: np.ndarray, alpha: float) -> float:
+    """The probability a class needs to join a set: 1 - the ceil((n + 1)(1 - alpha))-th smallest score of
+    the n calibration images; 0 (every class) when n is too small for that rank to exist."""
+    n = len(targets)
+    rank = math.ceil((n + 1) * (1 - alpha))
+    if rank > n:
+        return 0.0
+    scores = np.sort(1 - probs[np.arange(n), targets])
+    return float(1 - scores[rank - 1])
+
+
+def prediction_sets(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """(n, C) membership: the classes at or above the threshold, and always the most likely one (a set is
+    never empty; that only adds coverage)."""
+    members = probs >= threshold
+    members[np.arange(len(probs)), probs.argmax(1)] = True
+    return members
+
+
+def set_metrics(members: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """Empirical coverage (share of sets holding the true class) and mean set size."""
+    covered = members[np.arange(len(targets)), targets]
+    return {"conformal_coverage": float(covered.mean()), "conformal_set_size": float(members.sum(1).mean())}
+
+
+def per_class_sets(members: np.ndarray, targets: np.ndarray, num_classes: int) -> dict[str, list[float]]:
+    """Coverage and mean set size among the images of each true class (nan where a class has none)."""
+    covered, sizes = members[np.arange(len(targets)), targets], members.sum(1)
+    coverage, size = [], []
+    for c in range(num_classes):
+        mine = targets == c
+        coverage.append(float(covered[mine].mean()) if mine.any() else math.nan)
+        size.append(float(sizes[mine].mean()) if mine.any() else math.nan)
+    return {"coverage": coverage, "set_size": size}

@@ -1,0 +1,126 @@
+"""What the validate stage adds so that a model's answers can be trusted, and how far: temperature scaling
+and conformal prediction sets fitted on val and stored with the checkpoint, calibration before and after,
+and bootstrap intervals of the scores (not a stage itself)."""
+
+import logging
+
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from pipeline import plots
+from pipeline.context import Context
+from pipeline.evaluation import metrics as m
+from pipeline.evaluation.calibration import fit_temperature, reliability
+from pipeline.evaluation.conformal import conformal_threshold, per_class_sets, prediction_sets, set_metrics
+from pipeline.evaluation.intervals import bootstrap_intervals
+from pipeline.evaluation.scorers import Scorer
+from pipeline.models.checkpoint_io import store_hyperparameters
+from pipeline.tracking import Tracker
+
+log = logging.getLogger("pipeline.validate")
+
+
+def calibrate(scorer: Scorer, ctx: Context, tracker: Tracker, v: DictConfig, logits, tta_logits, targets):
+    """Fit what the checkpoint lacks on the val logits (the temperature, then the conformal threshold on the
+    calibrated probabilities) and store it with the checkpoint, a copy in this run's folder when the file is
+    someone else's; later stages and the export use it. Returns the val logits (and TTA logits) calibrated."""
+    fitted = {}
+    if v.calibrate and scorer.temperature is None:
+        fitted["temperature"] = fit_temperature(logits, targets)
+        if fitted["temperature"] is None:
+            log.warning(
+                "no temperature fitted: val is classified without error, the model stays uncalibrated"
+            )
+            del fitted["temperature"]
+        else:
+            logits = logits / fitted["temperature"]
+            tta_logits = None if tta_logits is None else tta_logits / fitted["temperature"]
+    if v.conformal_alpha is not None and scorer.conformal is None:
+        threshold = conformal_threshold(logits.softmax(1).numpy(), targets.numpy(), v.conformal_alpha)
+        fitted["conformal"] = {"alpha": float(v.conformal_alpha), "threshold": threshold}
+    if fitted:
+        owned = scorer.path.resolve().is_relative_to(ctx.output_dir.resolve())
+        target = scorer.path if owned else ctx.output_dir / "checkpoints" / scorer.path.name
+        store_hyperparameters(scorer.path, target, fitted)
+        scorer.model.hparams.update(fitted)
+        ctx.ckpt_path = target
+        say_fitted(tracker, fitted, len(targets), target)
+    return logits, tta_logits
+
+
+def say_fitted(tracker: Tracker, fitted: dict, images: int, target) -> None:
+    found = {}
+    if "temperature" in fitted:
+        found["val/temperature"] = fitted["temperature"]
+        log.info("calibration: temperature %.3f fitted on val (%d images)", fitted["temperature"], images)
+    if "conformal" in fitted:
+        found["val/conformal_threshold"] = fitted["conformal"]["threshold"]
+        log.info(
+            "prediction sets: every class of probability >= %.4f, for %.0f%% coverage "
+            "(validate.conformal_alpha %g, fitted on val)",
+            fitted["conformal"]["threshold"],
+            100 * (1 - fitted["conformal"]["alpha"]),
+            fitted["conformal"]["alpha"],
+        )
+    tracker.log_metrics(found, headline=True)
+    log.info("stored with the checkpoint %s", target)
+
+
+def trust_metrics(cfg: DictConfig, tracker: Tracker, scorer: Scorer, split: str, logits, targets) -> dict:
+    """How far the scores can be trusted: calibration before and after the temperature, prediction sets'
+    coverage, and intervals."""
+    v, metrics = cfg.validate, {}
+    if scorer.temperature is not None:
+        metrics |= uncalibrated_metrics(
+            tracker, split, logits, targets, scorer.temperature, v.calibration_bins
+        )
+    if scorer.conformal is not None:
+        metrics |= conformal_metrics(tracker, split, scorer, logits, targets)
+    if v.bootstrap_resamples:
+        metrics |= interval_metrics(logits, targets, logits.shape[1], v.bootstrap_resamples, cfg.seed)
+    return metrics
+
+
+def uncalibrated_metrics(
+    tracker: Tracker, split: str, logits, targets, temperature: float, bins: int
+) -> dict:
+    """ECE and NLL of the network's own logits beside the calibrated ones, and their reliability diagram."""
+    raw = logits * temperature
+    num_classes = logits.shape[1]
+    before = m.classification_metrics(raw, targets, num_classes, 1, bins)
+    after_ece = m.classification_metrics(logits, targets, num_classes, 1, bins)["ece"]
+    curves = {
+        f"uncalibrated (ECE {before['ece']:.3f})": reliability(raw.softmax(1), targets, bins),
+        f"temperature {temperature:.2f} (ECE {after_ece:.3f})": reliability(logits.softmax(1), targets, bins),
+    }
+    points = {label: (c["confidence"], c["accuracy"]) for label, c in curves.items()}
+    fig = plots.curves({}, points, f"Reliability ({split})", ("confidence", "accuracy"), diagonal=True)
+    tracker.log_figure(fig, f"plots/reliability_{split}.png")
+    plots.close(fig)
+    nll = F.cross_entropy(logits.float(), targets).item()
+    return {"ece_uncalibrated": before["ece"], "nll": nll, "nll_uncalibrated": before["loss"]}
+
+
+def conformal_metrics(tracker: Tracker, split: str, scorer: Scorer, logits, targets) -> dict:
+    """Coverage and mean size of the prediction sets, overall and per class (reports/prediction_sets_*.md)."""
+    members = prediction_sets(logits.softmax(1).numpy(), scorer.conformal["threshold"])
+    per_class = per_class_sets(members, targets.numpy(), logits.shape[1])
+    rows = ["| class | coverage | mean set size |", "|---|---|---|"]
+    rows += [
+        f"| {name} | {coverage:.3f} | {size:.2f} |"
+        for name, coverage, size in zip(
+            scorer.class_names, per_class["coverage"], per_class["set_size"], strict=True
+        )
+    ]
+    title = f"# Prediction sets ({split}), target coverage {1 - scorer.conformal['alpha']:.2f}\n\n"
+    tracker.log_text(title + "\n".join(rows) + "\n", f"reports/prediction_sets_{split}.md")
+    return set_metrics(members, targets.numpy())
+
+
+def interval_metrics(logits, targets, num_classes: int, resamples: int, seed: int) -> dict[str, float]:
+    """<score>_ci_low and <score>_ci_high: the 95% bootstrap interval of each of acc, bal_acc and f1_macro."""
+    found = bootstrap_intervals(targets.numpy(), logits.argmax(1).numpy(), num_classes, resamples, seed)
+    out = {}
+    for name, (low, high) in found.items():
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = low, high
+    return out

@@ -1,0 +1,41 @@
+"""Split-conformal prediction sets on probabilities whose labels are drawn from them: the coverage the
+threshold promises is the coverage new images get."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.evaluation.conformal import conformal_threshold, per_class_sets, prediction_sets, set_metrics
+
+
+def drawn(n: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and labels drawn from them (a calibrated model)."""
+    gen = torch.Generator().manual_seed(seed)
+    probs = (torch.randn(n, classes, generator=gen) * 2).softmax(1)
+    return probs.numpy(), torch.multinomial(probs, 1, generator=gen).squeeze(1).numpy()
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1, 0.2])
+def test_new_images_get_the_coverage_the_val_threshold_promises(alpha):
+    threshold = conformal_threshold(*drawn(2000, 6, seed=0), alpha)
+    probs, targets = drawn(20000, 6, seed=1)
+    found = set_metrics(prediction_sets(probs, threshold), targets)
+    assert found["conformal_coverage"] == pytest.approx(1 - alpha, abs=0.015)
+    assert 1 <= found["conformal_set_size"] < 6  # informative: not every class
+
+
+def test_too_few_calibration_images_give_sets_of_every_class():
+    """8 images have no rank ceil(9 x 0.9) = 9 (alpha 0.1): no threshold but 0 keeps the promise."""
+    probs, targets = drawn(8, 4, seed=0)
+    assert conformal_threshold(probs, targets, 0.1) == 0.0
+    assert prediction_sets(probs, 0.0).all()
+
+
+def test_sets_are_never_empty_and_per_class_figures_add_up():
+    probs, targets = drawn(300, 3, seed=2)
+    members = prediction_sets(probs, 0.99)  # a threshold nothing reaches: the top class alone
+    assert (members.sum(1) == 1).all() and (members.argmax(1) == probs.argmax(1)).all()
+    per_class = per_class_sets(members, targets, 3)
+    counts = np.bincount(targets, minlength=3)
+    overall = set_metrics(members, targets)["conformal_coverage"]
+    assert np.dot(per_class["coverage"], counts) / counts.sum() == pytest.approx(overall)

@@ -261,6 +261,10 @@ class ValidateConfig:
     calibrate: bool = True
     # error rate of the prediction sets fitted on val (split conformal); null: no sets
     conformal_alpha: float | None = bounded(0.1, POSITIVE, BELOW_ONE)
+    # share of val images the unknown threshold accepts (energy score); null: no unknown answer
+    unknown_accept: float | None = bounded(0.95, POSITIVE, BELOW_ONE)
+    # a folder of images unlike the training ones (any layout): how well `unknown` tells them apart
+    ood_root: str | None = None
     # resamples of the 95% bootstrap interval of acc, bal_acc and f1_macro (seeded by `seed`); 0: none
     bootstrap_resamples: int = bounded(1000, NON_NEGATIVE)
 

@@ -38,7 +38,11 @@ def json_lines(predictions: Iterator[Prediction], k: int) -> Iterator[str]:
     for p in predictions:
         top = [{"label": label, "probability": round(prob, 6)} for label, prob in p.top_k]
         row = {"path": str(p.path), "top_k": top}
-        yield json.dumps(row if p.prediction_set is None else {**row, "prediction_set": p.prediction_set})
+        if p.prediction_set is not None:
+            row["prediction_set"] = p.prediction_set
+        if p.unknown is not None:
+            row |= {"unknown": p.unknown, "unknown_score": round(p.unknown_score, 4)}
+        yield json.dumps(row)
 
 
 def csv_lines(predictions: Iterator[Prediction], k: int) -> Iterator[str]:

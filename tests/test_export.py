@@ -179,6 +179,8 @@ def test_the_image_classifier_is_logged_registered_and_linked_to_the_parent_run(
         "top_labels",
         "top_probabilities",
         "prediction_set",
+        "unknown",
+        "unknown_score",
     ]
     assert "python_function" in info.flavors and info.saved_input_example_info is not None
     (linked,) = exported.parent.outputs.model_outputs

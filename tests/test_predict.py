@@ -241,3 +241,16 @@ def test_a_model_with_a_conformal_threshold_answers_with_its_prediction_set(mode
         (line,) = capfd.readouterr().out.splitlines()
         found = json.loads(line)["prediction_set"]
         assert found[0] == "green" and sorted(found) == sorted(expected)
+
+
+def test_a_model_with_an_unknown_threshold_says_which_images_it_does_not_know(model_path, folder, capfd):
+    """The colour model's logits are channel means of a normalized image, a few units at most, so its energy
+    lies between the two thresholds: below it the image is unknown, above it known; the score comes with the
+    answer either way."""
+    document = load_classifier(model_path).document
+    for threshold, unknown in ((-10.0, True), (10.0, False)):
+        write_metadata(model_path, {**document, "unknown": {"accepted": 0.95, "threshold": threshold}})
+        assert cli([str(folder / "sub"), "--model", str(model_path)]) == 0
+        (line,) = capfd.readouterr().out.splitlines()
+        answer = json.loads(line)
+        assert answer["unknown"] is unknown and -10 < answer["unknown_score"] < 10

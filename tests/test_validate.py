@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import artifact_paths, compose_cfg, make_image_folder
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from pipeline.context import Context
 from pipeline.data.decode import MAX_PIXELS
@@ -83,8 +84,8 @@ def trained(tmp_path_factory, empty_store) -> Trained:
 
 
 def validate(trained: Trained, name: str, *overrides: str, root: Path | None = None):
-    """Run the validate stage alone; returns the parent run and the validate stage run. No prediction sets
-    unless asked for: the ONNX file most tests compare the checkpoint with was exported without them."""
+    """Run the validate stage alone; returns the parent run and the validate stage run. No prediction sets or
+    unknown answer unless asked for: the ONNX file most tests compare the checkpoint with has neither."""
     run(
         compose_cfg(
             trained.tmp,
@@ -92,6 +93,7 @@ def validate(trained: Trained, name: str, *overrides: str, root: Path | None = N
             *DATA,
             f"tracking.run_name={name}",
             "validate.conformal_alpha=null",
+            "validate.unknown_accept=null",
             *overrides,
             root=root or trained.root,
         )
@@ -311,9 +313,12 @@ def test_validate_fits_a_temperature_on_val_and_stores_it_with_a_copy_of_the_che
     """A checkpoint from elsewhere is not rewritten: the calibrated copy goes to this run's folder."""
     outside = shutil.copy(trained.ckpt, trained.tmp / "elsewhere.ckpt")
     noisy = mislabelled_copy(trained.root, trained.tmp / "noisy", moved=6)
-    parent, stage = validate(
-        trained, "calibrated", f"ckpt_path={outside}", "validate.conformal_alpha=0.1", root=noisy
-    )
+    flat = trained.tmp / "flat_colours"  # images unlike any training image, for validate.ood_root
+    flat.mkdir()
+    for i, colour in enumerate([(0, 0, 0), (255, 255, 255), (200, 30, 30), (30, 200, 30), (30, 30, 200)]):
+        Image.new("RGB", (16, 16), colour).save(flat / f"{i}.png")
+    overrides = ("validate.conformal_alpha=0.1", "validate.unknown_accept=0.95", f"validate.ood_root={flat}")
+    parent, stage = validate(trained, "calibrated", f"ckpt_path={outside}", *overrides, root=noisy)
     temperature = parent.data.metrics["val/temperature"]
     assert load_classifier(Path(outside)).hparams.get("temperature") is None  # left as it was
     classifier = load_classifier(trained.tmp / "out" / "checkpoints" / "elsewhere.ckpt")
@@ -335,3 +340,8 @@ def test_validate_fits_a_temperature_on_val_and_stores_it_with_a_copy_of_the_che
     test = split_metrics(stage, "test")
     assert 0 < test["test/conformal_coverage"] <= 1 and 1 <= test["test/conformal_set_size"] <= 3
     assert {"reports/prediction_sets_val.md", "reports/prediction_sets_test.md"} <= logged
+    # the unknown answer: its threshold stored, its rate per split, the planted folder measured against test
+    found = parent.data.metrics
+    assert classifier.hparams.unknown["threshold"] == pytest.approx(found["val/unknown_threshold"])
+    assert 0 <= test["test/unknown_rate"] <= 1
+    assert 0 <= found["test/ood_auroc"] <= 1 and 0 <= found["test/ood_flagged"] <= 1

@@ -45,6 +45,11 @@ class Scorer:
         """{"alpha", "threshold"} of its prediction sets (pipeline.evaluation.conformal); None: none."""
         return self._fitted("conformal")
 
+    @property
+    def unknown(self) -> dict | None:
+        """{"accepted", "threshold"} of its unknown answer (pipeline.evaluation.unknown); None: none."""
+        return self._fitted("unknown")
+
     def _fitted(self, name: str):
         return (self.model.hparams if self.model is not None else self.file_metadata or {}).get(name)
 

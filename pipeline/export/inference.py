@@ -115,6 +115,8 @@ class Prediction:
     path: Path
     top_k: list[tuple[str, float]]  # (label, probability), most likely first
     prediction_set: list[str] | None = None  # the conformal set, when the model has one (most likely first)
+    unknown: bool | None = None  # unlike the training images, when the model has an unknown threshold
+    unknown_score: float | None = None  # its energy score (pipeline.evaluation.unknown): higher, less known
 
 
 @dataclass(frozen=True)
@@ -123,36 +125,51 @@ class Skipped:
     reason: str
 
 
+def energy(logits: np.ndarray) -> np.ndarray:
+    """Per image: -logsumexp of its logits, the unknown score (pipeline.evaluation.unknown); higher means less
+    like anything the model was trained on."""
+    top = logits.max(axis=1)
+    return -(top + np.log(np.exp(logits - top[:, None]).sum(axis=1)))
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def ranked(
-    model: OnnxClassifier, batch: np.ndarray, k: int
-) -> tuple[list[list[tuple[str, float]]], list[list[str]] | None]:
-    """Each image's k most likely (label, probability), most likely first; and each image's prediction set
-    (every label of probability >= the model's conformal threshold, and the most likely one), most likely
-    first, or None when the model has no conformal threshold."""
-    probs = softmax(model.logits(batch).astype(np.float64))
+@dataclass(frozen=True)
+class Answers:
+    """A batch's answers, one entry per image; sets and unknown flags only for a model fitted with them."""
+
+    top: list[list[tuple[str, float]]]  # the k most likely (label, probability), most likely first
+    sets: list[list[str]] | None  # every label of probability >= the conformal threshold, and the top one
+    unknown: list[bool] | None  # energy score above the model's unknown threshold
+    unknown_scores: list[float] | None
+
+
+def answers(model: OnnxClassifier, batch: np.ndarray, k: int) -> Answers:
+    logits = model.logits(batch).astype(np.float64)
+    probs = softmax(logits)
     order = np.argsort(-probs, axis=1, kind="stable")
     names = model.class_names
-    top = [[(names[j], float(p[j])) for j in ranks[:k]] for p, ranks in zip(probs, order, strict=True)]
-    conformal = model.document.get("conformal")
-    if conformal is None:
-        return top, None
-    threshold = conformal["threshold"]
-    sets = [
-        [names[j] for i, j in enumerate(ranks) if i == 0 or p[j] >= threshold]
-        for p, ranks in zip(probs, order, strict=True)
-    ]
-    return top, sets
+    rows = list(zip(probs, order, strict=True))
+    top = [[(names[j], float(p[j])) for j in ranks[:k]] for p, ranks in rows]
+    conformal, unknown = model.document.get("conformal"), model.document.get("unknown")
+    sets = None
+    if conformal is not None:
+        threshold = conformal["threshold"]
+        sets = [[names[j] for i, j in enumerate(ranks) if i == 0 or p[j] >= threshold] for p, ranks in rows]
+    if unknown is None:
+        return Answers(top, sets, None, None)
+    scores = [float(s) for s in energy(logits)]
+    return Answers(top, sets, [s > unknown["threshold"] for s in scores], scores)
 
 
 def top_k(model: OnnxClassifier, paths: list[Path], batch: list[np.ndarray], k: int) -> list[Prediction]:
-    top, sets = ranked(model, np.stack(batch), k)
-    sets = sets or [None] * len(paths)
-    return [Prediction(*row) for row in zip(paths, top, sets, strict=True)]
+    found = answers(model, np.stack(batch), k)
+    nothing = [None] * len(paths)
+    columns = (found.top, found.sets or nothing, found.unknown or nothing, found.unknown_scores or nothing)
+    return [Prediction(path, *row) for path, *row in zip(paths, *columns, strict=True)]
 
 
 def predict(

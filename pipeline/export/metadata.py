@@ -25,16 +25,19 @@ def describe(
     max_pixels: int,
     temperature: float | None = None,
     conformal: dict[str, float] | None = None,
+    unknown: dict[str, float] | None = None,
 ) -> dict:
     """The metadata document; `preprocess` is `Preprocess.to_dict()`; `max_pixels` the run's data.max_pixels,
     the largest image predict and serve decode for this model; `temperature` the one the graph's logits are
     already divided by (validate.calibrate), for readers that want the network's own; `conformal` the
-    prediction sets' {"alpha", "threshold"} (validate.conformal_alpha)."""
+    prediction sets' {"alpha", "threshold"} (validate.conformal_alpha); `unknown` the energy threshold above
+    which an input is answered as unknown, {"accepted", "threshold"} (validate.unknown_accept)."""
     return {
         "format_version": FORMAT_VERSION,
         "max_pixels": int(max_pixels),
         "temperature": temperature,
         "conformal": conformal,
+        "unknown": unknown,
         "input": input_name,
         "output": output_name,
         "class_names": list(class_names),

@@ -53,6 +53,8 @@ SIGNATURE = ModelSignature(
             ColSpec(Array(DataType.string), "top_labels"),
             ColSpec(Array(DataType.double), "top_probabilities"),
             ColSpec(Array(DataType.string), "prediction_set", required=False),  # with a conformal threshold
+            ColSpec(DataType.boolean, "unknown", required=False),  # with an unknown threshold
+            ColSpec(DataType.double, "unknown_score", required=False),
         ]
     ),
     params=ParamSchema([ParamSpec("top_k", DataType.long, DEFAULT_TOP_K)]),
@@ -103,7 +105,7 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         self.limits = Limits.from_env(self.model.max_pixels)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from pipeline.export.inference import ranked
+        from pipeline.export.inference import answers
 
         if model_input.empty:
             raise bad_request(f"no {IMAGE!r} or {PATH!r} column: send one row per image, in either")
@@ -114,14 +116,18 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         tensors = [
             tensor(row, source, spec, self.limits) for row, source in enumerate(image_sources(model_input))
         ]
-        top, sets = ranked(self.model, np.stack(tensors), k)
+        found = answers(self.model, np.stack(tensors), k)
         columns = {
-            "label": [t[0][0] for t in top],
-            "probability": [t[0][1] for t in top],
-            "top_labels": [[name for name, _ in t] for t in top],
-            "top_probabilities": [[p for _, p in t] for t in top],
+            "label": [t[0][0] for t in found.top],
+            "probability": [t[0][1] for t in found.top],
+            "top_labels": [[name for name, _ in t] for t in found.top],
+            "top_probabilities": [[p for _, p in t] for t in found.top],
         }
-        return pd.DataFrame(columns if sets is None else {**columns, "prediction_set": sets})
+        if found.sets is not None:
+            columns["prediction_set"] = found.sets
+        if found.unknown is not None:
+            columns |= {"unknown": found.unknown, "unknown_score": found.unknown_scores}
+        return pd.DataFrame(columns)
 
 
 def tensor(row: int, source: bytes | str, spec: dict, limits: Limits) -> np.ndarray:

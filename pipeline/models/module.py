@@ -61,6 +61,7 @@ class Classifier(L.LightningModule):
         train_fingerprints: list[str] | None = None,  # pipeline.data.integrity.fingerprints of train
         temperature: float | None = None,  # divides the logits once fitted (pipeline.evaluation.calibration)
         conformal: dict[str, float] | None = None,  # prediction sets' alpha and threshold, once fitted
+        unknown: dict[str, float] | None = None,  # the unknown answer's accepted share and threshold
     ):
         super().__init__()
         self.save_hyperparameters()

@@ -3,17 +3,24 @@ and conformal prediction sets fitted on val and stored with the checkpoint, cali
 and bootstrap intervals of the scores (not a stage itself)."""
 
 import logging
+import math
 
+import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from pipeline import plots
 from pipeline.context import Context
+from pipeline.data.images import ImageDataset
+from pipeline.data.sources import Record
+from pipeline.data.transforms import eval_transform
 from pipeline.evaluation import metrics as m
 from pipeline.evaluation.calibration import fit_temperature, reliability
 from pipeline.evaluation.conformal import conformal_threshold, per_class_sets, prediction_sets, set_metrics
 from pipeline.evaluation.intervals import bootstrap_intervals
-from pipeline.evaluation.scorers import Scorer
+from pipeline.evaluation.scorers import Scorer, predict
+from pipeline.evaluation.unknown import separation, unknown_threshold
+from pipeline.export.inference import energy, expand_inputs
 from pipeline.models.checkpoint_io import store_hyperparameters
 from pipeline.tracking import Tracker
 
@@ -38,6 +45,9 @@ def calibrate(scorer: Scorer, ctx: Context, tracker: Tracker, v: DictConfig, log
     if v.conformal_alpha is not None and scorer.conformal is None:
         threshold = conformal_threshold(logits.softmax(1).numpy(), targets.numpy(), v.conformal_alpha)
         fitted["conformal"] = {"alpha": float(v.conformal_alpha), "threshold": threshold}
+    if v.unknown_accept is not None and scorer.unknown is None:
+        threshold = unknown_threshold(logits.numpy(), v.unknown_accept)
+        fitted["unknown"] = {"accepted": float(v.unknown_accept), "threshold": threshold}
     if fitted:
         owned = scorer.path.resolve().is_relative_to(ctx.output_dir.resolve())
         target = scorer.path if owned else ctx.output_dir / "checkpoints" / scorer.path.name
@@ -62,6 +72,13 @@ def say_fitted(tracker: Tracker, fitted: dict, images: int, target) -> None:
             100 * (1 - fitted["conformal"]["alpha"]),
             fitted["conformal"]["alpha"],
         )
+    if "unknown" in fitted:
+        found["val/unknown_threshold"] = fitted["unknown"]["threshold"]
+        log.info(
+            "unknown answer: energy above %.3f (%.0f%% of val accepted, validate.unknown_accept)",
+            fitted["unknown"]["threshold"],
+            100 * fitted["unknown"]["accepted"],
+        )
     tracker.log_metrics(found, headline=True)
     log.info("stored with the checkpoint %s", target)
 
@@ -76,6 +93,8 @@ def trust_metrics(cfg: DictConfig, tracker: Tracker, scorer: Scorer, split: str,
         )
     if scorer.conformal is not None:
         metrics |= conformal_metrics(tracker, split, scorer, logits, targets)
+    if scorer.unknown is not None:
+        metrics["unknown_rate"] = float((energy(logits.numpy()) > scorer.unknown["threshold"]).mean())
     if v.bootstrap_resamples:
         metrics |= interval_metrics(logits, targets, logits.shape[1], v.bootstrap_resamples, cfg.seed)
     return metrics
@@ -124,3 +143,27 @@ def interval_metrics(logits, targets, num_classes: int, resamples: int, seed: in
     for name, (low, high) in found.items():
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = low, high
     return out
+
+
+def unknown_images_metrics(cfg: DictConfig, scorer: Scorer, known_logits) -> dict[str, float]:
+    """validate.ood_root's images, scored as unknown inputs against the known split's: AUROC, FPR at the
+    accepted share, the share the threshold flags (pipeline.evaluation.unknown)."""
+    paths = expand_inputs([cfg.validate.ood_root])
+    if not paths:
+        log.warning("validate.ood_root=%s holds no images: nothing to tell apart", cfg.validate.ood_root)
+        return {}
+    images = ImageDataset([Record(str(p), 0, "test") for p in paths], eval_transform(scorer.preprocess))
+    loader = torch.utils.data.DataLoader(
+        images, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers
+    )
+    unknown_logits, _, _ = predict(scorer, loader, tta=False)
+    accepted = cfg.validate.unknown_accept or 0.95
+    threshold = scorer.unknown["threshold"] if scorer.unknown else math.inf
+    found = separation(known_logits.numpy(), unknown_logits.numpy(), threshold, accepted)
+    log.info(
+        "unknown images (%d, validate.ood_root): AUROC %.4f, %.1f%% accepted at %.0f%% of known accepted, "
+        "%.1f%% flagged unknown",
+        len(paths), found["ood_auroc"], 100 * found["ood_fpr_at_tpr"], 100 * accepted,
+        100 * found["ood_flagged"],
+    )  # fmt: skip
+    return found

@@ -82,7 +82,7 @@ def write_models(cfg: DictConfig, ctx: Context, classifier, preprocess: Preproce
     onnx_path = export_onnx(
         classifier.network(), ctx.output_dir / "model.onnx", preprocess.image_size, cfg.export.opset
     )
-    fitted = {name: classifier.hparams.get(name) for name in ("temperature", "conformal")}
+    fitted = {name: classifier.hparams.get(name) for name in ("temperature", "conformal", "unknown")}
     names = classifier.hparams.class_names
     document = describe(preprocess.to_dict(), names, INPUT_NAME, OUTPUT_NAME, cfg.data.max_pixels, **fitted)
     write_metadata(onnx_path, document)

@@ -263,8 +263,9 @@ class ValidateConfig:
     conformal_alpha: float | None = bounded(0.1, POSITIVE, BELOW_ONE)
     # share of val images the unknown threshold accepts (energy score); null: no unknown answer
     unknown_accept: float | None = bounded(0.95, POSITIVE, BELOW_ONE)
-    # a folder of images unlike the training ones (any layout): how well `unknown` tells them apart
-    ood_root: str | None = None
+    # folders of images unlike the training ones (any layout): how well `unknown` tells each apart,
+    # e.g. validate.ood_roots=[/data/flowers,/data/screenshots]; metrics named after each folder
+    ood_roots: list[str] = field(default_factory=list)
     # resamples of the 95% bootstrap interval of acc, bal_acc and f1_macro (seeded by `seed`); 0: none
     bootstrap_resamples: int = bounded(1000, NON_NEGATIVE)
 

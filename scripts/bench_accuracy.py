@@ -58,7 +58,7 @@ SMALL_PER_CLASS = 10  # training images per class in the flowers subset
 METRICS = (
     "test/acc", "test/f1_macro", "test/bal_acc", "train/last_val_acc", "data/imbalance_ratio",
     "test/acc_ci_low", "test/acc_ci_high", "test/ece_uncalibrated", "test/ece", "val/temperature",
-    "test/conformal_coverage", "test/conformal_set_size",
+    "test/conformal_coverage", "test/conformal_set_size", "test/unknown_rate",
 )  # fmt: skip
 TIE = 0.01  # the default ties when its mean is within this of the best other recipe
 
@@ -140,7 +140,8 @@ def run_recipe(data: list[str], overrides: list[str], work: Path, name: str) -> 
 
     run_id = RUN_ID.search(text).group(1)
     metrics = MlflowClient(f"sqlite:///{work / 'mlruns' / 'mlflow.db'}").get_run(run_id).data.metrics
-    return {"wall_s": round(wall, 1), "run_id": run_id, **{k: metrics.get(k) for k in METRICS}}
+    unknown = {k: v for k, v in metrics.items() if k.startswith("test/ood_")}  # validate.ood_roots, if set
+    return {"wall_s": round(wall, 1), "run_id": run_id, **{k: metrics.get(k) for k in METRICS}, **unknown}
 
 
 def judged_metric(runs: list[dict]) -> str:
@@ -216,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=None, help="data.image_size (default: preset's)")
     parser.add_argument("--epochs", type=int, default=None, help="trainer.max_epochs (default: the preset's)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--set", action="append", default=[], help="an override for every run, e.g. validate.ood_roots=[...]"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
     args = parser.parse_args(argv)
     unknown = set(args.folders.split(",")) - set(FOLDERS)
@@ -223,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown folder(s) {', '.join(sorted(unknown))}; choose from {', '.join(FOLDERS)}")
     budget = [f"data.image_size={args.image_size}"] if args.image_size else []
     budget += [f"trainer.max_epochs={args.epochs}"] if args.epochs else []
+    budget += args.set
     results: dict[str, dict] = {}
     failures: list[dict] = []
     load_before = os.getloadavg()[0]

@@ -313,11 +313,15 @@ def test_validate_fits_a_temperature_on_val_and_stores_it_with_a_copy_of_the_che
     """A checkpoint from elsewhere is not rewritten: the calibrated copy goes to this run's folder."""
     outside = shutil.copy(trained.ckpt, trained.tmp / "elsewhere.ckpt")
     noisy = mislabelled_copy(trained.root, trained.tmp / "noisy", moved=6)
-    flat = trained.tmp / "flat_colours"  # images unlike any training image, for validate.ood_root
+    flat = trained.tmp / "flat_colours"  # images unlike any training image, for validate.ood_roots
     flat.mkdir()
     for i, colour in enumerate([(0, 0, 0), (255, 255, 255), (200, 30, 30), (30, 200, 30), (30, 30, 200)]):
         Image.new("RGB", (16, 16), colour).save(flat / f"{i}.png")
-    overrides = ("validate.conformal_alpha=0.1", "validate.unknown_accept=0.95", f"validate.ood_root={flat}")
+    overrides = (
+        "validate.conformal_alpha=0.1",
+        "validate.unknown_accept=0.95",
+        f"validate.ood_roots=[{flat}]",
+    )
     parent, stage = validate(trained, "calibrated", f"ckpt_path={outside}", *overrides, root=noisy)
     temperature = parent.data.metrics["val/temperature"]
     assert load_classifier(Path(outside)).hparams.get("temperature") is None  # left as it was
@@ -344,4 +348,4 @@ def test_validate_fits_a_temperature_on_val_and_stores_it_with_a_copy_of_the_che
     found = parent.data.metrics
     assert classifier.hparams.unknown["threshold"] == pytest.approx(found["val/unknown_threshold"])
     assert 0 <= test["test/unknown_rate"] <= 1
-    assert 0 <= found["test/ood_auroc"] <= 1 and 0 <= found["test/ood_flagged"] <= 1
+    assert 0 <= found["test/ood_flat_colours_auroc"] <= 1 and 0 <= found["test/ood_flat_colours_flagged"] <= 1

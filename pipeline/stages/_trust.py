@@ -4,6 +4,8 @@ and bootstrap intervals of the scores (not a stage itself)."""
 
 import logging
 import math
+import re
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +27,7 @@ from pipeline.models.checkpoint_io import store_hyperparameters
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.validate")
+DEFAULT_ACCEPTED = 0.95  # the accepted share ood figures use when no unknown answer is fitted
 
 
 def calibrate(scorer: Scorer, ctx: Context, tracker: Tracker, v: DictConfig, logits, tta_logits, targets):
@@ -145,25 +148,41 @@ def interval_metrics(logits, targets, num_classes: int, resamples: int, seed: in
     return out
 
 
-def unknown_images_metrics(cfg: DictConfig, scorer: Scorer, known_logits) -> dict[str, float]:
-    """validate.ood_root's images, scored as unknown inputs against the known split's: AUROC, FPR at the
-    accepted share, the share the threshold flags (pipeline.evaluation.unknown)."""
-    paths = expand_inputs([cfg.validate.ood_root])
+GENERIC_NAMES = {"train", "val", "valid", "validation", "test", "images", "data"}
+
+
+def folder_names(folders: list[str]) -> dict[str, str]:
+    """A metric-safe name for each folder: its own name, or parent_name where that says nothing (`test`) or
+    repeats another's."""
+    own = [Path(f).expanduser().resolve() for f in folders]
+    names = {}
+    for path, folder in zip(own, folders, strict=True):
+        name = path.name
+        if name.lower() in GENERIC_NAMES or [p.name for p in own].count(name) > 1:
+            name = f"{path.parent.name}_{name}"
+        names[re.sub(r"[^A-Za-z0-9_.-]", "_", name)] = folder
+    return names
+
+
+def unknown_images_metrics(cfg: DictConfig, scorer: Scorer, known_logits, name: str, folder: str) -> dict:
+    """A folder of strange images (validate.ood_roots) scored as unknown inputs against the known split's:
+    ood_<name>_auroc, ood_<name>_fpr_at_tpr (accepted when validate.unknown_accept of the known images are)
+    and ood_<name>_flagged (by the stored threshold) (pipeline.evaluation.unknown)."""
+    paths = expand_inputs([folder])
     if not paths:
-        log.warning("validate.ood_root=%s holds no images: nothing to tell apart", cfg.validate.ood_root)
+        log.warning("validate.ood_roots: %s holds no images: nothing to tell apart", folder)
         return {}
     images = ImageDataset([Record(str(p), 0, "test") for p in paths], eval_transform(scorer.preprocess))
     loader = torch.utils.data.DataLoader(
         images, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers
     )
     unknown_logits, _, _ = predict(scorer, loader, tta=False)
-    accepted = cfg.validate.unknown_accept or 0.95
+    accepted = cfg.validate.unknown_accept or DEFAULT_ACCEPTED
     threshold = scorer.unknown["threshold"] if scorer.unknown else math.inf
     found = separation(known_logits.numpy(), unknown_logits.numpy(), threshold, accepted)
     log.info(
-        "unknown images (%d, validate.ood_root): AUROC %.4f, %.1f%% accepted at %.0f%% of known accepted, "
-        "%.1f%% flagged unknown",
-        len(paths), found["ood_auroc"], 100 * found["ood_fpr_at_tpr"], 100 * accepted,
+        "unknown images %s (%d): AUROC %.4f, %.1f%% accepted at %.0f%% of known accepted, %.1f%% flagged",
+        name, len(paths), found["ood_auroc"], 100 * found["ood_fpr_at_tpr"], 100 * accepted,
         100 * found["ood_flagged"],
     )  # fmt: skip
-    return found
+    return {f"ood_{name}_{key.removeprefix('ood_')}": value for key, value in found.items()}

@@ -24,7 +24,7 @@ from pipeline.evaluation.intervals import SCORES
 from pipeline.evaluation.report import report_rows, to_csv, to_markdown
 from pipeline.evaluation.scorers import Scorer, checkpoint_scorer, onnx_scorer, predict
 from pipeline.stages._shared import checkpoint_path, ensure_index, has_checkpoint, inspect_split
-from pipeline.stages._trust import calibrate, trust_metrics, unknown_images_metrics
+from pipeline.stages._trust import calibrate, folder_names, trust_metrics, unknown_images_metrics
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.validate")
@@ -32,8 +32,7 @@ log = logging.getLogger("pipeline.validate")
 # repeated on the parent run; {k} is validate.top_k capped at the number of classes
 HEADLINE = (
     "acc", "bal_acc", "top{k}_acc", "f1_macro", "auc_macro", "ece", "ece_uncalibrated",
-    "conformal_coverage", "conformal_set_size", "unknown_rate", "ood_auroc", "ood_fpr_at_tpr", "ood_flagged",
-    "tta_acc", "tta_acc_change",
+    "conformal_coverage", "conformal_set_size", "unknown_rate", "tta_acc", "tta_acc_change",
     *(f"{name}_ci_{end}" for name in SCORES for end in ("low", "high")),
 )  # fmt: skip
 CURVES = (  # file name, curves, score in the legend, title, axis labels
@@ -78,13 +77,15 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
             log_gradcam(tracker, scorer, split, logits, targets, dataset, v)
         metrics = split_metrics(logits, targets, tta_logits, len(names), k, v.calibration_bins)
         metrics |= trust_metrics(cfg, tracker, scorer, split, logits, targets)
-        if v.ood_root and split == list(datamodule.eval_sets)[-1]:
-            metrics |= unknown_images_metrics(cfg, scorer, logits)
+        if split == list(datamodule.eval_sets)[-1]:
+            for name, folder in folder_names(list(v.ood_roots)).items():
+                metrics |= unknown_images_metrics(cfg, scorer, logits, name, folder)
         if scorer.train_fingerprints is not None:
             metrics["train_overlap"] = train_overlap(cfg, index, split, scorer.train_fingerprints)
         named = {f"{split}/{name}": value for name, value in metrics.items()}
-        tracker.log_metrics({n: x for n, x in named.items() if n.split("/")[1] in headline}, headline=True)
-        tracker.log_metrics({n: x for n, x in named.items() if n.split("/")[1] not in headline})
+        on_parent = {n for n in named if n.split("/")[1] in headline or n.split("/")[1].startswith("ood_")}
+        tracker.log_metrics({n: x for n, x in named.items() if n in on_parent}, headline=True)
+        tracker.log_metrics({n: x for n, x in named.items() if n not in on_parent})
         ctx.metrics.update(named)
         log.info(
             "%s, %s (%d images): %s", scorer.source, split, len(targets), shown_scores(metrics, headline)

@@ -174,6 +174,28 @@ def spread(values: list[float | None], digits: int = 4) -> str:
     return f"{low:.{digits}f}" if low == high else f"{low:.{digits}f}-{high:.{digits}f}"
 
 
+def unknown_inputs(runs: list[dict]) -> list[str]:
+    """The default's runs against folders of strange images (validate.ood_roots via --set), if measured."""
+    folders = sorted(
+        {k.removeprefix("test/ood_").removesuffix("_auroc") for r in runs for k in r if k.endswith("_auroc")}
+    )
+    if not folders:
+        return []
+    lines = [
+        "",
+        "Unknown inputs, the default's runs: each folder of other images against the test split.",
+        "",
+        "| images | AUROC | accepted when 95% of test is (FPR) | flagged by the stored threshold |",
+        "|---|---|---|---|",
+    ]
+    for name in folders:
+        cells = [
+            spread([r.get(f"test/ood_{name}_{k}") for r in runs]) for k in ("auroc", "fpr_at_tpr", "flagged")
+        ]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    return lines
+
+
 def markdown(results: dict, info: dict) -> str:
     lines = [
         "# Does the default recipe win or tie on every real folder?",
@@ -197,6 +219,7 @@ def markdown(results: dict, info: dict) -> str:
             wall = spread([r["wall_s"] for r in runs], 0)
             what = folder_result["what_recipe"][recipe]
             lines.append(f"| {recipe}: {what} | {len(runs)} | {' | '.join(cells)} | {wall} s |")
+        lines += unknown_inputs(folder_result["recipes"].get("default", []))
         v = folder_result.get("verdict")
         if v:
             lines += [

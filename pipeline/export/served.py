@@ -4,8 +4,8 @@
 `dataframe_records` JSON body with an `image` column of base64-encoded image files (the signature's `binary`
 type: MLflow decodes the base64) or a `path` column of files on the serving machine. Each row comes back
 with its top-1 label and probability and its top-k (`params: {"top_k": k}`, default 5), and, where the
-validate stage fitted them, its prediction set and whether it is unknown (with its score). Preprocessing is the
-ONNX file's own metadata, through the same torch-free code as scripts/predict.py, so both give the same
+validate stage fitted them, its prediction set and whether it is unknown (with its score). Preprocessing is
+the ONNX file's own metadata, through the same torch-free code as scripts/predict.py, so both give the same
 numbers. A row that is not an image fails the request with a 400 naming the row and the reason, never the
 request's data; the server goes on serving.
 

@@ -16,6 +16,7 @@ from pipeline.data.transforms import (
     train_transform,
 )
 from pipeline.errors import PipelineError
+from pipeline.schema import AugmentConfig
 
 DATASET = ((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
 PRETRAINED = {
@@ -113,7 +114,8 @@ def test_any_colour_mode_loads_as_rgb(tmp_path, mode):
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (Path(CONF_DIR) / "augment").glob("*.yaml")))
 def test_every_augment_preset_builds_and_changes_images_but_not_their_shape(preset):
-    specs = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "augment" / f"{preset}.yaml"))["train"]
+    stated = OmegaConf.load(Path(CONF_DIR) / "augment" / f"{preset}.yaml")  # onto the schema defaults
+    specs = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(AugmentConfig), stated))["train"]
     transform = train_transform(Preprocess(32, (0.5,) * 3, (0.25,) * 3), specs)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)

@@ -24,10 +24,10 @@ from pipeline.evaluation.scorers import Scorer, predict
 from pipeline.evaluation.unknown import separation, unknown_threshold
 from pipeline.export.inference import energy, expand_inputs
 from pipeline.models.checkpoint_io import store_hyperparameters
+from pipeline.schema import ValidateConfig
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.validate")
-DEFAULT_ACCEPTED = 0.95  # the accepted share ood figures use when no unknown answer is fitted
 
 
 def calibrate(scorer: Scorer, ctx: Context, tracker: Tracker, v: DictConfig, logits, tta_logits, targets):
@@ -177,7 +177,7 @@ def unknown_images_metrics(cfg: DictConfig, scorer: Scorer, known_logits, name: 
         images, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers
     )
     unknown_logits, _, _ = predict(scorer, loader, tta=False)
-    accepted = cfg.validate.unknown_accept or DEFAULT_ACCEPTED
+    accepted = cfg.validate.unknown_accept or ValidateConfig.unknown_accept  # the default when it is off
     threshold = scorer.unknown["threshold"] if scorer.unknown else math.inf
     found = separation(known_logits.numpy(), unknown_logits.numpy(), threshold, accepted)
     log.info(

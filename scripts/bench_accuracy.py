@@ -58,7 +58,7 @@ SMALL_PER_CLASS = 10  # training images per class in the flowers subset
 METRICS = (
     "test/acc", "test/f1_macro", "test/bal_acc", "train/last_val_acc", "data/imbalance_ratio",
     "test/acc_ci_low", "test/acc_ci_high", "test/ece_uncalibrated", "test/ece", "val/temperature",
-    "test/conformal_coverage", "test/conformal_set_size", "test/unknown_rate",
+    "test/conformal_coverage", "test/conformal_set_size", "test/conformal_empty", "test/unknown_rate",
 )  # fmt: skip
 TIE = 0.01  # the default ties when its mean is within this of the best other recipe
 

@@ -42,7 +42,9 @@ from pipeline.runner import run
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 RUN_MAX_PIXELS = 50_000_000  # the exported model carries it to predict and serve
 EXPORT = [
-    "stages=[train,export]",
+    "stages=[train,validate,export]",  # validate fits the temperature, prediction sets and unknown threshold
+    "validate.gradcam=0",
+    "validate.top_losses=0",
     "model=simple_cnn",
     "model.kwargs.channels=[4,8]",
     "model.kwargs.convs_per_block=1",
@@ -100,7 +102,9 @@ def test_onnx_file_carries_the_checkpoint_preprocessing_and_classes(exported):
     classifier = load_classifier(exported.out / "checkpoints" / "best.ckpt")
     preprocess = Preprocess.from_dict(classifier.hparams.preprocess)
     names = ["checker", "stripes_h", "stripes_v"]
-    expected = describe(preprocess.to_dict(), names, "input", "logits", RUN_MAX_PIXELS)
+    fitted = {name: classifier.hparams[name] for name in ("temperature", "conformal", "unknown")}
+    assert fitted["conformal"] is not None and fitted["unknown"] is not None
+    expected = describe(preprocess.to_dict(), names, "input", "logits", RUN_MAX_PIXELS, **fitted)
     assert metadata(exported.out / "model.onnx") == expected
     graph = onnx.load(str(exported.out / "model.onnx")).graph
     (batch, *rest) = graph.input[0].type.tensor_type.shape.dim
@@ -314,10 +318,13 @@ def test_make_serve_answers_like_predict_py_and_refuses_bad_requests_cheaply(exp
     bombs = [base64.b64encode(blank_png(side, side)).decode() for side in (16_000, 12_000)]
     with make_serve(exported) as (url, proc, server):
         status, answer = post(url, [{"image": base64.b64encode(image.read_bytes()).decode()}])
-        expected = predict_py(image, exported.out / "model.onnx")["top_k"][0]
+        predicted = predict_py(image, exported.out / "model.onnx")
+        expected = predicted["top_k"][0]
         (row,) = answer["predictions"]
         assert status == 200 and row["label"] == expected["label"]
         assert row["probability"] == pytest.approx(expected["probability"], abs=1e-5)
+        assert row["prediction_set"] == predicted["prediction_set"] and row["unknown"] == predicted["unknown"]
+        assert row["unknown_score"] == pytest.approx(predicted["unknown_score"], abs=1e-3)
         status, answer = post(url, [{"image": text}])
         assert (
             status == 400

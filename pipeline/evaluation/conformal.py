@@ -1,8 +1,11 @@
 """Prediction sets with a coverage guarantee: split-conformal prediction (the LAC score, 1 - the
 probability of the true class), calibrated on the val split. A set holds every class whose probability
 reaches a threshold; over new images from the same distribution, sets hold the true class at least
-1 - alpha of the time, whatever the model. Hand-written: the method is one quantile of one score, which a
-library (MAPIE, TorchCP) would wrap in a dependency and its own model interface.
+1 - alpha of the time, whatever the model, and at most 1 - alpha + 1/(n + 1) of it. A set may be empty: no
+class is likely enough for that promise (with an accurate model and a large alpha, its least sure answers);
+forcing the top class in would only add coverage above what alpha asked. Hand-written: the method is one
+quantile of one score, which a library (MAPIE, TorchCP) would wrap in a dependency and its own model
+interface.
 """
 
 import math
@@ -22,17 +25,18 @@ def conformal_threshold(probs: np.ndarray, targets: np.ndarray, alpha: float) ->
 
 
 def prediction_sets(probs: np.ndarray, threshold: float) -> np.ndarray:
-    """(n, C) membership: the classes at or above the threshold, and always the most likely one (a set is
-    never empty; that only adds coverage)."""
-    members = probs >= threshold
-    members[np.arange(len(probs)), probs.argmax(1)] = True
-    return members
+    """(n, C) membership: the classes at or above the threshold (none, for an image no class fits)."""
+    return probs >= threshold
 
 
 def set_metrics(members: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-    """Empirical coverage (share of sets holding the true class) and mean set size."""
-    covered = members[np.arange(len(targets)), targets]
-    return {"conformal_coverage": float(covered.mean()), "conformal_set_size": float(members.sum(1).mean())}
+    """Empirical coverage (share of sets holding the true class), mean set size and share of empty sets."""
+    covered, sizes = members[np.arange(len(targets)), targets], members.sum(1)
+    return {
+        "conformal_coverage": float(covered.mean()),
+        "conformal_set_size": float(sizes.mean()),
+        "conformal_empty": float((sizes == 0).mean()),
+    }
 
 
 def per_class_sets(members: np.ndarray, targets: np.ndarray, num_classes: int) -> dict[str, list[float]]:

@@ -142,7 +142,7 @@ class Answers:
     """A batch's answers, one entry per image; sets and unknown flags only for a model fitted with them."""
 
     top: list[list[tuple[str, float]]]  # the k most likely (label, probability), most likely first
-    sets: list[list[str]] | None  # every label of probability >= the conformal threshold, and the top one
+    sets: list[list[str]] | None  # every label of probability >= the conformal threshold (may be none)
     unknown: list[bool] | None  # energy score above the model's unknown threshold
     unknown_scores: list[float] | None
 
@@ -158,7 +158,7 @@ def answers(model: OnnxClassifier, batch: np.ndarray, k: int) -> Answers:
     sets = None
     if conformal is not None:
         threshold = conformal["threshold"]
-        sets = [[names[j] for i, j in enumerate(ranks) if i == 0 or p[j] >= threshold] for p, ranks in rows]
+        sets = [[names[j] for j in ranks if p[j] >= threshold] for p, ranks in rows]
     if unknown is None:
         return Answers(top, sets, None, None)
     scores = [float(s) for s in energy(logits)]

@@ -32,7 +32,8 @@ log = logging.getLogger("pipeline.validate")
 # repeated on the parent run; {k} is validate.top_k capped at the number of classes
 HEADLINE = (
     "acc", "bal_acc", "top{k}_acc", "f1_macro", "auc_macro", "ece", "ece_uncalibrated",
-    "conformal_coverage", "conformal_set_size", "unknown_rate", "tta_acc", "tta_acc_change",
+    "conformal_coverage", "conformal_set_size", "conformal_empty", "unknown_rate",
+    "tta_acc", "tta_acc_change",
     *(f"{name}_ci_{end}" for name in SCORES for end in ("low", "high")),
 )  # fmt: skip
 CURVES = (  # file name, curves, score in the legend, title, axis labels

@@ -10,10 +10,10 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 # make hands command-line assignments over in reverse order, with ARGS="a b" split into words;
 # drop our own variables (and ARGS's words) and put the rest back in the order typed.
 reverse = $(if $(1),$(call reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword $(1)))
-OWN_VARS = ARGS=% PORT=% INPUT=% MODEL=% MODEL_URI=% TOPK=% FORMAT=% $(ARGS) $(INPUT)
+OWN_VARS = ARGS=% PORT=% INPUT=% MODEL=% MODEL_URI=% TOPK=% FORMAT=% STUDIES=% $(ARGS) $(INPUT)
 OVERRIDES = $(ARGS) $(call reverse,$(filter-out $(OWN_VARS),$(MAKEOVERRIDES)))
 
-.PHONY: install test smoke train predict ui server serve bench bench-accuracy bench-audit bench-scale bench-serve gpu-check docs lint
+.PHONY: install test smoke train predict ui server serve sweep-dashboard bench bench-accuracy bench-audit bench-scale bench-serve bench-sweep gpu-check docs lint
 
 install:  ## create .venv and install the locked dependency set plus this package
 	python3 -m venv .venv
@@ -47,6 +47,11 @@ serve:  ## serve the newest logged image classifier (or MODEL_URI=models:/...) o
 	$(PY) scripts/serve.py $(if $(MODEL_URI),--model-uri "$(MODEL_URI)") \
 		--port $(if $(filter command line,$(origin PORT)),$(PORT),5001)
 
+# its own default port (8080), so that it can run beside `make ui` on 5000
+sweep-dashboard:  ## the sweeps' Optuna studies (mlruns/optuna.db, or STUDIES=<storage URL>) on 127.0.0.1:8080
+	.venv/bin/optuna-dashboard $(if $(STUDIES),"$(STUDIES)",sqlite:///$(CURDIR)/mlruns/optuna.db) --host 127.0.0.1 \
+		--port $(if $(filter command line,$(origin PORT)),$(PORT),8080)
+
 bench:  ## pipeline vs bare baselines: train step, real photos, loading, latency, smoke, --help -> bench/report.md
 	$(PY) scripts/bench.py $(ARGS)
 
@@ -61,6 +66,9 @@ bench-scale:  ## data-stage time and memory at 10k and 50k synthetic images (ARG
 
 bench-serve:  ## the served model under 4 concurrent clients, next to scripts/predict.py -> bench/serve.md
 	$(PY) scripts/bench_serve.py $(ARGS)
+
+bench-sweep:  ## the same 16-trial Optuna search with and without pruning: wall time, best objective -> bench/sweep.md
+	$(PY) scripts/bench_sweep.py $(ARGS)
 
 gpu-check:  ## the pipeline on this machine's GPUs (one, then all under DDP) -> bench/gpu_check.md; exits 0 without
 	$(PY) scripts/gpu_check.py $(ARGS)

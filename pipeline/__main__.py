@@ -19,8 +19,10 @@ from omegaconf import DictConfig  # noqa: E402
 
 from pipeline.cli_help import help_text, wants_help  # noqa: E402
 from pipeline.schema import register  # noqa: E402
+from pipeline.sweeps import optuna_sweeper  # noqa: E402
 
 register()
+optuna_sweeper.register()
 
 
 NOISE_PREFIXES = ("full_key:", "reference_type=", "object_type=", "To append to your config")

@@ -22,3 +22,4 @@ class Context:
     metrics: dict[str, float] = field(default_factory=dict)
     objective: str | None = None  # the metric `objective=auto` resolved to in the train stage
     callbacks: list = field(default_factory=list)  # Lightning callbacks the caller adds to the train stage's
+    pruned_epoch: int | None = None  # the epoch after which a sweep's pruner stopped this trial

@@ -65,8 +65,9 @@ def check_stages(stages: list[str]) -> None:
         raise PipelineError(f"unknown or no stages {unknown}: choose from {list(STAGE_NAMES)}")
 
 
-def run(cfg: DictConfig, callbacks: tuple = ()) -> float | None:
-    """The objective metric when a stage produced it, for sweepers; `callbacks` join the train stage's."""
+def run(cfg: DictConfig, callbacks: tuple = ()):
+    """The objective metric when a stage produced it, for sweepers (pipeline.sweeps.study.Pruned for a trial
+    the sweep's pruner stopped); `callbacks` join the train stage's."""
     started = time.perf_counter()
     check_stages(list(cfg.stages))
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # fail before any run starts
@@ -76,20 +77,7 @@ def run(cfg: DictConfig, callbacks: tuple = ()) -> float | None:
     quiet_known_noise()
     if not is_rank_zero():
         return run_worker(cfg)
-    from pipeline.tracking import Tracker
-
-    writable_folder(Path(cfg.output_dir), "output folder")
-    if cfg.tracking.uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):  # the embedded store
-        writable_folder(Path(cfg.tracking.dir), "tracking.dir")
-    tracker = Tracker(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.dir)
-    for abandoned in tracker.mark_abandoned_runs():
-        log.warning("run %s was left RUNNING by a process that is gone: marked KILLED", abandoned)
-    resume_id = None
-    if not cfg.resume and (requeued := tracker.run_of_requeued_job()):
-        log.info("SLURM restarted this job: continuing its run %s", requeued)
-        cfg.resume = requeued
-    if cfg.resume:
-        resume_id, cfg = resumed(cfg, tracker)
+    tracker, resume_id, cfg = open_tracker(cfg)
     output_dir = writable_folder(Path(cfg.output_dir), "output folder")
     ctx = Context(output_dir=output_dir, callbacks=list(callbacks))
     yaml = OmegaConf.to_yaml(cfg, resolve=True)
@@ -99,9 +87,14 @@ def run(cfg: DictConfig, callbacks: tuple = ()) -> float | None:
         tracker.pipeline_run(config, yaml, story, resume_id) as run_id,
     ):
         log.info("MLflow run %s at %s; outputs in %s", run_id, tracker.uri, output_dir)
+        if cfg.trial.number is not None:
+            mark_trial(cfg, tracker, run_id)
         timings: dict[str, float] = {}
         try:
             ctx = run_stages(cfg, list(cfg.stages), ctx, tracker, timings)
+            if cfg.trial.number is not None:
+                state = "COMPLETE" if ctx.pruned_epoch is None else "PRUNED"
+                tracker.set_tags({"optuna.state": state})
         except INTERRUPTS as err:
             log.warning("interrupted: run %s marked KILLED; continue it with resume=%s", run_id, run_id)
             raise KeyboardInterrupt from err  # one exit path (130) for Ctrl-C and SIGTERM
@@ -117,9 +110,41 @@ def run(cfg: DictConfig, callbacks: tuple = ()) -> float | None:
     return objective_value(cfg, ctx)
 
 
-def objective_value(cfg: DictConfig, ctx: Context) -> float | None:
+def open_tracker(cfg: DictConfig):
+    """The MLflow store (checked writable, runs abandoned by dead processes marked KILLED), the parent run to
+    continue (resume=, or this requeued SLURM job's) and the config to run: (tracker, run id or None, cfg)."""
+    from pipeline.tracking import Tracker
+
+    writable_folder(Path(cfg.output_dir), "output folder")
+    if cfg.tracking.uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):  # the embedded store
+        writable_folder(Path(cfg.tracking.dir), "tracking.dir")
+    tracker = Tracker(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.dir)
+    for abandoned in tracker.mark_abandoned_runs():
+        log.warning("run %s was left RUNNING by a process that is gone: marked KILLED", abandoned)
+    if not cfg.resume and (requeued := tracker.run_of_requeued_job()):
+        log.info("SLURM restarted this job: continuing its run %s", requeued)
+        cfg.resume = requeued
+    if not cfg.resume:
+        return tracker, None, cfg
+    return tracker, *resumed(cfg, tracker)
+
+
+def mark_trial(cfg: DictConfig, tracker, run_id: str) -> None:
+    """A sweep's trial: its study and number on the parent run, the run's id on the trial."""
+    from pipeline.sweeps.study import record_run
+
+    tracker.set_tags({"optuna.study": cfg.trial.study, "optuna.trial": str(cfg.trial.number)})
+    record_run(cfg.trial, run_id)
+
+
+def objective_value(cfg: DictConfig, ctx: Context):
     """What sweepers optimize: the objective as the train stage resolved it (`auto` is val/acc when no
-    training ran), scored by the validate stage when it ran, else by the train stage's best epoch."""
+    training ran), scored by the validate stage when it ran, else by the train stage's best epoch; for a
+    trial the sweep's pruner stopped, pipeline.sweeps.study.Pruned."""
+    if ctx.pruned_epoch is not None:
+        from pipeline.sweeps.study import Pruned
+
+        return Pruned(ctx.pruned_epoch)
     name = ctx.objective or resolved_objective(cfg.objective, imbalanced=False)
     return ctx.metrics.get(name)
 
@@ -180,6 +205,8 @@ def run_stages(
                 ctx = stage.run(cfg, ctx, tracker)
         finally:
             timings[name] = time.perf_counter() - start
+        if ctx.pruned_epoch is not None:  # a sweep's pruned trial: nothing after training is worth running
+            break
     return ctx
 
 

@@ -331,6 +331,15 @@ STAGE_NAMES = ("data", "sanity", "train", "validate", "export")  # in the order 
 
 
 @dataclass
+class TrialConfig:
+    """Set by the Optuna sweeper (hydra/sweeper=optuna) in each job it launches; null outside a sweep."""
+
+    number: int | None = None  # this job's trial in the study
+    study: str | None = None  # the study's name (hydra.sweeper.study_name)
+    storage: str | None = None  # the study's storage URL
+
+
+@dataclass
 class Config:
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
@@ -345,6 +354,7 @@ class Config:
     sanity: SanityConfig = field(default_factory=SanityConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    trial: TrialConfig = field(default_factory=TrialConfig)
     # the stages to run, in order; a stage runs alone when its inputs are given
     stages: list[str] = field(default_factory=lambda: list(STAGE_NAMES))
     seed: int = 42  # seeds Python, NumPy and torch (Lightning's seed_everything) for the run

@@ -343,6 +343,10 @@ class Tracker:
             return set()
         return {m.step for m in self.client.get_metric_history(run.info.run_id, "train/loss")}
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        with uninterrupted():
+            mlflow.set_tags(tags)
+
     def log_params(self, params: dict[str, Any]) -> None:
         with uninterrupted():
             mlflow.log_params(flatten(params))

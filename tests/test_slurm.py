@@ -110,6 +110,29 @@ def test_a_sweep_runs_as_slurm_jobs_each_its_own_parent_run(tracking_server, tmp
     assert [job.split("_")[1] for job in jobs] == ["0", "1"] and len({job.split("_")[0] for job in jobs}) == 1
 
 
+def test_an_optuna_sweep_runs_its_trials_as_slurm_jobs_into_a_persistent_study(
+    tracking_server, tmp_path, image_folder
+):
+    """Two trials at once, each its own SLURM job reporting to the study beside the store (SQLite, opened by
+    the jobs and the sweeper alike); each trial names its MLflow parent run and the run its trial."""
+    import optuna
+
+    overrides = ["hparams_search=digits_optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"]
+    overrides += ["stages=[data,train]", "trainer.max_epochs=2", f"tracking.dir={tmp_path / 'mlruns'}"]
+    finished(submit(tracking_server, "optuna", tmp_path, image_folder, *overrides))
+    storage = f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"
+    trials = optuna.load_study(study_name="digits_optuna", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    parents, _ = runs_of(tracking_server, "optuna")
+    by_trial = {p.data.tags["optuna.trial"]: p for p in parents}
+    assert sorted(by_trial) == ["0", "1"] and {p.info.status for p in parents} == {"FINISHED"}
+    for trial in trials:
+        parent = by_trial[str(trial.number)]
+        assert trial.user_attrs["mlflow_run_id"] == parent.info.run_id
+        assert trial.value == parent.data.metrics["train/best_val_acc"]
+        assert parent.data.tags["slurm_job"]  # ran as a SLURM job
+
+
 DDP_TWO_NODES = ["trainer=ddp", "trainer.devices=1", "trainer.num_nodes=2"]  # one task on each node
 
 

@@ -1,7 +1,12 @@
 """Hydra sweeps as users start them (`python -m pipeline -m ...`, `hparams_search=...`): one MLflow parent run
 per job in one experiment, and Optuna sees the objective the pipeline returns. Launcher presets compose."""
 
+import os
+import signal
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -162,3 +167,81 @@ def test_each_multirun_job_runs_its_own_two_ddp_ranks(image_folder, tmp_path, st
         assert (tmp_path / "multirun" / job / "train_ddp_process_1.log").is_file()
     stray = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout
     assert stray == "", stray
+
+
+def study_trials(tmp_path, name: str) -> list:
+    """The trials of study `name` in the sweep's default storage, beside the MLflow store."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+@pytest.mark.slow
+def test_a_pruned_trial_ends_its_job_with_0_and_the_sweep_goes_on(image_folder, tmp_path, store):
+    """A pruner that prunes every value below 2 stops each trial after its first epoch: both trials end
+    PRUNED, their jobs return normally, and no stage after training runs."""
+    done = run_cli(
+        "hparams_search=digits_optuna", "hydra.sweeper.n_trials=2", "debug=smoke", "trainer.max_epochs=3",
+        "stages=[train,validate]", "~hydra.sweeper.pruner",
+        "+hydra.sweeper.pruner={_target_: optuna.pruners.ThresholdPruner, lower: 2.0}",
+        f"data.root={image_folder}", f"tracking.dir={tmp_path / 'mlruns'}",
+        f"data.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [t.state.name for t in study_trials(tmp_path, "digits_optuna")] == ["PRUNED", "PRUNED"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("image-classification").experiment_id])
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert sorted(p.data.tags["optuna.trial"] for p in parents) == ["0", "1"]
+    assert {p.data.tags["optuna.state"] for p in parents} == {"PRUNED"}
+    assert {p.data.metrics["train/pruned_epoch"] for p in parents} == {0}
+    assert sorted(r.info.run_name for r in runs if r not in parents) == ["train", "train"]  # no validate
+
+
+def finished_trials(tmp_path, name: str) -> int:
+    try:
+        return sum(t.state.name == "COMPLETE" for t in study_trials(tmp_path, name))
+    except KeyError:  # the study is not created yet
+        return 0
+
+
+@pytest.mark.slow
+def test_a_sweep_stopped_with_ctrl_c_and_run_again_finishes_without_repeating_trials(
+    image_folder, tmp_path, store
+):
+    args = [
+        "hparams_search=digits_optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.params={}",
+        "data.val_fraction=interval(0.1, 0.6)", "objective=data/train_images", "stages=[data]",
+        "data.audit=false", f"data.root={image_folder}", f"tracking.dir={tmp_path / 'mlruns'}",
+        f"data.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'multirun'}",
+    ]  # fmt: skip
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(Path(CONF_DIR).parent)}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args], cwd=tmp_path, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while finished_trials(tmp_path, "digits_optuna") < 2 and first.poll() is None:
+        assert time.monotonic() < deadline, "two trials did not finish in 240 s"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGINT)
+    stopped_after = first.communicate(timeout=120)[1]
+    assert first.returncode == 130, stopped_after[-2000:]
+    before = finished_trials(tmp_path, "digits_optuna")
+    assert 2 <= before < 4
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    trials = study_trials(tmp_path, "digits_optuna")
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 4 and {t.state.name for t in trials} <= {"COMPLETE", "FAIL"}
+    assert len({t.params["data.val_fraction"] for t in complete}) == 4  # none repeated
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("image-classification").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    finished = {p.data.tags["optuna.trial"] for p in parents if p.info.status == "FINISHED"}
+    assert finished == {str(t.number) for t in complete}  # one finished parent run a completed trial
+    stopped = [p for p in parents if p.info.status != "FINISHED"]  # the trial Ctrl-C stopped, if it had begun
+    assert len(stopped) <= len(trials) - 4 and {p.info.status for p in stopped} <= {"KILLED"}

@@ -29,6 +29,7 @@ from pipeline.stages._shared import (
     pretrained_preprocess,
     resized_images,
 )
+from pipeline.sweeps.study import pruning_callback
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.train")
@@ -85,17 +86,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         log.info(chosen)
     classifier = build_classifier(cfg, ctx, finetune, balance)
     check_image_size(classifier.model, cfg.model.name, preprocess.image_size)  # before the resized cache
-    resized = resized_images(cfg, index, preprocess)
-    datamodule = ImageDataModule(
-        index,
-        preprocess,
-        list(cfg.augment.train),
-        cfg.data.batch_size,
-        loader_workers(cfg.data.num_workers, resized is not None),
-        balance,
-        cfg.seed,
-        resized,
-    )
+    datamodule = build_datamodule(cfg, index, preprocess, balance)
     ckpt_dir = ctx.output_dir / "checkpoints"
     best, callbacks = training_callbacks(
         objective,
@@ -106,18 +97,52 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         ckpt_dir,
         cfg.train.ema_decay,
     )
-    trainer = build_trainer(plain(cfg.trainer), [*callbacks, *ctx.callbacks], ctx.output_dir)
+    pruning = pruning_callback(cfg, objective)
+    trainer = build_trainer(
+        plain(cfg.trainer), [*callbacks, *ctx.callbacks, *filter(None, [pruning])], ctx.output_dir
+    )
     log_setup(tracker, trainer, classifier, datamodule, objective, balance, finetune)
     if cfg.train.lr_find:
         classifier.hparams.optimizer["lr"] = find_lr(
             trainer, classifier, datamodule, cfg.train.lr_find_steps, tracker
         )
-    fit(trainer, classifier, datamodule, cfg.train.resume)
+    ctx.pruned_epoch = fit_trial(trainer, classifier, datamodule, cfg.train.resume, pruning, tracker)
+    if ctx.pruned_epoch is not None:
+        return ctx
     ctx.ckpt_path = ckpt_dir / "best.ckpt"
     if cfg.train.ema_decay is not None and trainer.is_global_zero and ctx.ckpt_path.is_file():
         keep_weights_only(ctx.ckpt_path)
     record_result(trainer, classifier, best, objective, tracker, ctx)
     return ctx
+
+
+def build_datamodule(cfg: DictConfig, index, preprocess, balance: str) -> ImageDataModule:
+    """The training batches, from the resized cache when it holds the images at this size."""
+    resized = resized_images(cfg, index, preprocess)
+    workers = loader_workers(cfg.data.num_workers, resized is not None)
+    augment = list(cfg.augment.train)
+    return ImageDataModule(
+        index, preprocess, augment, cfg.data.batch_size, workers, balance, cfg.seed, resized
+    )
+
+
+def fit_trial(trainer: L.Trainer, classifier, datamodule, resume: str | None, pruning, tracker) -> int | None:
+    """Train; the epoch after which a sweep's pruner stopped it (optuna.TrialPruned, raised from within
+    Lightning on one process, after fit under DDP), else None."""
+    if pruning is None:
+        fit(trainer, classifier, datamodule, resume)
+        return None
+    import optuna
+
+    try:
+        fit(trainer, classifier, datamodule, resume)
+        pruning.check_pruned()
+    except optuna.TrialPruned:
+        log.info("pruned by the sweep after epoch %d: this trial stops here", trainer.current_epoch)
+        tracker.log_metrics({"train/pruned_epoch": trainer.current_epoch}, headline=True)
+        tracker.set_tags({"optuna.state": "PRUNED"})
+        return trainer.current_epoch
+    return None
 
 
 def log_setup(tracker: Tracker, trainer, classifier, datamodule, objective: str, balance: str, finetune):

@@ -1,0 +1,173 @@
+"""hydra/sweeper=optuna: a sweep that fills a persistent Optuna study. Each batch of trials is asked of the
+study, launched as pipeline jobs through the configured Hydra launcher (basic, joblib, SLURM) and told its
+result: the objective, PRUNED when its training was stopped, FAIL when its job failed. Running the same
+command again continues the study until it holds `n_trials` finished trials; trials a stopped sweep left
+running are marked failed and their parameters tried again first.
+
+Optuna is imported when the sweep starts, not when the CLI loads this module.
+"""
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.errors import PipelineError
+from pipeline.recipe import resolved_objective
+from pipeline.sweeps.search_space import as_override, search_space
+from pipeline.sweeps.study import MLFLOW_RUN, Pruned, direction, load_storage, storage_url
+
+log = logging.getLogger("pipeline.sweeps")
+
+
+class OptunaSweeper(Sweeper):
+    def __init__(
+        self,
+        study_name: str,
+        storage: str | None,
+        n_trials: int,
+        n_jobs: int,
+        sampler: Any,  # an optuna sampler class with its settings but the seed (Hydra's _partial_)
+        pruner: Any,  # an optuna pruner, instantiated by Hydra; None: no pruning
+        params: DictConfig | None,
+    ):
+        self.study_name, self.storage, self.n_trials, self.n_jobs = study_name, storage, n_trials, n_jobs
+        self.sampler, self.pruner = sampler, pruner
+        self.params = {str(k): str(v) for k, v in (params or {}).items()}
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> None:
+        space, fixed = search_space([*(f"{k}={v}" for k, v in self.params.items()), *arguments])
+        url = storage_url(self.storage, self.config.tracking.dir)
+        study = self.open_study(url)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        log.info(
+            "Optuna study %s in %s: %d of %d trials finished",
+            self.study_name,
+            url,
+            done(study),
+            self.n_trials,
+        )
+        while (left := self.n_trials - done(study)) > 0:
+            trials = [study.ask(space) for _ in range(min(self.n_jobs, left))]
+            batch = [
+                [*fixed, *params_of(t), *trial_overrides(t.number, self.study_name, url)] for t in trials
+            ]
+            try:
+                self.validate_batch_is_legal(batch)
+                returns = self.launcher.launch(batch, initial_job_idx=trials[0].number)
+            except BaseException as err:
+                stopped(study, trials, retry=isinstance(err, KeyboardInterrupt))
+                raise
+            for trial, job in zip(trials, returns, strict=True):
+                tell(study, trial, job)
+        write_results(study, sweep_dir, resolved_objective(self.config.objective, imbalanced=False))
+
+    def open_study(self, url: str):
+        import optuna
+
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=load_storage(url),
+            pruner=self.pruner or optuna.pruners.NopPruner(),
+            direction=direction(self.config),
+            load_if_exists=True,
+        )
+        # seeded anew for each run of the command: the same seed would repeat the first run's random trials
+        study.sampler = self.sampler(seed=self.config.seed + len(study.trials))
+        left_running = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING])
+        if left_running:
+            log.warning(
+                "%d trials of a stopped sweep were left running: marked failed, retried first",
+                len(left_running),
+            )
+            stopped(study, left_running, retry=True)
+        return study
+
+
+# Hydra instantiates sweepers only from the hydra_plugins namespace, which it fills by a scan that misses
+# editable installs: register() names this module as such a plugin module (conf/hydra/sweeper/optuna.yaml).
+PLUGIN_MODULE = "hydra_plugins.pipeline_optuna_sweeper"
+OptunaSweeper.__module__ = PLUGIN_MODULE
+
+
+def register() -> None:
+    sys.modules.setdefault(PLUGIN_MODULE, sys.modules[__name__])
+    Plugins.instance().register(OptunaSweeper)
+
+
+def done(study) -> int:
+    import optuna
+
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=finished))
+
+
+def params_of(trial) -> list[str]:
+    return [as_override(key, value) for key, value in trial.params.items()]
+
+
+def trial_overrides(number: int, study_name: str, url: str) -> list[str]:
+    """What tells a job it is a trial, and of which study (pipeline.sweeps.study.open_trial)."""
+    quoted = url.replace("\\", "\\\\").replace("'", "\\'")
+    return [f"trial.number={number}", f"trial.study='{study_name}'", f"trial.storage='{quoted}'"]
+
+
+def tell(study, trial, job) -> None:
+    """The job's result to the study: its objective, PRUNED, or FAIL (and the sweep stops with its error)."""
+    import optuna
+
+    try:
+        value = job.return_value  # raises the job's own error when it failed
+    except BaseException:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        raise
+    if isinstance(value, Pruned):
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        log.info("trial %d pruned after epoch %d", trial.number, value.epoch)
+        return
+    if value is None:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        raise PipelineError(f"trial {trial.number} returned no objective: does a stage produce it?")
+    study.tell(trial, float(value))
+
+
+def stopped(study, trials: list, retry: bool) -> None:
+    """Trials whose jobs did not finish: failed; with `retry`, their parameters asked again next."""
+    import optuna
+
+    for trial in trials:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        if retry:
+            study.enqueue_trial(trial.params, skip_if_exists=False)
+
+
+def write_results(study, sweep_dir: Path, objective: str) -> None:
+    """optimization_results.yaml in the sweep folder, and the one-line summary."""
+    import optuna
+
+    if not study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE]):
+        log.warning(
+            "no trial of study %s completed (%d trials): no best", study.study_name, len(study.trials)
+        )
+        return
+    best = study.best_trial
+    results: dict[str, Any] = {"name": "optuna", "best_params": best.params, "best_value": best.value}
+    OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
+    log.info(
+        "best %s %.6g: trial %d of study %s (%d trials), MLflow run %s, %s",
+        objective, best.value, best.number, study.study_name, len(study.trials),
+        best.user_attrs.get(MLFLOW_RUN, "unknown"), " ".join(params_of(best)),
+    )  # fmt: skip

@@ -9,6 +9,7 @@ import gc
 import multiprocessing
 import os
 import re
+import signal
 import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -133,9 +134,10 @@ def main() -> None:
 def stop_leftover_workers() -> None:
     """Kill worker processes still alive at the end (loader workers ignore SIGTERM, see
     signals.ignore_sigterm): multiprocessing's exit handler sends them SIGTERM and then waits on them,
-    which would never end."""
+    which would never end. By pid: the process objects of joblib's workers (hydra/launcher=parallel) have no
+    kill()."""
     for child in multiprocessing.active_children():
-        child.kill()
+        os.kill(child.pid, signal.SIGKILL)
         child.join()
 
 

@@ -16,14 +16,26 @@ import optuna
 from bench_common import ROOT, child_env, machine, write_report
 
 SEARCH = ["hparams_search=digits_optuna", "experiment=digits_cnn"]
-MODES = {"unpruned": ["hydra.sweeper.pruner=null"], "pruned": []}  # pruned: conf/hydra/sweeper/optuna.yaml's
+UNPRUNED = "unpruned"
 
 
-def search(mode: str, repeat: int, args, work: Path) -> dict:
+def modes(pruners: list[str]) -> dict[str, list[str]]:
+    """Search name -> its overrides: without pruning, then with each pruner named (an optuna.pruners class
+    with its own defaults), or with conf/hydra/sweeper/optuna.yaml's when none is named."""
+    out = {UNPRUNED: ["hydra.sweeper.pruner=null"]}
+    for pruner in pruners:
+        out[pruner.rsplit(".", 1)[-1]] = [
+            "~hydra.sweeper.pruner",
+            f"+hydra.sweeper.pruner={{_target_: {pruner}}}",
+        ]
+    return out if pruners else {**out, "pruned": []}
+
+
+def search(mode: str, overrides: list[str], repeat: int, args, work: Path) -> dict:
     """One sweep of `args.trials` trials: its wall seconds and what its study holds."""
     name = f"{mode}-{repeat}"
     command = [
-        sys.executable, "-m", "pipeline", *SEARCH, *MODES[mode], *args.set,
+        sys.executable, "-m", "pipeline", *SEARCH, *overrides, *args.set,
         f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweeper.study_name={name}", f"seed={42 + repeat}",
         f"tracking.dir={work / 'mlruns'}", f"hydra.sweep.dir={work / name}",
         f"data.cache_dir={work / 'cache'}",
@@ -64,13 +76,14 @@ def report(results: list[dict], info: dict, args) -> str:
             f"| {r['repeat']} | {r['mode']} | {r['wall_s']:.0f} | {r['best_value']:.4f} | {r['complete']} "
             f"| {r['pruned']} | {r['epochs_trained']} |"
         )
-    lines += ["", "| repeat | wall, pruned / unpruned | best objective, pruned - unpruned |", "|---|---|---|"]
+    lines += ["", "| repeat | search | wall, / unpruned | best objective, - unpruned |", "|---|---|---|---|"]
     for repeat in sorted({r["repeat"] for r in results}):
-        pair = {r["mode"]: r for r in results if r["repeat"] == repeat}
-        if len(pair) == 2:
-            ratio = pair["pruned"]["wall_s"] / pair["unpruned"]["wall_s"]
-            gap = pair["pruned"]["best_value"] - pair["unpruned"]["best_value"]
-            lines.append(f"| {repeat} | {ratio:.2f}x | {gap:+.4f} |")
+        runs = {r["mode"]: r for r in results if r["repeat"] == repeat}
+        base = runs.get(UNPRUNED)
+        for mode, r in runs.items():
+            if base and mode != UNPRUNED:
+                ratio, gap = r["wall_s"] / base["wall_s"], r["best_value"] - base["best_value"]
+                lines.append(f"| {repeat} | {mode} | {ratio:.2f}x | {gap:+.4f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -79,12 +92,22 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=1, help="pairs of searches, each with its own seed")
     parser.add_argument("--set", action="append", default=[], help="an override for every search")
+    parser.add_argument(
+        "--pruners",
+        default="",
+        help="comma-separated optuna.pruners classes to compare (default: the config's)",
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "sweep_work")
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     load_before = os.getloadavg()[0]
-    results = [search(mode, r, args, args.work) for r in range(args.repeats) for mode in MODES]
+    searches = modes([p for p in args.pruners.split(",") if p])
+    results = [
+        search(mode, overrides, r, args, args.work)
+        for r in range(args.repeats)
+        for mode, overrides in searches.items()
+    ]
     info = machine(load_before)
     write_report(args.out, "sweep", report(results, info, args), {"machine": info, "results": results})
 

@@ -105,4 +105,4 @@ def test_bench_sweep_pairs_each_pruned_search_with_its_unpruned_one():
     ]  # fmt: skip
     info = {"date": "d", "commit": "c", "cpu_count": 2, "load_before": 0.5, "load_after": 1.0}
     text = sweep.report(results, info, type("Args", (), {"set": [], "trials": 16})())
-    assert "| 0 | 0.40x | -0.0025 |" in text
+    assert "| 0 | pruned | 0.40x | -0.0025 |" in text

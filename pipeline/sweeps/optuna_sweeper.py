@@ -71,8 +71,11 @@ class OptunaSweeper(Sweeper):
             except BaseException as err:
                 stopped(study, trials, retry=isinstance(err, KeyboardInterrupt))
                 raise
-            for trial, job in zip(trials, returns, strict=True):
-                tell(study, trial, job)
+            failures = [
+                err for trial, job in zip(trials, returns, strict=True) if (err := tell(study, trial, job))
+            ]
+            if failures:  # every trial of the batch is told first: none is left running
+                raise failures[0]
         write_results(study, sweep_dir, resolved_objective(self.config.objective, imbalanced=False))
 
     def open_study(self, url: str):
@@ -125,23 +128,25 @@ def trial_overrides(number: int, study_name: str, url: str) -> list[str]:
     return [f"trial.number={number}", f"trial.study='{study_name}'", f"trial.storage='{quoted}'"]
 
 
-def tell(study, trial, job) -> None:
-    """The job's result to the study: its objective, PRUNED, or FAIL (and the sweep stops with its error)."""
+def tell(study, trial, job) -> BaseException | None:
+    """The job's result to the study: its objective, PRUNED, or FAIL (returning the job's error, which stops
+    the sweep)."""
     import optuna
 
     try:
         value = job.return_value  # raises the job's own error when it failed
-    except BaseException:
+    except BaseException as err:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        raise
+        return err
     if isinstance(value, Pruned):
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         log.info("trial %d pruned after epoch %d", trial.number, value.epoch)
-        return
-    if value is None:
+    elif value is None:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        raise PipelineError(f"trial {trial.number} returned no objective: does a stage produce it?")
-    study.tell(trial, float(value))
+        return PipelineError(f"trial {trial.number} returned no objective: does a stage produce it?")
+    else:
+        study.tell(trial, float(value))
+    return None
 
 
 def stopped(study, trials: list, retry: bool) -> None:

@@ -56,7 +56,6 @@ def search(mode: str, overrides: list[str], repeat: int, args, work: Path) -> di
         "best_trial": study.best_trial.number,
         "complete": states.count("COMPLETE"),
         "pruned": states.count("PRUNED"),
-        "epochs_trained": sum(len(t.intermediate_values) for t in study.trials),
     }
 
 
@@ -68,13 +67,13 @@ def report(results: list[dict], info: dict, args) -> str:
         f"{info['load_before']:.2f} before, {info['load_after']:.2f} after. Search: "
         f"`{' '.join(SEARCH + args.set)}`, {args.trials} trials each, seeds 42 + repeat.",
         "",
-        "| repeat | search | wall (s) | best objective | completed | pruned | epochs trained |",
-        "|---|---|---|---|---|---|---|",
+        "| repeat | search | wall (s) | best objective | completed | pruned |",
+        "|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['repeat']} | {r['mode']} | {r['wall_s']:.0f} | {r['best_value']:.4f} | {r['complete']} "
-            f"| {r['pruned']} | {r['epochs_trained']} |"
+            f"| {r['pruned']} |"
         )
     lines += ["", "| repeat | search | wall, / unpruned | best objective, - unpruned |", "|---|---|---|---|"]
     for repeat in sorted({r["repeat"] for r in results}):

@@ -98,10 +98,8 @@ def test_gpu_check_says_in_one_line_that_there_is_no_gpu_and_exits_0(tmp_path):
 def test_bench_sweep_pairs_each_pruned_search_with_its_unpruned_one():
     sweep = load_script("bench_sweep")
     results = [
-        {"mode": "unpruned", "repeat": 0, "wall_s": 200.0, "best_value": 0.98, "complete": 16, "pruned": 0,
-         "epochs_trained": 240},
-        {"mode": "pruned", "repeat": 0, "wall_s": 80.0, "best_value": 0.9775, "complete": 6, "pruned": 10,
-         "epochs_trained": 100},
+        {"mode": "unpruned", "repeat": 0, "wall_s": 200.0, "best_value": 0.98, "complete": 16, "pruned": 0},
+        {"mode": "pruned", "repeat": 0, "wall_s": 80.0, "best_value": 0.9775, "complete": 6, "pruned": 10},
     ]  # fmt: skip
     info = {"date": "d", "commit": "c", "cpu_count": 2, "load_before": 0.5, "load_after": 1.0}
     text = sweep.report(results, info, type("Args", (), {"set": [], "trials": 16})())

@@ -9,6 +9,7 @@ Optuna is imported when the sweep starts, not when the CLI loads this module.
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,11 @@ class OptunaSweeper(Sweeper):
             direction=direction(self.config),
             load_if_exists=True,
         )
+        with (
+            warnings.catch_warnings()
+        ):  # experimental in Optuna 5, there since 3.2: the dashboard's axis name
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([resolved_objective(self.config.objective, imbalanced=False)])
         # seeded anew for each run of the command: the same seed would repeat the first run's random trials
         study.sampler = self.sampler(seed=self.config.seed + len(study.trials))
         left_running = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING])

@@ -219,8 +219,9 @@ def test_a_sweep_stopped_with_ctrl_c_and_run_again_finishes_without_repeating_tr
         f"data.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'multirun'}",
     ]  # fmt: skip
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(Path(CONF_DIR).parent)}
-    first = subprocess.Popen(
+    first = subprocess.Popen(  # Ctrl-C's default action even when the suite runs as a background job
         [sys.executable, "-m", "pipeline", *args], cwd=tmp_path, env=env, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 240

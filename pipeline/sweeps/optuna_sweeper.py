@@ -50,7 +50,8 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         space, fixed = search_space([*(f"{k}={v}" for k, v in self.params.items()), *arguments])
         url = storage_url(self.storage, self.config.tracking.dir)
-        study = self.open_study(url)
+        objective = resolved_objective(self.config.objective, imbalanced=False)
+        study = self.open_study(url, objective)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -77,23 +78,23 @@ class OptunaSweeper(Sweeper):
             ]
             if failures:  # every trial of the batch is told first: none is left running
                 raise failures[0]
-        write_results(study, sweep_dir, resolved_objective(self.config.objective, imbalanced=False))
+        write_results(study, sweep_dir, objective)
 
-    def open_study(self, url: str):
+    def open_study(self, url: str, objective: str):
         import optuna
 
         study = optuna.create_study(
             study_name=self.study_name,
             storage=load_storage(url),
             pruner=self.pruner or optuna.pruners.NopPruner(),
-            direction=direction(self.config),
+            direction=direction(objective, self.config.objective_mode),
             load_if_exists=True,
         )
         with (
             warnings.catch_warnings()
         ):  # experimental in Optuna 5, there since 3.2: the dashboard's axis name
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([resolved_objective(self.config.objective, imbalanced=False)])
+            study.set_metric_names([objective])
         # seeded anew for each run of the command: the same seed would repeat the first run's random trials
         study.sampler = self.sampler(seed=self.config.seed + len(study.trials))
         left_running = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING])

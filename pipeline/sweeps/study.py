@@ -3,15 +3,13 @@ it optimizes, and the pruning callback a trial's training reports to. Both sides
 the sweeper's config (hydra.sweeper) and the trial the sweeper put in the job's config (`trial`).
 """
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline.recipe import objective_direction, resolved_objective
+from pipeline.recipe import objective_direction
 
-log = logging.getLogger("pipeline.sweeps")
 STUDY_FILE = "optuna.db"  # beside the embedded MLflow store's mlflow.db
 MLFLOW_RUN = "mlflow_run_id"  # the trial's user attribute naming its MLflow parent run
 
@@ -33,10 +31,9 @@ def storage_url(storage: str | None, tracking_dir: str) -> str:
     return f"sqlite:///{folder / STUDY_FILE}"
 
 
-def direction(cfg: DictConfig) -> str:
-    """maximize or minimize, from the pipeline's objective and objective_mode."""
-    objective = resolved_objective(cfg.objective, imbalanced=False)
-    return "maximize" if objective_direction(objective, cfg.objective_mode) == "max" else "minimize"
+def direction(objective: str, mode: str) -> str:
+    """maximize or minimize, from the pipeline's resolved objective and objective_mode."""
+    return "maximize" if objective_direction(objective, mode) == "max" else "minimize"
 
 
 def load_storage(url: str):

@@ -16,10 +16,14 @@ from pipeline.atomic import written_in_place
 Runner = Callable[[np.ndarray], np.ndarray]  # a batch (NCHW float32) in, logits out
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+UNKNOWN_OUTPUT_NAME = "unknown_score"  # the second output of a model with an unknown answer
 
 
-def export_onnx(model: torch.nn.Module, path: Path, image_size: int, opset: int) -> Path:
-    """Write a single self-contained .onnx file (weights inside) taking NCHW float32 input."""
+def export_onnx(
+    model: torch.nn.Module, path: Path, image_size: int, opset: int, outputs: tuple[str, ...] = (OUTPUT_NAME,)
+) -> Path:
+    """Write a single self-contained .onnx file (weights inside) taking NCHW float32 input; `outputs` names
+    what the model returns (a tensor, or a tuple of them)."""
     model = model.eval().cpu()
     example = torch.randn(2, 3, image_size, image_size)
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -30,7 +34,7 @@ def export_onnx(model: torch.nn.Module, path: Path, image_size: int, opset: int)
             (example,),
             dynamo=True,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            output_names=list(outputs),
             dynamic_shapes=({0: batch},),
             opset_version=opset,
             external_data=False,
@@ -47,12 +51,14 @@ def session(path: Path) -> ort.InferenceSession:
 
 
 def torch_runner(model: torch.nn.Module) -> Runner:
-    """NCHW float32 batch -> logits in PyTorch eager, on CPU, as numpy (for comparison and timing)."""
+    """NCHW float32 batch -> logits (a model's first output) in PyTorch eager, on CPU, as numpy (for
+    comparison and timing)."""
     model = model.eval().cpu()
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return model(torch.from_numpy(x)).numpy()
+            out = model(torch.from_numpy(x))
+            return (out[0] if isinstance(out, tuple) else out).numpy()
 
     return run
 

@@ -143,6 +143,9 @@ class DataConfig:
     # flat folders and manifests without splits: held out until the end
     test_fraction: float = bounded(0.15, FRACTION)
     holdout: Holdout = Holdout.auto  # split folders without test: val held out, checkpoint on a train slice
+    # share of each class's training images held out for the calibrate stage (the calib split): they neither
+    # train nor pick the checkpoint; 0: no calib split, so no calibration, prediction sets or unknown answer
+    calib_fraction: float = bounded(0.1, FRACTION, BELOW_ONE)
     split_seed: int = 42  # seeds the stratified split, apart from the training seed
     batch_size: int = bounded(64, POSITIVE)  # images per training and evaluation batch
     # loader worker processes (lowered to the run's CPU share, and with the resized cache)
@@ -257,17 +260,34 @@ class ValidateConfig:
     # and of this many correctly classified images per class
     gradcam_per_class: int = bounded(2, NON_NEGATIVE)
     calibration_bins: int = 15  # bins of the expected calibration error and the reliability plot
-    # fit a temperature on val and store it with the checkpoint: calibrated probabilities everywhere after
-    calibrate: bool = True
-    # error rate of the prediction sets fitted on val (split conformal); null: no sets
-    conformal_alpha: float | None = bounded(0.1, POSITIVE, BELOW_ONE)
-    # share of val images the unknown threshold accepts (energy score); null: no unknown answer
-    unknown_accept: float | None = bounded(0.95, POSITIVE, BELOW_ONE)
-    # folders of images unlike the training ones (any layout): how well `unknown` tells each apart,
+    # folders of images unlike the training ones (any layout): how well the unknown answer tells each apart,
     # e.g. validate.ood_roots=[/data/flowers,/data/screenshots]; metrics named after each folder
     ood_roots: list[str] = field(default_factory=list)
     # resamples of the 95% bootstrap interval of acc, bal_acc and f1_macro (seeded by `seed`); 0: none
     bootstrap_resamples: int = bounded(1000, NON_NEGATIVE)
+
+
+class UnknownMethod(StrEnum):
+    mahalanobis = "mahalanobis"  # distance to the nearest class mean of the features, shared covariance
+    knn = "knn"  # cosine distance to the k-th nearest training feature (normalized)
+    energy = "energy"  # -logsumexp of the logits: no features needed, weak with few classes
+
+
+@dataclass
+class CalibrateConfig:
+    """What the calibrate stage fits on the calib split (data.calib_fraction) and stores with the checkpoint:
+    pipeline/stages/calibrate.py."""
+
+    temperature: bool = True  # temperature scaling, kept only where it does not make the slice's NLL worse
+    # error rate of the prediction sets (split conformal); null: no sets
+    conformal_alpha: float | None = bounded(0.1, POSITIVE, BELOW_ONE)
+    # share of calib images the unknown threshold accepts; null: no unknown answer
+    unknown_accept: float | None = bounded(0.95, POSITIVE, BELOW_ONE)
+    unknown_method: UnknownMethod = UnknownMethod.mahalanobis  # what scores how unlike the training images
+    unknown_neighbours: int = bounded(5, POSITIVE)  # knn: the k of the k-th nearest training feature
+    # training images (a seeded, stratified sample) the unknown score is fitted on; knn keeps their features
+    # in the model, so this bounds its size
+    unknown_train_images: int = bounded(2048, POSITIVE)
 
 
 @dataclass
@@ -327,7 +347,7 @@ class ExportConfig:
     model_name: str = "image-classifier"  # the registered model's name (export.register=true)
 
 
-STAGE_NAMES = ("data", "sanity", "train", "validate", "export")  # in the order they run
+STAGE_NAMES = ("data", "sanity", "train", "calibrate", "validate", "export")  # in the order they run
 
 
 @dataclass
@@ -350,6 +370,7 @@ class Config:
     tracking: TrackingConfig = MISSING
     finetune: FinetuneConfig = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     sanity: SanityConfig = field(default_factory=SanityConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)

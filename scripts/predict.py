@@ -35,14 +35,12 @@ def newest_model() -> Path:
 
 
 def json_lines(predictions: Iterator[Prediction], k: int) -> Iterator[str]:
+    """The served model's answer (pipeline.export.inference.answer) with the image's path first."""
     for p in predictions:
-        top = [{"label": label, "probability": round(prob, 6)} for label, prob in p.top_k]
-        row = {"path": str(p.path), "top_k": top}
-        if p.prediction_set is not None:
-            row["prediction_set"] = p.prediction_set
-        if p.unknown is not None:
-            row |= {"unknown": p.unknown, "unknown_score": round(p.unknown_score, 4)}
-        yield json.dumps(row)
+        yield json.dumps({"path": str(p.path), **p.answer})
+
+
+SINGLE_FIELDS = ("label", "probability", "unknown", "unknown_score", "prediction_set", "note")
 
 
 def csv_lines(predictions: Iterator[Prediction], k: int) -> Iterator[str]:
@@ -51,9 +49,17 @@ def csv_lines(predictions: Iterator[Prediction], k: int) -> Iterator[str]:
         csv.writer(out, lineterminator="").writerow(values)
         return out.getvalue()
 
-    yield row(["path", *(f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "probability"))])
+    """The answer's fields a column each (a set's labels joined by |, null as empty), then the top k."""
+    top = [f"{name}_{i}" for i in range(1, k + 1) for name in ("top_label", "top_probability")]
+    yield row(["path", *SINGLE_FIELDS, *top])
+
+    def cell(value) -> str:
+        return "" if value is None else "|".join(value) if isinstance(value, list) else str(value)
+
     for p in predictions:
-        yield row([str(p.path), *(v for label, prob in p.top_k for v in (label, f"{prob:.6f}"))])
+        a = p.answer
+        ranked = (v for pair in zip(a["top_labels"], a["top_probabilities"], strict=True) for v in pair)
+        yield row([str(p.path), *(cell(a[name]) for name in SINGLE_FIELDS), *ranked])
 
 
 FORMATS = {"json": json_lines, "csv": csv_lines}

@@ -34,7 +34,8 @@ UNREAD_IMAGE_SUFFIXES = {
     ".svg",
 }
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-SPLITS = ("train", "val", "test")
+# calib: a slice of train that neither trains nor picks the checkpoint, for the calibrate stage
+SPLITS = ("train", "val", "calib", "test")
 # A file name that is not valid UTF-8 reaches Python with its odd bytes as surrogates; text files written
 # for people (index.csv, audit tables) show them as \udcXX escapes, so the file stays valid UTF-8.
 TEXT_ERRORS = "backslashreplace"
@@ -270,12 +271,19 @@ def _stratified_split(labels: list[int], val_fraction: float, test_fraction: flo
 
 
 def build_index(
-    root: Path, val_fraction: float, test_fraction: float, seed: int, holdout: str = "auto"
+    root: Path,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    holdout: str = "auto",
+    calib_fraction: float = 0.0,
 ) -> DatasetIndex:
     """Scan root and assign splits: folder splits when present, else a seeded stratified split. With
     `holdout=auto`, split folders with a val split but no test split keep val untouched as the test split
     (a user who splits into train and val means val as the held-out set) and the checkpoint is picked on a
-    seeded slice of train; `holdout=none` lets val pick the checkpoint, with no held-out split."""
+    seeded slice of train; `holdout=none` lets val pick the checkpoint, with no held-out split. Last,
+    `calib_fraction` of each class's training images become the calib split (val and test stay as they
+    would be without it)."""
     is_manifest = root.suffix.lower() == ".csv" and root.is_file()
     class_names, items = read_manifest(root) if is_manifest else scan_folder(root)
     label_of = {name: i for i, name in enumerate(class_names)}
@@ -296,10 +304,29 @@ def build_index(
             carved = _stratified_split([labels[i] for i in train_idx], val_fraction, 0.0, seed)
             for i, s in zip(train_idx, carved, strict=True):
                 splits[i] = s
+    if calib_fraction > 0:
+        splits = carve_calib(labels, splits, calib_fraction, seed)
     records = [
         Record(path, label, split) for (path, _, _), label, split in zip(items, labels, splits, strict=True)
     ]
     return require_train_images(DatasetIndex(str(root), class_names, records))
+
+
+def carve_calib(labels: list[int], splits: list[str], fraction: float, seed: int) -> list[str]:
+    """round(fraction x class size) of each class's training images to the calib split (seeded apart from
+    the val/test split); a class keeps at least one training image. No calib split is an answer too: the
+    calibrate stage says what it could not fit."""
+    train_idx = [i for i, s in enumerate(splits) if s == "train"]
+    if not train_idx:
+        return splits
+    try:
+        carved = _stratified_split([labels[i] for i in train_idx], fraction, 0.0, seed + 1)
+    except PipelineError:  # too few images to carve any
+        return splits
+    splits = list(splits)
+    for i, s in zip(train_idx, carved, strict=True):
+        splits[i] = "calib" if s == "val" else "train"
+    return splits
 
 
 def require_train_images(index: DatasetIndex) -> DatasetIndex:

@@ -1,7 +1,8 @@
 """What validation scores, whatever file it came from: a checkpoint or an exported ONNX model.
 
 A Scorer carries the class names and preprocessing the model was trained with and turns an NCHW float32
-batch into logits, so the validate stage runs one code path for every source.
+batch into calibrated logits and unknown scores (where the calibrate stage fitted them), as the exported model
+answers, so the validate stage runs one code path for every source.
 """
 
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pipeline.errors import PipelineError
 from pipeline.export.inference import NOT_ONNX
 from pipeline.export.metadata import describe, read_metadata
 from pipeline.models.module import load_classifier
+from pipeline.models.trusted import trusted_network
 from pipeline.onnx_io import session
 from pipeline.progress import Progress
 
@@ -26,10 +28,11 @@ class Scorer:
     path: Path
     class_names: list[str]
     preprocess: Preprocess
-    logits: Callable[[torch.Tensor], torch.Tensor]
+    # a batch -> (calibrated logits, unknown scores or None), on the CPU
+    outputs: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+    trust: dict  # what the calibrate stage fitted (pipeline.stages.calibrate); empty: nothing
     train_fingerprints: frozenset[str] | None = None  # None: unknown (an ONNX file, an older checkpoint)
     model: torch.nn.Module | None = None  # the PyTorch model, where there is one (for Grad-CAM)
-    file_metadata: dict | None = None  # an ONNX file's metadata document
 
     @property
     def source(self) -> str:
@@ -50,19 +53,33 @@ class Scorer:
         """{"accepted", "threshold"} of its unknown answer (pipeline.evaluation.unknown); None: none."""
         return self._fitted("unknown")
 
+    @property
+    def calibrated(self) -> bool:
+        """The calibrate stage fitted something for it (it may have kept no temperature)."""
+        return any(self.trust.get(name) is not None for name in ("images", "temperature", "conformal", "unknown"))
+
     def _fitted(self, name: str):
-        return (self.model.hparams if self.model is not None else self.file_metadata or {}).get(name)
+        return self.trust.get(name)
 
 
 def checkpoint_scorer(path: Path, device: torch.device) -> Scorer:
-    """Scored in PyTorch on `device`; logits come back on the CPU."""
+    """Scored in PyTorch on `device` as the exported model would score (pipeline.models.trusted)."""
     classifier = load_classifier(path).to(device)
+    preprocess = Preprocess.from_dict(classifier.hparams.preprocess)
+    network = trusted_network(classifier.model, classifier.trust, preprocess.image_size).to(device)
+
+    def outputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        found = network(x.to(device))
+        logits, scores = found if isinstance(found, tuple) else (found, None)
+        return logits.float().cpu(), None if scores is None else scores.float().cpu()
+
     return Scorer(
         "checkpoint",
         path,
         list(classifier.hparams.class_names),
-        Preprocess.from_dict(classifier.hparams.preprocess),
-        lambda x: classifier(x.to(device)).float().cpu(),
+        preprocess,
+        outputs,
+        classifier.trust or {},
         frozenset(known) if (known := classifier.hparams.get("train_fingerprints")) is not None else None,
         classifier,
     )
@@ -88,22 +105,40 @@ def onnx_scorer(path: Path) -> Scorer:
             f"{path}: preprocessing {document['preprocess']} is not this pipeline's eval transform"
         )
 
-    def logits(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(sess.run([document["output"]], {document["input"]: x.numpy()})[0])
+    unknown = document.get("unknown")
+    names = [document["output"], *([unknown["output"]] if unknown else [])]
 
-    return Scorer("onnx", path, list(document["class_names"]), preprocess, logits, file_metadata=document)
+    def outputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        found = [torch.from_numpy(a) for a in sess.run(names, {document["input"]: x.numpy()})]
+        return found[0], found[1] if unknown else None
+
+    trust = {name: document.get(name) for name in ("temperature", "conformal", "unknown")}
+    return Scorer("onnx", path, list(document["class_names"]), preprocess, outputs, trust)
+
+
+@dataclass(frozen=True)
+class Scored:
+    logits: torch.Tensor  # calibrated where the model is
+    targets: torch.Tensor
+    tta_logits: torch.Tensor | None  # with test-time augmentation: the mean logits of each image and its mirror
+    unknown_scores: torch.Tensor | None  # where the model has an unknown answer
 
 
 @torch.inference_mode()
-def predict(scorer: Scorer, loader, tta: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Logits, targets and, with test-time augmentation, the mean logits of each image and its mirror."""
-    logits, targets, averaged = [], [], []
+def predict(scorer: Scorer, loader, tta: bool) -> Scored:
     progress = Progress("validate", "scored images", len(getattr(loader, "dataset", ())))  # a list: silent
+    logits, targets, averaged, scores = [], [], [], []
     for x, y in loader:
         progress.advance(len(y))
-        plain = scorer.logits(x)
+        plain, score = scorer.outputs(x)
         logits.append(plain)
         targets.append(y)
+        scores += [] if score is None else [score]
         if tta:
-            averaged.append((plain + scorer.logits(x.flip(3))) / 2)
-    return torch.cat(logits), torch.cat(targets), torch.cat(averaged) if tta else None
+            averaged.append((plain + scorer.outputs(x.flip(3))[0]) / 2)
+    return Scored(
+        torch.cat(logits),
+        torch.cat(targets),
+        torch.cat(averaged) if tta else None,
+        torch.cat(scores) if scores else None,
+    )

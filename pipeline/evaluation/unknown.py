@@ -1,30 +1,62 @@
-"""An "unknown" answer for inputs unlike the training images: the energy score of the model's own logits,
--logsumexp(logits), high where no class fits (Liu et al., 2020), with a threshold set on the val split so
-that a chosen share of in-distribution images (e.g. 95%) is accepted. It needs nothing stored but one
-number, so the ONNX file, predict and serve compute it from the logits they already have. Hand-written:
-the score is one logsumexp and the threshold one quantile.
+"""An "unknown" answer for inputs unlike the training images: a score that rises as an input looks less like
+them, and a threshold set on the calib split so that a chosen share of in-distribution images (e.g. 95%) is
+accepted. The scores (pipeline.models.trusted) are computed inside the exported model.
+
+Fitted on training features: class means and one shared covariance (Mahalanobis; Ledoit-Wolf shrinkage,
+since a small folder has fewer images than feature dimensions) or a bank of normalized features (k nearest
+neighbours). The threshold is one quantile; the separation figures are scikit-learn's AUROC and two shares.
 """
 
 import numpy as np
+from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
-from pipeline.export.inference import energy  # the one definition, torch-free for predict and serve
+
+def fit_detector(method: str, features: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
+    """What the unknown score of `method` needs from the training features (every class among `labels`), as
+    arrays."""
+    if method == "mahalanobis":
+        means = np.stack([features[labels == c].mean(0) for c in range(num_classes)])
+        precision = LedoitWolf(assume_centered=True).fit(features - means[labels]).precision_
+        return {"means": means.astype(np.float32), "precision": precision.astype(np.float32)}
+    if method == "knn":
+        return {"bank": features.astype(np.float32)}
+    return {}
 
 
-def unknown_threshold(val_logits: np.ndarray, accepted: float) -> float:
-    """The energy at or below which `accepted` of the val images fall: what an answer may score at most."""
-    return float(np.quantile(energy(val_logits), accepted, method="higher"))
+def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Indices of about `count` images in the classes' proportions, at least one of each class (seeded)."""
+    if len(labels) <= count:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        take = max(1, round(count * len(members) / len(labels)))
+        chosen.append(rng.permutation(members)[:take])
+    return np.sort(np.concatenate(chosen))
+
+
+def energy(logits: np.ndarray) -> np.ndarray:
+    """Per image: -logsumexp of its logits (Liu et al., 2020), as pipeline.models.trusted.Energy scores it;
+    the validate stage's comparison for a model without an unknown answer."""
+    top = logits.max(axis=1)
+    return -(top + np.log(np.exp(logits - top[:, None]).sum(axis=1)))
+
+
+def unknown_threshold(calib_scores: np.ndarray, accepted: float) -> float:
+    """The score at or below which `accepted` of the calib images fall: what an answer may score at most."""
+    return float(np.quantile(calib_scores, accepted, method="higher"))
 
 
 def separation(known: np.ndarray, unknown: np.ndarray, threshold: float, tpr: float) -> dict[str, float]:
-    """How well the energy tells known images (a test split) from unknown ones (another folder): AUROC, the
+    """How well the scores tell known images (a test split) from unknown ones (another folder): AUROC, the
     share of unknown images accepted when `tpr` of the known ones are (FPR at that TPR, set on the known
     images themselves), and the share of unknown images the stored threshold flags."""
-    known_scores, unknown_scores = energy(known), energy(unknown)
-    labels = np.r_[np.zeros(len(known_scores)), np.ones(len(unknown_scores))]
-    at_tpr = np.quantile(known_scores, tpr, method="higher")
+    labels = np.r_[np.zeros(len(known)), np.ones(len(unknown))]
+    at_tpr = np.quantile(known, tpr, method="higher")
     return {
-        "ood_auroc": float(roc_auc_score(labels, np.r_[known_scores, unknown_scores])),
-        "ood_fpr_at_tpr": float((unknown_scores <= at_tpr).mean()),
-        "ood_flagged": float((unknown_scores > threshold).mean()),
+        "ood_auroc": float(roc_auc_score(labels, np.r_[known, unknown])),
+        "ood_fpr_at_tpr": float((unknown <= at_tpr).mean()),
+        "ood_flagged": float((unknown > threshold).mean()),
     }

@@ -47,8 +47,12 @@ class OnnxClassifier:
         recorded: the default)."""
         return int(self.document.get("max_pixels", MAX_PIXELS))
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self.document["output"]], {self.document["input"]: batch})[0]
+    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Calibrated logits, and unknown scores where the model has an unknown answer."""
+        unknown = self.document.get("unknown")
+        names = [self.document["output"], *([unknown["output"]] if unknown else [])]
+        found = self.session.run(names, {self.document["input"]: batch})
+        return found[0], found[1] if unknown else None
 
 
 def load_classifier(path: Path) -> OnnxClassifier:
@@ -113,10 +117,7 @@ def expand_inputs(items: Iterable[str]) -> list[Path]:
 @dataclass(frozen=True)
 class Prediction:
     path: Path
-    top_k: list[tuple[str, float]]  # (label, probability), most likely first
-    prediction_set: list[str] | None = None  # the conformal set, when the model has one (most likely first)
-    unknown: bool | None = None  # unlike the training images, when the model has an unknown threshold
-    unknown_score: float | None = None  # its energy score (pipeline.evaluation.unknown): higher, less known
+    answer: dict  # pipeline.export.inference.answer's fields
 
 
 @dataclass(frozen=True)
@@ -125,51 +126,61 @@ class Skipped:
     reason: str
 
 
-def energy(logits: np.ndarray) -> np.ndarray:
-    """Per image: -logsumexp of its logits, the unknown score (pipeline.evaluation.unknown); higher means less
-    like anything the model was trained on."""
-    top = logits.max(axis=1)
-    return -(top + np.log(np.exp(logits - top[:, None]).sum(axis=1)))
-
-
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-@dataclass(frozen=True)
-class Answers:
-    """A batch's answers, one entry per image; sets and unknown flags only for a model fitted with them."""
-
-    top: list[list[tuple[str, float]]]  # the k most likely (label, probability), most likely first
-    sets: list[list[str]] | None  # every label of probability >= the conformal threshold (may be none)
-    unknown: list[bool] | None  # energy score above the model's unknown threshold
-    unknown_scores: list[float] | None
-
-
-def answers(model: OnnxClassifier, batch: np.ndarray, k: int) -> Answers:
-    logits = model.logits(batch).astype(np.float64)
-    probs = softmax(logits)
-    order = np.argsort(-probs, axis=1, kind="stable")
-    names = model.class_names
-    rows = list(zip(probs, order, strict=True))
-    top = [[(names[j], float(p[j])) for j in ranks[:k]] for p, ranks in rows]
-    conformal, unknown = model.document.get("conformal"), model.document.get("unknown")
-    sets = None
+def answer(probs: np.ndarray, score: float | None, names: list[str], k: int, document: dict) -> dict:
+    """One image's answer, whose fields agree (null where the model was not fitted with that part):
+    - top_labels, top_probabilities: the k most likely classes, with calibrated probabilities;
+    - unknown, unknown_score: the image is unlike the training images (its score above the threshold fitted on
+      the calib split); then no class is an answer: label and probability are null, the set is empty;
+    - label, probability: the most likely class and its probability, for an image that is not unknown;
+    - prediction_set: every class whose probability reaches the conformal threshold, most likely first;
+    - note: why label is null or the set is empty, in words."""
+    conformal, fitted_unknown = document.get("conformal"), document.get("unknown")
+    order = np.argsort(-probs, kind="stable")
+    unknown = None if fitted_unknown is None else bool(score > fitted_unknown["threshold"])
+    found = {
+        "label": None if unknown else names[order[0]],
+        "probability": None if unknown else round(float(probs[order[0]]), 6),
+        "top_labels": [names[j] for j in order[:k]],
+        "top_probabilities": [round(float(probs[j]), 6) for j in order[:k]],
+        "prediction_set": None,
+        "unknown": unknown,
+        "unknown_score": None if score is None else round(float(score), 4),
+        "note": None,
+    }
+    if unknown:
+        found["note"] = (
+            f"unlike the training images (unknown score {score:.4g} above {fitted_unknown['threshold']:.4g}): "
+            "none of the model's classes is an answer; top_labels only rank them"
+        )
     if conformal is not None:
         threshold = conformal["threshold"]
-        sets = [[names[j] for j in ranks if p[j] >= threshold] for p, ranks in rows]
-    if unknown is None:
-        return Answers(top, sets, None, None)
-    scores = [float(s) for s in energy(logits)]
-    return Answers(top, sets, [s > unknown["threshold"] for s in scores], scores)
+        found["prediction_set"] = [] if unknown else [names[j] for j in order if probs[j] >= threshold]
+        if not unknown and not found["prediction_set"]:
+            found["note"] = (
+                f"no class reaches probability {threshold:.4g}, what a class needs to join the set for "
+                f"{1 - conformal['alpha']:.0%} coverage: the model is unsure between its classes"
+            )
+    return found
+
+
+def answers(model: OnnxClassifier, batch: np.ndarray, k: int) -> list[dict]:
+    """The answer of each image of an NCHW batch."""
+    logits, scores = model.outputs(batch)
+    probs = softmax(logits.astype(np.float64))
+    return [
+        answer(p, None if scores is None else float(s), model.class_names, k, model.document)
+        for p, s in zip(probs, scores if scores is not None else [None] * len(probs), strict=True)
+    ]
 
 
 def top_k(model: OnnxClassifier, paths: list[Path], batch: list[np.ndarray], k: int) -> list[Prediction]:
     found = answers(model, np.stack(batch), k)
-    nothing = [None] * len(paths)
-    columns = (found.top, found.sets or nothing, found.unknown or nothing, found.unknown_scores or nothing)
-    return [Prediction(path, *row) for path, *row in zip(paths, *columns, strict=True)]
+    return [Prediction(path, row) for path, row in zip(paths, found, strict=True)]
 
 
 def predict(

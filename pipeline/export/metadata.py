@@ -14,7 +14,7 @@ from pipeline.atomic import written_in_place
 from pipeline.errors import PipelineError
 
 METADATA_KEY = "pipeline"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the unknown answer is a second output, not a function of the logits
 
 
 def describe(
@@ -24,14 +24,15 @@ def describe(
     output_name: str,
     max_pixels: int,
     temperature: float | None = None,
-    conformal: dict[str, float] | None = None,
-    unknown: dict[str, float] | None = None,
+    conformal: dict[str, Any] | None = None,
+    unknown: dict[str, Any] | None = None,
 ) -> dict:
     """The metadata document; `preprocess` is `Preprocess.to_dict()`; `max_pixels` the run's data.max_pixels,
-    the largest image predict and serve decode for this model; `temperature` the one the graph's logits are
-    already divided by (validate.calibrate), for readers that want the network's own; `conformal` the
-    prediction sets' {"alpha", "threshold"} (validate.conformal_alpha); `unknown` the energy threshold above
-    which an input is answered as unknown, {"accepted", "threshold"} (validate.unknown_accept)."""
+    the largest image predict and serve decode for this model; what the calibrate stage fitted: `temperature`
+    the one the graph's logits are already divided by, for readers that want the network's own; `conformal`
+    the prediction sets' {"alpha", "threshold", "images", "approximate"}; `unknown` {"method", "accepted",
+    "threshold", "output"}: an input whose score (the graph's output named "output") is above the threshold
+    is answered as unknown."""
     return {
         "format_version": FORMAT_VERSION,
         "max_pixels": int(max_pixels),

@@ -3,10 +3,9 @@
 `mlflow models serve` on it answers POSTs of images (`make serve`): a `dataframe_split` or
 `dataframe_records` JSON body with an `image` column of base64-encoded image files (the signature's `binary`
 type: MLflow decodes the base64) or a `path` column of files on the serving machine. Each row comes back
-with its top-1 label and probability and its top-k (`params: {"top_k": k}`, default 5), and, where the
-validate stage fitted them, its prediction set and whether it is unknown (with its score). Preprocessing is
-the ONNX file's own metadata, through the same torch-free code as scripts/predict.py, so both give the same
-numbers. A row that is not an image fails the request with a 400 naming the row and the reason, never the
+with the answer scripts/predict.py gives (pipeline.export.inference.answer: label, probability, top-k with
+`params: {"top_k": k}`, default 5, prediction set, unknown, note). Preprocessing is the ONNX file's own
+metadata, through the same torch-free code as scripts/predict.py, so both give the same fields and numbers. A row that is not an image fails the request with a 400 naming the row and the reason, never the
 request's data; the server goes on serving.
 
 Limits, read from the environment where the model is served (when it loads):
@@ -49,13 +48,15 @@ SIGNATURE = ModelSignature(
     ),
     outputs=Schema(
         [
-            ColSpec(DataType.string, "label"),
-            ColSpec(DataType.double, "probability"),
+            # pipeline.export.inference.answer says what each means; null where the model lacks that part
+            ColSpec(DataType.string, "label", required=False),  # null for an unknown image
+            ColSpec(DataType.double, "probability", required=False),
             ColSpec(Array(DataType.string), "top_labels"),
             ColSpec(Array(DataType.double), "top_probabilities"),
-            ColSpec(Array(DataType.string), "prediction_set", required=False),  # with a conformal threshold
-            ColSpec(DataType.boolean, "unknown", required=False),  # with an unknown threshold
+            ColSpec(Array(DataType.string), "prediction_set", required=False),
+            ColSpec(DataType.boolean, "unknown", required=False),
             ColSpec(DataType.double, "unknown_score", required=False),
+            ColSpec(DataType.string, "note", required=False),
         ]
     ),
     params=ParamSchema([ParamSpec("top_k", DataType.long, DEFAULT_TOP_K)]),
@@ -117,18 +118,7 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         tensors = [
             tensor(row, source, spec, self.limits) for row, source in enumerate(image_sources(model_input))
         ]
-        found = answers(self.model, np.stack(tensors), k)
-        columns = {
-            "label": [t[0][0] for t in found.top],
-            "probability": [t[0][1] for t in found.top],
-            "top_labels": [[name for name, _ in t] for t in found.top],
-            "top_probabilities": [[p for _, p in t] for t in found.top],
-        }
-        if found.sets is not None:
-            columns["prediction_set"] = found.sets
-        if found.unknown is not None:
-            columns |= {"unknown": found.unknown, "unknown_score": found.unknown_scores}
-        return pd.DataFrame(columns)
+        return pd.DataFrame(answers(self.model, np.stack(tensors), k))
 
 
 def tensor(row: int, source: bytes | str, spec: dict, limits: Limits) -> np.ndarray:

@@ -42,10 +42,10 @@ def keep_weights_only(path: Path) -> None:
     AtomicCheckpointIO().save_checkpoint(checkpoint, path)
 
 
-def store_hyperparameters(source: Path, target: Path, values: dict[str, Any]) -> None:
-    """The checkpoint at `source` with `values` among its hyperparameters (what validation fitted: the
-    temperature, the conformal threshold), written to `target` (the same file or a copy) atomically:
-    load_classifier then rebuilds the classifier with them."""
+def store_trust(source: Path, target: Path, trust: dict[str, Any]) -> None:
+    """The checkpoint at `source` with what the calibrate stage fitted under "trust" (temperature, prediction
+    sets, unknown answer), written to `target` (the same file or a copy) atomically: load_classifier reads it
+    back as `classifier.trust`."""
     checkpoint = torch.load(source, map_location="cpu", weights_only=True)
-    checkpoint["hyper_parameters"].update(values)
+    checkpoint["trust"] = trust
     AtomicCheckpointIO().save_checkpoint(checkpoint, target)

@@ -35,17 +35,6 @@ def batch_mixer(train: dict[str, Any], num_classes: int) -> Mixup | None:
     )
 
 
-class TemperatureScaled(nn.Module):
-    """The network's logits divided by the fitted temperature; exported as one more ONNX node."""
-
-    def __init__(self, model: nn.Module, temperature: float):
-        super().__init__()
-        self.model, self.temperature = model, temperature
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x) / self.temperature
-
-
 class Classifier(L.LightningModule):
     def __init__(
         self,
@@ -59,9 +48,6 @@ class Classifier(L.LightningModule):
         finetune: dict[str, Any] | None = None,
         class_weights: list[float] | None = None,
         train_fingerprints: list[str] | None = None,  # pipeline.data.integrity.fingerprints of train
-        temperature: float | None = None,  # divides the logits once fitted (pipeline.evaluation.calibration)
-        conformal: dict[str, float] | None = None,  # prediction sets' alpha and threshold, once fitted
-        unknown: dict[str, float] | None = None,  # the unknown answer's accepted share and threshold
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -87,14 +73,10 @@ class Classifier(L.LightningModule):
             prefix="val/",
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Calibrated logits once a temperature is fitted (validate.calibrate), else the network's own."""
-        return self.network()(x)
+        self.trust: dict | None = None  # what the calibrate stage fitted (pipeline.models.trusted), once loaded
 
-    def network(self) -> nn.Module:
-        """The network whose outputs the checkpoint stands for: what is scored, exported and served."""
-        temperature = self.hparams.get("temperature")
-        return self.model if temperature is None else TemperatureScaled(self.model, temperature)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
 
     def on_fit_start(self) -> None:
         if self.compile_network:
@@ -173,8 +155,11 @@ def load_classifier(path: Path) -> Classifier:
         hparams = dict(checkpoint["hyper_parameters"])
         # the weights come from the checkpoint, not the hub or the original file
         hparams["model"] = {**hparams["model"], "pretrained": False, "weights": None}
+        for fitted_before_the_calibrate_stage in ("temperature", "conformal", "unknown"):
+            hparams.pop(fitted_before_the_calibrate_stage, None)
         classifier = Classifier(**hparams)
         classifier.load_state_dict(checkpoint["state_dict"])
+        classifier.trust = checkpoint.get("trust")
     except pickle.UnpicklingError as err:
         raise PipelineError(f"cannot load checkpoint {path}: not a checkpoint this pipeline wrote") from err
     except (RuntimeError, KeyError, TypeError, ValueError, EOFError) as err:

@@ -40,7 +40,7 @@ def inspected_index(cfg: DictConfig) -> tuple[DatasetIndex, list[FileInfo], Find
     found, near duplicates in content included; no policy applied yet."""
     root = resolve_root(cfg.data.root, cfg.data.cache_dir)
     d = cfg.data
-    index = build_index(root, d.val_fraction, d.test_fraction, d.split_seed, d.holdout)
+    index = build_index(root, d.val_fraction, d.test_fraction, d.split_seed, d.holdout, d.calib_fraction)
     infos = inspect_split(cfg, index, None)
     report = None
     if cfg.data.audit:

@@ -1,103 +1,47 @@
-"""What the validate stage adds so that a model's answers can be trusted, and how far: temperature scaling
-and conformal prediction sets fitted on val and stored with the checkpoint, calibration before and after,
-and bootstrap intervals of the scores (not a stage itself)."""
+"""How far a model's answers can be trusted, as the validate stage scores it: calibration before and after the
+temperature the calibrate stage fitted, the prediction sets' coverage, the unknown answer's rate and how well
+it tells folders of strange images apart, and bootstrap intervals of the scores (not a stage itself)."""
 
 import logging
 import math
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from pipeline import plots
-from pipeline.context import Context
 from pipeline.data.images import ImageDataset
 from pipeline.data.sources import Record
 from pipeline.data.transforms import eval_transform
 from pipeline.evaluation import metrics as m
-from pipeline.evaluation.calibration import fit_temperature, reliability
-from pipeline.evaluation.conformal import conformal_threshold, per_class_sets, prediction_sets, set_metrics
+from pipeline.evaluation.calibration import reliability
+from pipeline.evaluation.conformal import per_class_sets, prediction_sets, set_metrics
 from pipeline.evaluation.intervals import bootstrap_intervals
-from pipeline.evaluation.scorers import Scorer, predict
-from pipeline.evaluation.unknown import separation, unknown_threshold
-from pipeline.export.inference import energy, expand_inputs
-from pipeline.models.checkpoint_io import store_hyperparameters
-from pipeline.schema import ValidateConfig
+from pipeline.evaluation.scorers import Scored, Scorer, predict
+from pipeline.evaluation.unknown import energy, separation
+from pipeline.export.inference import expand_inputs
+from pipeline.schema import CalibrateConfig
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.validate")
 
 
-def calibrate(scorer: Scorer, ctx: Context, tracker: Tracker, v: DictConfig, logits, tta_logits, targets):
-    """Fit what the checkpoint lacks on the val logits (the temperature, then the conformal threshold on the
-    calibrated probabilities) and store it with the checkpoint, a copy in this run's folder when the file is
-    someone else's; later stages and the export use it. Returns the val logits (and TTA logits) calibrated."""
-    fitted = {}
-    if v.calibrate and scorer.temperature is None:
-        fitted["temperature"] = fit_temperature(logits, targets)
-        if fitted["temperature"] is None:
-            log.warning(
-                "no temperature fitted: val is classified without error, the model stays uncalibrated"
-            )
-            del fitted["temperature"]
-        else:
-            logits = logits / fitted["temperature"]
-            tta_logits = None if tta_logits is None else tta_logits / fitted["temperature"]
-    if v.conformal_alpha is not None and scorer.conformal is None:
-        threshold = conformal_threshold(logits.softmax(1).numpy(), targets.numpy(), v.conformal_alpha)
-        fitted["conformal"] = {"alpha": float(v.conformal_alpha), "threshold": threshold}
-    if v.unknown_accept is not None and scorer.unknown is None:
-        threshold = unknown_threshold(logits.numpy(), v.unknown_accept)
-        fitted["unknown"] = {"accepted": float(v.unknown_accept), "threshold": threshold}
-    if fitted:
-        owned = scorer.path.resolve().is_relative_to(ctx.output_dir.resolve())
-        target = scorer.path if owned else ctx.output_dir / "checkpoints" / scorer.path.name
-        store_hyperparameters(scorer.path, target, fitted)
-        scorer.model.hparams.update(fitted)
-        ctx.ckpt_path = target
-        say_fitted(tracker, fitted, len(targets), target)
-    return logits, tta_logits
-
-
-def say_fitted(tracker: Tracker, fitted: dict, images: int, target) -> None:
-    found = {}
-    if "temperature" in fitted:
-        found["val/temperature"] = fitted["temperature"]
-        log.info("calibration: temperature %.3f fitted on val (%d images)", fitted["temperature"], images)
-    if "conformal" in fitted:
-        found["val/conformal_threshold"] = fitted["conformal"]["threshold"]
-        log.info(
-            "prediction sets: every class of probability >= %.4f, for %.0f%% coverage "
-            "(validate.conformal_alpha %g, fitted on val)",
-            fitted["conformal"]["threshold"],
-            100 * (1 - fitted["conformal"]["alpha"]),
-            fitted["conformal"]["alpha"],
-        )
-    if "unknown" in fitted:
-        found["val/unknown_threshold"] = fitted["unknown"]["threshold"]
-        log.info(
-            "unknown answer: energy above %.3f (%.0f%% of val accepted, validate.unknown_accept)",
-            fitted["unknown"]["threshold"],
-            100 * fitted["unknown"]["accepted"],
-        )
-    tracker.log_metrics(found, headline=True)
-    log.info("stored with the checkpoint %s", target)
-
-
-def trust_metrics(cfg: DictConfig, tracker: Tracker, scorer: Scorer, split: str, logits, targets) -> dict:
+def trust_metrics(cfg: DictConfig, tracker: Tracker, scorer: Scorer, split: str, scored: Scored) -> dict:
     """How far the scores can be trusted: calibration before and after the temperature, prediction sets'
-    coverage, and intervals."""
+    coverage, the unknown answer's rate, and intervals."""
     v, metrics = cfg.validate, {}
+    logits, targets = scored.logits, scored.targets
     if scorer.temperature is not None:
         metrics |= uncalibrated_metrics(
             tracker, split, logits, targets, scorer.temperature, v.calibration_bins
         )
     if scorer.conformal is not None:
         metrics |= conformal_metrics(tracker, split, scorer, logits, targets)
-    if scorer.unknown is not None:
-        metrics["unknown_rate"] = float((energy(logits.numpy()) > scorer.unknown["threshold"]).mean())
+    if scored.unknown_scores is not None:
+        metrics["unknown_rate"] = float((scored.unknown_scores > scorer.unknown["threshold"]).float().mean())
     if v.bootstrap_resamples:
         metrics |= interval_metrics(logits, targets, logits.shape[1], v.bootstrap_resamples, cfg.seed)
     return metrics
@@ -164,9 +108,16 @@ def folder_names(folders: list[str]) -> dict[str, str]:
     return names
 
 
-def unknown_images_metrics(cfg: DictConfig, scorer: Scorer, known_logits, name: str, folder: str) -> dict:
+def unknown_scores(scored: Scored) -> np.ndarray:
+    """The model's unknown scores; without an unknown answer, the energy of its logits, for comparison."""
+    if scored.unknown_scores is not None:
+        return scored.unknown_scores.numpy()
+    return energy(scored.logits.numpy())
+
+
+def unknown_images_metrics(cfg: DictConfig, scorer: Scorer, known: Scored, name: str, folder: str) -> dict:
     """A folder of strange images (validate.ood_roots) scored as unknown inputs against the known split's:
-    ood_<name>_auroc, ood_<name>_fpr_at_tpr (accepted when validate.unknown_accept of the known images are)
+    ood_<name>_auroc, ood_<name>_fpr_at_tpr (accepted when calibrate.unknown_accept of the known images are)
     and ood_<name>_flagged (by the stored threshold) (pipeline.evaluation.unknown)."""
     paths = expand_inputs([folder])
     if not paths:
@@ -176,10 +127,10 @@ def unknown_images_metrics(cfg: DictConfig, scorer: Scorer, known_logits, name: 
     loader = torch.utils.data.DataLoader(
         images, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers
     )
-    unknown_logits, _, _ = predict(scorer, loader, tta=False)
-    accepted = cfg.validate.unknown_accept or ValidateConfig.unknown_accept  # the default when it is off
+    strange = predict(scorer, loader, tta=False)
+    accepted = scorer.unknown["accepted"] if scorer.unknown else CalibrateConfig.unknown_accept
     threshold = scorer.unknown["threshold"] if scorer.unknown else math.inf
-    found = separation(known_logits.numpy(), unknown_logits.numpy(), threshold, accepted)
+    found = separation(unknown_scores(known), unknown_scores(strange), threshold, accepted)
     log.info(
         "unknown images %s (%d): AUROC %.4f, %.1f%% accepted at %.0f%% of known accepted, %.1f%% flagged",
         name, len(paths), found["ood_auroc"], 100 * found["ood_fpr_at_tpr"], 100 * accepted,

@@ -4,6 +4,8 @@ and logged (and registered) as an MLflow model."""
 import logging
 from pathlib import Path
 
+import numpy as np
+import torch
 from omegaconf import DictConfig
 
 from pipeline.context import Context
@@ -16,11 +18,22 @@ from pipeline.export.metadata import describe, write_metadata
 from pipeline.export.quantize import quantize_int8
 from pipeline.export.served import log_image_classifier
 from pipeline.models.module import load_classifier
-from pipeline.onnx_io import INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_runner, session, torch_runner
+from pipeline.models.trusted import trusted_network
+from pipeline.onnx_io import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    UNKNOWN_OUTPUT_NAME,
+    export_onnx,
+    onnx_runner,
+    session,
+    torch_runner,
+)
 from pipeline.stages._shared import checkpoint_path, ensure_index
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.export")
+# float32 distances from an expanded square lose about 4 of their 7 digits; a threshold needs no more
+UNKNOWN_PARITY_RTOL = 1e-3
 HEADLINE = (  # repeated on the parent run
     "parity_max_abs_diff",
     "parity_top1_agreement",
@@ -44,16 +57,31 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     datamodule = ImageDataModule(
         ensure_index(cfg, ctx), preprocess, [], cfg.data.batch_size, cfg.data.num_workers
     )
-    files = write_models(cfg, ctx, classifier, preprocess, datamodule)
-    runners = {"torch": torch_runner(classifier.network())}
+    network = trusted_network(classifier.model, classifier.trust, preprocess.image_size)
+    if classifier.trust is None:
+        log.warning(
+            "exported uncalibrated, without prediction sets or unknown answer: the calibrate stage has not run "
+            "on %s (stages=[calibrate,export] ckpt_path=<file> fits them)",
+            ckpt,
+        )
+    files = write_models(cfg, ctx, classifier, network, preprocess, datamodule)
+    runners = {"torch": torch_runner(network)}
     runners |= {name: onnx_runner(session(path)) for name, path in files.items()}
     val = datamodule.eval_dataloader("val")
     metrics = parity_metrics(runners, files, val)
+    if network.scorer is not None:
+        metrics["parity_unknown_max_rel_diff"] = unknown_parity(network, files["onnx"], val)
     if metrics["parity_max_abs_diff"] > cfg.export.parity_atol:
         record(tracker, ctx, metrics)
         raise PipelineError(
             f"ONNX output differs from PyTorch by {metrics['parity_max_abs_diff']:.2e} "
             f"(> export.parity_atol={cfg.export.parity_atol})"
+        )
+    if metrics.get("parity_unknown_max_rel_diff", 0.0) > UNKNOWN_PARITY_RTOL:
+        record(tracker, ctx, metrics)
+        raise PipelineError(
+            f"the ONNX unknown score differs from PyTorch's by {metrics['parity_unknown_max_rel_diff']:.2e} "
+            f"of the largest score (> {UNKNOWN_PARITY_RTOL})"
         )
     metrics |= latency(runners, preprocess.image_size, BATCH_SIZES, cfg.export.latency_runs)
     say_latency(metrics, list(runners))
@@ -77,12 +105,13 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     return ctx
 
 
-def write_models(cfg: DictConfig, ctx: Context, classifier, preprocess: Preprocess, datamodule) -> dict:
+def write_models(cfg: DictConfig, ctx: Context, classifier, network, preprocess: Preprocess, datamodule) -> dict:
     """model.onnx with its metadata, and model.int8.onnx calibrated on training images when quantizing."""
+    outputs = (OUTPUT_NAME, UNKNOWN_OUTPUT_NAME) if network.scorer is not None else (OUTPUT_NAME,)
     onnx_path = export_onnx(
-        classifier.network(), ctx.output_dir / "model.onnx", preprocess.image_size, cfg.export.opset
+        network, ctx.output_dir / "model.onnx", preprocess.image_size, cfg.export.opset, outputs
     )
-    fitted = {name: classifier.hparams.get(name) for name in ("temperature", "conformal", "unknown")}
+    fitted = fitted_metadata(classifier.trust or {})
     names = classifier.hparams.class_names
     document = describe(preprocess.to_dict(), names, INPUT_NAME, OUTPUT_NAME, cfg.data.max_pixels, **fitted)
     write_metadata(onnx_path, document)
@@ -97,6 +126,25 @@ def write_models(cfg: DictConfig, ctx: Context, classifier, preprocess: Preproce
             (x.numpy() for x, _ in calibration),
         )
     return files
+
+
+def fitted_metadata(trust: dict) -> dict:
+    """What the calibrate stage fitted, as the ONNX metadata states it (the unknown score's arrays are in the
+    graph)."""
+    unknown = trust.get("unknown")
+    if unknown is not None:
+        unknown = {key: unknown[key] for key in ("method", "accepted", "threshold")} | {"output": UNKNOWN_OUTPUT_NAME}
+    return {"temperature": trust.get("temperature"), "conformal": trust.get("conformal"), "unknown": unknown}
+
+
+def unknown_parity(network, onnx_path: Path, val) -> float:
+    """The largest difference between the unknown scores of PyTorch and onnxruntime on a val batch, relative
+    to the largest score (at least 1): distances run to the tens, where float32 keeps 7 digits."""
+    x = next(iter(val))[0]
+    with torch.inference_mode():
+        expected = network(x)[1].numpy()
+    found = session(onnx_path).run([UNKNOWN_OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+    return float(np.abs(expected - found).max() / max(1.0, float(np.abs(expected).max())))
 
 
 def parity_metrics(runners: dict, files: dict[str, Path], val) -> dict[str, float]:

@@ -24,7 +24,7 @@ from pipeline.evaluation.intervals import SCORES
 from pipeline.evaluation.report import report_rows, to_csv, to_markdown
 from pipeline.evaluation.scorers import Scorer, checkpoint_scorer, onnx_scorer, predict
 from pipeline.stages._shared import checkpoint_path, ensure_index, has_checkpoint, inspect_split
-from pipeline.stages._trust import calibrate, folder_names, trust_metrics, unknown_images_metrics
+from pipeline.stages._trust import folder_names, trust_metrics, unknown_images_metrics
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.validate")
@@ -63,6 +63,11 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     k = m.top_k(v.top_k, len(names))
     headline = tuple(name.format(k=k) for name in HEADLINE)
     log_setup(tracker, scorer, k, v.tta)
+    if not scorer.calibrated:
+        log.info(
+            "not calibrated: probabilities as the network gives them, no prediction sets, no unknown answer "
+            "(the calibrate stage fits them: stages=[calibrate,validate] ckpt_path=<file>)"
+        )
     if "test" not in datamodule.eval_sets:
         log.info(
             "no test split: val scores picked the checkpoint, so they are optimistic "
@@ -71,16 +76,15 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         )
 
     for split, dataset in datamodule.eval_sets.items():
-        logits, targets, tta_logits = predict(scorer, datamodule.eval_dataloader(split), v.tta)
-        if split == "val" and scorer.kind == "checkpoint":
-            logits, tta_logits = calibrate(scorer, ctx, tracker, v, logits, tta_logits, targets)
+        scored = predict(scorer, datamodule.eval_dataloader(split), v.tta)
+        logits, targets = scored.logits, scored.targets
         if split == list(datamodule.eval_sets)[-1]:  # test when there is one, else val
             log_gradcam(tracker, scorer, split, logits, targets, dataset, v)
-        metrics = split_metrics(logits, targets, tta_logits, len(names), k, v.calibration_bins)
-        metrics |= trust_metrics(cfg, tracker, scorer, split, logits, targets)
+        metrics = split_metrics(logits, targets, scored.tta_logits, len(names), k, v.calibration_bins)
+        metrics |= trust_metrics(cfg, tracker, scorer, split, scored)
         if split == list(datamodule.eval_sets)[-1]:
             for name, folder in folder_names(list(v.ood_roots)).items():
-                metrics |= unknown_images_metrics(cfg, scorer, logits, name, folder)
+                metrics |= unknown_images_metrics(cfg, scorer, scored, name, folder)
         if scorer.train_fingerprints is not None:
             metrics["train_overlap"] = train_overlap(cfg, index, split, scorer.train_fingerprints)
         named = {f"{split}/{name}": value for name, value in metrics.items()}

@@ -1,0 +1,115 @@
+"""The network as validate, predict and serve see it: calibrated logits and an unknown score, in one module
+that exports to ONNX with both outputs, so predict and serve stay torch-free.
+
+The unknown score reads the penultimate features (the classifier head's input): with two classes the
+logits are two numbers an image and carry little of how unlike the training images an input is.
+"""
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pipeline.errors import PipelineError
+from pipeline.models.factory import classifier_head
+
+
+class FeatureSplit(nn.Module):
+    """(logits, features): the network with its classifier head cut off, then the head on what it gives."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.body = copy.deepcopy(network)
+        head = classifier_head(self.body)
+        parent_name, _, name = next(n for n, m in self.body.named_modules() if m is head).rpartition(".")
+        setattr(self.body.get_submodule(parent_name), name, nn.Identity())
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.body(x).flatten(1)
+        return self.head(features), features
+
+
+@torch.inference_mode()
+def split_network(network: nn.Module, image_size: int) -> FeatureSplit:
+    """The network split at its head, checked to give the network's own logits: a network that does more
+    after its head (none of timm's or this project's) is refused in one line."""
+    split = FeatureSplit(network).eval()
+    x = torch.randn(2, 3, image_size, image_size)
+    if not torch.allclose(split(x)[0], network.eval()(x), atol=1e-4, rtol=1e-4):
+        raise PipelineError(
+            f"{type(network).__name__} does more after its classifier head: its features cannot be read "
+            "(calibrate.unknown_method=energy needs none)"
+        )
+    return split
+
+
+class Mahalanobis(nn.Module):
+    """Distance to the nearest class mean under one shared covariance (Lee et al., 2018); stores C x D means
+    and a D x D precision matrix."""
+
+    def __init__(self, means: torch.Tensor, precision: torch.Tensor):
+        super().__init__()
+        self.register_buffer("means", means.float())
+        self.register_buffer("precision", precision.float())
+        self.register_buffer("mean_terms", ((means.float() @ precision.float()) * means.float()).sum(1))
+
+    def forward(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        projected = features @ self.precision
+        # (f - m)' P (f - m) = f'Pf - 2 f'Pm + m'Pm for every class mean m at once
+        squared = (projected * features).sum(1, keepdim=True) - 2 * projected @ self.means.T + self.mean_terms
+        return squared.min(1).values.clamp(min=0).sqrt()
+
+
+class NearestNeighbours(nn.Module):
+    """Cosine distance to the k-th nearest of a bank of normalized training features (Sun et al., 2022);
+    stores M x D features."""
+
+    def __init__(self, bank: torch.Tensor, neighbours: int):
+        super().__init__()
+        self.register_buffer("bank", F.normalize(bank.float(), dim=1))
+        self.neighbours = min(neighbours, len(bank))
+
+    def forward(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        similarity = F.normalize(features, dim=1) @ self.bank.T
+        return 1 - similarity.topk(self.neighbours, dim=1).values[:, -1]
+
+
+class Energy(nn.Module):
+    """-logsumexp of the network's own logits (Liu et al., 2020): no features stored."""
+
+    def forward(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return -torch.logsumexp(logits, dim=1)
+
+
+def detector(unknown: dict) -> nn.Module:
+    """The scoring module of a fitted unknown answer (pipeline.evaluation.unknown.fit_detector's tensors)."""
+    tensors = unknown["tensors"]
+    if unknown["method"] == "mahalanobis":
+        return Mahalanobis(tensors["means"], tensors["precision"])
+    if unknown["method"] == "knn":
+        return NearestNeighbours(tensors["bank"], int(unknown["neighbours"]))
+    return Energy()
+
+
+class TrustedNetwork(nn.Module):
+    """(calibrated logits, unknown score), or the calibrated logits alone when no unknown answer is fitted."""
+
+    def __init__(self, network: nn.Module, temperature: float | None, scorer: nn.Module | None, image_size: int):
+        super().__init__()
+        self.reads_features = scorer is not None and not isinstance(scorer, Energy)
+        self.network = split_network(network, image_size) if self.reads_features else network
+        self.temperature, self.scorer = temperature or 1.0, scorer
+
+    def forward(self, x: torch.Tensor):
+        logits, features = self.network(x) if self.reads_features else (self.network(x), None)
+        calibrated = logits / self.temperature
+        return calibrated if self.scorer is None else (calibrated, self.scorer(features, logits))
+
+
+def trusted_network(network: nn.Module, trust: dict | None, image_size: int) -> TrustedNetwork:
+    """The network with what the calibrate stage fitted (`trust`; None: nothing fitted)."""
+    trust = trust or {}
+    unknown = trust.get("unknown")
+    return TrustedNetwork(network, trust.get("temperature"), detector(unknown) if unknown else None, image_size)

@@ -1,0 +1,133 @@
+"""Calibrate stage: on the calib split (data.calib_fraction: images that neither trained the model nor picked
+its checkpoint), fit what makes the model's answers trustworthy, and store it with the checkpoint, where
+validate scores it and export puts it into the ONNX file: a temperature, the prediction sets' threshold and
+the unknown answer (a score on the penultimate features and its threshold)."""
+
+import logging
+import math
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from pipeline import devices
+from pipeline.context import Context
+from pipeline.data.images import ImageDataset
+from pipeline.data.transforms import Preprocess, eval_transform
+from pipeline.evaluation.calibration import safe_temperature
+from pipeline.evaluation.conformal import conformal_threshold
+from pipeline.evaluation.unknown import fit_detector, stratified_sample, unknown_threshold
+from pipeline.models.checkpoint_io import store_trust
+from pipeline.models.module import load_classifier
+from pipeline.models.trusted import FeatureSplit, detector, split_network
+from pipeline.progress import Progress
+from pipeline.stages._shared import checkpoint_path, ensure_index
+from pipeline.tracking import Tracker
+
+log = logging.getLogger("pipeline.calibrate")
+# below this many calib images a conformal threshold's coverage strays from 1 - alpha by more than ~0.03
+# (one standard deviation at alpha 0.1) from one calibration to the next
+GUARANTEE_IMAGES = 100
+
+
+def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
+    ckpt = checkpoint_path(cfg, ctx, "calibrate")
+    index = ensure_index(cfg, ctx)
+    calib = index.split("calib")
+    if not calib:
+        log.warning(
+            "no calib split (data.calib_fraction=%g): probabilities stay uncalibrated, with no prediction sets "
+            "and no unknown answer",
+            cfg.data.calib_fraction,
+        )
+        return ctx
+    classifier = load_classifier(ckpt)
+    preprocess = Preprocess.from_dict(classifier.hparams.preprocess)
+    device = devices.of_trainer(cfg.trainer)
+    split = split_network(classifier.model, preprocess.image_size).to(device)
+    logits, features, targets = embed(cfg, split, calib, preprocess, device)
+    log.info(
+        "calib split: %d images (data.calib_fraction %g), none of which trained the model or picked its "
+        "checkpoint", len(calib), cfg.data.calib_fraction,
+    )  # fmt: skip
+    c, trust = cfg.calibrate, {"images": len(calib)}
+    metrics = {"calib/images": len(calib), "calib/acc": float((logits.argmax(1) == targets).float().mean())}
+    if c.temperature:
+        trust["temperature"], why = safe_temperature(logits, targets, cfg.seed)
+        log.info("temperature: %s (%s)", f"{trust['temperature']:.3f}" if trust["temperature"] else "none", why)
+        metrics["calib/temperature"] = trust["temperature"] or 1.0
+    calibrated = logits / (trust.get("temperature") or 1.0)
+    if c.conformal_alpha is not None:
+        trust["conformal"] = fit_conformal(calibrated, targets, float(c.conformal_alpha))
+        metrics["calib/conformal_threshold"] = trust["conformal"]["threshold"]
+    if c.unknown_accept is not None:
+        trust["unknown"] = fit_unknown(cfg, index, split, preprocess, device, features, logits)
+        metrics["calib/unknown_threshold"] = trust["unknown"]["threshold"]
+        metrics["calib/unknown_mb"] = trust["unknown"]["bytes"] / 2**20
+    owned = ckpt.resolve().is_relative_to(ctx.output_dir.resolve())
+    target = ckpt if owned else ctx.output_dir / "checkpoints" / ckpt.name
+    store_trust(ckpt, target, trust)
+    ctx.ckpt_path = target
+    log.info("stored with the checkpoint %s", target)
+    tracker.log_metrics(metrics, headline=True)
+    return ctx
+
+
+@torch.inference_mode()
+def embed(cfg: DictConfig, split: FeatureSplit, records: list, preprocess: Preprocess, device: torch.device):
+    """Logits, penultimate features and labels of `records` under the eval transform, on the CPU."""
+    images = ImageDataset(records, eval_transform(preprocess))
+    loader = torch.utils.data.DataLoader(
+        images, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers
+    )
+    progress = Progress("calibrate", "embedded images", len(images))
+    logits, features, labels = [], [], []
+    for x, y in loader:
+        progress.advance(len(y))
+        out, feats = split(x.to(device))
+        logits.append(out.float().cpu())
+        features.append(feats.float().cpu())
+        labels.append(y)
+    return torch.cat(logits), torch.cat(features), torch.cat(labels)
+
+
+def fit_conformal(calibrated: torch.Tensor, targets: torch.Tensor, alpha: float) -> dict:
+    """The prediction sets' threshold, and one line on how far its coverage can be trusted."""
+    n = len(targets)
+    threshold = conformal_threshold(calibrated.softmax(1).numpy(), targets.numpy(), alpha)
+    # coverage of one calibration is Beta(n + 1 - l, l), l = floor((n + 1) alpha) (Angelopoulos & Bates)
+    spread = math.sqrt(alpha * (1 - alpha) / (n + 2))
+    approximate = n < GUARANTEE_IMAGES
+    log.info(
+        "prediction sets: a class joins an image's set when its calibrated probability is at least %.6g, "
+        "for %.0f%% coverage of new images%s",
+        threshold, 100 * (1 - alpha),
+        f"; approximate: with {n} calib images (under {GUARANTEE_IMAGES}) one calibration's coverage "
+        f"strays from it by about +-{spread:.2f}" if approximate else "",
+    )  # fmt: skip
+    return {"alpha": alpha, "threshold": threshold, "images": n, "approximate": approximate}
+
+
+def fit_unknown(cfg: DictConfig, index, split, preprocess, device, features, logits) -> dict:
+    """The unknown score fitted on a sample of the training images, its threshold on the calib split."""
+    c = cfg.calibrate
+    method = str(c.unknown_method)
+    unknown = {"method": method, "accepted": float(c.unknown_accept), "neighbours": int(c.unknown_neighbours)}
+    tensors = {}
+    if method != "energy":
+        train = index.split("train")
+        labels = np.array([r.label for r in train])
+        chosen = [train[i] for i in stratified_sample(labels, c.unknown_train_images, cfg.seed)]
+        _, train_features, train_labels = embed(cfg, split, chosen, preprocess, device)
+        arrays = fit_detector(method, train_features.numpy(), train_labels.numpy(), len(index.class_names))
+        tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
+    unknown["tensors"] = tensors
+    unknown["bytes"] = sum(t.numel() * t.element_size() for t in tensors.values())
+    with torch.inference_mode():
+        scores = detector(unknown)(features, logits).numpy()
+    unknown["threshold"] = unknown_threshold(scores, unknown["accepted"])
+    log.info(
+        "unknown answer: %s score above %.4g (%.0f%% of calib images accepted; %.1f MB in the model)",
+        method, unknown["threshold"], 100 * unknown["accepted"], unknown["bytes"] / 2**20,
+    )  # fmt: skip
+    return unknown

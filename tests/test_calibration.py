@@ -1,5 +1,5 @@
-"""Temperature scaling on planted logits whose miscalibration is known, its reliability points, and the
-exported calibrated network."""
+"""Temperature scaling on planted logits whose miscalibration is known, the rule that keeps a temperature only
+where it helps, its reliability points, and the exported calibrated network."""
 
 import numpy as np
 import onnxruntime as ort
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from pipeline.evaluation.calibration import fit_temperature, reliability
+from pipeline.evaluation.calibration import fit_temperature, reliability, safe_temperature
 from pipeline.models.factory import create_model
-from pipeline.models.module import TemperatureScaled
+from pipeline.models.trusted import trusted_network
 from pipeline.onnx_io import export_onnx
 
 
@@ -46,9 +46,26 @@ def test_the_reliability_points_add_up_to_torchmetrics_ece():
     assert points["count"].sum() == 500 and gap == pytest.approx(ece(logits * 2, targets), abs=1e-6)
 
 
+def test_a_temperature_is_kept_where_cross_validation_says_it_helps():
+    logits, targets = calibrated_logits(500)
+    temperature, why = safe_temperature(logits * 3, targets, seed=0)
+    assert temperature == pytest.approx(3.0, rel=0.15) and why.startswith("cross-validated NLL")
+
+
+def test_an_error_free_slice_sharpens_only_up_to_the_accuracy_it_proves():
+    """20 right answers of 20 prove an accuracy of at least 0.05 ** (1 / 20) = 0.861 (one-sided 95%): a model
+    less sure than that is sharpened to it, a model surer than that is left alone."""
+    targets = torch.arange(20) % 2
+    unsure = torch.nn.functional.one_hot(targets, 2).float() * 0.4  # top probability 0.599
+    temperature, _ = safe_temperature(unsure, targets, seed=0)
+    top = (unsure / temperature).softmax(1).max(1).values.mean().item()
+    assert temperature < 1 and top == pytest.approx(0.05 ** (1 / 20), abs=1e-3)
+    assert safe_temperature(unsure * 20, targets, seed=0) == (None, "none needed")
+
+
 def test_the_exported_network_gives_the_calibrated_probabilities(tmp_path):
     network = create_model("simple_cnn", 3, kwargs={"channels": [4, 8]}).eval()
-    scaled = TemperatureScaled(network, 2.5)
+    scaled = trusted_network(network, {"temperature": 2.5}, 16)
     path = export_onnx(scaled, tmp_path / "model.onnx", 16, opset=18)
     x = torch.randn(4, 3, 16, 16)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -38,11 +38,12 @@ from pipeline.export.served import newest_model_uri
 from pipeline.export.serving_app import start_server
 from pipeline.models.module import load_classifier
 from pipeline.runner import run
+from pipeline.stages.export import fitted_metadata
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 RUN_MAX_PIXELS = 50_000_000  # the exported model carries it to predict and serve
 EXPORT = [
-    "stages=[train,validate,export]",  # validate fits the temperature, prediction sets and unknown threshold
+    "stages=[train,calibrate,validate,export]",  # calibrate fits the temperature, sets and unknown answer
     "validate.gradcam=0",
     "validate.top_losses=0",
     "model=simple_cnn",
@@ -102,11 +103,12 @@ def test_onnx_file_carries_the_checkpoint_preprocessing_and_classes(exported):
     classifier = load_classifier(exported.out / "checkpoints" / "best.ckpt")
     preprocess = Preprocess.from_dict(classifier.hparams.preprocess)
     names = ["checker", "stripes_h", "stripes_v"]
-    fitted = {name: classifier.hparams[name] for name in ("temperature", "conformal", "unknown")}
-    assert fitted["conformal"] is not None and fitted["unknown"] is not None
+    fitted = fitted_metadata(classifier.trust)
+    assert fitted["conformal"] is not None and fitted["unknown"]["output"] == "unknown_score"
     expected = describe(preprocess.to_dict(), names, "input", "logits", RUN_MAX_PIXELS, **fitted)
     assert metadata(exported.out / "model.onnx") == expected
     graph = onnx.load(str(exported.out / "model.onnx")).graph
+    assert [o.name for o in graph.output] == ["logits", "unknown_score"]
     (batch, *rest) = graph.input[0].type.tensor_type.shape.dim
     assert batch.dim_param and [d.dim_value for d in rest] == [3, 16, 16]  # dynamic batch, fixed image
 
@@ -185,6 +187,7 @@ def test_the_image_classifier_is_logged_registered_and_linked_to_the_parent_run(
         "prediction_set",
         "unknown",
         "unknown_score",
+        "note",
     ]
     assert "python_function" in info.flavors and info.saved_input_example_info is not None
     (linked,) = exported.parent.outputs.model_outputs
@@ -319,12 +322,12 @@ def test_make_serve_answers_like_predict_py_and_refuses_bad_requests_cheaply(exp
     with make_serve(exported) as (url, proc, server):
         status, answer = post(url, [{"image": base64.b64encode(image.read_bytes()).decode()}])
         predicted = predict_py(image, exported.out / "model.onnx")
-        expected = predicted["top_k"][0]
         (row,) = answer["predictions"]
-        assert status == 200 and row["label"] == expected["label"]
-        assert row["probability"] == pytest.approx(expected["probability"], abs=1e-5)
-        assert row["prediction_set"] == predicted["prediction_set"] and row["unknown"] == predicted["unknown"]
-        assert row["unknown_score"] == pytest.approx(predicted["unknown_score"], abs=1e-3)
+        assert status == 200 and set(row) == set(predicted) - {"path"}  # the same fields
+        numbers = {"probability", "top_probabilities", "unknown_score"}
+        for field, value in row.items():  # and the same values
+            expected = pytest.approx(predicted[field], abs=1e-5) if field in numbers else predicted[field]
+            assert value == expected, field
         status, answer = post(url, [{"image": text}])
         assert (
             status == 400

@@ -28,12 +28,14 @@ COLOURS = {"red": (220, 30, 40), "green": (20, 200, 30), "blue": (30, 40, 210)}
 
 
 def colour_model(path: Path) -> Path:
-    """A hand-made classifier: logits = per-channel mean of the normalized image, classes red, green, blue.
-    Its answers are known without training, and it is written in milliseconds."""
+    """A hand-made classifier: logits = per-channel mean of the normalized image, classes red, green, blue,
+    and an unknown score output = the largest of the three. Its answers are known without training, and it is
+    written in milliseconds."""
     graph = helper.make_graph(
         [
             helper.make_node("ReduceMean", ["input", "axes"], ["means"], keepdims=0),
             helper.make_node("MatMul", ["means", "eye"], ["logits"]),
+            helper.make_node("ReduceMax", ["means", "channel"], ["unknown_score"], keepdims=0),
         ],
         "colour",
         [
@@ -41,9 +43,13 @@ def colour_model(path: Path) -> Path:
                 "input", TensorProto.FLOAT, ["batch", 3, PRE.image_size, PRE.image_size]
             )
         ],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info("unknown_score", TensorProto.FLOAT, ["batch"]),
+        ],
         [
             helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3]),
+            helper.make_tensor("channel", TensorProto.INT64, [1], [1]),
             helper.make_tensor("eye", TensorProto.FLOAT, [3, 3], np.eye(3).ravel().tolist()),
         ],
     )
@@ -116,11 +122,11 @@ def test_corrupt_files_are_skipped_and_the_rest_predicted(model_path, folder):
     predicted = [r for r in results if isinstance(r, Prediction)]
     assert skipped == ["d_corrupt.png", "e_truncated.png"]
     assert [p.path.name for p in predicted] == ["a_red.png", "c_blue.png", "b_green.jpg"]
-    assert [p.top_k[0][0] for p in predicted] == ["red", "blue", "green"]
+    assert [p.answer["label"] for p in predicted] == ["red", "blue", "green"]
     for p in predicted:
-        probabilities = [prob for _, prob in p.top_k]
-        assert len(p.top_k) == 2 and probabilities == sorted(probabilities, reverse=True)
-        assert 1 / 3 < probabilities[0] < 1
+        probabilities = p.answer["top_probabilities"]
+        assert len(p.answer["top_labels"]) == 2 and probabilities == sorted(probabilities, reverse=True)
+        assert 1 / 3 < probabilities[0] == p.answer["probability"] < 1
 
 
 def cli(argv: list[str]) -> int:
@@ -139,11 +145,11 @@ def test_cli_writes_csv_reports_skips_and_exits_1(model_path, folder, tmp_path, 
         f"skipped {folder / 'e_truncated.png'}",
     ]
     rows = list(csv.DictReader(out.read_text().splitlines()))
-    assert [(Path(r["path"]).name, r["label_1"]) for r in rows] == [
-        ("a_red.png", "red"),
-        ("c_blue.png", "blue"),
+    assert [(Path(r["path"]).name, r["label"], r["top_label_1"]) for r in rows] == [
+        ("a_red.png", "red", "red"),
+        ("c_blue.png", "blue", "blue"),
     ]
-    assert "label_3" in rows[0] and "label_4" not in rows[0]  # top-k capped at the three classes
+    assert "top_label_3" in rows[0] and "top_label_4" not in rows[0]  # top-k capped at the three classes
 
 
 def test_cli_skips_an_image_above_the_models_pixel_cap_from_its_header(model_path, tmp_path, capfd):
@@ -159,7 +165,7 @@ def test_cli_skips_an_image_above_the_models_pixel_cap_from_its_header(model_pat
 def test_cli_json_lines_exit_0_when_all_predicted(model_path, folder, capfd):
     assert cli([str(folder / "sub"), "--model", str(model_path), "--top-k", "1"]) == 0
     lines = capfd.readouterr().out.splitlines()
-    assert [json.loads(line)["top_k"][0]["label"] for line in lines] == ["green"]
+    assert [json.loads(line)["label"] for line in lines] == ["green"]
 
 
 def with_metadata(model_path: Path, bad: Path, value: str) -> None:
@@ -235,7 +241,7 @@ def test_a_model_with_a_conformal_threshold_answers_with_its_prediction_set(mode
     """On a green image the set holds, most likely first, every colour at or above the threshold: all three
     at 0, green alone between the top two probabilities, none above the top one (no colour sure enough)."""
     assert cli([str(folder / "sub"), "--model", str(model_path), "--top-k", "3"]) == 0
-    probs = [entry["probability"] for entry in json.loads(capfd.readouterr().out)["top_k"]]
+    probs = json.loads(capfd.readouterr().out)["top_probabilities"]
     assert probs[0] > probs[1]
     document = load_classifier(model_path).document
     cases = ((0.0, ["green", "blue", "red"]), ((probs[0] + probs[1]) / 2, ["green"]), (probs[0] + 1e-5, []))
@@ -247,14 +253,33 @@ def test_a_model_with_a_conformal_threshold_answers_with_its_prediction_set(mode
         assert found[:1] == expected[:1] and sorted(found) == sorted(expected)
 
 
-def test_a_model_with_an_unknown_threshold_says_which_images_it_does_not_know(model_path, folder, capfd):
-    """The colour model's logits are channel means of a normalized image, a few units at most, so its energy
-    lies between the two thresholds: below it the image is unknown, above it known; the score comes with the
-    answer either way."""
+def test_an_unknown_image_gets_no_label_no_set_and_a_note_saying_why(model_path, folder, capfd):
+    """The colour model's unknown score is its largest channel mean, a few units at most, so it lies between
+    the two thresholds: below it the image is unknown, above it known; the score comes with the answer either
+    way, and an unknown answer never carries a label, a probability or a set."""
     document = load_classifier(model_path).document
+    conformal = {"alpha": 0.1, "threshold": 0.0}  # every class would join the set of a known image
     for threshold, unknown in ((-10.0, True), (10.0, False)):
-        write_metadata(model_path, {**document, "unknown": {"accepted": 0.95, "threshold": threshold}})
+        fitted = {"method": "test", "accepted": 0.95, "threshold": threshold, "output": "unknown_score"}
+        write_metadata(model_path, {**document, "unknown": fitted, "conformal": conformal})
         assert cli([str(folder / "sub"), "--model", str(model_path)]) == 0
         (line,) = capfd.readouterr().out.splitlines()
         answer = json.loads(line)
         assert answer["unknown"] is unknown and -10 < answer["unknown_score"] < 10
+        assert answer["top_labels"][0] == "green"  # the ranking stays, for those who want it
+        if unknown:
+            assert answer["label"] is None and answer["probability"] is None
+            assert answer["prediction_set"] == []
+            assert answer["note"].startswith("unlike the training images")
+        else:
+            assert answer["label"] == "green" and len(answer["prediction_set"]) == 3
+            assert answer["note"] is None
+
+
+def test_an_empty_set_says_no_class_is_likely_enough(model_path, folder, capfd):
+    document = load_classifier(model_path).document
+    write_metadata(model_path, {**document, "conformal": {"alpha": 0.1, "threshold": 0.999}})
+    assert cli([str(folder / "sub"), "--model", str(model_path)]) == 0
+    answer = json.loads(capfd.readouterr().out)
+    assert answer["label"] == "green" and answer["prediction_set"] == []
+    assert answer["note"].startswith("no class reaches probability 0.999")

@@ -12,7 +12,6 @@ import pytest
 import torch
 from conftest import artifact_paths, compose_cfg, make_image_folder
 from mlflow.tracking import MlflowClient
-from PIL import Image
 
 from pipeline.context import Context
 from pipeline.data.decode import MAX_PIXELS
@@ -84,16 +83,14 @@ def trained(tmp_path_factory, empty_store) -> Trained:
 
 
 def validate(trained: Trained, name: str, *overrides: str, root: Path | None = None):
-    """Run the validate stage alone; returns the parent run and the validate stage run. No prediction sets or
-    unknown answer unless asked for: the ONNX file most tests compare the checkpoint with has neither."""
+    """Run the validate stage alone; returns the parent run and the validate stage run. The checkpoint is not
+    calibrated (its run had no calibrate stage), like the ONNX file most tests compare it with."""
     run(
         compose_cfg(
             trained.tmp,
             "stages=[validate]",
             *DATA,
             f"tracking.run_name={name}",
-            "validate.conformal_alpha=null",
-            "validate.unknown_accept=null",
             *overrides,
             root=root or trained.root,
         )
@@ -189,14 +186,13 @@ def test_tta_reports_both_for_checkpoint_and_onnx(trained, by_checkpoint):
 
 def test_tta_averages_the_logits_of_each_image_and_its_mirror():
     # a "model" that reads the left and right edge columns: flipping swaps them
-    scorer = Scorer(
-        "checkpoint", Path("x"), ["a", "b"], Preprocess(4, (0,) * 3, (1,) * 3), lambda x: x[:, 0, 0, ::3]
-    )
+    edges = Preprocess(4, (0,) * 3, (1,) * 3)
+    scorer = Scorer("checkpoint", Path("x"), ["a", "b"], edges, lambda x: (x[:, 0, 0, ::3], None), {})
     x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
-    logits, targets, tta = predict(scorer, [(x, torch.tensor([0, 1]))], tta=True)
-    assert torch.equal(logits, x[:, 0, 0, [0, 3]]) and targets.tolist() == [0, 1]
-    assert torch.equal(tta, (x[:, 0, 0, [0, 3]] + x[:, 0, 0, [3, 0]]) / 2)
-    assert predict(scorer, [(x, torch.tensor([0, 1]))], tta=False)[2] is None
+    scored = predict(scorer, [(x, torch.tensor([0, 1]))], tta=True)
+    assert torch.equal(scored.logits, x[:, 0, 0, [0, 3]]) and scored.targets.tolist() == [0, 1]
+    assert torch.equal(scored.tta_logits, (x[:, 0, 0, [0, 3]] + x[:, 0, 0, [3, 0]]) / 2)
+    assert predict(scorer, [(x, torch.tensor([0, 1]))], tta=False).tta_logits is None
 
 
 def test_checkpoint_precedence_for_validate_and_export(trained, tmp_path):
@@ -297,55 +293,3 @@ def test_images_the_model_was_trained_on_are_counted_in_each_split(trained, by_c
     assert {s: stage.data.metrics[f"{s}/train_overlap"] for s in SPLITS} == expected
     _, by_onnx = validate(trained, "overlap-onnx", f"onnx_path={trained.onnx}")
     assert "val/train_overlap" not in by_onnx.data.metrics  # an ONNX file does not know its training set
-
-
-def mislabelled_copy(root: Path, target: Path, moved: int) -> Path:
-    """root's class folders with `moved` images of each put in the next class's folder: errors for sure."""
-    shutil.copytree(root, target)
-    classes = sorted(p for p in target.iterdir() if p.is_dir())
-    for i, folder in enumerate(classes):
-        for image in sorted(folder.glob("*.png"))[:moved]:
-            image.rename(classes[(i + 1) % len(classes)] / f"moved_{image.name}")
-    return target
-
-
-def test_validate_fits_a_temperature_on_val_and_stores_it_with_a_copy_of_the_checkpoint(trained):
-    """A checkpoint from elsewhere is not rewritten: the calibrated copy goes to this run's folder."""
-    outside = shutil.copy(trained.ckpt, trained.tmp / "elsewhere.ckpt")
-    noisy = mislabelled_copy(trained.root, trained.tmp / "noisy", moved=6)
-    flat = trained.tmp / "flat_colours"  # images unlike any training image, for validate.ood_roots
-    flat.mkdir()
-    for i, colour in enumerate([(0, 0, 0), (255, 255, 255), (200, 30, 30), (30, 200, 30), (30, 30, 200)]):
-        Image.new("RGB", (16, 16), colour).save(flat / f"{i}.png")
-    overrides = (
-        "validate.conformal_alpha=0.1",
-        "validate.unknown_accept=0.95",
-        f"validate.ood_roots=[{flat}]",
-    )
-    parent, stage = validate(trained, "calibrated", f"ckpt_path={outside}", *overrides, root=noisy)
-    temperature = parent.data.metrics["val/temperature"]
-    assert load_classifier(Path(outside)).hparams.get("temperature") is None  # left as it was
-    classifier = load_classifier(trained.tmp / "out" / "checkpoints" / "elsewhere.ckpt")
-    assert classifier.hparams.temperature == pytest.approx(temperature)
-    x = torch.randn(2, 3, 16, 16)
-    with torch.inference_mode():
-        assert torch.allclose(classifier(x), classifier.model(x) / temperature)  # what is scored and exported
-    for split in SPLITS:  # both figures, the calibrated one under the usual name
-        assert {f"{split}/ece", f"{split}/ece_uncalibrated"} <= set(parent.data.metrics)
-    val = split_metrics(stage, "val")
-    assert val["val/nll"] <= val["val/nll_uncalibrated"] + 1e-6  # fitted on val: never worse there
-    logged = artifact_paths(trained.client, stage.info.run_id)
-    assert {"plots/reliability_val.png", "plots/reliability_test.png"} <= logged
-    # the prediction sets' threshold, fitted on the calibrated val probabilities, stored beside it
-    assert classifier.hparams.conformal == {
-        "alpha": 0.1,
-        "threshold": parent.data.metrics["val/conformal_threshold"],
-    }
-    test = split_metrics(stage, "test")
-    assert 0 < test["test/conformal_coverage"] <= 1 and 1 <= test["test/conformal_set_size"] <= 3
-    assert {"reports/prediction_sets_val.md", "reports/prediction_sets_test.md"} <= logged
-    # the unknown answer: its threshold stored, its rate per split, the planted folder measured against test
-    found = parent.data.metrics
-    assert classifier.hparams.unknown["threshold"] == pytest.approx(found["val/unknown_threshold"])
-    assert 0 <= test["test/unknown_rate"] <= 1
-    assert 0 <= found["test/ood_flat_colours_auroc"] <= 1 and 0 <= found["test/ood_flat_colours_flagged"] <= 1

@@ -3,9 +3,9 @@ negative log-likelihood. It never changes which class wins, only how sure the mo
 probability of 0.9 is right about 9 times in 10. scipy's bounded scalar minimizer over log T: one parameter
 needs no optimizer state or learning rate.
 
-A slice of tens of images fits T noisily, so a temperature is kept only where it must help (`safe_temperature`):
-one that lowers the cross-validated NLL of the slice, or, on a slice without a single error, no sharper than
-the accuracy the slice proves.
+A slice of tens of images fits T noisily, so a temperature is kept only where it must help
+(`safe_temperature`): where it lowers the cross-validated NLL of the slice without raising its ECE; on a
+slice without a single error, only to sharpen up to the accuracy the slice proves.
 """
 
 import math
@@ -13,8 +13,8 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional.classification import multiclass_calibration_error
 from scipy.optimize import brentq, minimize_scalar
+from torchmetrics.functional.classification import multiclass_calibration_error
 
 LOG_T_BOUNDS = (math.log(0.05), math.log(20.0))  # far beyond what trained CNNs need (T ~ 0.5-3)
 ECE_BINS = 15  # as validate.calibration_bins' default
@@ -49,7 +49,11 @@ def fitted_or_none(logits: torch.Tensor, targets: torch.Tensor) -> float | None:
 
     if shortfall(0.0) >= 0:
         return None
-    return math.exp(brentq(shortfall, LOG_T_BOUNDS[0], 0.0, xtol=1e-4)) if shortfall(LOG_T_BOUNDS[0]) > 0 else None
+    return (
+        math.exp(brentq(shortfall, LOG_T_BOUNDS[0], 0.0, xtol=1e-4))
+        if shortfall(LOG_T_BOUNDS[0]) > 0
+        else None
+    )
 
 
 def cross_validated(logits: torch.Tensor, targets: torch.Tensor, folds: int, seed: int) -> dict[str, float]:
@@ -85,7 +89,8 @@ def safe_temperature(logits: torch.Tensor, targets: torch.Tensor, seed: int) -> 
         return None, "too few images to check a fit"
     cv = cross_validated(logits, targets, folds, seed)
     change = (
-        f"cross-validated NLL {cv['nll_plain']:.4f} -> {cv['nll']:.4f}, ECE {cv['ece_plain']:.4f} -> {cv['ece']:.4f}"
+        f"cross-validated NLL {cv['nll_plain']:.4f} -> {cv['nll']:.4f}, "
+        f"ECE {cv['ece_plain']:.4f} -> {cv['ece']:.4f}"
     )
     if cv["nll"] >= cv["nll_plain"] or cv["ece"] > cv["ece_plain"]:
         return None, f"T {temperature:.3f} left out: {change}"

@@ -56,7 +56,9 @@ class Scorer:
     @property
     def calibrated(self) -> bool:
         """The calibrate stage fitted something for it (it may have kept no temperature)."""
-        return any(self.trust.get(name) is not None for name in ("images", "temperature", "conformal", "unknown"))
+        return any(
+            self.trust.get(name) is not None for name in ("images", "temperature", "conformal", "unknown")
+        )
 
     def _fitted(self, name: str):
         return self.trust.get(name)
@@ -120,7 +122,9 @@ def onnx_scorer(path: Path) -> Scorer:
 class Scored:
     logits: torch.Tensor  # calibrated where the model is
     targets: torch.Tensor
-    tta_logits: torch.Tensor | None  # with test-time augmentation: the mean logits of each image and its mirror
+    tta_logits: (
+        torch.Tensor | None
+    )  # with test-time augmentation: the mean logits of each image and its mirror
     unknown_scores: torch.Tensor | None  # where the model has an unknown answer
 
 

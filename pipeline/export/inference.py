@@ -154,8 +154,9 @@ def answer(probs: np.ndarray, score: float | None, names: list[str], k: int, doc
     }
     if unknown:
         found["note"] = (
-            f"unlike the training images (unknown score {score:.4g} above {fitted_unknown['threshold']:.4g}): "
-            "none of the model's classes is an answer; top_labels only rank them"
+            f"unlike the training images (unknown score {score:.4g} above "
+            f"{fitted_unknown['threshold']:.4g}): none of the model's classes is an answer; top_labels only "
+            "rank them"
         )
     if conformal is not None:
         threshold = conformal["threshold"]

@@ -5,8 +5,9 @@
 type: MLflow decodes the base64) or a `path` column of files on the serving machine. Each row comes back
 with the answer scripts/predict.py gives (pipeline.export.inference.answer: label, probability, top-k with
 `params: {"top_k": k}`, default 5, prediction set, unknown, note). Preprocessing is the ONNX file's own
-metadata, through the same torch-free code as scripts/predict.py, so both give the same fields and numbers. A row that is not an image fails the request with a 400 naming the row and the reason, never the
-request's data; the server goes on serving.
+metadata, through the same torch-free code as scripts/predict.py, so both give the same fields and numbers.
+A row that is not an image fails the request with a 400 naming the row and the reason, never the request's
+data; the server goes on serving.
 
 Limits, read from the environment where the model is served (when it loads):
 - PIPELINE_SERVE_ROOT: the folder whose files `path` rows may name; unset, `path` rows are refused (a model

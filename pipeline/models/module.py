@@ -12,7 +12,6 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from timm.data import Mixup
-from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
@@ -73,7 +72,9 @@ class Classifier(L.LightningModule):
             prefix="val/",
         )
 
-        self.trust: dict | None = None  # what the calibrate stage fitted (pipeline.models.trusted), once loaded
+        self.trust: dict | None = (
+            None  # what the calibrate stage fitted (pipeline.models.trusted), once loaded
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

@@ -31,13 +31,14 @@ class FeatureSplit(nn.Module):
         return self.head(features), features
 
 
-@torch.inference_mode()
 def split_network(network: nn.Module, image_size: int) -> FeatureSplit:
     """The network split at its head, checked to give the network's own logits: a network that does more
     after its head (none of timm's or this project's) is refused in one line."""
-    split = FeatureSplit(network).eval()
+    split = FeatureSplit(network).eval()  # copied outside inference mode: its weights stay ordinary tensors
     x = torch.randn(2, 3, image_size, image_size)
-    if not torch.allclose(split(x)[0], network.eval()(x), atol=1e-4, rtol=1e-4):
+    with torch.no_grad():
+        same = torch.allclose(split(x)[0], network.eval()(x), atol=1e-4, rtol=1e-4)
+    if not same:
         raise PipelineError(
             f"{type(network).__name__} does more after its classifier head: its features cannot be read "
             "(calibrate.unknown_method=energy needs none)"
@@ -96,7 +97,9 @@ def detector(unknown: dict) -> nn.Module:
 class TrustedNetwork(nn.Module):
     """(calibrated logits, unknown score), or the calibrated logits alone when no unknown answer is fitted."""
 
-    def __init__(self, network: nn.Module, temperature: float | None, scorer: nn.Module | None, image_size: int):
+    def __init__(
+        self, network: nn.Module, temperature: float | None, scorer: nn.Module | None, image_size: int
+    ):
         super().__init__()
         self.reads_features = scorer is not None and not isinstance(scorer, Energy)
         self.network = split_network(network, image_size) if self.reads_features else network
@@ -112,4 +115,6 @@ def trusted_network(network: nn.Module, trust: dict | None, image_size: int) -> 
     """The network with what the calibrate stage fitted (`trust`; None: nothing fitted)."""
     trust = trust or {}
     unknown = trust.get("unknown")
-    return TrustedNetwork(network, trust.get("temperature"), detector(unknown) if unknown else None, image_size)
+    return TrustedNetwork(
+        network, trust.get("temperature"), detector(unknown) if unknown else None, image_size
+    )

@@ -36,8 +36,8 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     calib = index.split("calib")
     if not calib:
         log.warning(
-            "no calib split (data.calib_fraction=%g): probabilities stay uncalibrated, with no prediction sets "
-            "and no unknown answer",
+            "no calib split (data.calib_fraction=%g): probabilities stay uncalibrated, with no prediction "
+            "sets and no unknown answer",
             cfg.data.calib_fraction,
         )
         return ctx
@@ -54,7 +54,9 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     metrics = {"calib/images": len(calib), "calib/acc": float((logits.argmax(1) == targets).float().mean())}
     if c.temperature:
         trust["temperature"], why = safe_temperature(logits, targets, cfg.seed)
-        log.info("temperature: %s (%s)", f"{trust['temperature']:.3f}" if trust["temperature"] else "none", why)
+        log.info(
+            "temperature: %s (%s)", f"{trust['temperature']:.3f}" if trust["temperature"] else "none", why
+        )
         metrics["calib/temperature"] = trust["temperature"] or 1.0
     calibrated = logits / (trust.get("temperature") or 1.0)
     if c.conformal_alpha is not None:

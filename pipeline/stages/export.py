@@ -60,8 +60,8 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     network = trusted_network(classifier.model, classifier.trust, preprocess.image_size)
     if classifier.trust is None:
         log.warning(
-            "exported uncalibrated, without prediction sets or unknown answer: the calibrate stage has not run "
-            "on %s (stages=[calibrate,export] ckpt_path=<file> fits them)",
+            "exported uncalibrated, without prediction sets or unknown answer: the calibrate stage has not "
+            "run on %s (stages=[calibrate,export] ckpt_path=<file> fits them)",
             ckpt,
         )
     files = write_models(cfg, ctx, classifier, network, preprocess, datamodule)
@@ -105,7 +105,9 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     return ctx
 
 
-def write_models(cfg: DictConfig, ctx: Context, classifier, network, preprocess: Preprocess, datamodule) -> dict:
+def write_models(
+    cfg: DictConfig, ctx: Context, classifier, network, preprocess: Preprocess, datamodule
+) -> dict:
     """model.onnx with its metadata, and model.int8.onnx calibrated on training images when quantizing."""
     outputs = (OUTPUT_NAME, UNKNOWN_OUTPUT_NAME) if network.scorer is not None else (OUTPUT_NAME,)
     onnx_path = export_onnx(
@@ -133,7 +135,9 @@ def fitted_metadata(trust: dict) -> dict:
     graph)."""
     unknown = trust.get("unknown")
     if unknown is not None:
-        unknown = {key: unknown[key] for key in ("method", "accepted", "threshold")} | {"output": UNKNOWN_OUTPUT_NAME}
+        unknown = {key: unknown[key] for key in ("method", "accepted", "threshold")} | {
+            "output": UNKNOWN_OUTPUT_NAME
+        }
     return {"temperature": trust.get("temperature"), "conformal": trust.get("conformal"), "unknown": unknown}
 
 

@@ -13,7 +13,7 @@ reverse = $(if $(1),$(call reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword
 OWN_VARS = ARGS=% PORT=% INPUT=% MODEL=% MODEL_URI=% TOPK=% FORMAT=% STUDIES=% $(ARGS) $(INPUT)
 OVERRIDES = $(ARGS) $(call reverse,$(filter-out $(OWN_VARS),$(MAKEOVERRIDES)))
 
-.PHONY: install test smoke train predict ui server serve sweep-dashboard bench bench-accuracy bench-audit bench-scale bench-serve bench-sweep gpu-check docs lint
+.PHONY: install test smoke train predict ui server serve sweep-dashboard bench bench-accuracy bench-audit bench-scale bench-serve bench-sweep bench-trust gpu-check docs lint
 
 install:  ## create .venv and install the locked dependency set plus this package
 	python3 -m venv .venv
@@ -57,6 +57,9 @@ bench:  ## pipeline vs bare baselines: train step, real photos, loading, latency
 
 bench-accuracy:  ## test accuracy and time per training recipe on real photos (../shared) -> bench/accuracy.md
 	$(PY) scripts/bench_accuracy.py $(ARGS)
+
+bench-trust:  ## calibration, prediction sets, unknown answers on the folder matrix (ARGS="--matrix DIR") -> bench/trust.md
+	$(PY) scripts/bench_trust.py $(ARGS)
 
 bench-audit:  ## does the data audit find planted label errors and off-domain images in real photos (../shared)
 	$(PY) scripts/bench_audit.py $(ARGS)

@@ -268,7 +268,8 @@ class ValidateConfig:
 
 
 class UnknownMethod(StrEnum):
-    mahalanobis = "mahalanobis"  # distance to the nearest class mean of the features, shared covariance
+    # distance of the normalized features to the nearest class mean, one shared covariance
+    mahalanobis = "mahalanobis"
     knn = "knn"  # cosine distance to the k-th nearest training feature (normalized)
     energy = "energy"  # -logsumexp of the logits: no features needed, weak with few classes
 
@@ -278,7 +279,8 @@ class CalibrateConfig:
     """What the calibrate stage fits on the calib split (data.calib_fraction) and stores with the checkpoint:
     pipeline/stages/calibrate.py."""
 
-    temperature: bool = True  # temperature scaling, kept only where it does not make the slice's NLL worse
+    # temperature scaling, kept where it lowers the calib split's cross-validated NLL without raising its ECE
+    temperature: bool = True
     # error rate of the prediction sets (split conformal); null: no sets
     conformal_alpha: float | None = bounded(0.1, POSITIVE, BELOW_ONE)
     # share of calib images the unknown threshold accepts; null: no unknown answer

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from pipeline.errors import first_line
+from pipeline.evaluation.conformal import APPROXIMATE_BELOW
 from pipeline.progress import duration
 
 SCORES = ("acc", "bal_acc", "f1_macro")
@@ -47,6 +48,8 @@ def finished(
     scores = [s for s in (_scores(metrics, "test"), _scores(metrics, "val")) if s]
     if scores:
         lines.append("; ".join(scores))
+    if "calib/images" in metrics:
+        lines.append(trust_line(metrics, "test" if "test/acc" in metrics else "val"))
     if smoke:
         lines.append(SMOKE_NOTE)
     lines.append(f"outputs in {output_dir}; MLflow run {run_id}")
@@ -54,6 +57,27 @@ def finished(
         lines.append(f"next: make predict INPUT=<images> MODEL={onnx_path}  |  make serve (HTTP)")
     lines.append(f"compare runs in the MLflow UI (make ui): {run_page}")
     return lines
+
+
+def trust_line(metrics: dict[str, float], split: str) -> str:
+    """What the calibrate stage fitted on how many images, and what it gave on `split`."""
+    n = int(metrics["calib/images"])
+    temperature = metrics.get("calib/temperature", 1.0)
+    parts = [f"temperature {temperature:.3f}" if temperature != 1.0 else "no temperature needed"]
+    if "calib/conformal_threshold" in metrics:
+        target = 1 - metrics["calib/conformal_alpha"]
+        sets = (
+            f"prediction sets hold every class of probability >= {metrics['calib/conformal_threshold']:.4g} "
+            f"for {target:.0%} coverage"
+        )
+        if f"{split}/conformal_coverage" in metrics:
+            sets += f" ({split}: {metrics[f'{split}/conformal_coverage']:.1%})"
+        if n < APPROXIMATE_BELOW:
+            sets += f", approximate: {n} calib images are too few to promise it (under {APPROXIMATE_BELOW})"
+        parts.append(sets)
+    if "calib/unknown_threshold" in metrics and f"{split}/unknown_rate" in metrics:
+        parts.append(f"unknown answer for {metrics[f'{split}/unknown_rate']:.1%} of {split} images")
+    return f"trust, fitted on {n} calib images: " + "; ".join(parts)
 
 
 def failed(timings: dict[str, float], err: BaseException) -> str:

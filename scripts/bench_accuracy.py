@@ -123,7 +123,7 @@ def run_recipe(data: list[str], overrides: list[str], work: Path, name: str) -> 
     """One pipeline run in a child process; its wall time and the parent run's headline metrics."""
     command = [
         sys.executable, "-m", "pipeline", *data, *overrides,
-        "stages=[data,sanity,train,validate]", f"tracking.dir={work / 'mlruns'}",
+        "stages=[data,sanity,train,calibrate,validate]", f"tracking.dir={work / 'mlruns'}",
         f"hydra.run.dir={work / 'runs' / name}", f"data.cache_dir={work / 'cache'}",
     ]  # fmt: skip
     log = work / f"{name}.log"

@@ -49,11 +49,14 @@ def test_feature_scores_are_low_near_the_training_features_and_high_far_from_the
 
 
 def test_mahalanobis_is_the_distance_to_the_nearest_class_mean_under_the_shared_precision():
+    """Of the normalized features: a feature's length says nothing of how known the image is."""
     train, labels = clusters(200, 3, 5, seed=4)
     unknown = fitted("mahalanobis", train, labels)
     means, precision = (unknown["tensors"][k].double().numpy() for k in ("means", "precision"))
     points = clusters(7, 3, 5, seed=5)[0]
-    expected = [min(np.sqrt((p - m) @ precision @ (p - m)) for m in means) for p in points]
+    unit = points / np.linalg.norm(points, axis=1, keepdims=True)
+    expected = [min(np.sqrt((p - m) @ precision @ (p - m)) for m in means) for p in unit]
+    assert scores(unknown, points * 10) == pytest.approx(expected, rel=1e-3)
     assert scores(unknown, points) == pytest.approx(expected, rel=1e-3)
 
 

@@ -1,5 +1,5 @@
 """Prediction sets with a coverage guarantee: split-conformal prediction (the LAC score, 1 - the
-probability of the true class), calibrated on the val split. A set holds every class whose probability
+probability of the true class), calibrated on the calib split. A set holds every class whose probability
 reaches a threshold; over new images from the same distribution, sets hold the true class at least
 1 - alpha of the time, whatever the model, and at most 1 - alpha + 1/(n + 1) of it. A set may be empty: no
 class is likely enough for that promise (with an accurate model and a large alpha, its least sure answers);
@@ -11,6 +11,10 @@ interface.
 import math
 
 import numpy as np
+
+# calib images under which the coverage is approximate: one calibration's coverage strays from 1 - alpha by
+# more than ~0.03 (one standard deviation at alpha 0.1; it is Beta-distributed, Angelopoulos & Bates)
+APPROXIMATE_BELOW = 100
 
 
 def conformal_threshold(probs: np.ndarray, targets: np.ndarray, alpha: float) -> float:

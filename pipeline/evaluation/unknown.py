@@ -15,7 +15,8 @@ from sklearn.metrics import roc_auc_score
 def fit_detector(method: str, features: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
     """What the unknown score of `method` needs from the training features (every class among `labels`), as
     arrays."""
-    if method == "mahalanobis":
+    if method == "mahalanobis":  # on L2-normalized features, as pipeline.models.trusted.Mahalanobis scores
+        features = features / np.linalg.norm(features, axis=1, keepdims=True)
         means = np.stack([features[labels == c].mean(0) for c in range(num_classes)])
         precision = LedoitWolf(assume_centered=True).fit(features - means[labels]).precision_
         return {"means": means.astype(np.float32), "precision": precision.astype(np.float32)}

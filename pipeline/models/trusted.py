@@ -47,8 +47,9 @@ def split_network(network: nn.Module, image_size: int) -> FeatureSplit:
 
 
 class Mahalanobis(nn.Module):
-    """Distance to the nearest class mean under one shared covariance (Lee et al., 2018); stores C x D means
-    and a D x D precision matrix."""
+    """Distance of the L2-normalized features to the nearest class mean under one shared covariance (Lee et
+    al., 2018); stores C x D means and a D x D precision matrix. Normalized, since flat and blank images give
+    features of small norm, near the class means of raw features."""
 
     def __init__(self, means: torch.Tensor, precision: torch.Tensor):
         super().__init__()
@@ -57,6 +58,7 @@ class Mahalanobis(nn.Module):
         self.register_buffer("mean_terms", ((means.float() @ precision.float()) * means.float()).sum(1))
 
     def forward(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        features = F.normalize(features, dim=1)
         projected = features @ self.precision
         # (f - m)' P (f - m) = f'Pf - 2 f'Pm + m'Pm for every class mean m at once
         squared = (projected * features).sum(1, keepdim=True) - 2 * projected @ self.means.T + self.mean_terms

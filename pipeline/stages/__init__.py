@@ -1,1 +1,1 @@
-"""The five stages. Each exposes `run(cfg, ctx, tracker) -> ctx` and never imports another stage."""
+"""The six stages. Each exposes `run(cfg, ctx, tracker) -> ctx` and never imports another stage."""

@@ -15,7 +15,7 @@ from pipeline.context import Context
 from pipeline.data.images import ImageDataset
 from pipeline.data.transforms import Preprocess, eval_transform
 from pipeline.evaluation.calibration import safe_temperature
-from pipeline.evaluation.conformal import conformal_threshold
+from pipeline.evaluation.conformal import APPROXIMATE_BELOW, conformal_threshold
 from pipeline.evaluation.unknown import fit_detector, stratified_sample, unknown_threshold
 from pipeline.models.checkpoint_io import store_trust
 from pipeline.models.module import load_classifier
@@ -25,9 +25,6 @@ from pipeline.stages._shared import checkpoint_path, ensure_index
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.calibrate")
-# below this many calib images a conformal threshold's coverage strays from 1 - alpha by more than ~0.03
-# (one standard deviation at alpha 0.1) from one calibration to the next
-GUARANTEE_IMAGES = 100
 
 
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
@@ -62,6 +59,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     if c.conformal_alpha is not None:
         trust["conformal"] = fit_conformal(calibrated, targets, float(c.conformal_alpha))
         metrics["calib/conformal_threshold"] = trust["conformal"]["threshold"]
+        metrics["calib/conformal_alpha"] = trust["conformal"]["alpha"]
     if c.unknown_accept is not None:
         trust["unknown"] = fit_unknown(cfg, index, split, preprocess, device, features, logits)
         metrics["calib/unknown_threshold"] = trust["unknown"]["threshold"]
@@ -72,6 +70,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     ctx.ckpt_path = target
     log.info("stored with the checkpoint %s", target)
     tracker.log_metrics(metrics, headline=True)
+    ctx.metrics.update(metrics)
     return ctx
 
 
@@ -97,14 +96,14 @@ def fit_conformal(calibrated: torch.Tensor, targets: torch.Tensor, alpha: float)
     """The prediction sets' threshold, and one line on how far its coverage can be trusted."""
     n = len(targets)
     threshold = conformal_threshold(calibrated.softmax(1).numpy(), targets.numpy(), alpha)
-    # coverage of one calibration is Beta(n + 1 - l, l), l = floor((n + 1) alpha) (Angelopoulos & Bates)
+    # coverage of one calibration is Beta(n + 1 - l, l), l = floor((n + 1) alpha): about this spread
     spread = math.sqrt(alpha * (1 - alpha) / (n + 2))
-    approximate = n < GUARANTEE_IMAGES
+    approximate = n < APPROXIMATE_BELOW
     log.info(
         "prediction sets: a class joins an image's set when its calibrated probability is at least %.6g, "
         "for %.0f%% coverage of new images%s",
         threshold, 100 * (1 - alpha),
-        f"; approximate: with {n} calib images (under {GUARANTEE_IMAGES}) one calibration's coverage "
+        f"; approximate: with {n} calib images (under {APPROXIMATE_BELOW}) one calibration's coverage "
         f"strays from it by about +-{spread:.2f}" if approximate else "",
     )  # fmt: skip
     return {"alpha": alpha, "threshold": threshold, "images": n, "approximate": approximate}

@@ -190,7 +190,7 @@ def unknown_inputs(runs: list[dict]) -> list[str]:
     ]
     for name in folders:
         cells = [
-            spread([r.get(f"test/ood_{name}_{k}") for r in runs]) for k in ("auroc", "fpr_at_tpr", "flagged")
+            spread([r.get(f"test/ood_{name}_{k}") for r in runs]) for k in ("auroc", "fpr95", "flagged")
         ]
         lines.append(f"| {name} | {' | '.join(cells)} |")
     return lines

@@ -140,7 +140,7 @@ def markdown(results: dict, info: dict, methods: list[str]) -> str:
                 rows = [r[method] for r in runs if method in r]
                 figures = [
                     spread([row.get(f"test/ood_{folder}_{key}") for row in rows])
-                    for key in ("auroc", "fpr_at_tpr", "flagged")
+                    for key in ("auroc", "fpr95", "flagged")
                 ]
                 cells.append(" / ".join(figures))
             lines.append(f"| {shape} | {folder} | " + " | ".join(cells) + " |")

@@ -23,7 +23,6 @@ from pipeline.evaluation.intervals import bootstrap_intervals
 from pipeline.evaluation.scorers import Scored, Scorer, predict
 from pipeline.evaluation.unknown import energy, separation
 from pipeline.export.inference import expand_inputs
-from pipeline.schema import CalibrateConfig
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.validate")
@@ -117,8 +116,8 @@ def unknown_scores(scored: Scored) -> np.ndarray:
 
 def unknown_images_metrics(cfg: DictConfig, scorer: Scorer, known: Scored, name: str, folder: str) -> dict:
     """A folder of strange images (validate.ood_roots) scored as unknown inputs against the known split's:
-    ood_<name>_auroc, ood_<name>_fpr_at_tpr (accepted when calibrate.unknown_accept of the known images are)
-    and ood_<name>_flagged (by the stored threshold) (pipeline.evaluation.unknown)."""
+    ood_<name>_auroc, ood_<name>_fpr95 (accepted when 95% of the known images are) and ood_<name>_flagged
+    (by the stored threshold) (pipeline.evaluation.unknown)."""
     paths = expand_inputs([folder])
     if not paths:
         log.warning("validate.ood_roots: %s holds no images: nothing to tell apart", folder)
@@ -128,12 +127,10 @@ def unknown_images_metrics(cfg: DictConfig, scorer: Scorer, known: Scored, name:
         images, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers
     )
     strange = predict(scorer, loader, tta=False)
-    accepted = scorer.unknown["accepted"] if scorer.unknown else CalibrateConfig.unknown_accept
     threshold = scorer.unknown["threshold"] if scorer.unknown else math.inf
-    found = separation(unknown_scores(known), unknown_scores(strange), threshold, accepted)
+    found = separation(unknown_scores(known), unknown_scores(strange), threshold)
     log.info(
-        "unknown images %s (%d): AUROC %.4f, %.1f%% accepted at %.0f%% of known accepted, %.1f%% flagged",
-        name, len(paths), found["ood_auroc"], 100 * found["ood_fpr_at_tpr"], 100 * accepted,
-        100 * found["ood_flagged"],
+        "unknown images %s (%d): AUROC %.4f, %.1f%% accepted where 95%% of known are, %.1f%% flagged",
+        name, len(paths), found["ood_auroc"], 100 * found["ood_fpr95"], 100 * found["ood_flagged"],
     )  # fmt: skip
     return {f"ood_{name}_{key.removeprefix('ood_')}": value for key, value in found.items()}

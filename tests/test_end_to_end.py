@@ -1,4 +1,4 @@
-"""All five stages on a tiny folder, then the MLflow store read back: what a user would see in the UI."""
+"""All six stages on a tiny folder, then the MLflow store read back: what a user would see in the UI."""
 
 import json
 import re
@@ -11,7 +11,7 @@ from pipeline.errors import PipelineError
 from pipeline.run_story import command_line
 from pipeline.runner import run
 
-STAGES = ["data", "sanity", "train", "validate", "export"]
+STAGES = ["data", "sanity", "train", "calibrate", "validate", "export"]
 TINY = [
     "data.image_size=32",
     "data.batch_size=8",
@@ -37,7 +37,7 @@ def assert_the_run_tells_its_story(client: MlflowClient, experiment, parent) -> 
     note = parent.data.tags["mlflow.note.content"]
     assert "**Model** resnet18" in note and "**val/acc**" in note and "| export |" in note, note
     inputs = {d.tags[0].value: d.dataset for d in parent.inputs.dataset_inputs}  # context -> dataset
-    assert set(inputs) == {"train", "val", "test"}
+    assert set(inputs) == {"train", "val", "calib", "test"}
     assert all(d.source_type == "local" and len(d.digest) == 16 for d in inputs.values())
     assert sum(json.loads(d.profile)["num_rows"] for d in inputs.values()) == 36
     (linked,) = parent.outputs.model_outputs
@@ -49,7 +49,7 @@ STAGE_DEVICES = [("data", "data.audit_device"), ("sanity", "sanity.device"), ("v
 
 
 @pytest.mark.slow
-def test_pipeline_runs_five_stages_and_records_them(make_cfg, image_folder, tmp_path, audit_cache):
+def test_pipeline_runs_six_stages_and_records_them(make_cfg, image_folder, tmp_path, audit_cache):
     cfg = make_cfg(
         *TINY, "data.audit=true", "audit.image_size=64", f"data.cache_dir={audit_cache}", root=image_folder
     )

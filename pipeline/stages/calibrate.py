@@ -16,7 +16,13 @@ from pipeline.data.images import ImageDataset
 from pipeline.data.transforms import Preprocess, eval_transform
 from pipeline.evaluation.calibration import safe_temperature
 from pipeline.evaluation.conformal import APPROXIMATE_BELOW, conformal_threshold
-from pipeline.evaluation.unknown import fit_detector, stratified_sample, unknown_threshold
+from pipeline.evaluation.unknown import (
+    TOLERANCE_CONFIDENCE,
+    fit_detector,
+    stratified_sample,
+    tolerance_factor,
+    unknown_threshold,
+)
 from pipeline.models.checkpoint_io import store_trust
 from pipeline.models.module import load_classifier
 from pipeline.models.trusted import FeatureSplit, detector, split_network
@@ -128,7 +134,10 @@ def fit_unknown(cfg: DictConfig, index, split, preprocess, device, features, log
         scores = detector(unknown)(features, logits).numpy()
     unknown["threshold"] = unknown_threshold(scores, unknown["accepted"])
     log.info(
-        "unknown answer: %s score above %.4g (%.0f%% of calib images accepted; %.1f MB in the model)",
-        method, unknown["threshold"], 100 * unknown["accepted"], unknown["bytes"] / 2**20,
+        "unknown answer: %s score above %.4g, to accept %.0f%% of new images like the %d calib ones (with "
+        "%.0f%% confidence: %.1f standard deviations above their mean; more calib images narrow it); %.1f MB "
+        "in the model",
+        method, unknown["threshold"], 100 * unknown["accepted"], len(scores), 100 * TOLERANCE_CONFIDENCE,
+        tolerance_factor(len(scores), unknown["accepted"]), unknown["bytes"] / 2**20,
     )  # fmt: skip
     return unknown

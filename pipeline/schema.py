@@ -144,7 +144,8 @@ class DataConfig:
     test_fraction: float = bounded(0.15, FRACTION)
     holdout: Holdout = Holdout.auto  # split folders without test: val held out, checkpoint on a train slice
     # share of each class's training images held out for the calibrate stage (the calib split): they neither
-    # train nor pick the checkpoint; 0: no calib split, so no calibration, prediction sets or unknown answer
+    # train nor pick the checkpoint; classes of fewer than 30 training images give none; without a calib split
+    # the calibrate stage fits on val and says so
     calib_fraction: float = bounded(0.1, FRACTION, BELOW_ONE)
     split_seed: int = 42  # seeds the stratified split, apart from the training seed
     batch_size: int = bounded(64, POSITIVE)  # images per training and evaluation batch

@@ -73,11 +73,12 @@ def trust_line(metrics: dict[str, float], split: str) -> str:
         if f"{split}/conformal_coverage" in metrics:
             sets += f" ({split}: {metrics[f'{split}/conformal_coverage']:.1%})"
         if n < APPROXIMATE_BELOW:
-            sets += f", approximate: {n} calib images are too few to promise it (under {APPROXIMATE_BELOW})"
+            sets += f", approximate: {n} images are too few to promise it (under {APPROXIMATE_BELOW})"
         parts.append(sets)
     if "calib/unknown_threshold" in metrics and f"{split}/unknown_rate" in metrics:
         parts.append(f"unknown answer for {metrics[f'{split}/unknown_rate']:.1%} of {split} images")
-    return f"trust, fitted on {n} calib images: " + "; ".join(parts)
+    fitted_on = "val images (no calib split)" if metrics.get("calib/on_val") else "calib images"
+    return f"trust, fitted on {n} {fitted_on}: " + "; ".join(parts)
 
 
 def failed(timings: dict[str, float], err: BaseException) -> str:

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from pipeline.data.integrity import fingerprint, inspect_files
-from pipeline.data.sources import build_index
+from pipeline.data.sources import MIN_CLASS_FOR_CALIB, build_index
 from pipeline.data.transforms import Preprocess
 from pipeline.models.module import load_classifier
 from pipeline.models.trusted import detector, split_network
@@ -36,7 +36,7 @@ TRAIN = [
 
 
 def test_the_calib_split_is_carved_from_train_alone_per_class_and_seeded(tmp_path):
-    root = make_image_folder(tmp_path / "images", per_class=40, size=8)
+    root = make_image_folder(tmp_path / "images", per_class=60, size=8)
     plain = build_index(root, 0.2, 0.15, seed=3)
     carved = build_index(root, 0.2, 0.15, seed=3, calib_fraction=0.25)
     before, after = ({r.path: r.split for r in index.records} for index in (plain, carved))
@@ -49,10 +49,16 @@ def test_the_calib_split_is_carved_from_train_alone_per_class_and_seeded(tmp_pat
     assert [r.split for r in again.records] == [r.split for r in carved.records]
 
 
-def test_a_folder_too_small_for_a_calib_slice_gets_none(tmp_path):
-    root = make_image_folder(tmp_path / "images", per_class=3, size=8)
-    index = build_index(root, 0.34, 0.0, seed=0, calib_fraction=0.1)
-    assert not index.split("calib") and index.split("train")
+def test_classes_too_small_to_spare_images_give_none(tmp_path):
+    """One image of eight a class cost a tenth of the test accuracy on 10 photos a class."""
+    root = make_image_folder(tmp_path / "images", per_class=60, size=8)
+    for image in sorted((root / "checker").iterdir())[:40]:
+        image.unlink()
+    index = build_index(root, 0.2, 0.0, seed=0, calib_fraction=0.1)
+    train = Counter(index.class_names[r.label] for r in index.split("train"))
+    calib = Counter(index.class_names[r.label] for r in index.split("calib"))
+    assert train["checker"] < MIN_CLASS_FOR_CALIB and calib["checker"] == 0  # 16 of 20 in train, none spared
+    assert calib["stripes_h"] == calib["stripes_v"] == 5  # 10% of 48
 
 
 @dataclass
@@ -67,7 +73,7 @@ class Calibrated:
 def calibrated(tmp_path_factory, empty_store) -> Calibrated:
     tmp = tmp_path_factory.mktemp("calibrate")
     shutil.copytree(empty_store, tmp / "mlruns")
-    root = make_image_folder(tmp / "images", per_class=30, size=16)
+    root = make_image_folder(tmp / "images", per_class=50, size=16)
     flat = tmp / "flat"
     flat.mkdir()
     for i, colour in enumerate([(0, 0, 0), (255, 255, 255), (200, 30, 30), (30, 200, 30), (30, 30, 200)]):
@@ -132,7 +138,18 @@ def test_a_checkpoint_from_elsewhere_is_calibrated_into_a_copy(calibrated, tmp_p
     assert load_classifier(tmp_path / "out" / "checkpoints" / "elsewhere.ckpt").trust["images"] > 0
 
 
-def test_without_a_calib_split_the_stage_says_so_and_validate_says_the_model_is_uncalibrated(
+def test_without_a_calib_split_the_stage_fits_on_val_and_says_so(calibrated, tmp_path, empty_store, caplog):
+    shutil.copytree(empty_store, tmp_path / "mlruns")
+    stages = ["stages=[calibrate]", f"ckpt_path={calibrated.ckpt}", "data.calib_fraction=0"]
+    with caplog.at_level(logging.INFO):
+        run(compose_cfg(tmp_path, *stages, *DATA[:2], root=calibrated.root))
+    assert any(r.getMessage().startswith("no calib split (data.calib_fraction=0;") for r in caplog.records)
+    trust = load_classifier(tmp_path / "out" / "checkpoints" / "best.ckpt").trust
+    val = build_index(calibrated.root, 0.2, 0.15, seed=42).split("val")
+    assert trust["split"] == "val" and trust["images"] == len(val)
+
+
+def test_a_checkpoint_the_stage_has_not_seen_is_scored_as_uncalibrated(
     calibrated, tmp_path, empty_store, caplog
 ):
     shutil.copytree(empty_store, tmp_path / "mlruns")
@@ -140,9 +157,11 @@ def test_without_a_calib_split_the_stage_says_so_and_validate_says_the_model_is_
     checkpoint = torch.load(calibrated.ckpt, weights_only=True)
     del checkpoint["trust"]
     torch.save(checkpoint, bare)
-    stages = ["stages=[calibrate,validate]", f"ckpt_path={bare}", "data.calib_fraction=0"]
     with caplog.at_level(logging.INFO):
-        run(compose_cfg(tmp_path, *stages, *DATA[:2], *TRAIN[-2:], root=calibrated.root))
+        run(
+            compose_cfg(
+                tmp_path, "stages=[validate]", f"ckpt_path={bare}", *DATA, *TRAIN[-2:], root=calibrated.root
+            )
+        )
     said = [r.getMessage() for r in caplog.records]
-    assert any(m.startswith("no calib split (data.calib_fraction=0)") for m in said)
     assert any(m.startswith("not calibrated: probabilities as the network gives them") for m in said)

@@ -312,11 +312,19 @@ def build_index(
     return require_train_images(DatasetIndex(str(root), class_names, records))
 
 
+# a class with fewer training images gives none to the calib split: on 10 photos a class, one image each
+# cost 0.10 of test accuracy (docs/reports/trust.md)
+MIN_CLASS_FOR_CALIB = 30
+
+
 def carve_calib(labels: list[int], splits: list[str], fraction: float, seed: int) -> list[str]:
-    """round(fraction x class size) of each class's training images to the calib split (seeded apart from
-    the val/test split); a class keeps at least one training image. No calib split is an answer too: the
-    calibrate stage says what it could not fit."""
-    train_idx = [i for i, s in enumerate(splits) if s == "train"]
+    """round(fraction x class size) of the training images of each class with at least MIN_CLASS_FOR_CALIB
+    of them to the calib split (seeded apart from the val/test split). No calib split is an answer too: the
+    calibrate stage falls back to val and says so."""
+    train_counts = Counter(labels[i] for i, s in enumerate(splits) if s == "train")
+    train_idx = [
+        i for i, s in enumerate(splits) if s == "train" and train_counts[labels[i]] >= MIN_CLASS_FOR_CALIB
+    ]
     if not train_idx:
         return splits
     try:

@@ -1,7 +1,8 @@
 """Calibrate stage: on the calib split (data.calib_fraction: images that neither trained the model nor picked
 its checkpoint), fit what makes the model's answers trustworthy, and store it with the checkpoint, where
 validate scores it and export puts it into the ONNX file: a temperature, the prediction sets' threshold and
-the unknown answer (a score on the penultimate features and its threshold)."""
+the unknown answer (a score on the penultimate features and its threshold). A folder whose classes are too
+small to spare a calib split is fitted on val instead, with a line saying what that costs."""
 
 import logging
 import math
@@ -13,6 +14,7 @@ from omegaconf import DictConfig
 from pipeline import devices
 from pipeline.context import Context
 from pipeline.data.images import ImageDataset
+from pipeline.data.sources import MIN_CLASS_FOR_CALIB
 from pipeline.data.transforms import Preprocess, eval_transform
 from pipeline.evaluation.calibration import safe_temperature
 from pipeline.evaluation.conformal import APPROXIMATE_BELOW, conformal_threshold
@@ -36,25 +38,15 @@ log = logging.getLogger("pipeline.calibrate")
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     ckpt = checkpoint_path(cfg, ctx, "calibrate")
     index = ensure_index(cfg, ctx)
-    calib = index.split("calib")
-    if not calib:
-        log.warning(
-            "no calib split (data.calib_fraction=%g): probabilities stay uncalibrated, with no prediction "
-            "sets and no unknown answer",
-            cfg.data.calib_fraction,
-        )
-        return ctx
+    records, split_name = fitting_split(cfg, index)
     classifier = load_classifier(ckpt)
     preprocess = Preprocess.from_dict(classifier.hparams.preprocess)
     device = devices.of_trainer(cfg.trainer)
     split = split_network(classifier.model, preprocess.image_size).to(device)
-    logits, features, targets = embed(cfg, split, calib, preprocess, device)
-    log.info(
-        "calib split: %d images (data.calib_fraction %g), none of which trained the model or picked its "
-        "checkpoint", len(calib), cfg.data.calib_fraction,
-    )  # fmt: skip
-    c, trust = cfg.calibrate, {"images": len(calib)}
-    metrics = {"calib/images": len(calib), "calib/acc": float((logits.argmax(1) == targets).float().mean())}
+    logits, features, targets = embed(cfg, split, records, preprocess, device)
+    c, trust = cfg.calibrate, {"images": len(records), "split": split_name}
+    metrics = {"calib/images": len(records), "calib/acc": float((logits.argmax(1) == targets).float().mean())}
+    metrics["calib/on_val"] = float(split_name == "val")
     if c.temperature:
         trust["temperature"], why = safe_temperature(logits, targets, cfg.seed)
         log.info(
@@ -78,6 +70,25 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     tracker.log_metrics(metrics, headline=True)
     ctx.metrics.update(metrics)
     return ctx
+
+
+def fitting_split(cfg: DictConfig, index) -> tuple[list, str]:
+    """The calib split's records, else val's: the split that picked the checkpoint looks better than new
+    images, but an uncalibrated model with no sets or unknown answer is worse (docs/reports/trust.md)."""
+    calib = index.split("calib")
+    if calib:
+        log.info(
+            "calib split: %d images (data.calib_fraction %g), none of which trained the model or picked its "
+            "checkpoint", len(calib), cfg.data.calib_fraction,
+        )  # fmt: skip
+        return calib, "calib"
+    log.warning(
+        "no calib split (data.calib_fraction=%g; classes of fewer than %d training images give none): fitted "
+        "on the val split, which picked the checkpoint: the model may be a little surer than it should be, "
+        "and the prediction sets' coverage and the unknown threshold are approximate",
+        cfg.data.calib_fraction, MIN_CLASS_FOR_CALIB,
+    )  # fmt: skip
+    return index.split("val"), "val"
 
 
 @torch.inference_mode()

@@ -17,14 +17,12 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench_common import CLOTHING, FLOWERS, HAND_SIGNS, ROOT, RUN_ID, SHARED, child_env, machine, write_report
+from bench_common import CLOTHING, FLOWERS, HAND_SIGNS, ROOT, SHARED, machine, run_pipeline, write_report
 
 PRETRAINED = ["model=efficientnet_lite0"]
 RECIPES = {  # name -> (what it is, overrides); "default" is the baseline every other is judged against
@@ -121,25 +119,8 @@ FOLDERS = {  # name -> (what it is, its data overrides built under a work folder
 
 def run_recipe(data: list[str], overrides: list[str], work: Path, name: str) -> dict:
     """One pipeline run in a child process; its wall time and the parent run's headline metrics."""
-    command = [
-        sys.executable, "-m", "pipeline", *data, *overrides,
-        "stages=[data,sanity,train,calibrate,validate]", f"tracking.dir={work / 'mlruns'}",
-        f"hydra.run.dir={work / 'runs' / name}", f"data.cache_dir={work / 'cache'}",
-    ]  # fmt: skip
-    log = work / f"{name}.log"
-    start = time.perf_counter()
-    with open(log, "w") as out:
-        code = subprocess.run(
-            command, cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT
-        ).returncode
-    wall = time.perf_counter() - start
-    text = log.read_text()
-    if code != 0:
-        raise RuntimeError(f"{name} exited with {code}; see {log}:\n" + "\n".join(text.splitlines()[-10:]))
-    from mlflow.tracking import MlflowClient
-
-    run_id = RUN_ID.search(text).group(1)
-    metrics = MlflowClient(f"sqlite:///{work / 'mlruns' / 'mlflow.db'}").get_run(run_id).data.metrics
+    stages = "stages=[data,sanity,train,calibrate,validate]"
+    wall, run_id, metrics = run_pipeline([*data, *overrides, stages], work, name)
     unknown = {k: v for k, v in metrics.items() if k.startswith("test/ood_")}  # validate.ood_roots, if set
     return {"wall_s": round(wall, 1), "run_id": run_id, **{k: metrics.get(k) for k in METRICS}, **unknown}
 
@@ -189,9 +170,7 @@ def unknown_inputs(runs: list[dict]) -> list[str]:
         "|---|---|---|---|",
     ]
     for name in folders:
-        cells = [
-            spread([r.get(f"test/ood_{name}_{k}") for r in runs]) for k in ("auroc", "fpr95", "flagged")
-        ]
+        cells = [spread([r.get(f"test/ood_{name}_{k}") for r in runs]) for k in ("auroc", "fpr95", "flagged")]
         lines.append(f"| {name} | {' | '.join(cells)} |")
     return lines
 

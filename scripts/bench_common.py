@@ -46,6 +46,34 @@ def child_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MAKEFLAGS")}
 
 
+def run_pipeline(args: list[str], work: Path, name: str) -> tuple[float, str, dict[str, float]]:
+    """`python -m pipeline` in a child process, its store, caches and outputs (runs/<name>) under `work` and
+    its log in work/<name>.log: wall seconds, the parent run's id and its metrics."""
+    command = [
+        sys.executable, "-m", "pipeline", *args, f"tracking.dir={work / 'mlruns'}",
+        f"hydra.run.dir={work / 'runs' / name}", f"data.cache_dir={work / 'cache'}",
+    ]  # fmt: skip
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / f"{name}.log"
+    start = time.perf_counter()
+    with open(log, "w") as sink:
+        code = subprocess.run(
+            command, cwd=ROOT, env=child_env(), stdout=sink, stderr=subprocess.STDOUT
+        ).returncode
+    wall = time.perf_counter() - start
+    text = log.read_text()
+    if code != 0:
+        raise RuntimeError(f"{name} exited with {code}; see {log}:\n" + "\n".join(text.splitlines()[-10:]))
+    from mlflow.tracking import MlflowClient
+
+    run_id = RUN_ID.search(text).group(1)
+    return (
+        wall,
+        run_id,
+        MlflowClient(f"sqlite:///{work / 'mlruns' / 'mlflow.db'}").get_run(run_id).data.metrics,
+    )
+
+
 def run_data_stage(
     data: Path, work: Path, name: str, *overrides: str, wrapper: tuple[str, ...] = ()
 ) -> tuple[float, subprocess.CompletedProcess]:

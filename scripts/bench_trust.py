@@ -19,12 +19,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from bench_common import ROOT, RUN_ID, child_env, machine, write_report
+from bench_common import ROOT, machine, run_pipeline, write_report
 
 PHOTO_MODEL = "model=efficientnet_lite0"
 METRICS = (
@@ -42,31 +40,12 @@ COLUMNS = (  # report column, metric, digits
 
 def pipeline_run(args: list[str], work: Path, name: str) -> dict:
     """One pipeline run in a child process: wall seconds, run id, output folder and the parent's metrics."""
-    out = work / "runs" / name
-    command = [
-        sys.executable, "-m", "pipeline", *args, f"tracking.dir={work / 'mlruns'}", f"hydra.run.dir={out}",
-        f"data.cache_dir={work / 'cache'}", "data.audit=false",
-    ]  # fmt: skip
-    work.mkdir(parents=True, exist_ok=True)
-    log = work / f"{name}.log"
-    start = time.perf_counter()
-    with open(log, "w") as sink:
-        code = subprocess.run(
-            command, cwd=ROOT, env=child_env(), stdout=sink, stderr=subprocess.STDOUT
-        ).returncode
-    wall = time.perf_counter() - start
-    text = log.read_text()
-    if code != 0:
-        raise RuntimeError(f"{name} exited with {code}; see {log}:\n" + "\n".join(text.splitlines()[-10:]))
-    from mlflow.tracking import MlflowClient
-
-    run_id = RUN_ID.search(text).group(1)
-    metrics = MlflowClient(f"sqlite:///{work / 'mlruns' / 'mlflow.db'}").get_run(run_id).data.metrics
+    wall, run_id, metrics = run_pipeline([*args, "data.audit=false"], work, name)
     found = {k: metrics.get(k) for k in METRICS} | {k: v for k, v in metrics.items() if "/ood_" in k}
     found["ece_before"] = (
         found["test/ece_uncalibrated"] if found["test/ece_uncalibrated"] is not None else found["test/ece"]
     )
-    return {"wall_s": round(wall, 1), "run_id": run_id, "out": str(out), **found}
+    return {"wall_s": round(wall, 1), "run_id": run_id, "out": str(work / "runs" / name), **found}
 
 
 def shape_runs(shape: dict, seed: int, methods: list[str], cost: bool, work: Path, name: str) -> dict:

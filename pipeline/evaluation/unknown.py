@@ -42,13 +42,6 @@ def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
-def energy(logits: np.ndarray) -> np.ndarray:
-    """Per image: -logsumexp of its logits (Liu et al., 2020), as pipeline.models.trusted.Energy scores it;
-    the validate stage's comparison for a model without an unknown answer."""
-    top = logits.max(axis=1)
-    return -(top + np.log(np.exp(logits - top[:, None]).sum(axis=1)))
-
-
 def unknown_threshold(calib_scores: np.ndarray, accepted: float) -> float:
     """What an answer may score at most: the one-sided normal tolerance bound below which `accepted` of new
     images like the calib ones fall, with TOLERANCE_CONFIDENCE, and never below the calib images' own

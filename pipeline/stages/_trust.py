@@ -21,8 +21,9 @@ from pipeline.evaluation.calibration import reliability
 from pipeline.evaluation.conformal import per_class_sets, prediction_sets, set_metrics
 from pipeline.evaluation.intervals import bootstrap_intervals
 from pipeline.evaluation.scorers import Scored, Scorer, predict
-from pipeline.evaluation.unknown import energy, separation
+from pipeline.evaluation.unknown import separation
 from pipeline.export.inference import expand_inputs
+from pipeline.models.trusted import Energy
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.validate")
@@ -111,7 +112,7 @@ def unknown_scores(scored: Scored) -> np.ndarray:
     """The model's unknown scores; without an unknown answer, the energy of its logits, for comparison."""
     if scored.unknown_scores is not None:
         return scored.unknown_scores.numpy()
-    return energy(scored.logits.numpy())
+    return Energy()(None, scored.logits).numpy()
 
 
 def unknown_images_metrics(cfg: DictConfig, scorer: Scorer, known: Scored, name: str, folder: str) -> dict:

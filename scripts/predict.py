@@ -4,9 +4,10 @@
     make predict INPUT=<image, folder or glob> [MODEL=<file.onnx>] [TOPK=5] [FORMAT=json|csv]
 
 Preprocessing and class names come from the model's metadata. The model defaults to the newest
-outputs/runs/*/model.onnx. Output goes to stdout (or --output) as it is computed: JSON Lines, one object per
-image, or CSV with one row per image. A file that cannot be decoded is reported on stderr and skipped.
-Exit code: 0 when every image was predicted, 1 when some were skipped, 2 (one `error: ...` line) for a
+outputs/runs/*/model.onnx. Output goes to stdout as it is computed (or to --output once every image is done,
+never over the model or an input): JSON Lines, one object per image, or CSV with one row per image. A file
+that cannot be decoded, or is too large, gets a row whose `error` says why (and a line on stderr).
+Exit code: 0 when every image was predicted, 1 when some were not, 2 (one `error: ...` line) for a
 model that is missing, not ONNX or not exported by this pipeline, an input naming no image, a bad --output.
 """
 
@@ -21,8 +22,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from pipeline.atomic import written_in_place
 from pipeline.errors import PipelineError
-from pipeline.export.inference import Prediction, Skipped, expand_inputs, load_classifier, predict
+from pipeline.export.inference import (
+    OnnxClassifier,
+    Prediction,
+    Skipped,
+    expand_inputs,
+    load_classifier,
+    predict,
+    refused,
+)
 
 RUNS = Path("outputs/runs")
 
@@ -40,16 +50,17 @@ def json_lines(predictions: Iterator[Prediction], k: int) -> Iterator[str]:
         yield json.dumps({"path": str(p.path), **p.answer})
 
 
-SINGLE_FIELDS = ("label", "probability", "unknown", "unknown_score", "prediction_set", "note")
+SINGLE_FIELDS = ("label", "probability", "unknown", "unknown_score", "prediction_set", "note", "error")
 
 
 def csv_lines(predictions: Iterator[Prediction], k: int) -> Iterator[str]:
+    """The answer's fields a column each (a set's labels joined by |, null as empty), then the top k."""
+
     def row(values: list) -> str:
         out = io.StringIO()
         csv.writer(out, lineterminator="").writerow(values)
         return out.getvalue()
 
-    """The answer's fields a column each (a set's labels joined by |, null as empty), then the top k."""
     top = [f"{name}_{i}" for i in range(1, k + 1) for name in ("top_label", "top_probability")]
     yield row(["path", *SINGLE_FIELDS, *top])
 
@@ -58,8 +69,15 @@ def csv_lines(predictions: Iterator[Prediction], k: int) -> Iterator[str]:
 
     for p in predictions:
         a = p.answer
-        ranked = (v for pair in zip(a["top_labels"], a["top_probabilities"], strict=True) for v in pair)
-        yield row([str(p.path), *(cell(a[name]) for name in SINGLE_FIELDS), *ranked])
+        ranked = [v for pair in zip(a["top_labels"], a["top_probabilities"], strict=True) for v in pair]
+        yield row(
+            [
+                str(p.path),
+                *(cell(a[name]) for name in SINGLE_FIELDS),
+                *ranked,
+                *[""] * (len(top) - len(ranked)),
+            ]
+        )
 
 
 FORMATS = {"json": json_lines, "csv": csv_lines}
@@ -84,9 +102,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def run(args: argparse.Namespace, out: TextIO) -> int:
-    model = load_classifier(args.model or newest_model())
-    paths = expand_inputs(args.inputs)
+def run(model: OnnxClassifier, paths: list[Path], args: argparse.Namespace, out: TextIO) -> int:
     k = min(args.top_k, len(model.class_names))
     skipped = 0
 
@@ -96,6 +112,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             if isinstance(result, Skipped):
                 skipped += 1
                 print(f"skipped {result.path}: {result.reason}", file=sys.stderr, flush=True)
+                yield Prediction(result.path, refused(result.reason))
             else:
                 yield result
 
@@ -104,24 +121,40 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if skipped else 0
 
 
+def refuse_overwriting(output: Path | None, model: Path, inputs: list[Path]) -> None:
+    """--output must not name the model or an input: writing there would destroy what is being read."""
+    if output is None or not output.exists():
+        return
+    if output.is_dir():
+        raise PipelineError(f"--output {output} is a folder: name the file to write")
+    for read, what in ((model, "the model"), *((path, "an input image") for path in inputs)):
+        if output.samefile(read):
+            raise PipelineError(f"--output {output} is {what}: name a new file (nothing was written)")
+
+
 @contextmanager
 def destination(path: Path | None) -> Iterator[TextIO]:
+    """stdout, or a file written beside `path` and moved onto it when every image is done: an interrupted or
+    failed run leaves an earlier file of that name whole."""
     if path is None:
         yield sys.stdout
         return
     try:
-        out = path.open("w")
+        with written_in_place(path) as partial, partial.open("w") as out:
+            yield out
     except OSError as err:
         raise PipelineError(f"cannot write {path}: {err.strerror or err}") from err
-    with out:
-        yield out
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        model_path = args.model or newest_model()
+        model = load_classifier(model_path)
+        paths = expand_inputs(args.inputs)
+        refuse_overwriting(args.output, model_path, paths)
         with destination(args.output) as out:
-            return run(args, out)
+            return run(model, paths, args, out)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -188,6 +188,7 @@ def test_the_image_classifier_is_logged_registered_and_linked_to_the_parent_run(
         "unknown",
         "unknown_score",
         "note",
+        "error",
     ]
     assert "python_function" in info.flavors and info.saved_input_example_info is not None
     (linked,) = exported.parent.outputs.model_outputs
@@ -217,14 +218,29 @@ def test_the_served_model_reads_bytes_and_paths_and_refuses_what_is_not_an_image
     by_path = model.predict(pd.DataFrame({"path": [str(image.relative_to(exported.root))]}))
     assert by_bytes["label"][0] == by_path["label"][0] and len(by_bytes["top_labels"][0]) == 2
     assert by_bytes["probability"][0] == pytest.approx(by_path["probability"][0], abs=1e-9)
+    # an image that cannot be read is that row's answer; the other rows are answered
+    rows = model.predict(
+        pd.DataFrame({"image": [b"hello", image.read_bytes(), None], "path": [None, None, "gone.png\0"]})
+    )
+    assert list(rows["error"]) == [
+        "row 0: not an image this model can read (UnidentifiedImageError)",
+        None,
+        "row 2: 'path' is not a usable file name (ValueError)",
+    ]
+    assert (
+        rows["label"][1] == by_bytes["label"][0] and rows["label"][0] is None and rows["top_labels"][0] == []
+    )
+    missing = model.predict(pd.DataFrame({"path": ["gone.png"]}))
+    assert missing["error"][0] == "row 0: no such file in the served folder"
     for bad, reason in [
-        ({"image": [b"hello"]}, "row 0: not an image this model can read (UnidentifiedImageError)"),
-        ({"path": ["gone.png"]}, "no file gone.png in the served folder"),
         ({"path": [""]}, "give the image"),
         ({"picture": ["x"]}, "no 'image' or 'path' column"),
     ]:
         with pytest.raises(mlflow.exceptions.MlflowException, match=re.escape(reason)):
             model.predict(pd.DataFrame(bad))
+    for top_k in (0, -1):
+        with pytest.raises(mlflow.exceptions.MlflowException, match="top_k must be a whole number >= 1"):
+            model.predict(pd.DataFrame({"image": [image.read_bytes()]}), params={"top_k": top_k})
 
 
 def refusal(model, frame: pd.DataFrame) -> tuple[int, str]:
@@ -262,15 +278,47 @@ def test_the_served_model_refuses_big_images_from_their_header_and_long_requests
     model = served_model(exported)
     big = io.BytesIO()
     Image.new("1", (101, 100)).save(big, "PNG")
-    status, message = refusal(model, pd.DataFrame({"image": [big.getvalue()]}))
-    assert (
-        status == 400
-        and message == "row 0: image too large: 101x100 = 10,100 pixels, above the cap of 10,000"
-    )
+    answered = model.predict(pd.DataFrame({"image": [big.getvalue()]}))
+    assert answered["error"][0] == "row 0: image too large: 101x100 = 10,100 pixels, above the cap of 10,000"
     small = next(exported.root.rglob("*.png")).read_bytes()
     assert len(model.predict(pd.DataFrame({"image": [small] * 2}))) == 2
     status, message = refusal(model, pd.DataFrame({"image": [small] * 3}))
     assert status == 400 and message == "3 images in one request; at most 2"
+
+
+def test_error_replies_say_what_was_wrong_without_quoting_the_request(exported, monkeypatch):
+    """MLflow's scoring app answered these by quoting the body whole, the image's first bytes, or the
+    Content-Type header; through serving_app each is one line of its own (the app in-process: no port)."""
+    from starlette.testclient import TestClient
+
+    from pipeline.export.serving_app import MODEL_URI, create_app
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", exported.client.tracking_uri)
+    monkeypatch.setenv(MODEL_URI, newest_model_uri(exported.client.tracking_uri))
+    client = TestClient(create_app())
+    image = base64.b64encode(next(exported.root.rglob("*.png")).read_bytes()).decode()
+    secret = "SECRET-" * 40_000  # 240 KB
+    json_type = {"Content-Type": "application/json"}
+    with_image = {"dataframe_records": [{"image": image}]}
+    cases = {  # body, headers -> status, what the reply must say
+        "not JSON": (secret, json_type, 400, "valid JSON"),
+        "top_k text": (
+            json.dumps({**with_image, "params": {"top_k": secret[:5000]}}),
+            json_type,
+            400,
+            "top_k",
+        ),
+        "top_k 0": (json.dumps({**with_image, "params": {"top_k": 0}}), json_type, 400, "top_k must be"),
+        "no input field": (json.dumps({secret[:300]: 1}), json_type, 400, "exactly one of the input fields"),
+        "content type": ("x", {"Content-Type": f"application/{secret[:200]}"}, 415, "content types"),
+    }
+    for name, (body, headers, status, says) in cases.items():
+        reply = client.post("/invocations", content=body, headers=headers)
+        assert reply.status_code == status, name
+        document = reply.json()
+        assert set(document) == {"error_code", "message"}, name  # no stack_trace
+        assert says in document["message"] and len(document["message"]) <= 300, (name, document)
+        assert "SECRET" not in reply.text and "PNG" not in reply.text and image[:20] not in reply.text, name
 
 
 def post(url: str, records: list[dict]) -> tuple[int, dict]:
@@ -329,17 +377,22 @@ def test_make_serve_answers_like_predict_py_and_refuses_bad_requests_cheaply(exp
             expected = pytest.approx(predicted[field], abs=1e-5) if field in numbers else predicted[field]
             assert value == expected, field
         status, answer = post(url, [{"image": text}])
+        assert status == 200
         assert (
-            status == 400
-            and answer["message"] == "row 0: not an image this model can read (UnidentifiedImageError)"
+            answer["predictions"][0]["error"]
+            == "row 0: not an image this model can read (UnidentifiedImageError)"
         )
+        good = base64.b64encode(image.read_bytes()).decode()
+        status, answer = post(url, [{"image": text}, {"image": good}])
+        refused_row, answered_row = answer["predictions"]  # JSON null, not NaN, where a field is empty
+        assert refused_row["label"] is None and answered_row["error"] is None and answered_row["note"] is None
         assert post(url, [{"path": str(image.relative_to(exported.root))}])[0] == 200
         assert post(url, [{"path": f"../{exported.root.name}/../x.png"}])[0] == 403
         memory = server.group_rss_mb(proc.pid)
         for bomb in bombs:
             start = time.perf_counter()
             status, answer = post(url, [{"image": bomb}])
-            assert status == 400 and "image too large" in answer["message"]
+            assert status == 200 and answer["predictions"][0]["error"].startswith("row 0: image too large")
             assert time.perf_counter() - start < 0.5
         assert server.group_rss_mb(proc.pid) - memory < 100
         assert post(url, [{"image": base64.b64encode(image.read_bytes()).decode()}])[0] == 200

@@ -148,7 +148,10 @@ def test_cli_writes_csv_reports_skips_and_exits_1(model_path, folder, tmp_path, 
     assert [(Path(r["path"]).name, r["label"], r["top_label_1"]) for r in rows] == [
         ("a_red.png", "red", "red"),
         ("c_blue.png", "blue", "blue"),
+        ("d_corrupt.png", "", ""),
+        ("e_truncated.png", "", ""),
     ]
+    assert [r["error"].split(" (")[0] for r in rows] == ["", "", *["not an image this model can read"] * 2]
     assert "top_label_3" in rows[0] and "top_label_4" not in rows[0]  # top-k capped at the three classes
 
 
@@ -157,7 +160,8 @@ def test_cli_skips_an_image_above_the_models_pixel_cap_from_its_header(model_pat
     Image.new("1", (200, 101)).save(big)
     assert cli([str(big), "--model", str(model_path)]) == 1
     assert (
-        capfd.readouterr().err.strip() == f"skipped {big}: 200x101 = 20,200 pixels, above the cap of 20,000"
+        capfd.readouterr().err.strip()
+        == f"skipped {big}: image too large: 200x101 = 20,200 pixels, above the cap of 20,000"
     )
     assert cli([str(big), "--model", str(model_path), "--max-pixels", "20200"]) == 0  # raised by the caller
 
@@ -234,7 +238,7 @@ def test_predict_script_never_imports_torch(model_path, folder):
     )
     done = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True, timeout=120)
     assert done.stderr.strip().splitlines()[-1] == "exit 1 heavy []", done.stderr
-    assert len(done.stdout.splitlines()) == 3
+    assert len(done.stdout.splitlines()) == 5  # a line per image, the two unreadable ones saying why
 
 
 def test_a_model_with_a_conformal_threshold_answers_with_its_prediction_set(model_path, folder, capfd):
@@ -283,3 +287,63 @@ def test_an_empty_set_says_no_class_is_likely_enough(model_path, folder, capfd):
     answer = json.loads(capfd.readouterr().out)
     assert answer["label"] == "green" and answer["prediction_set"] == []
     assert answer["note"].startswith("no class reaches probability 0.999")
+
+
+@pytest.mark.parametrize("target", ["model", "input"])
+def test_output_naming_the_model_or_an_input_is_refused_and_both_stay_whole(
+    model_path, folder, capfd, target
+):
+    image = folder / "a_red.png"
+    victim = model_path if target == "model" else image
+    before = victim.read_bytes()
+    assert cli([str(image), "--model", str(model_path), "-o", str(victim)]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith(f"error: --output {victim} is ") and "nothing was written" in err
+    assert victim.read_bytes() == before
+
+
+def test_an_earlier_output_file_survives_a_run_that_fails(model_path, folder, tmp_path, capfd):
+    out = tmp_path / "predictions.jsonl"
+    out.write_text("an earlier run's answers\n")
+    assert cli([str(tmp_path / "nothing-here.png"), "--model", str(model_path), "-o", str(out)]) == 2
+    assert out.read_text() == "an earlier run's answers\n"
+    assert cli([str(folder / "sub"), "--model", str(model_path), "-o", str(out)]) == 0
+    assert json.loads(out.read_text())["label"] == "green"  # replaced once the run is done
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no partial file left
+
+
+@pytest.mark.parametrize("size", [(2, 1_000_000), (50_000_000, 1)], ids=["2x1M", "50Mx1"])
+def test_a_strip_whose_resize_would_exceed_the_cap_is_refused_from_its_header(tmp_path, capfd, size):
+    """Under the cap as stored, far above it once the short side is scaled to the crop's (the eval recipe
+    keeps the aspect ratio): refused before a pixel is decoded, the row saying so."""
+    crop = Preprocess(24, (0.5,) * 3, (0.5,) * 3, "bilinear", 0.875)
+    model = colour_model(tmp_path / "crop.onnx")
+    write_metadata(model, describe(crop.to_dict(), list(COLOURS), "input", "logits", 64_000_000))
+    strip = tmp_path / "strip.png"
+    Image.new("1", size).save(strip)
+    colour_image(COLOURS["blue"]).save(tmp_path / "blue.png")
+    assert cli([str(strip), str(tmp_path / "blue.png"), "--model", str(model)]) == 1
+    captured = capfd.readouterr()
+    refused_row, blue = (json.loads(line) for line in captured.out.splitlines())
+    assert refused_row["label"] is None and refused_row["error"].startswith(
+        f"image too large: {size[0]}x{size[1]} resizes to "
+    )
+    assert "above the cap of 64,000,000" in refused_row["error"]
+    assert blue["label"] == "blue" and blue["error"] is None
+
+
+# an EXIF block whose tag 0x0124 holds text where Pillow expects a number: rewriting it (exif_transpose)
+# raises struct.error, which once stopped predict at that file
+BAD_EXIF = bytes.fromhex(
+    "4578696600004d4d002a0000000870030124000200000006000000320112000300000001000600008769000400cb00010000003800"
+    "00000043616e6f6e000001900300020000000500f3004a00000000323032300000"
+)
+
+
+def test_a_photo_with_a_corrupt_exif_block_is_predicted_as_stored(model_path, tmp_path, capfd):
+    photo = tmp_path / "photo.jpg"
+    colour_image(COLOURS["red"]).save(photo, quality=95, exif=BAD_EXIF)
+    assert decode_rgb(photo).shape == (17, 31, 3)  # orientation 6 not applied: the block cannot be trusted
+    colour_image(COLOURS["green"]).save(tmp_path / "next.png")
+    assert cli([str(photo), str(tmp_path / "next.png"), "--model", str(model_path)]) == 0
+    assert [json.loads(line)["label"] for line in capfd.readouterr().out.splitlines()] == ["red", "green"]

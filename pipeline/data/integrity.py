@@ -52,7 +52,9 @@ def inspect_file(path: str, max_pixels: int) -> FileInfo:
     Time and memory stay bounded at any size: a JPEG is decoded at 1/2 to 1/8 scale (PIL's draft mode) and
     the pixel statistics are taken on a copy of at most INSPECT_SIDE px."""
     import imagehash
-    from PIL import Image, ImageOps
+    from PIL import Image
+
+    from pipeline.data.decode import upright
 
     try:
         data = Path(path).read_bytes()
@@ -73,7 +75,7 @@ def inspect_file(path: str, max_pixels: int) -> FileInfo:
                 return FileInfo(path, False, too_large, width=width, height=height, bytes=len(data))
             img.draft("RGB", (INSPECT_SIDE, INSPECT_SIDE))  # JPEG only; other formats ignore it
             img.load()  # decodes every pixel: truncated files fail here, not at open
-            img = ImageOps.exif_transpose(img)  # hashed and measured upright, as decode_rgb trains on it
+            img = upright(img)  # hashed and measured upright, as decode_rgb trains on it
             small = img.convert("RGB")
             small.thumbnail((INSPECT_SIDE, INSPECT_SIDE))
             rgb = np.asarray(small, dtype=np.float64).reshape(-1, 3) / 255.0

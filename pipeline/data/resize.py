@@ -19,6 +19,16 @@ INTERPOLATIONS = {
 }
 
 
+def resized_shape(height: int, width: int, size: int, crop_pct: float | None) -> tuple[int, int]:
+    """The (height, width) resize_and_crop resizes a height x width image to, before its crop."""
+    if crop_pct is None:
+        return size, size
+    short = math.floor(size / crop_pct)
+    if height <= width:
+        return short, max(short, round(width * short / height))
+    return max(short, round(height * short / width)), short
+
+
 def resize_and_crop(rgb: np.ndarray, size: int, interpolation: str, crop_pct: float | None) -> np.ndarray:
     """HxWx3 uint8 -> size x size x 3 uint8.
 
@@ -26,17 +36,9 @@ def resize_and_crop(rgb: np.ndarray, size: int, interpolation: str, crop_pct: fl
     crop_pct in (0, 1]: timm's eval recipe: the shortest side scaled to floor(size / crop_pct), aspect
     ratio kept, then the central size x size square.
     """
-    flag = INTERPOLATIONS[interpolation]
     height, width = rgb.shape[:2]
-    if crop_pct is None:
-        target = (size, size)
-    else:
-        short = math.floor(size / crop_pct)
-        if height <= width:
-            target = (short, max(short, round(width * short / height)))
-        else:
-            target = (max(short, round(height * short / width)), short)
+    target = resized_shape(height, width, size, crop_pct)
     if target != (height, width):
-        rgb = cv2.resize(rgb, (target[1], target[0]), interpolation=flag)
+        rgb = cv2.resize(rgb, (target[1], target[0]), interpolation=INTERPOLATIONS[interpolation])
     top, left = (target[0] - size) // 2, (target[1] - size) // 2
     return np.ascontiguousarray(rgb[top : top + size, left : left + size])

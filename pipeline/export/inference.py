@@ -15,8 +15,8 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from PIL import Image
 
-from pipeline.data.decode import MAX_PIXELS, decode_rgb
-from pipeline.data.resize import resize_and_crop
+from pipeline.data.decode import MAX_PIXELS, TooManyPixels, decode_rgb
+from pipeline.data.resize import resize_and_crop, resized_shape
 from pipeline.errors import PipelineError
 from pipeline.export.metadata import read_metadata
 
@@ -28,8 +28,6 @@ NOT_ONNX = (
     ort_errors.Fail,
     ort_errors.NotImplemented,
 )
-# what PIL raises for a file it cannot decode (truncated, not an image, a decompression bomb, ...)
-UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 @dataclass(frozen=True)
@@ -91,6 +89,31 @@ def preprocess(rgb: np.ndarray, spec: dict) -> np.ndarray:
     return lut[np.arange(3), rgb].transpose(2, 0, 1)
 
 
+class ImageRefused(ValueError):
+    """An image that is not predicted. `reason` says why without quoting a path or a byte of it (what a
+    server may send back); str() adds the decoder's own message (what a local user is shown)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def load_image(source, spec: dict, max_pixels: int) -> np.ndarray:
+    """One image file (a path or a file object) as the model's CHW input. Refused, undecoded, when its
+    pixels or those of its resize exceed max_pixels; any failure to decode it is this image's alone."""
+    size, crop_pct = int(spec["image_size"]), spec["crop_pct"]
+    try:
+        rgb = decode_rgb(source, max_pixels, lambda h, w: resized_shape(h, w, size, crop_pct))
+        return preprocess(rgb, spec)
+    except TooManyPixels as err:
+        raise ImageRefused(f"image too large: {err}") from err
+    except Image.DecompressionBombError as err:  # PIL's own limit, at open: its message gives the sizes only
+        raise ImageRefused(f"image too large: {err}") from err
+    except Exception as err:  # PIL, its EXIF reader and OpenCV raise many types; each means "not readable"
+        detail = str(err).splitlines()[0] if str(err) else ""
+        raise ImageRefused(f"not an image this model can read ({type(err).__name__})", detail) from err
+
+
 def image_suffixes() -> set[str]:
     return {suffix.lower() for suffix in Image.registered_extensions()}
 
@@ -138,7 +161,8 @@ def answer(probs: np.ndarray, score: float | None, names: list[str], k: int, doc
       the calib split); then no class is an answer: label and probability are null, the set is empty;
     - label, probability: the most likely class and its probability, for an image that is not unknown;
     - prediction_set: every class whose probability reaches the conformal threshold, most likely first;
-    - note: why label is null or the set is empty, in words."""
+    - note: why label is null or the set is empty, in words;
+    - error: null here; why an image got no answer at all in `refused`."""
     conformal, fitted_unknown = document.get("conformal"), document.get("unknown")
     order = np.argsort(-probs, kind="stable")
     unknown = None if fitted_unknown is None else bool(score > fitted_unknown["threshold"])
@@ -151,6 +175,7 @@ def answer(probs: np.ndarray, score: float | None, names: list[str], k: int, doc
         "unknown": unknown,
         "unknown_score": None if score is None else round(float(score), 4),
         "note": None,
+        "error": None,
     }
     if unknown:
         found["note"] = (
@@ -169,6 +194,21 @@ def answer(probs: np.ndarray, score: float | None, names: list[str], k: int, doc
     return found
 
 
+def refused(reason: str) -> dict:
+    """The answer's fields for an image that could not be read: all empty, and `error` says why."""
+    return {
+        "label": None,
+        "probability": None,
+        "top_labels": [],
+        "top_probabilities": [],
+        "prediction_set": None,
+        "unknown": None,
+        "unknown_score": None,
+        "note": None,
+        "error": reason,
+    }
+
+
 def answers(model: OnnxClassifier, batch: np.ndarray, k: int) -> list[dict]:
     """The answer of each image of an NCHW batch."""
     logits, scores = model.outputs(batch)
@@ -179,30 +219,30 @@ def answers(model: OnnxClassifier, batch: np.ndarray, k: int) -> list[dict]:
     ]
 
 
-def top_k(model: OnnxClassifier, paths: list[Path], batch: list[np.ndarray], k: int) -> list[Prediction]:
-    found = answers(model, np.stack(batch), k)
-    return [Prediction(path, row) for path, row in zip(paths, found, strict=True)]
+def answered(model: OnnxClassifier, pending: list[tuple[Path, np.ndarray | str]], k: int):
+    """The pending images' results in their order: an answer per tensor (one batch), Skipped per reason."""
+    batch = [item for _, item in pending if isinstance(item, np.ndarray)]
+    found = iter(answers(model, np.stack(batch), k) if batch else [])
+    for path, item in pending:
+        yield Prediction(path, next(found)) if isinstance(item, np.ndarray) else Skipped(path, item)
 
 
 def predict(
     model: OnnxClassifier, paths: list[Path], batch_size: int, k: int, max_pixels: int | None = None
 ) -> Iterator[Prediction | Skipped]:
-    """Predictions in input order, in batches (the first holds one image, so its line appears at once);
-    an unreadable file, or one over max_pixels (default: the model's cap), is reported as soon as read."""
+    """A result per path, in input order, in batches (the first holds one image, so its line appears at
+    once); an unreadable file, or one over max_pixels (default: the model's cap), is Skipped, with why."""
     spec = model.document["preprocess"]
     max_pixels = max_pixels or model.max_pixels
-    pending: list[Path] = []
-    tensors: list[np.ndarray] = []
+    pending: list[tuple[Path, np.ndarray | str]] = []
     limit = 1
     for path in paths:
         try:
-            tensors.append(preprocess(decode_rgb(path, max_pixels), spec))
-        except UNREADABLE as err:
-            yield Skipped(path, str(err) or type(err).__name__)
-            continue
-        pending.append(path)
+            pending.append((path, load_image(path, spec, max_pixels)))
+        except ImageRefused as err:
+            pending.append((path, str(err)))
         if len(pending) == limit:
-            yield from top_k(model, pending, tensors, k)
-            pending, tensors, limit = [], [], batch_size
+            yield from answered(model, pending, k)
+            pending, limit = [], batch_size
     if pending:
-        yield from top_k(model, pending, tensors, k)
+        yield from answered(model, pending, k)

@@ -6,14 +6,16 @@ type: MLflow decodes the base64) or a `path` column of files on the serving mach
 with the answer scripts/predict.py gives (pipeline.export.inference.answer: label, probability, top-k with
 `params: {"top_k": k}`, default 5, prediction set, unknown, note). Preprocessing is the ONNX file's own
 metadata, through the same torch-free code as scripts/predict.py, so both give the same fields and numbers.
-A row that is not an image fails the request with a 400 naming the row and the reason, never the request's
-data; the server goes on serving.
+A row whose image cannot be read (not an image, too large, no such file) is answered with every field empty
+and `error` naming the row and the reason, never a byte of the image or a server path; the other rows are
+answered. A request that breaks the rules as a whole (no image column, too many rows, a path outside the
+served folder, a bad top_k) gets a 4xx with one line.
 
 Limits, read from the environment where the model is served (when it loads):
 - PIPELINE_SERVE_ROOT: the folder whose files `path` rows may name; unset, `path` rows are refused (a model
   behind a port must not read its server's files for any client). Paths resolve inside it only.
-- PIPELINE_SERVE_MAX_PIXELS (default: the model's run's data.max_pixels, 64,000,000 unless set): a larger
-  image is refused from its header, undecoded.
+- PIPELINE_SERVE_MAX_PIXELS (default: the model's run's data.max_pixels, 64,000,000 unless set): an
+  image larger than that, or one whose resize to the model's input would be, is refused from its header.
 - PIPELINE_SERVE_MAX_ROWS (default 64): images per request.
 
 The inference and decode helpers (onnxruntime, PIL) load with the served model (`load_context`) and the
@@ -58,6 +60,7 @@ SIGNATURE = ModelSignature(
             ColSpec(DataType.boolean, "unknown", required=False),
             ColSpec(DataType.double, "unknown_score", required=False),
             ColSpec(DataType.string, "note", required=False),
+            ColSpec(DataType.string, "error", required=False),  # why a row's image got no answer
         ]
     ),
     params=ParamSchema([ParamSpec("top_k", DataType.long, DEFAULT_TOP_K)]),
@@ -108,51 +111,62 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         self.limits = Limits.from_env(self.model.max_pixels)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from pipeline.export.inference import answers
+        from pipeline.export.inference import ImageRefused, answers, refused
 
         if model_input.empty:
             raise bad_request(f"no {IMAGE!r} or {PATH!r} column: send one row per image, in either")
         if len(model_input) > self.limits.max_rows:
             raise bad_request(f"{len(model_input)} images in one request; at most {self.limits.max_rows}")
-        k = int((params or {}).get("top_k") or DEFAULT_TOP_K)
+        k = top_k(params)
         spec = self.model.document["preprocess"]
-        tensors = [
-            tensor(row, source, spec, self.limits) for row, source in enumerate(image_sources(model_input))
-        ]
-        return pd.DataFrame(answers(self.model, np.stack(tensors), k))
+        rows: list[dict | None] = []  # a refused row's answer; None where the image is in `tensors`
+        tensors = []
+        for row, source in enumerate(image_sources(model_input)):
+            try:
+                tensors.append(tensor(row, source, spec, self.limits))
+                rows.append(None)
+            except ImageRefused as err:
+                rows.append(refused(f"row {row}: {err.reason}"))
+        answered = iter(answers(self.model, np.stack(tensors), k) if tensors else [])
+        # object columns keep None as None: pandas' own dtypes would make it NaN, which JSON cannot carry
+        return pd.DataFrame([found or next(answered) for found in rows], dtype=object)
+
+
+def top_k(params: dict | None) -> int:
+    value = (params or {}).get("top_k", DEFAULT_TOP_K)
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise bad_request(f"params.top_k must be a whole number >= 1, got {str(value)[:20]!r}")
+    return int(value)
 
 
 def tensor(row: int, source: bytes | str, spec: dict, limits: Limits) -> np.ndarray:
-    """One row's image, decoded within the limits and preprocessed; a refusal names the row and the reason."""
-    from PIL.Image import DecompressionBombError
-
-    from pipeline.data.decode import TooManyPixels, decode_rgb
-    from pipeline.export.inference import UNREADABLE, preprocess
+    """One row's image, decoded within the limits and preprocessed (ImageRefused says why not)."""
+    from pipeline.export.inference import load_image
 
     readable = io.BytesIO(source) if isinstance(source, bytes) else allowed_file(row, source, limits.root)
-    try:
-        return preprocess(decode_rgb(readable, limits.max_pixels), spec)
-    except (TooManyPixels, DecompressionBombError) as err:  # PIL's own limit refuses bigger ones at open
-        raise bad_request(f"row {row}: image too large: {err}") from err
-    except UNREADABLE as err:  # PIL's message names the in-memory buffer or the server's path: the type only
-        raise bad_request(f"row {row}: not an image this model can read ({type(err).__name__})") from err
+    return load_image(readable, spec, limits.max_pixels)
 
 
 def allowed_file(row: int, path: str, root: Path | None) -> Path:
     """`path` resolved inside the allowed folder (links followed, `..` included); the same refusal whether or
     not the file exists, so a client learns nothing of the server's files outside it."""
+    from pipeline.export.inference import ImageRefused
+
     if root is None:
         raise RequestRefused(
             f"row {row}: this server reads no files; send the image's bytes in {IMAGE!r}",
             error_code=PERMISSION_DENIED,
         )
-    resolved = (root / path).resolve()
+    try:
+        resolved = (root / path).resolve()
+    except (ValueError, OSError) as err:  # a NUL byte, a name too long for the filesystem, a link loop
+        raise ImageRefused(f"{PATH!r} is not a usable file name ({type(err).__name__})") from err
     if not resolved.is_relative_to(root):
         raise RequestRefused(
             f"row {row}: {PATH!r} must name a file inside the served folder", PERMISSION_DENIED
         )
     if not resolved.is_file():
-        raise bad_request(f"row {row}: no file {path} in the served folder")
+        raise ImageRefused("no such file in the served folder")
     return resolved
 
 

@@ -7,7 +7,9 @@ are fitted to the same share here, since 4 busy processes on 2 cores ran 10-20x 
 """
 
 import logging
+import multiprocessing
 import os
+from multiprocessing.context import BaseContext
 
 from omegaconf import DictConfig
 
@@ -49,3 +51,10 @@ def fit_workers_to_share(cfg: DictConfig) -> None:
                 budget,
                 budget,
             )
+
+
+def worker_context() -> BaseContext:
+    """How loader and pool workers start: the platform's default, whatever this process was handed. A job of
+    the parallel launcher runs with loky's start method as its default, whose processes neither torch's
+    DataLoader nor ProcessPoolExecutor can start ('Process' object has no attribute 'env')."""
+    return multiprocessing.get_context(multiprocessing.get_all_start_methods()[0])

@@ -50,6 +50,34 @@ def test_multirun_gives_one_parent_run_per_job(image_folder, tmp_path, store):
 
 
 @pytest.mark.slow
+def test_parallel_jobs_on_a_folder_start_their_loader_workers_and_finish(image_folder, tmp_path, store):
+    """joblib's loky jobs hand their processes loky's start method; the folder preset's loader workers
+    (data.num_workers=2, lowered to each job's share but not to 0) once died with it at validate."""
+    done = run_cli(
+        "-m",
+        "hydra/launcher=parallel",
+        "data=folder",
+        f"data.root={image_folder}",
+        "data.image_size=16",
+        "data.batch_size=8",
+        "data.audit=false",
+        "trainer.max_epochs=1",
+        "stages=[data,train,calibrate,validate]",
+        "seed=1,2",
+        f"tracking.dir={tmp_path / 'mlruns'}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("image-classification").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    assert all("test/acc" in p.data.metrics for p in parents)
+
+
+@pytest.mark.slow
 def test_optuna_sweep_maximizes_the_objective_the_pipeline_returns(image_folder, tmp_path, store):
     cli_on_tiny_data(
         image_folder,

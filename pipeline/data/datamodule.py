@@ -6,12 +6,21 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
+from pipeline.cpu_share import worker_context
 from pipeline.data.balance import resample, weighted_sampler
 from pipeline.data.images import ImageDataset
 from pipeline.data.resized_cache import CACHED_SPLITS, ResizedImages
 from pipeline.data.sources import DatasetIndex
 from pipeline.data.transforms import Preprocess, eval_transform, train_transform
 from pipeline.signals import ignore_sigterm
+
+
+def image_loader(dataset, batch_size: int, num_workers: int, **options) -> DataLoader:
+    """A DataLoader whose workers start the platform's way (pipeline.cpu_share.worker_context) and leave
+    SIGTERM to the main process, which stops them."""
+    if num_workers > 0:
+        options.update(multiprocessing_context=worker_context(), worker_init_fn=ignore_sigterm)
+    return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, **options)
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -51,15 +60,14 @@ class ImageDataModule(L.LightningDataModule):
     ) -> DataLoader:
         """persistent: workers that outlive a pass, for loaders Lightning's loops iterate each epoch and shut
         down when fitting ends; a one-pass loader's workers stop as its pass ends."""
-        return DataLoader(
+        return image_loader(
             dataset,
-            batch_size=self.batch_size,
+            self.batch_size,
+            self.num_workers,
             shuffle=shuffle and sampler is None,
             sampler=sampler,
             drop_last=drop_last,
-            num_workers=self.num_workers,
             persistent_workers=persistent and self.num_workers > 0,
-            worker_init_fn=ignore_sigterm if self.num_workers > 0 else None,
             pin_memory=self.feeds_cuda(),
         )
 

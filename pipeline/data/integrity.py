@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.cpu_share import worker_context
+from pipeline.data.decode import upright
 from pipeline.data.hash_search import near_duplicate_pairs
 from pipeline.data.quality import measure
 from pipeline.data.sources import DatasetIndex, Record, require_train_images
@@ -53,8 +55,6 @@ def inspect_file(path: str, max_pixels: int) -> FileInfo:
     the pixel statistics are taken on a copy of at most INSPECT_SIDE px."""
     import imagehash
     from PIL import Image
-
-    from pipeline.data.decode import upright
 
     try:
         data = Path(path).read_bytes()
@@ -195,7 +195,7 @@ def inspect_files(paths: list[str], cache_path: Path | None, workers: int, max_p
             if cache:
                 stack.callback(cache.save)  # also when interrupted: what was decoded is kept
             if workers > 1 and len(todo) > 64:
-                pool = stack.enter_context(ProcessPoolExecutor(workers))
+                pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=worker_context()))
                 fresh = pool.map(inspect, todo, chunksize=64)
             else:
                 fresh = map(inspect, todo)

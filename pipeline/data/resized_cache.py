@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.cpu_share import worker_context
 from pipeline.data.decode import decode_checked
 from pipeline.data.resize import resize_and_crop
 
@@ -80,7 +81,7 @@ def load_or_build(
     try:
         out = np.memmap(staging, np.uint8, "w+", shape=(len(paths), side, side, 3))
         if workers > 1 and len(paths) > 64:
-            with ProcessPoolExecutor(workers) as pool:
+            with ProcessPoolExecutor(workers, mp_context=worker_context()) as pool:
                 for i, pixels in enumerate(pool.map(decode, paths, chunksize=32)):
                     out[i] = pixels
         else:

@@ -8,11 +8,11 @@ import re
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from pipeline import plots
+from pipeline.data.datamodule import image_loader
 from pipeline.data.images import ImageDataset
 from pipeline.data.sources import Record
 from pipeline.data.transforms import eval_transform
@@ -124,9 +124,7 @@ def unknown_images_metrics(cfg: DictConfig, scorer: Scorer, known: Scored, name:
         log.warning("validate.ood_roots: %s holds no images: nothing to tell apart", folder)
         return {}
     images = ImageDataset([Record(str(p), 0, "test") for p in paths], eval_transform(scorer.preprocess))
-    loader = torch.utils.data.DataLoader(
-        images, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers
-    )
+    loader = image_loader(images, cfg.data.batch_size, cfg.data.num_workers)
     strange = predict(scorer, loader, tta=False)
     threshold = scorer.unknown["threshold"] if scorer.unknown else math.inf
     found = separation(unknown_scores(known), unknown_scores(strange), threshold)

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from pipeline import devices
 from pipeline.context import Context
+from pipeline.data.datamodule import image_loader
 from pipeline.data.images import ImageDataset
 from pipeline.data.sources import MIN_CLASS_FOR_CALIB
 from pipeline.data.transforms import Preprocess, eval_transform
@@ -95,9 +96,7 @@ def fitting_split(cfg: DictConfig, index) -> tuple[list, str]:
 def embed(cfg: DictConfig, split: FeatureSplit, records: list, preprocess: Preprocess, device: torch.device):
     """Logits, penultimate features and labels of `records` under the eval transform, on the CPU."""
     images = ImageDataset(records, eval_transform(preprocess))
-    loader = torch.utils.data.DataLoader(
-        images, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers
-    )
+    loader = image_loader(images, cfg.data.batch_size, cfg.data.num_workers)
     progress = Progress("calibrate", "embedded images", len(images))
     logits, features, labels = [], [], []
     for x, y in loader:

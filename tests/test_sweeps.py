@@ -274,3 +274,43 @@ def test_a_sweep_stopped_with_ctrl_c_and_run_again_finishes_without_repeating_tr
     assert finished == {str(t.number) for t in complete}  # one finished parent run a completed trial
     stopped = [p for p in parents if p.info.status != "FINISHED"]  # the trial Ctrl-C stopped, if it had begun
     assert len(stopped) <= len(trials) - 4 and {p.info.status for p in stopped} <= {"KILLED"}
+
+
+def running_trials(tmp_path, name: str) -> int:
+    try:
+        return sum(t.state.name == "RUNNING" for t in study_trials(tmp_path, name))
+    except KeyError:  # the study is not created yet
+        return 0
+
+
+@pytest.mark.slow
+def test_two_sweeps_on_one_study_at_once_share_it(image_folder, tmp_path, store):
+    """The second sweep starts while the first runs a trial: it once failed that trial and took it over,
+    and the first died telling it. Now each counts the other's running trials and leaves them alone."""
+    args = [
+        "hparams_search=digits_optuna", "hydra.sweeper.n_trials=8", "hydra.sweeper.params={}",
+        "data.val_fraction=interval(0.1, 0.6)", "objective=data/train_images", "stages=[data]",
+        "data.audit=false", f"data.root={image_folder}", f"tracking.dir={tmp_path / 'mlruns'}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]  # fmt: skip
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(Path(CONF_DIR).parent)}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args, f"hydra.sweep.dir={tmp_path / 'first'}"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while running_trials(tmp_path, "digits_optuna") == 0 and first.poll() is None:
+        assert time.monotonic() < deadline, "the first sweep ran no trial in 240 s"
+        time.sleep(0.1)
+    second = run_cli(*args, f"hydra.sweep.dir={tmp_path / 'second'}", cwd=tmp_path)
+    first_err = first.communicate(timeout=240)[1]
+    assert first.returncode == 0 and second.returncode == 0, (first_err[-2000:], second.stderr[-2000:])
+    assert "Traceback" not in first_err + second.stderr
+    trials = study_trials(tmp_path, "digits_optuna")
+    assert {t.state.name for t in trials} == {"COMPLETE"}  # none failed, none taken over
+    assert 8 <= len(trials) <= 9  # the two may each ask the last trial at the same instant
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("image-classification").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert sorted(int(p.data.tags["optuna.trial"]) for p in parents) == [t.number for t in trials]
+    assert {p.info.status for p in parents} == {"FINISHED"}

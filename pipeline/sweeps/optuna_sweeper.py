@@ -2,7 +2,8 @@
 study, launched as pipeline jobs through the configured Hydra launcher (basic, joblib, SLURM) and told its
 result: the objective, PRUNED when its training was stopped, FAIL when its job failed. Running the same
 command again continues the study until it holds `n_trials` finished trials; trials a stopped sweep left
-running are marked failed and their parameters tried again first.
+running are marked failed and their parameters tried again first. Two sweeps may fill one study at once:
+each counts the other's running trials (pipeline.sweeps.lease) and neither takes them over.
 
 Optuna is imported when the sweep starts, not when the CLI loads this module.
 """
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import PipelineError
 from pipeline.recipe import resolved_objective
+from pipeline.sweeps.lease import Lease, abandoned, held_by_others
 from pipeline.sweeps.search_space import as_override, search_space
 from pipeline.sweeps.study import MLFLOW_RUN, Pruned, direction, load_storage, storage_url
 
@@ -62,14 +64,15 @@ class OptunaSweeper(Sweeper):
             done(study),
             self.n_trials,
         )
-        while (left := self.n_trials - done(study)) > 0:
+        while (left := self.n_trials - done(study) - len(held_by_others(study))) > 0:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, left))]
             batch = [
                 [*fixed, *params_of(t), *trial_overrides(t.number, self.study_name, url)] for t in trials
             ]
             try:
                 self.validate_batch_is_legal(batch)
-                returns = self.launcher.launch(batch, initial_job_idx=trials[0].number)
+                with Lease(trials):
+                    returns = self.launcher.launch(batch, initial_job_idx=trials[0].number)
             except BaseException as err:
                 stopped(study, trials, retry=isinstance(err, KeyboardInterrupt))
                 raise
@@ -78,6 +81,8 @@ class OptunaSweeper(Sweeper):
             ]
             if failures:  # every trial of the batch is told first: none is left running
                 raise failures[0]
+        if others := held_by_others(study):
+            log.info("%d trials of study %s are still running in another sweep", len(others), self.study_name)
         write_results(study, sweep_dir, objective)
 
     def open_study(self, url: str, objective: str):
@@ -97,8 +102,7 @@ class OptunaSweeper(Sweeper):
             study.set_metric_names([objective])
         # seeded anew for each run of the command: the same seed would repeat the first run's random trials
         study.sampler = self.sampler(seed=self.config.seed + len(study.trials))
-        left_running = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING])
-        if left_running:
+        if left_running := abandoned(study):
             log.warning(
                 "%d trials of a stopped sweep were left running: marked failed, retried first",
                 len(left_running),
@@ -143,17 +147,27 @@ def tell(study, trial, job) -> BaseException | None:
     try:
         value = job.return_value  # raises the job's own error when it failed
     except BaseException as err:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        told(study, trial.number, state=optuna.trial.TrialState.FAIL)
         return err
     if isinstance(value, Pruned):
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        told(study, trial.number, state=optuna.trial.TrialState.PRUNED)
         log.info("trial %d pruned after epoch %d", trial.number, value.epoch)
     elif value is None:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        told(study, trial.number, state=optuna.trial.TrialState.FAIL)
         return PipelineError(f"trial {trial.number} returned no objective: does a stage produce it?")
     else:
-        study.tell(trial, float(value))
+        told(study, trial.number, float(value))
     return None
+
+
+def told(study, number: int, value: float | None = None, state=None) -> bool:
+    """study.tell; False, with a warning, when another sweep finished the trial first: it judged the trial
+    abandoned (its lease had lapsed, say while this machine slept) and asked its parameters again."""
+    if study.get_trials(deepcopy=False)[number].state.is_finished():
+        log.warning("trial %d was finished by another sweep: its result here is not recorded", number)
+        return False
+    study.tell(number, value, state=state, skip_if_finished=True)  # skip: finished since the line above
+    return True
 
 
 def stopped(study, trials: list, retry: bool) -> None:
@@ -161,8 +175,7 @@ def stopped(study, trials: list, retry: bool) -> None:
     import optuna
 
     for trial in trials:
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        if retry:
+        if told(study, trial.number, state=optuna.trial.TrialState.FAIL) and retry:
             study.enqueue_trial(trial.params, skip_if_exists=False)
 
 

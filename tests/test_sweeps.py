@@ -229,9 +229,9 @@ def test_a_pruned_trial_ends_its_job_with_0_and_the_sweep_goes_on(image_folder, 
     assert sorted(r.info.run_name for r in runs if r not in parents) == ["train", "train"]  # no validate
 
 
-def finished_trials(tmp_path, name: str) -> int:
+def trials_in(tmp_path, name: str, state: str) -> int:
     try:
-        return sum(t.state.name == "COMPLETE" for t in study_trials(tmp_path, name))
+        return sum(t.state.name == state for t in study_trials(tmp_path, name))
     except KeyError:  # the study is not created yet
         return 0
 
@@ -253,13 +253,13 @@ def test_a_sweep_stopped_with_ctrl_c_and_run_again_finishes_without_repeating_tr
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 240
-    while finished_trials(tmp_path, "digits_optuna") < 2 and first.poll() is None:
+    while trials_in(tmp_path, "digits_optuna", "COMPLETE") < 2 and first.poll() is None:
         assert time.monotonic() < deadline, "two trials did not finish in 240 s"
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGINT)
     stopped_after = first.communicate(timeout=120)[1]
     assert first.returncode == 130, stopped_after[-2000:]
-    before = finished_trials(tmp_path, "digits_optuna")
+    before = trials_in(tmp_path, "digits_optuna", "COMPLETE")
     assert 2 <= before < 4
     again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -274,13 +274,6 @@ def test_a_sweep_stopped_with_ctrl_c_and_run_again_finishes_without_repeating_tr
     assert finished == {str(t.number) for t in complete}  # one finished parent run a completed trial
     stopped = [p for p in parents if p.info.status != "FINISHED"]  # the trial Ctrl-C stopped, if it had begun
     assert len(stopped) <= len(trials) - 4 and {p.info.status for p in stopped} <= {"KILLED"}
-
-
-def running_trials(tmp_path, name: str) -> int:
-    try:
-        return sum(t.state.name == "RUNNING" for t in study_trials(tmp_path, name))
-    except KeyError:  # the study is not created yet
-        return 0
 
 
 @pytest.mark.slow
@@ -299,7 +292,7 @@ def test_two_sweeps_on_one_study_at_once_share_it(image_folder, tmp_path, store)
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 240
-    while running_trials(tmp_path, "digits_optuna") == 0 and first.poll() is None:
+    while trials_in(tmp_path, "digits_optuna", "RUNNING") == 0 and first.poll() is None:
         assert time.monotonic() < deadline, "the first sweep ran no trial in 240 s"
         time.sleep(0.1)
     second = run_cli(*args, f"hydra.sweep.dir={tmp_path / 'second'}", cwd=tmp_path)

@@ -19,7 +19,7 @@ from PIL import Image
 from pipeline.data.transforms import Preprocess, eval_transform
 from pipeline.export.inference import Prediction, Skipped, decode_rgb, expand_inputs, load_classifier, predict
 from pipeline.export.inference import preprocess as numpy_preprocess
-from pipeline.export.metadata import describe, write_metadata
+from pipeline.export.metadata import FORMAT_VERSION, describe, write_metadata
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "predict.py"
 PRE = Preprocess(24, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -187,6 +187,8 @@ NOT_OURS = {  # kind -> what the one line says
     "onnx_without_metadata": "has no 'pipeline' metadata",
     "foreign_metadata": "has 'pipeline' metadata that this pipeline did not write",
     "newer_version": "was exported by a newer version of this pipeline (metadata format 99",
+    "version_only": "metadata lacks input, output, class_names, preprocess: export it again",
+    "no_mean": "metadata lacks preprocess.mean: export it again",
     "folder": "is a folder: give the .onnx file itself, e.g. MODEL=",
     "missing": "model file not found",
 }
@@ -205,6 +207,12 @@ def test_a_model_that_is_not_ours_is_one_error_line_and_exit_2(model_path, folde
         with_metadata(model_path, bad, json.dumps({"labels": ["cat", "dog"], "mean": [0.5]}))
     elif kind == "newer_version":
         with_metadata(model_path, bad, json.dumps({"format_version": 99}))
+    elif kind == "version_only":
+        with_metadata(model_path, bad, json.dumps({"format_version": FORMAT_VERSION}))
+    elif kind == "no_mean":
+        document = load_classifier(model_path).document
+        del document["preprocess"]["mean"]
+        with_metadata(model_path, bad, json.dumps(document))
     elif kind == "folder":
         bad.mkdir()
         shutil.copy(model_path, bad / "model.onnx")

@@ -307,3 +307,28 @@ def test_two_sweeps_on_one_study_at_once_share_it(image_folder, tmp_path, store)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert sorted(int(p.data.tags["optuna.trial"]) for p in parents) == [t.number for t in trials]
     assert {p.info.status for p in parents} == {"FINISHED"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "storage, says",
+    [
+        ("garbage://x", "Can't load plugin: sqlalchemy.dialects:garbage"),
+        ("sqlite:////proc/nope/s.db", "unable to open database file"),
+        ("NOT_A_DATABASE", "file is not a database"),
+        ("study.db", "a database file is named as sqlite:///"),
+        ("/proc/nope/study.log", "No such file or directory"),
+    ],
+)
+def test_a_study_storage_optuna_cannot_open_is_one_line_and_exit_2(image_folder, tmp_path, storage, says):
+    if storage == "NOT_A_DATABASE":
+        (tmp_path / "text.db").write_text("not a database")
+        storage = f"sqlite:///{tmp_path / 'text.db'}"
+    done = run_cli(
+        "hparams_search=digits_optuna", f"hydra.sweeper.storage={storage}", "stages=[data]",
+        f"data.root={image_folder}", f"tracking.dir={tmp_path / 'mlruns'}",
+        f"hydra.sweep.dir={tmp_path / 'm'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.startswith(f"error: hydra.sweeper.storage={storage}: Optuna cannot open it (")
+    assert says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -60,6 +60,11 @@ def describe(
     }
 
 
+# what predict and serve read from a document; a file edited by hand, or cut short, may lack them
+REQUIRED = ("input", "output", "class_names", "preprocess")
+REQUIRED_PREPROCESS = ("image_size", "interpolation", "crop_pct", "mean", "std", "max_pixel_value")
+
+
 def write_metadata(onnx_path: Path, document: dict) -> None:
     """Store the document in the ONNX file's metadata_props; the file is replaced whole or not at all."""
     import onnx
@@ -89,5 +94,12 @@ def read_metadata(custom_metadata_map: dict[str, str], source: str) -> dict:
         raise PipelineError(
             f"{source} was exported by a {age} version of this pipeline (metadata format {version}; this one "
             f"reads {FORMAT_VERSION}): export it again or use the matching version"
+        )
+    missing = [key for key in REQUIRED if key not in document]
+    if "preprocess" in document:
+        missing += [f"preprocess.{key}" for key in REQUIRED_PREPROCESS if key not in document["preprocess"]]
+    if missing:
+        raise PipelineError(
+            f"{source}: its '{METADATA_KEY}' metadata lacks {', '.join(missing)}: export it again"
         )
     return document

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from pipeline.errors import PipelineError
 from pipeline.recipe import objective_direction
 
 STUDY_FILE = "optuna.db"  # beside the embedded MLflow store's mlflow.db
@@ -38,12 +39,22 @@ def direction(objective: str, mode: str) -> str:
 
 def load_storage(url: str):
     """Optuna's storage for a URL: a `.log` file is Optuna's journal (safe on shared file systems without
-    locks, e.g. for SLURM jobs), anything else a database URL."""
+    locks, e.g. for SLURM jobs), anything else a database URL. One PipelineError line when it cannot be
+    opened (SQLAlchemy and the file system raise many types; each means that)."""
     import optuna
 
-    if url.endswith(".log") and "://" not in url:
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
-    return optuna.storages.get_storage(url)
+    try:
+        if url.endswith(".log") and "://" not in url:
+            return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+        return optuna.storages.get_storage(url)
+    except Exception as err:
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        hint = (
+            f"; a database file is named as sqlite:///{Path(url).resolve()}, a journal file ends in .log"
+            if "://" not in url and not url.endswith(".log")
+            else ""
+        )
+        raise PipelineError(f"hydra.sweeper.storage={url}: Optuna cannot open it ({reason}){hint}") from err
 
 
 def open_trial(trial: DictConfig, pruner=None):

@@ -1,5 +1,7 @@
 """The one exception type whose message is shown to users as a single line, and the lines for failures that
-come from outside the pipeline but are the user's to fix (a SLURM job the cluster refuses)."""
+come from outside the pipeline but are the user's to fix (a SLURM job the cluster refuses, a full disk)."""
+
+import sqlite3
 
 
 class PipelineError(Exception):
@@ -41,3 +43,10 @@ def scheduler_refusal(err: BaseException) -> str | None:
             if key.lower() in line.lower():
                 return f"SLURM refused the job: {line} ({hint})"
     return f"SLURM refused the job: {lines[0]}"
+
+
+def sqlite_full(err: BaseException) -> bool:
+    """SQLite's "database or disk is full": a full disk, which SQLite reports without naming its file."""
+    return isinstance(err, sqlite3.OperationalError) and (
+        getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(err)
+    )

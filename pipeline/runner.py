@@ -41,8 +41,10 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     # finetune=linear_probe|gradual keep frozen batch norm layers in eval mode on purpose
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
-    for name in ("onnx_ir", "onnxscript", "mlflow.store.db.utils", "alembic", "mlflow.pyfunc"):
+    for name in ("onnx_ir", "onnxscript", "alembic", "mlflow.pyfunc"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # logs the traceback of each database error it raises again (a full store: five); the run reports it
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per model logged
 
 

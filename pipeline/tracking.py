@@ -6,12 +6,15 @@ A run that ends by an exception is marked FAILED, by Ctrl-C or SIGTERM KILLED, n
 that a hard kill left RUNNING is found and marked KILLED by the next pipeline start on the same host.
 """
 
+import errno
 import fcntl
+import logging
 import os
 import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,10 +26,11 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, sqlite_full
 from pipeline.ranks import slurm_restarted
 from pipeline.signals import dataset_entity, uninterrupted
 
+log = logging.getLogger("pipeline")
 INTERRUPTS = (KeyboardInterrupt, SystemExit)  # Lightning turns Ctrl-C and SIGTERM into SystemExit
 
 PARAM_VALUE_LIMIT = 6000  # MLflow's limit on a param value's length
@@ -181,6 +185,12 @@ def log_inputs_racing(client: MlflowClient, run_id: str, inputs: list, attempts:
             time.sleep(0.2 * (attempt + 1))
 
 
+def artifact_folder() -> str:
+    """Where the active run's artifacts go, as a local path where they are local."""
+    uri = mlflow.get_artifact_uri()
+    return urllib.parse.unquote(urllib.parse.urlparse(uri).path) if uri.startswith("file:") else uri
+
+
 def slurm_job() -> dict[str, str]:
     """`slurm_job`: the SLURM job the run is in (what squeue, scancel and sacct take), `<job>_<task>` for a
     job of an array (a Hydra multirun); nothing outside SLURM."""
@@ -235,13 +245,13 @@ class Tracker:
         """A new parent run, or the parent run `resume_id` reopened (its params and config stay as logged).
         `story` is the run's name, the command typed and its description (pipeline.run_story)."""
         run_name, command, note = story
-        with uninterrupted():
+        with self.store_write():
             active = mlflow.start_run(run_id=resume_id, experiment_id=self.experiment_id, run_name=run_name)
-        with active as run:
+        with self._ending(active) as run:
             self.parent_id = run.info.run_id
             try:
                 with _killed_on_interrupt():
-                    with uninterrupted():
+                    with self.store_write():
                         mlflow.set_tags({"pid": str(os.getpid()), "host": socket.gethostname()} | slurm_job())
                         if resume_id is None:
                             mlflow.set_tags({**git_dirty(), "command": command, DESCRIPTION_TAG: note})
@@ -252,11 +262,57 @@ class Tracker:
                 self.parent_id = None
 
     @contextmanager
+    def store_write(self) -> Iterator[None]:
+        """An MLflow write, uninterrupted (pipeline.signals), with a full disk named by its file: SQLite says
+        only "database or disk is full", and a local artifact copy raises ENOSPC without a file name."""
+        with uninterrupted():
+            try:
+                yield
+            except Exception as err:
+                if (named := self._full_disk_named(err)) is None:
+                    raise
+                raise named from err
+
+    def _full_disk_named(self, err: BaseException | None) -> OSError | None:
+        while err is not None:
+            if sqlite_full(err) and self.uri.startswith("sqlite:///"):
+                return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.uri.removeprefix("sqlite:///"))
+            if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT) and not err.filename:
+                return OSError(err.errno, err.strerror, artifact_folder())
+            err = err.__cause__ or err.__context__
+        return None
+
+    @contextmanager
+    def _ending(self, active) -> Iterator[Any]:
+        """mlflow's ActiveRun block (the run ends FINISHED, or FAILED on an error), except that a store which
+        cannot take the ending (full) does not hide the error that ended the block: a warning says so."""
+        raised = None
+        try:
+            with active as run:
+                try:
+                    yield run
+                except BaseException as err:
+                    raised = err
+                    raise
+        except BaseException as ending:
+            if raised is None or ending is raised:
+                raise
+            while ending.__cause__ is not None:  # the database's own words, under SQLAlchemy's and MLflow's
+                ending = ending.__cause__
+            reason = (str(ending).strip().splitlines() or [type(ending).__name__])[0][:200]
+            log.warning(
+                "run %s could not be marked FAILED (%s): the next run marks it KILLED once there is room",
+                active.info.run_id,
+                reason,
+            )
+            raise raised from raised.__cause__
+
+    @contextmanager
     def stage_run(self, stage: str) -> Iterator[str]:
         """A child run of the parent; an unfinished child of the same stage is reopened when resuming."""
         unfinished = self.stage_statuses(self.parent_id).get(stage) if self.parent_id else None
         reopen = unfinished[0] if unfinished and unfinished[1] != "FINISHED" else None
-        with uninterrupted():
+        with self.store_write():
             active = mlflow.start_run(
                 run_id=reopen,
                 experiment_id=self.experiment_id,
@@ -264,7 +320,7 @@ class Tracker:
                 nested=True,
                 tags={"stage": stage},
             )
-        with active as run:
+        with self._ending(active) as run:
             with _killed_on_interrupt():
                 yield run.info.run_id
 
@@ -344,36 +400,36 @@ class Tracker:
         return {m.step for m in self.client.get_metric_history(run.info.run_id, "train/loss")}
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        with uninterrupted():
+        with self.store_write():
             mlflow.set_tags(tags)
 
     def log_params(self, params: dict[str, Any]) -> None:
-        with uninterrupted():
+        with self.store_write():
             mlflow.log_params(flatten(params))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None, headline: bool = False) -> None:
         """Log to the active stage run; headline metrics are repeated on the parent for comparison."""
         values = {k: float(v) for k, v in metrics.items()}
-        with uninterrupted():
+        with self.store_write():
             mlflow.log_metrics(values, step=step)
             if headline and self.parent_id is not None:
                 for key, value in values.items():
                     self.client.log_metric(self.parent_id, key, value, step=step or 0)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        with uninterrupted():
+        with self.store_write():
             mlflow.log_artifact(str(path), artifact_path)
 
     def log_figure(self, figure, name: str) -> None:
-        with uninterrupted():
+        with self.store_write():
             mlflow.log_figure(figure, name)
 
     def log_dict(self, data: dict[str, Any], name: str) -> None:
-        with uninterrupted():
+        with self.store_write():
             mlflow.log_dict(data, name)
 
     def log_text(self, text: str, name: str) -> None:
-        with uninterrupted():
+        with self.store_write():
             mlflow.log_text(text, name)
 
     def run_page(self, run_id: str) -> str:
@@ -384,7 +440,7 @@ class Tracker:
 
     def describe(self, run_id: str, note: str) -> None:
         """Replace the parent run's description (markdown)."""
-        with uninterrupted():
+        with self.store_write():
             self.client.set_tag(run_id, DESCRIPTION_TAG, note)
 
     def log_datasets(self, datasets: dict[str, Any]) -> None:
@@ -396,7 +452,7 @@ class Tracker:
             DatasetInput(dataset_entity(d), [InputTag("mlflow.data.context", ctx)])
             for ctx, d in datasets.items()
         ]
-        with uninterrupted():
+        with self.store_write():
             for run_id in filter(None, (mlflow.active_run().info.run_id, self.parent_id)):
                 log_inputs_racing(self.client, run_id, inputs)
 
@@ -406,7 +462,7 @@ class Tracker:
         or None)."""
         from mlflow.entities import LoggedModelOutput
 
-        with uninterrupted():
+        with self.store_write():
             info = log()
             if self.parent_id is not None:
                 self.client.log_outputs(self.parent_id, [LoggedModelOutput(info.model_id, 0)])

@@ -99,3 +99,46 @@ def test_a_write_that_fails_leaves_the_previous_file_whole_and_no_partial_one(tm
     with written_in_place(target) as partial:
         partial.write_bytes(b"new")
     assert target.read_bytes() == b"new"
+
+
+def fill(folder: Path, leave_kb: int) -> None:
+    """Fill the file system of `folder` up to `leave_kb` kilobytes free."""
+    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    (folder / "filler").write_bytes(b"\0" * max(0, free - leave_kb * 1024))
+
+
+def test_a_full_cache_folder_is_one_line_naming_its_database(tmp_path, full_disk):
+    fill(full_disk, leave_kb=8)
+    done = cli(tmp_path, f"data.cache_dir={full_disk / 'cache'}", "stages=[data]")
+    assert done.returncode == 2, done.stderr[-3000:]
+    cache = full_disk / "cache"
+    assert (
+        done.stderr.splitlines()[-1]
+        == f"error: no space left on {cache} while writing {cache}/inspection.sqlite"
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_a_store_that_fills_mid_run_is_one_line_and_its_runs_end_when_there_is_room(tmp_path, full_disk):
+    """SQLite and the artifact copies fail without naming a file, and the run cannot even be marked FAILED:
+    one error line names the store, a warning says the run stays open, and the next run closes it."""
+    store = full_disk / "mlruns"
+    first = cli(tmp_path, f"tracking.dir={store}", "stages=[data]")
+    assert first.returncode == 0, first.stderr[-3000:]
+    fill(full_disk, leave_kb=150)
+    done = cli(
+        tmp_path, f"tracking.dir={store}", "stages=[data,train]", "model=simple_cnn", "data.image_size=16",
+        "trainer.max_epochs=3",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith(f"error: no space left on {store}")
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    left_open = "could not be marked FAILED (database or disk is full)" in done.stdout
+    (full_disk / "filler").unlink()
+    again = cli(tmp_path, f"tracking.dir={store}", "stages=[data]")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert left_open == ("left RUNNING by a process that is gone: marked KILLED" in again.stdout)
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert "RUNNING" not in {r.info.status for r in runs}

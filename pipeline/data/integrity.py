@@ -8,12 +8,14 @@ module for its fingerprints (train, validate) load neither.
 """
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
 import os
 import sqlite3
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +27,7 @@ from pipeline.data.decode import upright
 from pipeline.data.hash_search import near_duplicate_pairs
 from pipeline.data.quality import measure
 from pipeline.data.sources import DatasetIndex, Record, require_train_images
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, sqlite_full
 from pipeline.progress import Progress
 
 CACHE_VERSION = 3
@@ -113,12 +115,25 @@ class InspectionCache:
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.db = self._open(path)
-        except sqlite3.DatabaseError:  # damaged, or not a database: rebuilt, never trusted
-            path.unlink(missing_ok=True)
-            self.db = self._open(path)
+        with self.full_disk_named():
+            try:
+                self.db = self._open(path)
+            except sqlite3.DatabaseError as err:  # damaged, or not a database: rebuilt, never trusted
+                if sqlite_full(err):
+                    raise
+                path.unlink(missing_ok=True)
+                self.db = self._open(path)
         self.pending = 0
+
+    @contextlib.contextmanager
+    def full_disk_named(self) -> Iterator[None]:
+        """SQLite's "database or disk is full" as the OSError it is (ENOSPC), naming the cache's file."""
+        try:
+            yield
+        except sqlite3.OperationalError as err:
+            if sqlite_full(err):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path)) from err
+            raise
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection:
@@ -169,16 +184,18 @@ class InspectionCache:
 
     def put(self, info: FileInfo) -> None:
         st = os.stat(info.path)
-        self.db.execute(
-            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
-            (self._key(info.path), st.st_size, st.st_mtime_ns, CACHE_VERSION, json.dumps(asdict(info))),
-        )
+        with self.full_disk_named():
+            self.db.execute(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
+                (self._key(info.path), st.st_size, st.st_mtime_ns, CACHE_VERSION, json.dumps(asdict(info))),
+            )
         self.pending += 1
         if self.pending >= self.COMMIT_EVERY:
             self.save()
 
     def save(self) -> None:
-        self.db.commit()
+        with self.full_disk_named():
+            self.db.commit()
         self.pending = 0
 
 

@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from pipeline.signals import sigterm_as_interrupt
+
 READY_TIMEOUT_S = 120  # startup takes ~10 s on 2 idle cores, longer when the CPU is busy
 STOP_TIMEOUT_S = 20
 
@@ -76,13 +78,14 @@ def stop(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> None:
 
 
 def foreground(proc: subprocess.Popen, url: str, ready: str) -> int:
-    """Wait for the server at `url`, log `ready`, and run until Ctrl-C or SIGTERM; then stop the server's
-    whole process group. The exit code: 0 when stopped, 1 when it never answered, else the server's own."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends it like Ctrl-C
+    """Wait for the server at `url`, log `ready`, and run until Ctrl-C, SIGTERM or SIGHUP (its terminal
+    closed; not under nohup); then stop the server's whole process group, which is in a session of its own
+    and hears none of them. The exit code: 0 when stopped, 1 when it never answered, else the server's own."""
     try:
-        wait_ready(url, proc)
-        log.info(ready)
-        return proc.wait()
+        with sigterm_as_interrupt(hangup=True):
+            wait_ready(url, proc)
+            log.info(ready)
+            return proc.wait()
     except RuntimeError as err:
         log.error("error: %s", err)
         return 1

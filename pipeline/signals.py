@@ -1,7 +1,8 @@
 """How a run answers Ctrl-C and SIGTERM, in one place, with the library internals it relies on beside it.
 
 - The whole run: SIGTERM (a scheduler, `kill`) ends it like Ctrl-C, a KeyboardInterrupt: runs marked KILLED,
-  checkpoints intact (`sigterm_as_interrupt`, the runner).
+  checkpoints intact (`sigterm_as_interrupt`, the runner). A helper server in the foreground (`make serve`,
+  `make ui`): SIGTERM and SIGHUP (its terminal closed) stop its process group (pipeline.process_group).
 - An MLflow write: both signals are held back until it is done (`uninterrupted`, the tracker).
 - Loader workers: SIGTERM ignored (`ignore_sigterm`); the main process ends them when it stops.
 - Several DDP ranks: SIGTERM only sets Lightning's flag, so the ranks stop at the same step
@@ -21,17 +22,22 @@ INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler, `kill`) ends the run like Ctrl-C: runs marked KILLED, checkpoints intact."""
+def sigterm_as_interrupt(hangup: bool = False) -> Iterator[None]:
+    """SIGTERM (a scheduler, `kill`) ends the run like Ctrl-C: runs marked KILLED, checkpoints intact. With
+    `hangup`, SIGHUP too (the terminal closed), unless the process was started to ignore it (nohup)."""
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    signums = [signal.SIGTERM]
+    if hangup and signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signums.append(signal.SIGHUP)
+    previous = {signum: signal.signal(signum, interrupt) for signum in signums}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager

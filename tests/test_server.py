@@ -2,13 +2,17 @@
 through it, parallel runs too, and the server stops as a whole process group. A server that is down is
 one clear error, at once."""
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import experiments_in, free_port, load_script
+from conftest import CONF_DIR, experiments_in, free_port, load_script
 from mlflow.tracking import MlflowClient
 
 from pipeline import process_group
@@ -56,3 +60,37 @@ def test_a_server_that_is_down_is_one_clear_error_at_once(make_cfg, tmp_path):
         run(make_cfg("stages=[data]", f"tracking.uri={url}"))
     assert time.monotonic() - started < 10  # MLflow's own HTTP retries would take minutes
     assert experiments_in(tmp_path) == []  # no silent fallback to the embedded store
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nohup", [False, True], ids=["terminal", "nohup"])
+def test_a_closed_terminal_stops_the_server_unless_started_with_nohup(tmp_path, nohup):
+    """`make server` as a terminal runs it: SIGHUP when the terminal closes ends the script and the server's
+    own process group (in a session of its own, it hears no SIGHUP); under nohup it keeps serving."""
+    port, script = free_port(), Path(CONF_DIR).parent / "scripts" / "mlflow_server.py"
+    env = {**os.environ, "PYTHONPATH": str(Path(CONF_DIR).parent)}
+    ignore = signal.SIG_IGN if nohup else signal.SIG_DFL
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--port", str(port), "--dir", str(tmp_path / "server")],
+        env=env, start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGHUP, ignore),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        process_group.wait_ready(f"http://127.0.0.1:{port}", proc)
+        os.kill(proc.pid, signal.SIGHUP)
+        if nohup:
+            time.sleep(2)
+            assert proc.poll() is None and listening(port)
+            os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert not listening(port)  # the server's group went with it
+    finally:
+        process_group.stop(proc)

@@ -208,7 +208,7 @@ class Tracker:
         try:
             with _one_at_a_time(self.uri):
                 self.client = MlflowClient(self.uri)  # creates the tables of a new store
-                self.experiment_id = self._experiment_id(experiment, store_dir)
+                self.experiment_id = self._experiment_id(experiment)
         except PipelineError:
             raise
         except Exception as err:  # any store MLflow cannot open (unknown scheme, no database): bad input
@@ -216,7 +216,7 @@ class Tracker:
             raise PipelineError(f"cannot use the MLflow store {self.uri}: {reason}") from err
         self.parent_id: str | None = None
 
-    def _experiment_id(self, name: str, store_dir: str) -> str:
+    def _experiment_id(self, name: str) -> str:
         """The experiment's id, created when new; one made by an older version gets the training kind."""
         existing = self.client.get_experiment_by_name(name)
         if existing is not None:
@@ -225,14 +225,22 @@ class Tracker:
                 if existing.tags.get(key) != value:
                     self.client.set_experiment_tag(existing.experiment_id, key, value)
             return existing.experiment_id
-        artifacts = None
-        if self.uri.startswith("sqlite:") and self.uri == resolve_tracking_uri(None, store_dir):
-            artifacts = (Path(store_dir).resolve() / "artifacts").as_uri()
+        artifacts = None  # a server's store keeps its own; MLflow puts other stores' in ./mlruns of the cwd
+        if self.uri.startswith("sqlite:///"):  # beside the database, wherever MLFLOW_TRACKING_URI put it
+            artifacts = (Path(self.uri.removeprefix("sqlite:///")).resolve().parent / "artifacts").as_uri()
         try:
             tags = {**EXPERIMENT_KIND, DESCRIPTION_TAG: EXPERIMENT_NOTE}
-            return self.client.create_experiment(name, artifact_location=artifacts, tags=tags)
+            created = self.client.create_experiment(name, artifact_location=artifacts, tags=tags)
         except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel run
             return self.client.get_experiment_by_name(name).experiment_id
+        if artifacts is None and not self.uri.startswith(("http://", "https://")):
+            location = self.client.get_experiment(created).artifact_location
+            log.info(
+                "experiment %s created: its artifacts go to %s (MLflow's default for this store)",
+                name,
+                location,
+            )
+        return created
 
     @contextmanager
     def pipeline_run(

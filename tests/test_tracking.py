@@ -49,3 +49,17 @@ def test_each_tracker_keeps_to_its_own_store(tmp_path):
     assert list(recorded) == [f"sqlite:///{tmp_path / n / 'mlflow.db'}" for n in ("a", "b")]
     names = [[r.info.run_name for r in MlflowClient(uri).search_runs([exp])] for uri, exp in recorded.items()]
     assert names == [["run-a"], ["run-b"]]
+
+
+def test_artifacts_go_beside_the_database_mlflow_tracking_uri_names(tmp_path, monkeypatch):
+    """MLflow's default for a SQLite store is ./mlruns of the working folder: a checkout filled with them."""
+    elsewhere = tmp_path / "elsewhere" / "mlflow.db"
+    elsewhere.parent.mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{elsewhere}")
+    monkeypatch.chdir(tmp_path)
+    tracker = Tracker("exp", None, str(tmp_path / "mlruns"))
+    with tracker.pipeline_run({}, "", ("r", "cmd", "")):
+        with tracker.stage_run("data"):
+            tracker.log_text("hello", "note.txt")
+    assert len(list((elsewhere.parent / "artifacts").rglob("note.txt"))) == 1
+    assert not (tmp_path / "mlruns").exists()

@@ -60,7 +60,15 @@ def test_an_error_free_slice_sharpens_only_up_to_the_accuracy_it_proves():
     temperature, _ = safe_temperature(unsure, targets, seed=0)
     top = (unsure / temperature).softmax(1).max(1).values.mean().item()
     assert temperature < 1 and top == pytest.approx(0.05 ** (1 / 20), abs=1e-3)
-    assert safe_temperature(unsure * 20, targets, seed=0) == (None, "none needed")
+    temperature, why = safe_temperature(unsure * 20, targets, seed=0)
+    assert temperature is None and why.startswith("none needed")
+
+
+def test_a_model_at_chance_keeps_its_logits_and_is_not_called_error_free():
+    targets = torch.arange(30) % 3
+    logits = torch.randn(30, 3, generator=torch.Generator().manual_seed(0)) * 1e-3  # no better than chance
+    temperature, why = safe_temperature(logits, targets, seed=0)
+    assert temperature is None and why.startswith("none: no T") and "without error" not in why
 
 
 def test_the_exported_network_gives_the_calibrated_probabilities(tmp_path):

@@ -332,3 +332,18 @@ def test_a_study_storage_optuna_cannot_open_is_one_line_and_exit_2(image_folder,
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.startswith(f"error: hydra.sweeper.storage={storage}: Optuna cannot open it (")
     assert says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting", ["n_trials=-3", "n_trials=0", "n_jobs=0"])
+def test_a_sweep_size_below_one_is_one_line_and_exit_2(image_folder, tmp_path, setting):
+    done = run_cli(
+        "hparams_search=digits_optuna", f"hydra.sweeper.{setting}", "stages=[data]",
+        f"data.root={image_folder}", f"tracking.dir={tmp_path / 'mlruns'}", f"hydra.sweep.dir={tmp_path / 'm'}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    name, value = setting.split("=")
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"error: hydra.sweeper.{name} must be a whole number >= 1, got {value}\n",
+    )

@@ -50,6 +50,9 @@ class OptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> None:
+        for name, value in (("n_trials", self.n_trials), ("n_jobs", self.n_jobs)):
+            if not isinstance(value, int) or value < 1:
+                raise PipelineError(f"hydra.sweeper.{name} must be a whole number >= 1, got {value}")
         space, fixed = search_space([*(f"{k}={v}" for k, v in self.params.items()), *arguments])
         url = storage_url(self.storage, self.config.tracking.dir)
         objective = resolved_objective(self.config.objective, imbalanced=False)

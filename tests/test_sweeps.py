@@ -339,8 +339,8 @@ def test_a_study_storage_optuna_cannot_open_is_one_line_and_exit_2(image_folder,
 def test_a_sweep_size_below_one_is_one_line_and_exit_2(image_folder, tmp_path, setting):
     done = run_cli(
         "hparams_search=digits_optuna", f"hydra.sweeper.{setting}", "stages=[data]",
-        f"data.root={image_folder}", f"tracking.dir={tmp_path / 'mlruns'}", f"hydra.sweep.dir={tmp_path / 'm'}",
-        cwd=tmp_path,
+        f"data.root={image_folder}", f"tracking.dir={tmp_path / 'mlruns'}",
+        f"hydra.sweep.dir={tmp_path / 'm'}", cwd=tmp_path,
     )  # fmt: skip
     name, value = setting.split("=")
     assert (done.returncode, done.stderr) == (

@@ -29,6 +29,10 @@ def check_config(cfg: DictConfig) -> None:
     check_objective(cfg.objective, "train" in cfg.stages)
     if "train" in cfg.stages:
         check_training(cfg)
+    if "validate" in cfg.stages:  # found before training, not after it
+        for folder in cfg.validate.ood_roots:
+            if not Path(folder).expanduser().is_dir():
+                raise PipelineError(f"validate.ood_roots: {folder} is not a folder of images")
     if "sanity" in cfg.stages or "train" in cfg.stages:
         from pipeline.models.factory import check_model_name
 

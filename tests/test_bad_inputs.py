@@ -316,6 +316,17 @@ CASES = [
         "is a folder",
     ),
     ("from_run that is not a run id", ["stages=[validate]", "from_run=../../etc"], "from_run: no MLflow run"),
+    # third round
+    (
+        "unknown-image folder missing",
+        lambda tmp: [f"validate.ood_roots=[{tmp / 'no-such-folder'}]"],
+        "validate.ood_roots: ",
+    ),
+    (
+        "unknown-image folder that is a file",
+        lambda tmp: [f"validate.ood_roots=[{a_file(tmp)}]"],
+        "is not a folder of images",
+    ),
 ]
 
 

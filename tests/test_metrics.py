@@ -147,3 +147,13 @@ def test_report_has_a_row_per_class_then_the_averages(predictions):
     markdown = to_markdown(rows, "Per-class report (val)").splitlines()
     assert markdown[0] == "# Per-class report (val)" and len(markdown) == 4 + len(rows)
     assert markdown[4].startswith(f"| a | {rows[0][1]:.4f} |")
+
+
+def test_a_class_the_split_lacks_is_left_out_of_the_macro_auc_not_scored_zero():
+    """Three classes, the third with no image in the split (its only image went to train)."""
+    targets = torch.tensor([0, 0, 1, 1, 0, 1])
+    logits = torch.tensor([[3.0, 0, 0], [2, 1, 0], [0, 3, 0], [0.5, 1, 0], [1, 0.8, 0], [0.9, 1, 0]])
+    found = classification_metrics(logits, targets, num_classes=3, k=1, calibration_bins=5)
+    two = classification_metrics(logits[:, :2], targets, num_classes=2, k=1, calibration_bins=5)
+    assert found["auc_macro"] == pytest.approx(two["auc_macro"]) and found["auc_macro"] > 0.5
+    assert found["ap_macro"] == pytest.approx(two["ap_macro"])

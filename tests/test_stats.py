@@ -1,3 +1,5 @@
+import logging
+
 import numpy as np
 from PIL import Image
 
@@ -5,6 +7,7 @@ from pipeline.data.decode import MAX_PIXELS
 from pipeline.data.integrity import inspect_files
 from pipeline.data.sources import build_index
 from pipeline.data.stats import channel_mean_std, dataset_stats
+from pipeline.stages.data import warn_unscored_classes
 
 
 def test_channel_mean_std_on_known_pixels(tmp_path):
@@ -42,3 +45,12 @@ def test_size_outliers_are_flagged(tmp_path):
     infos = [FileInfo(f"{i}.jpg", True, width=100, height=100) for i in range(9)]
     infos.append(FileInfo("big.jpg", True, width=3024, height=3024))
     assert [o["path"] for o in size_outliers(infos, factor=4.0)] == ["big.jpg"]
+
+
+def test_a_class_without_val_or_test_images_is_said(caplog):
+    stats = {"class_names": ["a", "b"], "counts": {"train": {"a": 5, "b": 1}, "val": {"a": 2, "b": 0}}}
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        warn_unscored_classes(stats)
+    assert [r.getMessage() for r in caplog.records] == [
+        "no val images of 1 class(es) (b): the val scores leave them out; add images to them"
+    ]

@@ -45,11 +45,13 @@ def classification_metrics(
         out[f"precision_{average}"] = multiclass_precision(probs, targets, average=average, **args)
         out[f"recall_{average}"] = multiclass_recall(probs, targets, average=average, **args)
         out[f"f1_{average}"] = multiclass_f1_score(probs, targets, average=average, **args)
-        out[f"auc_{average}"] = multiclass_auroc(probs, targets, average=average, **args)
+    out["auc_weighted"] = multiclass_auroc(probs, targets, average="weighted", **args)
     out["bal_acc"] = out["recall_macro"]  # balanced accuracy: the mean of the per-class recalls
     one_hot = F.one_hot(targets, num_classes)
+    present = one_hot.any(0)  # torchmetrics scores a class the split lacks as 0 and averages it in
+    out["auc_macro"] = multiclass_auroc(probs, targets, average="none", **args)[present].mean()
     out["auc_micro"] = multilabel_auroc(probs, one_hot, num_labels=num_classes, average="micro")
-    out["ap_macro"] = multiclass_average_precision(probs, targets, average="macro", **args)
+    out["ap_macro"] = multiclass_average_precision(probs, targets, average="none", **args)[present].mean()
     out["ap_micro"] = multilabel_average_precision(probs, one_hot, num_labels=num_classes, average="micro")
     out["loss"] = F.cross_entropy(logits.float(), targets)
     out["ece"] = multiclass_calibration_error(probs, targets, n_bins=calibration_bins, norm="l1", **args)

@@ -19,6 +19,20 @@ from pipeline.tracking import Tracker
 log = logging.getLogger("pipeline.data")
 
 
+def warn_unscored_classes(stats: dict) -> None:
+    """A class with no val or test image gets no score there, while the split's accuracy looks whole."""
+    for split in ("val", "test"):
+        missing = [name for name in stats["class_names"] if stats["counts"].get(split, {}).get(name, 1) == 0]
+        if missing:
+            log.warning(
+                "no %s images of %d class(es) (%s): the %s scores leave them out; add images to them",
+                split,
+                len(missing),
+                ", ".join(missing[:5]),
+                split,
+            )
+
+
 def _table(stats: dict) -> str:
     splits = list(stats["counts"])
     lines = [f"{'class':<20}" + "".join(f"{s:>8}" for s in splits)]
@@ -129,6 +143,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         _table(stats),
     )
 
+    warn_unscored_classes(stats)
     index_csv = ctx.output_dir / "index.csv"
     index.to_csv(index_csv)
     (ctx.output_dir / "stats.json").write_text(json.dumps(stats, indent=2))

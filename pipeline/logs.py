@@ -8,13 +8,32 @@ rank 0 writes.
 
 import logging
 import sys
+from pathlib import PurePath
 
 from pipeline.ranks import is_rank_zero
 
 OTHERS = "[%(name)s][%(levelname)s] - %(message)s"  # library records: say whose they are
 
 
+# control characters as escapes: a file or class name holding a new-line must not split a console line
+ESCAPES = {c: f"\\x{c:02x}" for c in (*range(32), 127)} | {
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+}
+
+
+def on_one_line(value):
+    """A str or path argument with its control characters escaped; any other value as it is."""
+    if isinstance(value, str | PurePath):
+        return str(value).translate(ESCAPES)
+    return value
+
+
 class ConsoleFormatter(logging.Formatter):
+    """The project's records as `[<stage>] message`, each argument on one line (the format string's own
+    new-lines stay); other libraries' records with their logger's name."""
+
     def __init__(self):
         super().__init__(OTHERS)
 
@@ -23,7 +42,12 @@ class ConsoleFormatter(logging.Formatter):
             return super().format(record)
         tag = record.name.rsplit(".", 1)[-1]
         level = "warning: " if record.levelno == logging.WARNING else ""
-        return f"[{tag}] {level}{record.getMessage()}"
+        message = record.msg
+        if isinstance(record.args, tuple) and record.args:
+            message = str(record.msg) % tuple(on_one_line(a) for a in record.args)
+        elif record.args:
+            message = record.getMessage()
+        return f"[{tag}] {level}{message}"
 
 
 class RankZeroFilter(logging.Filter):

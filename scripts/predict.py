@@ -33,6 +33,7 @@ from pipeline.export.inference import (
     predict,
     refused,
 )
+from pipeline.logs import on_one_line
 
 RUNS = Path("outputs/runs")
 
@@ -111,7 +112,7 @@ def run(model: OnnxClassifier, paths: list[Path], args: argparse.Namespace, out:
         for result in predict(model, paths, args.batch_size, k, args.max_pixels):
             if isinstance(result, Skipped):
                 skipped += 1
-                print(f"skipped {result.path}: {result.reason}", file=sys.stderr, flush=True)
+                print(f"skipped {on_one_line(result.path)}: {result.reason}", file=sys.stderr, flush=True)
                 yield Prediction(result.path, refused(result.reason))
             else:
                 yield result

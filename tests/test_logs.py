@@ -33,3 +33,13 @@ def test_only_rank_zero_writes(monkeypatch, variables, kept):
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     assert RankZeroFilter().filter(record("pipeline.train", logging.INFO, "x")) is kept
+
+
+def test_a_file_name_with_a_new_line_stays_on_one_console_line(tmp_path):
+    odd = tmp_path / "cat\nphoto\t1.png"
+    record = logging.LogRecord(
+        "pipeline.data", logging.WARNING, __file__, 1, "outlier: %s (%s)", (odd, "cats"), None
+    )
+    line = ConsoleFormatter().format(record)
+    assert line == f"[data] warning: outlier: {tmp_path}/cat\\nphoto\\t1.png (cats)" and "\n" not in line
+    assert record.getMessage().count("\n") == 1  # the record itself is untouched (the log file's copy)

@@ -133,3 +133,18 @@ def test_class_without_training_images_is_rejected(tmp_path):
     (root / "train" / "checker").rmdir()
     with pytest.raises(PipelineError, match="classes without training images: checker"):
         build_index(root, 0.2, 0.0, 0)
+
+
+@pytest.mark.parametrize("split_folders", [False, True], ids=["flat", "train/val"])
+def test_a_class_folder_linked_to_the_data_folder_is_left_out(tmp_path, caplog, split_folders):
+    root = make_image_folder(tmp_path / "images", per_class=4, size=16)
+    if split_folders:
+        (tmp_path / "split").mkdir()
+        root.rename(tmp_path / "split" / "train")
+        root = tmp_path / "split"
+        (root / "train" / "loop").symlink_to(root)
+    else:
+        (root / "loop").symlink_to(root)
+    names, items = scan_folder(root)
+    assert names == ["checker", "stripes_h", "stripes_v"] and len(items) == 12
+    assert "links to" in caplog.text and "which holds the data folder itself: left out" in caplog.text

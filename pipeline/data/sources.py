@@ -131,6 +131,18 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def holds_the_root(class_dir: Path, root: Path) -> bool:
+    """A class folder that is a link to the data folder or above it would hold every class's images: left
+    out, with a warning."""
+    target = class_dir.resolve()
+    if not root.resolve().is_relative_to(target):
+        return False
+    log.warning(
+        "class folder %s links to %s, which holds the data folder itself: left out", class_dir, target
+    )
+    return True
+
+
 def scan_folder(root: Path) -> tuple[list[str], list[tuple[str, str, str | None]]]:
     """Return class names and (path, class name, split or None) for every image under root."""
     if not root.exists():
@@ -147,6 +159,7 @@ def scan_folder(root: Path) -> tuple[list[str], list[tuple[str, str, str | None]
         if split_dirs
         else [(c, None) for c in top]
     )
+    folders = [(c, s) for c, s in folders if not holds_the_root(c, root)]
     for class_dir, split in folders:
         name = class_name(class_dir)
         found = [(path, name, split) for path in _images_in(class_dir, unread)]

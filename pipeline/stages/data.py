@@ -33,12 +33,12 @@ def warn_unscored_classes(stats: dict) -> None:
             )
 
 
-def _table(stats: dict) -> str:
+def _table(stats: dict) -> list[str]:
     splits = list(stats["counts"])
     lines = [f"{'class':<20}" + "".join(f"{s:>8}" for s in splits)]
     for name in stats["class_names"]:
         lines.append(f"{name:<20}" + "".join(f"{stats['counts'][s][name]:>8}" for s in splits))
-    return "\n".join(lines)
+    return lines
 
 
 def _quality_by_image(report: AuditReport) -> dict[str, list[tuple[str, float]]]:
@@ -135,13 +135,9 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     mean, std = channel_mean_std([i for i in infos if i.path in train_paths])
     ctx.dataset_mean_std = (mean, std)
     stats["train_channel_mean"], stats["train_channel_std"] = list(mean), list(std)
-    log.info(
-        "%d images, %d classes from %s\n%s",
-        stats["num_images"],
-        stats["num_classes"],
-        index.root,
-        _table(stats),
-    )
+    log.info("%d images, %d classes from %s", stats["num_images"], stats["num_classes"], index.root)
+    for line in _table(stats):
+        log.info("%s", line)
 
     warn_unscored_classes(stats)
     index_csv = ctx.output_dir / "index.csv"

@@ -7,7 +7,6 @@ that a hard kill left RUNNING is found and marked KILLED by the next pipeline st
 """
 
 import errno
-import fcntl
 import logging
 import os
 import socket
@@ -26,6 +25,7 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from pipeline.atomic import one_at_a_time
 from pipeline.errors import PipelineError, sqlite_full
 from pipeline.ranks import slurm_restarted
 from pipeline.signals import dataset_entity, uninterrupted
@@ -111,20 +111,6 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-@contextmanager
-def _one_at_a_time(uri: str) -> Iterator[None]:
-    """Runs that open a new SQLite store together would each create its tables (alembic migrations) and
-    collide; an exclusive lock on <db>.lock lets one create them while the others wait."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    lock_path = Path(f"{uri.removeprefix('sqlite:///')}.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        yield
-
-
 def git_dirty() -> dict[str, str]:
     """Whether tracked files differ from the commit; MLflow's run context tags the commit itself
     (`mlflow.source.git.commit`) but not this."""
@@ -206,7 +192,7 @@ class Tracker:
             check_reachable(self.uri)
         _use_tracking_uri(self.uri)
         try:
-            with _one_at_a_time(self.uri):
+            with one_at_a_time(self.uri):
                 self.client = MlflowClient(self.uri)  # creates the tables of a new store
                 self.experiment_id = self._experiment_id(experiment)
         except PipelineError:

@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from pipeline.schema import register
+from pipeline.sweeps.study import load_storage
 
 
 def cli_on_tiny_data(image_folder, tmp_path, *args: str):
@@ -201,7 +202,7 @@ def study_trials(tmp_path, name: str) -> list:
     """The trials of study `name` in the sweep's default storage, beside the MLflow store."""
     import optuna
 
-    storage = f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"
+    storage = load_storage(f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}")  # not while a sweep creates it
     return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
 
 
@@ -314,7 +315,7 @@ def test_two_sweeps_on_one_study_at_once_share_it(image_folder, tmp_path, store)
     "storage, says",
     [
         ("garbage://x", "Can't load plugin: sqlalchemy.dialects:garbage"),
-        ("sqlite:////proc/nope/s.db", "unable to open database file"),
+        ("sqlite:////proc/nope/s.db", "No such file or directory: '/proc/nope'"),
         ("NOT_A_DATABASE", "file is not a database"),
         ("study.db", "a database file is named as sqlite:///"),
         ("/proc/nope/study.log", "No such file or directory"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from pipeline.atomic import one_at_a_time
 from pipeline.errors import PipelineError
 from pipeline.recipe import objective_direction
 
@@ -46,7 +47,8 @@ def load_storage(url: str):
     try:
         if url.endswith(".log") and "://" not in url:
             return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
-        return optuna.storages.get_storage(url)
+        with one_at_a_time(url):
+            return optuna.storages.get_storage(url)
     except Exception as err:
         reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
         hint = (

@@ -13,7 +13,11 @@ reverse = $(if $(1),$(call reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword
 OWN_VARS = ARGS=% PORT=% INPUT=% MODEL=% MODEL_URI=% TOPK=% FORMAT=% STUDIES=% $(ARGS) $(INPUT)
 OVERRIDES = $(ARGS) $(call reverse,$(filter-out $(OWN_VARS),$(MAKEOVERRIDES)))
 
-.PHONY: install test smoke train predict ui server serve sweep-dashboard bench bench-accuracy bench-audit bench-scale bench-serve bench-sweep bench-trust gpu-check docs lint
+.PHONY: help install test smoke train predict ui server serve sweep-dashboard bench bench-accuracy bench-audit bench-scale bench-serve bench-sweep bench-trust gpu-check docs lint
+
+help:  ## these commands, then every config group and option
+	@grep -E '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | sed -E 's/:.*## /\t/' | expand -t 18
+	@$(PY) -m pipeline --help
 
 install:  ## create .venv and install the locked dependency set plus this package
 	python3 -m venv .venv

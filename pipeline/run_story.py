@@ -33,10 +33,23 @@ def data_name(cfg: DictConfig) -> str:
 
 def run_name(cfg: DictConfig) -> str:
     """`tracking.run_name`, else `<model>-<data>-<MMDD>-<HHMM>`, e.g. resnet18-digits-1124-1903, with the
-    job's number in a multirun (`-#3`), whose jobs often start in the same minute."""
+    job's number in a multirun (`-#3`), whose jobs often start in the same minute; `smoke-` in front for a
+    debug=smoke run, which checks the plumbing and makes no model worth using."""
     if cfg.tracking.run_name:
         return str(cfg.tracking.run_name)
-    return f"{cfg.model.name}-{data_name(cfg)}-{time.strftime('%m%d-%H%M')}{multirun_job()}"
+    smoke = "smoke-" if is_smoke() else ""
+    return f"{smoke}{cfg.model.name}-{data_name(cfg)}-{time.strftime('%m%d-%H%M')}{multirun_job()}"
+
+
+def hydra_choice(group: str) -> str | None:
+    """The option the command line or the defaults chose for a config group; None outside Hydra's app."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
+
+
+def is_smoke() -> bool:
+    return hydra_choice("debug") == "smoke"
 
 
 def multirun_job() -> str:

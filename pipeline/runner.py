@@ -106,7 +106,7 @@ def run(cfg: DictConfig, callbacks: tuple = ()):
         finally:
             tracker.describe(run_id, run_story.description(cfg, ctx.metrics, timings))
         seconds = time.perf_counter() - started
-        page, onnx, smoke = tracker.run_page(run_id), ctx.onnx_path, hydra_choice("debug") == "smoke"
+        page, onnx, smoke = tracker.run_page(run_id), ctx.onnx_path, run_story.is_smoke()
         for line in summary.finished(seconds, timings, ctx.metrics, output_dir, run_id, page, onnx, smoke):
             log.info(line)
     return objective_value(cfg, ctx)
@@ -184,13 +184,6 @@ def resumed_config(saved_yaml: str, statuses: dict[str, tuple[str, str]]) -> Dic
     cfg.resume = None
     log.info("resuming stages %s in %s", list(cfg.stages), cfg.output_dir)
     return cfg
-
-
-def hydra_choice(group: str) -> str | None:
-    """The option the command line or the defaults chose for a config group; None outside Hydra's app."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
 
 
 def run_stages(

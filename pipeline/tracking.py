@@ -426,6 +426,9 @@ class Tracker:
         with self.store_write():
             mlflow.log_text(text, name)
 
+    def run_name(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.run_name
+
     def run_page(self, run_id: str) -> str:
         """The run's page in the MLflow UI (make ui for the embedded store), in its model-training view: a
         browser that has not chosen a view gets the GenAI pages, whatever the experiment's kind."""

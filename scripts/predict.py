@@ -4,9 +4,10 @@
     make predict INPUT=<image, folder or glob> [MODEL=<file.onnx>] [TOPK=5] [FORMAT=json|csv]
 
 Preprocessing and class names come from the model's metadata. The model defaults to the newest
-outputs/runs/*/model.onnx. Output goes to stdout as it is computed (or to --output once every image is done,
-never over the model or an input): JSON Lines, one object per image, or CSV with one row per image. A file
-that cannot be decoded, or is too large, gets a row whose `error` says why (and a line on stderr).
+outputs/runs/*/model.onnx (a real run's: smoke runs write under outputs/smoke/); the first line on stderr
+says which file and which run made it. Output goes to stdout as it is computed (or to --output once every
+image is done, never over the model or an input): JSON Lines, one object per image, or CSV with one row per
+image. A file that cannot be decoded, or is too large, gets a row whose `error` says why (and a stderr line).
 Exit code: 0 when every image was predicted, 1 when some were not, 2 (one `error: ...` line) for a
 model that is missing, not ONNX or not exported by this pipeline, an input naming no image, a bad --output.
 """
@@ -33,12 +34,14 @@ from pipeline.export.inference import (
     predict,
     refused,
 )
+from pipeline.export.metadata import provenance_line
 from pipeline.logs import on_one_line
 
 RUNS = Path("outputs/runs")
 
 
 def newest_model() -> Path:
+    """The newest model a real run exported (smoke runs write theirs under outputs/smoke/, conf/debug)."""
     found = sorted(RUNS.glob("*/model.onnx"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise PipelineError(f"no {RUNS}/*/model.onnx: train first or pass --model (make predict MODEL=...)")
@@ -154,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load_classifier(model_path)
         paths = expand_inputs(args.inputs)
         refuse_overwriting(args.output, model_path, paths)
+        print(f"model {model_path}: {provenance_line(model.document)}", file=sys.stderr, flush=True)
         with destination(args.output) as out:
             return run(model, paths, args, out)
     except PipelineError as err:

@@ -30,6 +30,7 @@ from PIL import Image
 from pipeline import process_group
 from pipeline.data.sources import build_index
 from pipeline.data.transforms import Preprocess
+from pipeline.errors import PipelineError
 from pipeline.export.benchmark import WARMUP_RUNS, latency
 from pipeline.export.compare import accuracy, agreement, collect_logits
 from pipeline.export.metadata import describe, read_metadata
@@ -105,8 +106,17 @@ def test_onnx_file_carries_the_checkpoint_preprocessing_and_classes(exported):
     names = ["checker", "stripes_h", "stripes_v"]
     fitted = fitted_metadata(classifier.trust)
     assert fitted["conformal"] is not None and fitted["unknown"]["output"] == "unknown_score"
-    expected = describe(preprocess.to_dict(), names, "input", "logits", RUN_MAX_PIXELS, **fitted)
-    assert metadata(exported.out / "model.onnx") == expected
+    found = metadata(exported.out / "model.onnx")
+    expected = describe(
+        preprocess.to_dict(),
+        names,
+        "input",
+        "logits",
+        RUN_MAX_PIXELS,
+        **fitted,
+        provenance=found["provenance"],
+    )  # the provenance: the next test
+    assert found == expected
     graph = onnx.load(str(exported.out / "model.onnx")).graph
     assert [o.name for o in graph.output] == ["logits", "unknown_score"]
     (batch, *rest) = graph.input[0].type.tensor_type.shape.dim
@@ -193,6 +203,25 @@ def test_the_image_classifier_is_logged_registered_and_linked_to_the_parent_run(
     assert "python_function" in info.flavors and info.saved_input_example_info is not None
     (linked,) = exported.parent.outputs.model_outputs
     assert linked.model_id == info.model_id
+
+
+def test_the_model_names_the_run_that_made_it_and_serve_passes_over_smoke_runs(exported):
+    made = metadata(exported.out / "model.onnx")["provenance"]
+    assert (made["run_id"], made["run_name"], made["smoke"]) == (
+        exported.parent.info.run_id,
+        "exported",
+        False,
+    )
+    assert made["scores"]["test/acc"] == pytest.approx(exported.parent.data.metrics["test/acc"], abs=1e-4)
+    uri = exported.client.tracking_uri
+    model_id = exported.parent.outputs.model_outputs[0].model_id
+    assert newest_model_uri(uri) == f"models:/{model_id}"
+    exported.client.set_logged_model_tags(model_id, {"smoke": "true"})  # as a debug=smoke run tags its model
+    try:
+        with pytest.raises(PipelineError, match="only models of smoke runs"):
+            newest_model_uri(uri)
+    finally:
+        exported.client.set_logged_model_tags(model_id, {"smoke": "false"})
 
 
 def served_model(exported):
@@ -319,6 +348,9 @@ def test_error_replies_say_what_was_wrong_without_quoting_the_request(exported, 
         assert set(document) == {"error_code", "message"}, name  # no stack_trace
         assert says in document["message"] and len(document["message"]) <= 300, (name, document)
         assert "SECRET" not in reply.text and "PNG" not in reply.text and image[:20] not in reply.text, name
+        assert (
+            reply.headers["x-model-run"] == f"exported {exported.parent.info.run_id}"
+        )  # which model answers
 
 
 def post(url: str, records: list[dict]) -> tuple[int, dict]:

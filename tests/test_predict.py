@@ -141,6 +141,7 @@ def test_cli_writes_csv_reports_skips_and_exits_1(model_path, folder, tmp_path, 
     stderr = capfd.readouterr().err.strip().splitlines()
     assert code == 1
     assert [line.split(":")[0] for line in stderr] == [
+        f"model {model_path}",  # which file answers, first
         f"skipped {folder / 'd_corrupt.png'}",
         f"skipped {folder / 'e_truncated.png'}",
     ]
@@ -160,7 +161,7 @@ def test_cli_skips_an_image_above_the_models_pixel_cap_from_its_header(model_pat
     Image.new("1", (200, 101)).save(big)
     assert cli([str(big), "--model", str(model_path)]) == 1
     assert (
-        capfd.readouterr().err.strip()
+        capfd.readouterr().err.strip().splitlines()[-1]
         == f"skipped {big}: image too large: 200x101 = 20,200 pixels, above the cap of 20,000"
     )
     assert cli([str(big), "--model", str(model_path), "--max-pixels", "20200"]) == 0  # raised by the caller
@@ -355,3 +356,21 @@ def test_a_photo_with_a_corrupt_exif_block_is_predicted_as_stored(model_path, tm
     colour_image(COLOURS["green"]).save(tmp_path / "next.png")
     assert cli([str(photo), str(tmp_path / "next.png"), "--model", str(model_path)]) == 0
     assert [json.loads(line)["label"] for line in capfd.readouterr().out.splitlines()] == ["red", "green"]
+
+
+def test_predict_names_the_file_and_the_run_that_made_the_model(model_path, folder, capfd):
+    document = load_classifier(model_path).document
+    made = {"run_id": "abc123", "run_name": "resnet18-flowers-1206-2101", "model": "resnet18",
+            "data": "flowers", "smoke": False, "scores": {"test/acc": 0.9812}}  # fmt: skip
+    for provenance, said in [
+        (None, "made by a run this file does not name"),
+        (made, "run resnet18-flowers-1206-2101 (abc123), resnet18 on flowers, test acc 0.9812"),
+        (
+            {**made, "smoke": True},
+            "test acc 0.9812: a smoke run, which checks the plumbing; its answers mean",
+        ),
+    ]:
+        write_metadata(model_path, {**document, "provenance": provenance})
+        assert cli([str(folder / "sub"), "--model", str(model_path)]) == 0
+        first = capfd.readouterr().err.splitlines()[0]
+        assert first.startswith(f"model {model_path}: ") and said in first, first

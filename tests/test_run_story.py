@@ -3,6 +3,8 @@
 import re
 import sys
 
+import pytest
+from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
 from pipeline.run_story import command_line, content_digest, description, run_name
@@ -39,3 +41,20 @@ def test_an_experiment_made_by_an_older_version_gets_the_training_kind(make_cfg,
     old = client.create_experiment("image-classification", (tmp_path / "artifacts").as_uri())  # no kind tag
     run(make_cfg("stages=[data]", root=image_folder))
     assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+@pytest.mark.slow
+def test_a_smoke_run_is_kept_apart_from_real_runs(image_folder, tmp_path):
+    """Its own output folder (predict's default never sees its model), its own experiment and a name that
+    says smoke, so that predict, serve and the runs table all take real runs by default."""
+    done = run_cli(
+        "debug=smoke", "stages=[data]", "data=folder", f"data.root={image_folder}", "data.audit=false",
+        f"tracking.dir={tmp_path / 'mlruns'}", f"data.cache_dir={tmp_path / 'cache'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [p.parent.parent.name for p in tmp_path.glob("outputs/*/*/index.csv")] == ["smoke"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("image-classification-smoke")
+    (parent,) = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name != "data"]
+    assert parent.info.run_name.startswith("smoke-resnet18-")
+    assert client.get_experiment_by_name("image-classification") is None

@@ -26,15 +26,18 @@ def describe(
     temperature: float | None = None,
     conformal: dict[str, Any] | None = None,
     unknown: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> dict:
     """The metadata document; `preprocess` is `Preprocess.to_dict()`; `max_pixels` the run's data.max_pixels,
     the largest image predict and serve decode for this model; what the calibrate stage fitted: `temperature`
     the one the graph's logits are already divided by, for readers that want the network's own; `conformal`
     the prediction sets' {"alpha", "threshold", "images", "approximate"}; `unknown` {"method", "accepted",
     "threshold", "output"}: an input whose score (the graph's output named "output") is above the threshold
-    is answered as unknown."""
+    is answered as unknown; `provenance` the run that made it ({"run_id", "run_name", "model", "data",
+    "smoke", "scores"}), which predict and serve name."""
     return {
         "format_version": FORMAT_VERSION,
+        "provenance": provenance,
         "max_pixels": int(max_pixels),
         "temperature": temperature,
         "conformal": conformal,
@@ -103,3 +106,17 @@ def read_metadata(custom_metadata_map: dict[str, str], source: str) -> dict:
             f"{source}: its '{METADATA_KEY}' metadata lacks {', '.join(missing)}: export it again"
         )
     return document
+
+
+def provenance_line(document: dict) -> str:
+    """Which run made the model, in words: `run <name> (<id>), <model> on <data>, test acc 0.981`; a smoke
+    run's model is said to be one."""
+    made = document.get("provenance")
+    if not made:
+        return "made by a run this file does not name (exported before runs were recorded in it)"
+    scores = ", ".join(f"{name.replace('/', ' ')} {value:.4g}" for name, value in made["scores"].items())
+    line = f"run {made['run_name']} ({made['run_id']}), {made['model']} on {made['data']}"
+    line += f", {scores}" if scores else ""
+    return line + (
+        ": a smoke run, which checks the plumbing; its answers mean nothing" if made["smoke"] else ""
+    )

@@ -192,8 +192,12 @@ def requirements() -> list[str]:
 MODEL_NAME = "image_classifier"  # the logged model's name: what `make serve` looks for
 
 
+SMOKE_SEARCH = 100  # the newest models looked through for one that no smoke run logged
+
+
 def newest_model_uri(tracking_uri: str) -> str:
-    """`models:/<model id>` of the newest image classifier logged in the store at `tracking_uri`."""
+    """`models:/<model id>` of the newest image classifier logged in the store at `tracking_uri` by a real
+    run, not a smoke run."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
@@ -202,14 +206,23 @@ def newest_model_uri(tracking_uri: str) -> str:
         experiments,
         filter_string=f"name = '{MODEL_NAME}'",
         order_by=[{"field_name": "creation_timestamp", "ascending": False}],
-        max_results=1,
+        max_results=SMOKE_SEARCH,
     )
     if not models:
         raise PipelineError(f"no {MODEL_NAME} model in {tracking_uri}: run the export stage (make train)")
-    return f"models:/{models[0].model_id}"
+    real = [m for m in models if m.tags.get(SMOKE_TAG) != "true"]
+    if not real:
+        raise PipelineError(
+            f"only models of smoke runs in {tracking_uri}, which mean nothing: train one (make train), or "
+            f"serve a smoke run's model on purpose with MODEL_URI=models:/{models[0].model_id}"
+        )
+    return f"models:/{real[0].model_id}"
 
 
-def log_image_classifier(onnx_path: Path, example_image: bytes, register_as: str | None):
+SMOKE_TAG = "smoke"  # on a model a debug=smoke run logged: `make serve` passes it over by default
+
+
+def log_image_classifier(onnx_path: Path, example_image: bytes, register_as: str | None, smoke: bool = False):
     """Log the pyfunc model in the active run, with the pipeline package as its code: the ModelInfo."""
     import pipeline
 
@@ -222,4 +235,5 @@ def log_image_classifier(onnx_path: Path, example_image: bytes, register_as: str
         input_example=pd.DataFrame({IMAGE: [example_image]}),
         registered_model_name=register_as,
         pip_requirements=requirements(),
+        tags={SMOKE_TAG: str(smoke).lower()},
     )

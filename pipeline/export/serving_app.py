@@ -9,12 +9,17 @@ of it is read, or as soon as a chunked body passes the cap. The model's own limi
 """
 
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
 
+from pipeline.export.metadata import provenance_line
+from pipeline.logs import to_console
 from pipeline.process_group import start_in_own_group
+
+log = logging.getLogger("pipeline.serve")
 
 MODEL_URI = "PIPELINE_SERVE_MODEL_URI"
 MAX_BYTES = "PIPELINE_SERVE_MAX_BYTES"
@@ -84,10 +89,11 @@ def public_message(message: str) -> str:
 
 class ErrorReplies:
     """ASGI middleware that sends an error reply (status >= 400) as `{"error_code", "message"}` with the
-    message through public_message: no stack trace, no server path from it, no byte of the request."""
+    message through public_message: no stack trace, no server path from it, no byte of the request. Every
+    reply carries `headers` (which model answers)."""
 
-    def __init__(self, app) -> None:
-        self.app = app
+    def __init__(self, app, headers: list[tuple[bytes, bytes]]) -> None:
+        self.app, self.headers = app, headers
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -95,6 +101,8 @@ class ErrorReplies:
         held: dict = {}
 
         async def send_public(message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.headers]}
             if message["type"] == "http.response.start" and message["status"] >= 400:
                 held.update(start=message, body=b"")
                 return None
@@ -102,7 +110,7 @@ class ErrorReplies:
                 held["body"] += message.get("body", b"")
                 if message.get("more_body"):
                     return None
-                return await reply(send, held["start"]["status"], public_reply(held["body"]))
+                return await reply(send, held["start"]["status"], public_reply(held["body"]), self.headers)
             return await send(message)
 
         return await self.app(scope, receive, send_public)
@@ -120,9 +128,9 @@ def public_reply(body: bytes) -> dict:
             "message": public_message(str(found.get("message", "")))}  # fmt: skip
 
 
-async def reply(send, status: int, document: dict) -> None:
+async def reply(send, status: int, document: dict, extra: list[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps(document).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -132,8 +140,21 @@ def create_app():
     from mlflow.pyfunc import scoring_server
 
     model = scoring_server.load_model_with_mlflow_config(os.environ[MODEL_URI])
+    document = model.unwrap_python_model().model.document
+    to_console()
+    log.info("model %s: %s", os.environ[MODEL_URI], provenance_line(document))
     capped = BodyLimit(scoring_server.init(model), int(os.environ.get(MAX_BYTES, DEFAULT_MAX_BYTES)))
-    return ErrorReplies(capped)
+    return ErrorReplies(capped, [(MODEL_HEADER, model_header(document))])
+
+
+MODEL_HEADER = b"x-model-run"  # on every reply: the run that made the model answering
+
+
+def model_header(document: dict) -> bytes:
+    """`<run name> <run id>` of the run that made the model, ASCII only (an HTTP header)."""
+    made = document.get("provenance") or {}
+    text = f"{made.get('run_name')} {made.get('run_id')}" if made else "unknown"
+    return text.encode("ascii", "backslashreplace")
 
 
 def start_server(model_uri: str, port: int, tracking_uri: str) -> subprocess.Popen:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from pipeline import run_story
 from pipeline.context import Context
 from pipeline.data.datamodule import ImageDataModule
 from pipeline.data.transforms import Preprocess
@@ -64,7 +65,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
             "run on %s (stages=[calibrate,export] ckpt_path=<file> fits them)",
             ckpt,
         )
-    files = write_models(cfg, ctx, classifier, network, preprocess, datamodule)
+    files = write_models(cfg, ctx, tracker, classifier, network, preprocess, datamodule)
     runners = {"torch": torch_runner(network)}
     runners |= {name: onnx_runner(session(path)) for name, path in files.items()}
     metrics = checked_parity(cfg, ctx, tracker, network, runners, files, datamodule.eval_dataloader("val"))
@@ -84,14 +85,17 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         tracker.log_artifact(path)
     example_image = Path(ensure_index(cfg, ctx).split("val")[0].path).read_bytes()
     register_as = cfg.export.model_name if cfg.export.register else None
-    uri, version = tracker.log_model(lambda: log_image_classifier(files["onnx"], example_image, register_as))
+    smoke = run_story.is_smoke()
+    uri, version = tracker.log_model(
+        lambda: log_image_classifier(files["onnx"], example_image, register_as, smoke)
+    )
     registered = f", registered as {cfg.export.model_name} version {version}" if version else ""
     log.info("MLflow model %s%s", uri, registered)
     return ctx
 
 
 def write_models(
-    cfg: DictConfig, ctx: Context, classifier, network, preprocess: Preprocess, datamodule
+    cfg: DictConfig, ctx: Context, tracker: Tracker, classifier, network, preprocess: Preprocess, datamodule
 ) -> dict:
     """model.onnx with its metadata, and model.int8.onnx calibrated on training images when quantizing."""
     outputs = (OUTPUT_NAME, UNKNOWN_OUTPUT_NAME) if network.scorer is not None else (OUTPUT_NAME,)
@@ -100,7 +104,10 @@ def write_models(
     )
     fitted = fitted_metadata(classifier.trust or {})
     names = classifier.hparams.class_names
-    document = describe(preprocess.to_dict(), names, INPUT_NAME, OUTPUT_NAME, cfg.data.max_pixels, **fitted)
+    document = describe(
+        preprocess.to_dict(), names, INPUT_NAME, OUTPUT_NAME, cfg.data.max_pixels, **fitted,
+        provenance=provenance(cfg, ctx, tracker),
+    )  # fmt: skip
     write_metadata(onnx_path, document)
     ctx.onnx_path = onnx_path
     files = {"onnx": onnx_path}
@@ -113,6 +120,22 @@ def write_models(
             (x.numpy() for x, _ in calibration),
         )
     return files
+
+
+PROVENANCE_SCORES = ("test/acc", "test/f1_macro", "val/acc")  # what predict and serve quote of the run
+
+
+def provenance(cfg: DictConfig, ctx: Context, tracker: Tracker) -> dict:
+    """The run that made the model (pipeline.export.metadata.provenance_line says it)."""
+    run_id = tracker.parent_id
+    return {
+        "run_id": run_id,
+        "run_name": tracker.run_name(run_id) if run_id else None,
+        "model": cfg.model.name,
+        "data": run_story.data_name(cfg),
+        "smoke": run_story.is_smoke(),
+        "scores": {k: round(ctx.metrics[k], 4) for k in PROVENANCE_SCORES if k in ctx.metrics},
+    }
 
 
 def checked_parity(cfg: DictConfig, ctx: Context, tracker: Tracker, network, runners, files, val) -> dict:

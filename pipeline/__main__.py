@@ -18,7 +18,7 @@ os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach main(), which prints on
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from pipeline.cli_help import help_text, wants_help  # noqa: E402
+from pipeline.cli_help import help_text, nearest_key, wants_help  # noqa: E402
 from pipeline.schema import register  # noqa: E402
 from pipeline.sweeps import optuna_sweeper  # noqa: E402
 
@@ -93,10 +93,15 @@ def error_line(err: BaseException) -> str | None:
     return None
 
 
+MISTYPED_KEY = re.compile(r"Could not override '(?P<key>[^']+)': Key '[^']+' (is )?not in")
+
+
 def exit_on_known_error(err: BaseException) -> None:
     """Print one line and exit 2 for bad input; anything else is a bug and keeps its traceback."""
     line = error_line(err)
     if line is not None:
+        if (mistyped := MISTYPED_KEY.search(line)) and (near := nearest_key(mistyped["key"], sys.argv[1:])):
+            line += f"; did you mean {near}?"
         print(line, file=sys.stderr)
         sys.exit(2)
 

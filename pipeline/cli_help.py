@@ -7,6 +7,7 @@ under conf/, and the config is composed once with the overrides given. `--hydra-
 Hydra's compose API is imported only when help is asked for.
 """
 
+import difflib
 from pathlib import Path
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -41,3 +42,34 @@ def help_text(argv: list[str]) -> str:
         f"{groups}\n\n== Config ==\nOverride anything in the config (foo.bar=value)\n\n"
         f"{OmegaConf.to_yaml(cfg)}"
     )
+
+
+def nearest_key(key: str, argv: list[str]) -> str | None:
+    """The config key closest to a mistyped `key` (data.batchsize -> data.batch_size): the config composed
+    from the other overrides, Hydra's own node included, its keys matched by spelling."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    others = [a for a in argv if not a.startswith("-") and "=" in a and a.split("=")[0].lstrip("+~") != key]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=others, return_hydra_config=True)
+    except Exception:  # the other overrides are wrong too: no suggestion rather than a second error
+        return None
+    keys = list(dotted_keys(OmegaConf.to_container(cfg, resolve=False)))
+    parent, _, leaf = key.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in keys if k.rpartition(".")[0] == parent}
+    if siblings:  # a known section: the nearest of its own keys, or none (a shared prefix proves nothing)
+        close = difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.7)
+        return siblings[close[0]] if close else None
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def dotted_keys(node, prefix: str = ""):
+    if isinstance(node, dict):
+        for name, value in node.items():
+            yield f"{prefix}{name}"
+            yield from dotted_keys(value, f"{prefix}{name}.")

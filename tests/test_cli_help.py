@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import yaml
+from conftest import run_cli
 
 from pipeline import __main__ as entry
 from pipeline.cli_help import config_groups
@@ -49,3 +50,23 @@ def test_the_entry_point_spares_python_its_last_collections_on_the_way_out(monke
         assert gc.get_freeze_count() > 0  # live objects moved out of reach of the shutdown collections
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.parametrize(
+    "typed, meant",
+    [
+        ("data.batchsize=3", "data.batch_size"),
+        ("trainer.max_epoch=3", "trainer.max_epochs"),
+        ("optimizer.lrr=0.1", "optimizer.lr"),
+        ("augment.crop_pc=0.8", "augment.crop_pct"),
+        ("calibrate.conformal_alpah=0.2", "calibrate.conformal_alpha"),
+        ("dat.root=x", "data.root"),
+        ("data.xyzzy=1", None),  # nothing near: no guess
+    ],
+)
+def test_a_mistyped_key_gets_the_nearest_one(tmp_path, typed, meant):
+    done = run_cli("model=simple_cnn", typed, cwd=tmp_path)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    line = done.stderr.strip()
+    assert line.startswith(f"config error: Could not override '{typed.split('=')[0]}'")
+    assert line.endswith(f"; did you mean {meant}?" if meant else "'DataConfig'"), line

@@ -17,19 +17,26 @@ def duration(seconds: float) -> str:
 
 class Progress:
     """Counts done items and logs `[stage] what: done/total (pct), rate, ETA` at most every `interval`
-    seconds, and nothing for work that ends sooner."""
+    seconds, and nothing for work that ends sooner. The rate is the current phase's: work that changes
+    speed midway (the audit exports its backbone, then runs several times faster) starts a new phase, so
+    the ETA is not held back by the slow start."""
 
     def __init__(self, stage: str, what: str, total: int, interval: float = 15.0):
         self.stage, self.what, self.total, self.interval = stage, what, total, interval
-        self.done = 0
+        self.done = self.done_before_phase = 0
         self.start = self.last = time.perf_counter()
+
+    def new_phase(self) -> None:
+        """From now on the rate counts only what is done from now on."""
+        self.start, self.done_before_phase = time.perf_counter(), self.done
 
     def advance(self, count: int = 1) -> None:
         self.done += count
         now = time.perf_counter()
-        if now - self.last >= self.interval and self.done < self.total:
+        settled = now - self.start >= min(1.0, self.interval)  # a phase a moment old has no rate yet
+        if now - self.last >= self.interval and settled and self.done < self.total:
             self.last = now
-            rate = self.done / (now - self.start)
+            rate = (self.done - self.done_before_phase) / (now - self.start)
             eta = (self.total - self.done) / rate if rate > 0 else 0.0
             logging.getLogger(f"pipeline.{self.stage}").info(
                 f"{self.what}: {self.done}/{self.total} ({self.done / self.total:.0%}), "

@@ -109,6 +109,20 @@ def test_progress_logs_at_its_interval_and_not_for_quick_work(caplog):
     assert (duration(5), duration(185), duration(3725)) == ("5s", "3m05s", "1h02m")
 
 
+def test_the_eta_follows_the_phase_running_now(caplog, monkeypatch):
+    """The audit embeds 30 images in 15 s with PyTorch, exports, then runs 20 a second: the ETA after that
+    says 3 s for 60 left, not the 30 s the whole-run average would."""
+    clock = iter([0.0, 15.0, 17.0, 18.0])
+    monkeypatch.setattr("pipeline.progress.time.perf_counter", lambda: next(clock))
+    caplog.set_level(logging.INFO, logger="pipeline")
+    progress = Progress("data", "embedded images", total=110, interval=1.0)  # starts at 0 s
+    progress.advance(30)  # 15 s: 2/s so far
+    progress.new_phase()  # 17 s: the backbone exported
+    progress.advance(20)  # 18 s: 20 in a second
+    last = caplog.records[-1].getMessage()
+    assert last == "embedded images: 50/110 (45%), 20/s, ETA 3s", last
+
+
 def test_auto_size_is_192_for_large_training_images_and_128_for_small_ones():
     assert auto_image_size([224, 250, 180])[0] == 192  # median 224
     assert auto_image_size([100, 100, 300])[0] == 128  # median 100: upscaled to 128, never to 192

@@ -149,6 +149,7 @@ def embed_files(
                 break
     if progress.done < len(paths):
         run = onnx_runner(session(backbone))
+        progress.new_phase()
         rest = torch.utils.data.Subset(dataset, range(progress.done, len(paths)))
         for x, _ in torch.utils.data.DataLoader(rest, batch_size=batch_size or ONNX_BATCH):
             vectors.append(unit_rows(run(x.numpy())))

@@ -2,11 +2,12 @@
 the site builds with --strict, and the configuration reference is the schema's."""
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import load_script
+from conftest import load_script, make_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -30,6 +31,29 @@ def test_every_command_the_readme_shows_exists():
     assert shown and shown <= targets, shown - targets
     scripts = set(re.findall(r"\b(scripts/[\w/]+\.py)\b", text))
     assert all((ROOT / s).is_file() for s in scripts), scripts
+
+
+def readme_commands() -> list[str]:
+    """Each command line of the README's code blocks, comments and continuation lines joined."""
+    blocks = re.findall(r"^```bash\n(.*?)^```", README.read_text(), flags=re.M | re.S)
+    text = "\n".join(blocks).replace("\\\n", " ")
+    return [line.split("  #")[0].strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
+
+
+def test_every_readme_command_line_resolves_as_written(tmp_path):
+    """`make -n` on each make line, its placeholders pointed at real files: make finds the target and every
+    variable it needs; no line calls a bare `python`, whose packages a fresh clone's shell may lack."""
+    image_folder = make_image_folder(tmp_path / "images", per_class=2, size=16)
+    photo = next(image_folder.rglob("*.png"))
+    commands = readme_commands()
+    assert not [c for c in commands if c.startswith("python")], commands
+    makes = [c for c in commands if c.startswith("make ")]
+    assert len(makes) >= 8, makes
+    for command in makes:
+        args = [a.replace("/path/to/images", str(image_folder)).replace("photo.jpg", str(photo))
+                for a in shlex.split(command)[1:]]  # fmt: skip
+        done = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (command, done.stderr)
 
 
 def test_the_configuration_reference_is_what_the_schema_gives():

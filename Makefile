@@ -13,7 +13,7 @@ reverse = $(if $(1),$(call reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword
 OWN_VARS = ARGS=% PORT=% INPUT=% MODEL=% MODEL_URI=% TOPK=% FORMAT=% STUDIES=% $(ARGS) $(INPUT)
 OVERRIDES = $(ARGS) $(call reverse,$(filter-out $(OWN_VARS),$(MAKEOVERRIDES)))
 
-.PHONY: help install test smoke train predict ui server serve sweep-dashboard bench bench-accuracy bench-audit bench-scale bench-serve bench-sweep bench-trust gpu-check docs lint
+.PHONY: help install test newcomer smoke train predict ui server serve sweep-dashboard bench bench-accuracy bench-audit bench-scale bench-serve bench-sweep bench-trust gpu-check docs lint
 
 help:  ## these commands, then every config group and option
 	@grep -E '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -25,6 +25,9 @@ install:  ## create .venv and install the locked dependency set plus this packag
 
 test:  ## the test suite, on CPU
 	$(PY) -m pytest -q
+
+newcomer:  ## the README's first hour on a fresh clone: install, smoke, train, predict, serve name the right model
+	$(PY) scripts/newcomer.py $(ARGS)
 
 smoke:  ## the whole pipeline on a tiny config
 	$(PY) -m pipeline debug=smoke $(OVERRIDES)

@@ -107,7 +107,10 @@ def run(cfg: DictConfig, callbacks: tuple = ()):
             tracker.describe(run_id, run_story.description(cfg, ctx.metrics, timings))
         seconds = time.perf_counter() - started
         page, onnx, smoke = tracker.run_page(run_id), ctx.onnx_path, run_story.is_smoke()
-        for line in summary.finished(seconds, timings, ctx.metrics, output_dir, run_id, page, onnx, smoke):
+        runs = tracker.runs_page()
+        for line in summary.finished(
+            seconds, timings, ctx.metrics, output_dir, run_id, page, onnx, smoke, runs
+        ):
             log.info(line)
     return objective_value(cfg, ctx)
 

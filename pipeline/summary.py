@@ -40,7 +40,7 @@ SMOKE_NOTE = (
 
 def finished(
     seconds: float, timings: dict[str, float], metrics: dict[str, float], output_dir: Path, run_id: str,
-    run_page: str, onnx_path: Path | None, smoke: bool = False,
+    run_page: str, onnx_path: Path | None, smoke: bool = False, runs_page: str | None = None,
 ) -> list[str]:  # fmt: skip
     """Test scores lead when there is a test split: val picked the checkpoint, so its scores flatter. A smoke
     run's scores come with what they are: a check of the plumbing, not of a model."""
@@ -55,7 +55,9 @@ def finished(
     lines.append(f"outputs in {output_dir}; MLflow run {run_id}")
     if onnx_path:
         lines.append(f"next: make predict INPUT=<images> MODEL={onnx_path}  |  make serve (HTTP)")
-    lines.append(f"compare runs in the MLflow UI (make ui): {run_page}")
+    lines.append(f"this run in the MLflow UI (make ui): {run_page}")
+    if runs_page:
+        lines.append(f"compare runs (best test acc first, headline columns): {runs_page}")
     return lines
 
 

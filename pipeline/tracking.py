@@ -7,6 +7,7 @@ that a hard kill left RUNNING is found and marked KILLED by the next pipeline st
 """
 
 import errno
+import json
 import logging
 import os
 import socket
@@ -37,6 +38,29 @@ PARAM_VALUE_LIMIT = 6000  # MLflow's limit on a param value's length
 SERVER_CHECK_TIMEOUT_S = 5  # a down server fails here, not after MLflow's minutes of HTTP retries
 # MLflow 3's UI opens an experiment on its GenAI view (traces) unless this tag says it holds model training
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# The runs table a user compares runs in: pipeline (parent) runs only, best test accuracy first, the headline
+# columns. The UI (3.17) reads a view from an experiment tag `mlflow.sharedViewState.<key>` when its URL has
+# `viewStateShareKey=<key>`, as its own "copy share link" writes it; column ids are `<kind>.\`<name>\``.
+RUNS_VIEW_KEY = "headline"
+RUNS_VIEW = {
+    "searchFilter": "tags.pid != ''",  # set on parent runs only
+    "orderByKey": "metrics.`test/acc`",
+    "orderByAsc": False,
+    "selectedColumns": [
+        "params.`model.name`",
+        "params.`data.name`",
+        "params.`data.root`",
+        "attributes.`Duration`",
+        "metrics.`test/acc`",
+        "metrics.`test/acc_ci_low`",
+        "metrics.`test/acc_ci_high`",
+        "metrics.`test/f1_macro`",
+        "metrics.`test/ece`",
+        "metrics.`val/acc`",
+        "metrics.`train/epochs`",
+    ],  # fmt: skip
+}
+VIEW_TAGS = {f"mlflow.sharedViewState.{RUNS_VIEW_KEY}": json.dumps(RUNS_VIEW)}
 DESCRIPTION_TAG = "mlflow.note.content"  # what the run page shows as its description (markdown)
 EXPERIMENT_NOTE = "Image classification: one parent run per pipeline run, one child run per stage."
 UI_PORT = 5000  # make ui's default
@@ -206,7 +230,8 @@ class Tracker:
         """The experiment's id, created when new; one made by an older version gets the training kind."""
         existing = self.client.get_experiment_by_name(name)
         if existing is not None:
-            wanted = {**EXPERIMENT_KIND, DESCRIPTION_TAG: existing.tags.get(DESCRIPTION_TAG, EXPERIMENT_NOTE)}
+            note = existing.tags.get(DESCRIPTION_TAG, EXPERIMENT_NOTE)
+            wanted = {**EXPERIMENT_KIND, **VIEW_TAGS, DESCRIPTION_TAG: note}
             for key, value in wanted.items():  # a description someone wrote is kept
                 if existing.tags.get(key) != value:
                     self.client.set_experiment_tag(existing.experiment_id, key, value)
@@ -215,7 +240,7 @@ class Tracker:
         if self.uri.startswith("sqlite:///"):  # beside the database, wherever MLFLOW_TRACKING_URI put it
             artifacts = (Path(self.uri.removeprefix("sqlite:///")).resolve().parent / "artifacts").as_uri()
         try:
-            tags = {**EXPERIMENT_KIND, DESCRIPTION_TAG: EXPERIMENT_NOTE}
+            tags = {**EXPERIMENT_KIND, **VIEW_TAGS, DESCRIPTION_TAG: EXPERIMENT_NOTE}
             created = self.client.create_experiment(name, artifact_location=artifacts, tags=tags)
         except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel run
             return self.client.get_experiment_by_name(name).experiment_id
@@ -429,11 +454,22 @@ class Tracker:
     def run_name(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.run_name
 
+    def ui_base(self) -> str:
+        return self.uri if self.uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{UI_PORT}"
+
     def run_page(self, run_id: str) -> str:
         """The run's page in the MLflow UI (make ui for the embedded store), in its model-training view: a
         browser that has not chosen a view gets the GenAI pages, whatever the experiment's kind."""
-        base = self.uri if self.uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{UI_PORT}"
-        return f"{base}/#/experiments/{self.experiment_id}/runs/{run_id}?workflowType=machine_learning"
+        return (
+            f"{self.ui_base()}/#/experiments/{self.experiment_id}/runs/{run_id}?workflowType=machine_learning"
+        )
+
+    def runs_page(self) -> str:
+        """The experiment's runs table in the RUNS_VIEW: pipeline runs, best first, headline columns."""
+        return (
+            f"{self.ui_base()}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={RUNS_VIEW_KEY}"
+        )
 
     def describe(self, run_id: str, note: str) -> None:
         """Replace the parent run's description (markdown)."""

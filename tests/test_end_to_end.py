@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.errors import PipelineError
 from pipeline.run_story import command_line
 from pipeline.runner import run
+from pipeline.tracking import RUNS_VIEW_KEY
 
 STAGES = ["data", "sanity", "train", "calibrate", "validate", "export"]
 TINY = [
@@ -66,6 +67,13 @@ def test_pipeline_runs_six_stages_and_records_them(make_cfg, image_folder, tmp_p
     assert {c.info.status for c in children} == {"FINISHED"}
 
     metrics = parent.data.metrics
+    # the runs view the summary links to shows the parent run's own metrics and params, each of them
+    view = json.loads(experiment.tags[f"mlflow.sharedViewState.{RUNS_VIEW_KEY}"])
+    logged = {"metrics": set(metrics), "params": set(parent.data.params)}
+    shown = [c.split(".", 1) for c in view["selectedColumns"] if not c.startswith("attributes.")]
+    assert [f"{kind}.{name}" for kind, name in shown if name.strip("`") not in logged[kind]] == []
+    assert client.search_runs([experiment.experiment_id], view["searchFilter"])[0].info.run_id == parent_id
+    assert len(client.search_runs([experiment.experiment_id], view["searchFilter"])) == 1
     assert objective == pytest.approx(metrics["val/acc"])
     assert metrics["data/num_images"] == 36 and metrics["data/num_classes"] == 3
     assert metrics["sanity/passed"] == 1.0 and metrics["data/leakage"] == 0 and metrics["data/corrupt"] == 0

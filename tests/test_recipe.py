@@ -84,7 +84,7 @@ def test_summary_leads_with_test_scores_and_says_where_things_are(tmp_path):
     assert lines[0] == "finished in 1m15s (data 5s, train 1m10s)"
     assert lines[1] == "test (40 images): acc 0.9000, bal_acc 0.8500; val: acc 0.9500"
     assert str(tmp_path) in lines[2] and "abc" in lines[2]
-    assert lines[3] == "compare runs in the MLflow UI (make ui): http://ui/#/runs/abc" and len(lines) == 4
+    assert lines[3] == "this run in the MLflow UI (make ui): http://ui/#/runs/abc" and len(lines) == 4
     line = summary.failed({"data": 5.0, "train": 62.0}, ValueError("bad thing\nmore detail"))
     assert line == "stage train failed after 1m02s (finished: data 5s): bad thing"
 

@@ -11,9 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline.progress import duration
+from pipeline.recipe import finetune_recipe, starts_pretrained
 from pipeline.summary import with_interval
 
 HEADLINE_METRICS = (
@@ -72,8 +73,12 @@ def command_line() -> str:
 
 
 def _recipe(cfg: DictConfig) -> str:
+    """The recipe the train stage runs: `finetune.strategy=auto` resolved as it resolves it."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    strategy = finetune_recipe(OmegaConf.to_container(cfg.finetune, resolve=True), model)["strategy"]
+    how = f"{strategy} fine-tuning" if starts_pretrained(model) else "trained from random init"
     return (
-        f"{cfg.finetune.strategy} fine-tuning, {cfg.optimizer.name} lr {cfg.optimizer.lr}, "
+        f"{how}, {cfg.optimizer.name} lr {cfg.optimizer.lr}, "
         f"{cfg.trainer.max_epochs} epochs, {cfg.data.image_size} px, batch {cfg.data.batch_size}"
     )
 

@@ -389,7 +389,8 @@ class Config:
     onnx_path: str | None = None  # validate this ONNX file
     resume: Any = None  # true: the newest KILLED/FAILED pipeline run; or a parent run id
     # The val metric that picks the best checkpoint, drives early stopping and is returned to sweepers:
-    # auto (val/bal_acc when the training classes are imbalanced, else val/acc) or one of VAL_METRICS.
+    # auto (val/bal_acc when the training classes are imbalanced, else val/acc), val/acc, val/bal_acc,
+    # val/f1_macro or val/loss (VAL_METRICS).
     objective: str = "auto"
     objective_mode: ObjectiveMode = ObjectiveMode.auto  # auto (min for a loss, else max), max or min
 

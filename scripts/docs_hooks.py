@@ -52,14 +52,23 @@ def annotations(source: str) -> dict[tuple[str, str], str]:
     }
 
 
-def default_of(field) -> str:
+def default_of(field, dotted: str, composed) -> str:
+    """The schema's default; for a setting a conf/ group fills, the value `make train` composes, and which
+    group option gives it."""
     from omegaconf import MISSING as REQUIRED
+    from omegaconf import OmegaConf
 
     if field.default_factory is not MISSING:
         value = field.default_factory()
         return "(see below)" if is_dataclass(value) else f"`{value}`"
     if field.default is REQUIRED or field.default is MISSING:
-        return "set by its conf/ group"
+        if dotted == "output_dir":
+            return "Hydra's run folder, `outputs/runs/<time>/`"
+        value = OmegaConf.select(composed, dotted, throw_on_missing=False)
+        shown = "null" if value is None else "(a dict)" if OmegaConf.is_config(value) else value
+        group = dotted.split(".")[0]
+        choice = composed.hydra.runtime.choices.get(group, group)
+        return f"`{shown}` (conf/{group}/{choice}.yaml)"
     value = field.default.value if isinstance(field.default, Enum) else field.default
     return f"`{'null' if value is None else value}`"
 
@@ -75,14 +84,47 @@ def allowed_of(field) -> str:
     return ", ".join(allowed) if allowed else ""
 
 
-def section_table(cls, prefix: str, comments: dict, types: dict) -> list[str]:
+def section_table(cls, prefix: str, comments: dict, types: dict, composed) -> list[str]:
     rows = ["| setting | type | default | allowed | what it does |", "|---|---|---|---|---|"]
     for f in fields(cls):
         if isinstance(f.type, type) and is_dataclass(f.type):
             continue
-        kind = types.get((cls.__name__, f.name), str(f.type)).replace("|", "\\|")
+        # a pipe inside a code span would show its escape: "str or None"
+        kind = types.get((cls.__name__, f.name), str(f.type)).replace(" | ", " or ")
         help_text = comments.get((cls.__name__, f.name), "").replace("|", "\\|")
-        rows.append(f"| `{prefix}{f.name}` | `{kind}` | {default_of(f)} | {allowed_of(f)} | {help_text} |")
+        default = default_of(f, f"{prefix}{f.name}", composed)
+        rows.append(f"| `{prefix}{f.name}` | `{kind}` | {default} | {allowed_of(f)} | {help_text} |")
+    return rows
+
+
+def default_config():
+    """conf/config.yaml as `make train` composes it, no override; with Hydra's node (its group choices)."""
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.schema import register
+
+    register()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", return_hydra_config=True)
+
+
+def sweeper_table() -> list[str]:
+    """hydra.sweeper's settings when hydra/sweeper=optuna (hparams_search presets choose it), from its YAML
+    file: each top-level key, its value and the comment beside or above it."""
+    rows = ["| setting | default | what it does |", "|---|---|---|"]
+    above: list[str] = []
+    for line in (ROOT / "conf" / "hydra" / "sweeper" / "optuna.yaml").read_text().splitlines():
+        if line.startswith("#"):
+            above.append(line.lstrip("# ").strip())
+            continue
+        key, sep, rest = line.partition(":")
+        if not sep or line.startswith((" ", "_")):
+            above = [] if not line.startswith(" ") else above
+            continue
+        value, _, comment = rest.partition("#")
+        text = " ".join([*above[-2:], comment.strip()]).replace("|", "\\|")
+        rows.append(f"| `hydra.sweeper.{key}` | `{value.strip() or '(below)'}` | {text.strip()} |")
+        above = []
     return rows
 
 
@@ -91,22 +133,23 @@ def configuration_reference() -> str:
     from pipeline.schema import TRAINER_RULES, Config
 
     source = SCHEMA.read_text()
-    comments, types = field_comments(source), annotations(source)
+    comments, types, composed = field_comments(source), annotations(source), default_config()
     lines = [
         "# Configuration reference",
         "",
         "Generated from `pipeline/schema.py` when the site is built. Override any setting on the command",
         "line (`make train data.batch_size=32`); an unknown key, a wrong type, a choice outside the allowed",
-        "values or a value outside its bounds fails at start with one line. `set by its conf/ group` means",
-        "the option chosen in `conf/<group>/` gives the value (e.g. `conf/data/folder.yaml`).",
+        "values or a value outside its bounds fails at start with one line. A default naming a file comes",
+        "from the option `conf/config.yaml` picks in its group (`data=folder` reads conf/data/folder.yaml).",
         "",
         "## Top level",
         "",
-        *section_table(Config, "", comments, types),
+        *section_table(Config, "", comments, types, composed),
     ]
     for f in fields(Config):
         if isinstance(f.type, type) and is_dataclass(f.type):
-            lines += ["", f"## {f.name}", "", *section_table(f.type, f"{f.name}.", comments, types)]
+            table = section_table(f.type, f"{f.name}.", comments, types, composed)
+            lines += ["", f"## {f.name}", "", *table]
     bounds = ", ".join(f"`trainer.{n}` {' and '.join(r.text for r in rs)}" for n, rs in TRAINER_RULES.items())
     lines += [
         "",
@@ -114,6 +157,12 @@ def configuration_reference() -> str:
         "",
         "Lightning's `Trainer` arguments, passed as written (`conf/trainer/`); a name the Trainer does not",
         f"take fails at start with a suggestion. Bounds checked here: {bounds}.",
+        "",
+        "## hydra.sweeper",
+        "",
+        "With `hydra/sweeper=optuna` (the `hparams_search` presets choose it; pipeline/sweeps/):",
+        "",
+        *sweeper_table(),
     ]
     return "\n".join(lines) + "\n"
 

@@ -55,9 +55,11 @@ serve:  ## serve the newest logged image classifier (or MODEL_URI=models:/...) o
 		--port $(if $(filter command line,$(origin PORT)),$(PORT),5001)
 
 # its own default port (8080), so that it can run beside `make ui` on 5000
+DASHBOARD_PORT = $(if $(filter command line,$(origin PORT)),$(PORT),8080)
 sweep-dashboard:  ## the sweeps' Optuna studies (mlruns/optuna.db, or STUDIES=<storage URL>) on 127.0.0.1:8080
+	@echo "open http://127.0.0.1:$(DASHBOARD_PORT)/ (the studies in $(if $(STUDIES),$(STUDIES),mlruns/optuna.db)); Ctrl-C stops it"
 	.venv/bin/optuna-dashboard $(if $(STUDIES),"$(STUDIES)",sqlite:///$(CURDIR)/mlruns/optuna.db) --host 127.0.0.1 \
-		--port $(if $(filter command line,$(origin PORT)),$(PORT),8080)
+		--port $(DASHBOARD_PORT)
 
 bench:  ## pipeline vs bare baselines: train step, real photos, loading, latency, smoke, --help -> bench/report.md
 	$(PY) scripts/bench.py $(ARGS)

@@ -185,7 +185,7 @@ def test_each_multirun_job_runs_its_own_two_ddp_ranks(image_folder, tmp_path, st
     assert done.returncode == 0, done.stderr[-2000:]
     assert (done.stdout + done.stderr).count("Launching 2 jobs locally") == 1
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("image-classification").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("image-classification-smoke").experiment_id])
     assert {r.info.status for r in runs} == {"FINISHED"}
     parents = sorted((r for r in runs if r.info.run_name != "train"), key=lambda r: r.data.params["seed"])
     trains = [r for r in runs if r.info.run_name == "train"]
@@ -221,13 +221,20 @@ def test_a_pruned_trial_ends_its_job_with_0_and_the_sweep_goes_on(image_folder, 
     assert done.returncode == 0, done.stderr[-2000:]
     assert [t.state.name for t in study_trials(tmp_path, "digits_optuna")] == ["PRUNED", "PRUNED"]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("image-classification").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("image-classification-smoke").experiment_id])
     assert {r.info.status for r in runs} == {"FINISHED"}
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert sorted(p.data.tags["optuna.trial"] for p in parents) == ["0", "1"]
     assert {p.data.tags["optuna.state"] for p in parents} == {"PRUNED"}
     assert {p.data.metrics["train/pruned_epoch"] for p in parents} == {0}
     assert sorted(r.info.run_name for r in runs if r not in parents) == ["train", "train"]  # no validate
+
+
+def optuna_best(tmp_path, name: str) -> int:
+    import optuna
+
+    storage = load_storage(f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}")
+    return optuna.load_study(study_name=name, storage=storage).best_trial.number
 
 
 def trials_in(tmp_path, name: str, state: str) -> int:
@@ -348,3 +355,24 @@ def test_a_sweep_size_below_one_is_one_line_and_exit_2(image_folder, tmp_path, s
         2,
         f"error: hydra.sweeper.{name} must be a whole number >= 1, got {value}\n",
     )
+
+
+@pytest.mark.slow
+def test_a_sweep_compares_trials_on_val_and_scores_test_once_for_the_best(image_folder, tmp_path, store):
+    done = run_cli(
+        "hparams_search=digits_optuna", "hydra.sweeper.n_trials=2", "debug=smoke", "stages=[train,validate]",
+        "hydra.sweeper.pruner=null", f"data.root={image_folder}", f"tracking.dir={tmp_path / 'mlruns'}",
+        f"data.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'multirun'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("image-classification-smoke").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    trials = [p for p in parents if "optuna.trial" in p.data.tags]
+    assert len(trials) == 2 and all(
+        "val/acc" in t.data.metrics and "test/acc" not in t.data.metrics for t in trials
+    )
+    (final,) = [p for p in parents if p not in trials]
+    best = optuna_best(tmp_path, "digits_optuna")
+    assert final.info.run_name == f"digits_optuna-best-trial-{best}" and final.info.status == "FINISHED"
+    assert "test/acc" in final.data.metrics

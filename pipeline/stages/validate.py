@@ -75,14 +75,19 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
             "or add a test/ folder)"
         )
 
-    for split, dataset in datamodule.eval_sets.items():
+    splits = list(datamodule.eval_sets)
+    if cfg.trial.number is not None and "test" in splits:  # trials are compared on val; the winner on test
+        splits.remove("test")
+        log.info("test split left out: the sweep scores it once, for its best trial, when the sweep ends")
+    for split in splits:
+        dataset = datamodule.eval_sets[split]
         scored = predict(scorer, datamodule.eval_dataloader(split), v.tta)
         logits, targets = scored.logits, scored.targets
-        if split == list(datamodule.eval_sets)[-1]:  # test when there is one, else val
+        if split == splits[-1]:  # test when there is one, else val
             log_gradcam(tracker, scorer, split, logits, targets, dataset, v)
         metrics = split_metrics(logits, targets, scored.tta_logits, len(names), k, v.calibration_bins)
         metrics |= trust_metrics(cfg, tracker, scorer, split, scored)
-        if split == list(datamodule.eval_sets)[-1]:
+        if split == splits[-1]:
             for name, folder in folder_names(list(v.ood_roots)).items():
                 metrics |= unknown_images_metrics(cfg, scorer, scored, name, folder)
         if scorer.train_fingerprints is not None:

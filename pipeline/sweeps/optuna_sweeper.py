@@ -87,6 +87,30 @@ class OptunaSweeper(Sweeper):
         if others := held_by_others(study):
             log.info("%d trials of study %s are still running in another sweep", len(others), self.study_name)
         write_results(study, sweep_dir, objective)
+        self.score_the_best_on_test(study, fixed)
+
+    def score_the_best_on_test(self, study, fixed: list[str]) -> None:
+        """The test split, scored once for the sweep's best trial (its checkpoint, from its MLflow run) as
+        one more job: trials are compared on val only, or picking by test would make it a second val."""
+        import optuna
+
+        stages = set(self.config.stages)
+        complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+        if (
+            not {"train", "validate"} <= stages
+            or not complete
+            or MLFLOW_RUN not in study.best_trial.user_attrs
+        ):
+            return
+        best = study.best_trial
+        log.info("scoring trial %d, the best, on the test split", best.number)
+        kept = [o for o in fixed if o.split("=")[0].lstrip("+~") not in FINAL_JOB_SETS]
+        final = [
+            *kept, *params_of(best), "stages=[validate]", f"from_run={best.user_attrs[MLFLOW_RUN]}",
+            f"tracking.run_name={self.study_name}-best-trial-{best.number}",
+        ]  # fmt: skip
+        (job,) = self.launcher.launch([final], initial_job_idx=len(study.trials))
+        _ = job.return_value  # raises the job's own error when it failed
 
     def open_study(self, url: str, objective: str):
         import optuna
@@ -113,6 +137,13 @@ class OptunaSweeper(Sweeper):
             stopped(study, left_running, retry=True)
         return study
 
+
+FINAL_JOB_SETS = {
+    "stages",
+    "from_run",
+    "ckpt_path",
+    "tracking.run_name",
+}  # the best trial's test job sets these
 
 # Hydra instantiates sweepers only from the hydra_plugins namespace, which it fills by a scan that misses
 # editable installs: register() names this module as such a plugin module (conf/hydra/sweeper/optuna.yaml).

@@ -48,6 +48,18 @@ def quiet_known_noise() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per model logged
 
 
+QUIET_IN_TRIALS = {"data": logging.ERROR, **{s: logging.WARNING for s in STAGE_NAMES if s != "data"}}
+
+
+def set_trial_verbosity(cfg: DictConfig) -> None:
+    """A sweep's trials after its first say one line each: the data stage's class table and audit findings
+    are the same for every trial (trial 0 shows them) and 20 trials' epoch lines would bury the results.
+    Other runs (trial 0, a sweep's closing test job in the same process) say everything."""
+    quiet = cfg.trial.number is not None and cfg.trial.number > 0
+    for stage, level in QUIET_IN_TRIALS.items():
+        logging.getLogger(f"pipeline.{stage}").setLevel(level if quiet else logging.NOTSET)
+
+
 def tame_lightning_logging() -> None:
     """Lightning adds its own console handler on import: drop it so Hydra's handlers print (and file)
     each message once, without the litlogger tip. Called after each stage import; cheap when repeated."""
@@ -77,6 +89,7 @@ def run(cfg: DictConfig, callbacks: tuple = ()):
     fit_workers_to_share(cfg)
     place_parallel_job(cfg)
     quiet_known_noise()
+    set_trial_verbosity(cfg)
     if not is_rank_zero():
         return run_worker(cfg)
     tracker, resume_id, cfg = open_tracker(cfg)
@@ -107,6 +120,9 @@ def run(cfg: DictConfig, callbacks: tuple = ()):
             tracker.describe(run_id, run_story.description(cfg, ctx.metrics, timings))
         seconds = time.perf_counter() - started
         page, onnx, smoke = tracker.run_page(run_id), ctx.onnx_path, run_story.is_smoke()
+        if cfg.trial.number is not None:
+            log.info(summary.trial_line(cfg.trial.number, seconds, ctx.metrics, run_id))
+            return objective_value(cfg, ctx)
         runs = tracker.runs_page()
         for line in summary.finished(
             seconds, timings, ctx.metrics, output_dir, run_id, page, onnx, smoke, runs

@@ -61,6 +61,12 @@ def finished(
     return lines
 
 
+def trial_line(number: int, seconds: float, metrics: dict[str, float], run_id: str) -> str:
+    """A sweep trial's one line: its val scores (test waits for the best trial) and its run."""
+    scores = _scores(metrics, "val") or "no val scores"
+    return f"trial {number} finished in {duration(seconds)}: {scores}; MLflow run {run_id}"
+
+
 def trust_line(metrics: dict[str, float], split: str) -> str:
     """What the calibrate stage fitted on how many images, and what it gave on `split`."""
     n = int(metrics["calib/images"])

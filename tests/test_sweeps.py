@@ -376,3 +376,6 @@ def test_a_sweep_compares_trials_on_val_and_scores_test_once_for_the_best(image_
     best = optuna_best(tmp_path, "digits_optuna")
     assert final.info.run_name == f"digits_optuna-best-trial-{best}" and final.info.status == "FINISHED"
     assert "test/acc" in final.data.metrics
+    out = done.stdout  # trial 0 says everything; trial 1 one line; the closing job its scores
+    assert out.count("[train] epoch 1/1") == 1 and out.count("finished in") == 3, out[-3000:]
+    assert "[pipeline] trial 1 finished in" in out and "test split left out" in out

@@ -6,7 +6,8 @@ and serve answer with the model `make train` made, not a smoke run's.
 
 Steps: make smoke, make train, make smoke again (so a smoke run is the newest), make predict on a digit
 (its first stderr line must name the train run), make serve on a free port (its x-model-run header must name
-the train run). Each step's wall time is printed; the exit code is 0 when every check holds.
+the train run), make ui (it answers), make help. The README's folder commands need a user's folder: a test
+resolves them (tests/test_docs.py). Each step's wall time is printed; exit 0 when every check holds.
 """
 
 import argparse
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import urllib.response
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,30 +46,39 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def served_run(clone: Path, env: dict, image: Path) -> str:
-    """`make serve` on a free port: the x-model-run header of its answer to one image."""
+def answer_of(target: str, clone: Path, env: dict, request) -> urllib.response.addinfourl:
+    """`make <target> PORT=<free port>` (a server), the reply to `request(port)` once it answers, then the
+    server stopped as Ctrl-C would (its process group)."""
     port = free_port()
     server = subprocess.Popen(
-        ["make", "serve", f"PORT={port}"], cwd=clone, env=env, start_new_session=True,
+        ["make", target, f"PORT={port}"], cwd=clone, env=env, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        body = json.dumps({"dataframe_records": [{"image": base64.b64encode(image.read_bytes()).decode()}]})
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", body.encode(), {"Content-Type": "application/json"}
-        )
         deadline = time.monotonic() + 120
         while True:
             try:
-                with urllib.request.urlopen(request, timeout=10) as reply:
-                    return reply.headers["x-model-run"]
+                with urllib.request.urlopen(request(port), timeout=10) as reply:
+                    reply.read()
+                    return reply
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    sys.exit("make serve did not answer within 120 s")
+                    sys.exit(f"make {target} did not answer within 120 s")
                 time.sleep(1)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
+
+
+def served_run(clone: Path, env: dict, image: Path) -> str:
+    """`make serve`'s x-model-run header in its answer to one image."""
+    body = json.dumps({"dataframe_records": [{"image": base64.b64encode(image.read_bytes()).decode()}]})
+
+    def request(port: int) -> urllib.request.Request:
+        url = f"http://127.0.0.1:{port}/invocations"
+        return urllib.request.Request(url, body.encode(), {"Content-Type": "application/json"})
+
+    return answer_of("serve", clone, env, request).headers["x-model-run"]
 
 
 def main() -> int:
@@ -96,9 +107,14 @@ def main() -> int:
         print(f"  {model_line}\n  answer: {answer['label']} ({answer['probability']})")
         header = served_run(clone, env, digit)
         print(f"  make serve: x-model-run {header}")
+        ui = answer_of("ui", clone, env, lambda port: f"http://127.0.0.1:{port}/").status
+        print(f"  make ui: HTTP {ui}")
+        helped = step("make help", ["make", "help"], clone, env).stdout
         checks = {
             "predict names the train run": f"({trained})" in model_line and "smoke" not in model_line,
             "serve names the train run": header.endswith(trained),
+            "make ui answers": ui == 200,
+            "make help lists the commands and the config groups": "newcomer" in helped and "model:" in helped,
         }
         for name, held in checks.items():
             print(f"{'ok' if held else 'FAILED'}: {name}")

@@ -63,7 +63,8 @@ def test_cli_config_error_is_one_line_and_exits_nonzero(tmp_path):
     done = run_cli("trainer.max_epoch=3", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "config error: Could not override 'trainer.max_epoch': Key 'max_epoch' is not in struct"
+        "config error: Could not override 'trainer.max_epoch': Key 'max_epoch' is not in struct; "
+        "did you mean trainer.max_epochs?"
     ]
     assert not (tmp_path / "mlruns").exists()  # nothing started, nothing written
 

@@ -52,6 +52,21 @@ def choose_scorer(cfg: DictConfig, ctx: Context) -> Scorer:
     return checkpoint_scorer(ckpt, devices.of_trainer(cfg.trainer))
 
 
+def scored_splits(cfg: DictConfig, splits: list[str]) -> list[str]:
+    """val and test, saying what a missing test split means; a sweep's trial leaves test out (trials are
+    compared on val; the sweep scores its best trial on test, once)."""
+    if "test" not in splits:
+        log.info(
+            "no test split: val scores picked the checkpoint, so they are optimistic "
+            "(a flat folder gets one with data.test_fraction > 0, split folders with data.holdout=auto; "
+            "or add a test/ folder)"
+        )
+    elif cfg.trial.number is not None:
+        log.info("test split left out: the sweep scores it once, for its best trial, when the sweep ends")
+        return [s for s in splits if s != "test"]
+    return splits
+
+
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     scorer = choose_scorer(cfg, ctx)
     index = ensure_index(cfg, ctx)
@@ -68,17 +83,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
             "not calibrated: probabilities as the network gives them, no prediction sets, no unknown answer "
             "(the calibrate stage fits them: stages=[calibrate,validate] ckpt_path=<file>)"
         )
-    if "test" not in datamodule.eval_sets:
-        log.info(
-            "no test split: val scores picked the checkpoint, so they are optimistic "
-            "(a flat folder gets one with data.test_fraction > 0, split folders with data.holdout=auto; "
-            "or add a test/ folder)"
-        )
-
-    splits = list(datamodule.eval_sets)
-    if cfg.trial.number is not None and "test" in splits:  # trials are compared on val; the winner on test
-        splits.remove("test")
-        log.info("test split left out: the sweep scores it once, for its best trial, when the sweep ends")
+    splits = scored_splits(cfg, list(datamodule.eval_sets))
     for split in splits:
         dataset = datamodule.eval_sets[split]
         scored = predict(scorer, datamodule.eval_dataloader(split), v.tta)

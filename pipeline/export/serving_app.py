@@ -4,8 +4,9 @@ size before the model sees a row, and with error replies that never quote the re
 
     PIPELINE_SERVE_MODEL_URI=models:/<id> uvicorn --factory pipeline.export.serving_app:create_app
 
-PIPELINE_SERVE_MAX_BYTES (default 32 MiB): a larger body gets a 413, from its Content-Length header before any
-of it is read, or as soon as a chunked body passes the cap. The model's own limits: pipeline.export.served.
+PIPELINE_SERVE_MAX_BYTES (default 32 MiB): a larger body gets a 413 (Starlette's RequestBodyLimitMiddleware),
+from its Content-Length header before any of it is read, or as soon as a chunked body passes the cap. The
+model's own limits: pipeline.export.served.
 """
 
 import json
@@ -24,47 +25,6 @@ log = logging.getLogger("pipeline.serve")
 MODEL_URI = "PIPELINE_SERVE_MODEL_URI"
 MAX_BYTES = "PIPELINE_SERVE_MAX_BYTES"
 DEFAULT_MAX_BYTES = 32 * 2**20  # 64 rows (the row cap) of ~370 KB photos, base64-encoded
-
-
-class BodyLimit:
-    """ASGI middleware that hands the app a body of at most `max_bytes`, else answers 413 itself.
-    Hand-written: neither Starlette nor uvicorn has a body-size limit."""
-
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and int(declared) > self.max_bytes:  # uvicorn refuses a malformed one
-            return await self.refuse(send, int(declared))
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                return await self.refuse(send, size)
-            if not message.get("more_body"):
-                break
-        return await self.app(scope, replay(b"".join(chunks), receive), send)
-
-    async def refuse(self, send, size: int) -> None:
-        text = f"request body of {size:,}+ bytes; at most {self.max_bytes:,} (PIPELINE_SERVE_MAX_BYTES)"
-        await reply(send, 413, {"error_code": "REQUEST_LIMIT_EXCEEDED", "message": text})
-
-
-def replay(body: bytes, receive):
-    """A `receive` that gives the body read so far once, then what the client sends next (its disconnect)."""
-    pending = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def receive_again():
-        return pending.pop() if pending else await receive()
-
-    return receive_again
 
 
 # What MLflow's scoring server (3.17) puts in an error reply that is the client's own data, or noise, and what
@@ -89,16 +49,17 @@ def public_message(message: str) -> str:
 
 class ErrorReplies:
     """ASGI middleware that sends an error reply (status >= 400) as `{"error_code", "message"}` with the
-    message through public_message: no stack trace, no server path from it, no byte of the request. Every
-    reply carries `headers` (which model answers)."""
+    message through public_message: no stack trace, no server path from it, no byte of the request; a 413
+    (Starlette's body limit, inside) says the cap. Every reply carries `headers` (which model answers)."""
 
-    def __init__(self, app, headers: list[tuple[bytes, bytes]]) -> None:
-        self.app, self.headers = app, headers
+    def __init__(self, app, headers: list[tuple[bytes, bytes]], max_bytes: int) -> None:
+        self.app, self.headers, self.max_bytes = app, headers, max_bytes
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         held: dict = {}
+        declared = dict(scope["headers"]).get(b"content-length", b"").decode()
 
         async def send_public(message) -> None:
             if message["type"] == "http.response.start":
@@ -110,10 +71,17 @@ class ErrorReplies:
                 held["body"] += message.get("body", b"")
                 if message.get("more_body"):
                     return None
-                return await reply(send, held["start"]["status"], public_reply(held["body"]), self.headers)
+                status = held["start"]["status"]
+                document = self.too_large(declared) if status == 413 else public_reply(held["body"])
+                return await reply(send, status, document, self.headers)
             return await send(message)
 
         return await self.app(scope, receive, send_public)
+
+    def too_large(self, declared: str) -> dict:
+        size = f"{int(declared):,}+" if declared.isdigit() else f"over {self.max_bytes:,}"
+        text = f"request body of {size} bytes; at most {self.max_bytes:,} ({MAX_BYTES})"
+        return {"error_code": "REQUEST_LIMIT_EXCEEDED", "message": text}
 
 
 def public_reply(body: bytes) -> dict:
@@ -138,13 +106,15 @@ async def reply(send, status: int, document: dict, extra: list[tuple[bytes, byte
 def create_app():
     """MLflow's scoring app for the model at $PIPELINE_SERVE_MODEL_URI, its body capped, its errors public."""
     from mlflow.pyfunc import scoring_server
+    from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
     model = scoring_server.load_model_with_mlflow_config(os.environ[MODEL_URI])
     document = model.unwrap_python_model().model.document
     to_console()
     log.info("model %s: %s", os.environ[MODEL_URI], provenance_line(document))
-    capped = BodyLimit(scoring_server.init(model), int(os.environ.get(MAX_BYTES, DEFAULT_MAX_BYTES)))
-    return ErrorReplies(capped, [(MODEL_HEADER, model_header(document))])
+    max_bytes = int(os.environ.get(MAX_BYTES, DEFAULT_MAX_BYTES))
+    capped = RequestBodyLimitMiddleware(scoring_server.init(model), max_body_size=max_bytes)
+    return ErrorReplies(capped, [(MODEL_HEADER, model_header(document))], max_bytes)
 
 
 MODEL_HEADER = b"x-model-run"  # on every reply: the run that made the model answering

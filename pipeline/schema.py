@@ -17,7 +17,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from pipeline.data.decode import MAX_PIXELS
+from pipeline.limits import MAX_PIXELS
 
 
 def _is_number(value: Any) -> bool:

@@ -16,10 +16,10 @@ from PIL import Image, ImageFilter
 from pipeline.data import audit as audit_module
 from pipeline.data import embeddings
 from pipeline.data.audit import audit
-from pipeline.data.decode import MAX_PIXELS
 from pipeline.data.integrity import find_problems, inspect_files
 from pipeline.data.quality import Thresholds, measure, quality_issues
 from pipeline.data.sources import build_index
+from pipeline.limits import MAX_PIXELS
 from pipeline.runner import run
 from pipeline.schema import plain
 

@@ -7,7 +7,6 @@ import pytest
 from conftest import make_image_folder
 from PIL import Image
 
-from pipeline.data.decode import MAX_PIXELS
 from pipeline.data.integrity import (
     InspectionCache,
     apply_policies,
@@ -17,6 +16,7 @@ from pipeline.data.integrity import (
 )
 from pipeline.data.sources import build_index
 from pipeline.errors import PipelineError
+from pipeline.limits import MAX_PIXELS
 
 
 def test_decoding_finds_zero_byte_truncated_and_fake_images(tmp_path):

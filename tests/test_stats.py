@@ -3,10 +3,10 @@ import logging
 import numpy as np
 from PIL import Image
 
-from pipeline.data.decode import MAX_PIXELS
 from pipeline.data.integrity import inspect_files
 from pipeline.data.sources import build_index
 from pipeline.data.stats import channel_mean_std, dataset_stats
+from pipeline.limits import MAX_PIXELS
 from pipeline.stages.data import warn_unscored_classes
 
 

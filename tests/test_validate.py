@@ -14,12 +14,12 @@ from conftest import artifact_paths, compose_cfg, make_image_folder
 from mlflow.tracking import MlflowClient
 
 from pipeline.context import Context
-from pipeline.data.decode import MAX_PIXELS
 from pipeline.data.sources import build_index
 from pipeline.data.transforms import Preprocess
 from pipeline.errors import PipelineError
 from pipeline.evaluation.scorers import Scorer, onnx_scorer, predict
 from pipeline.export.metadata import describe, write_metadata
+from pipeline.limits import MAX_PIXELS
 from pipeline.models.module import load_classifier
 from pipeline.onnx_io import INPUT_NAME, OUTPUT_NAME, export_onnx
 from pipeline.runner import run

@@ -12,10 +12,6 @@ from PIL import Image, ImageOps
 
 from pipeline.errors import PipelineError
 
-# data.max_pixels' default; export writes the run's cap into the model, where predict and serve read it. The
-# largest common camera sensors (~61 MP) pass; a 250 KB PNG can declare 144 megapixels (0.4 GB decoded).
-MAX_PIXELS = 64_000_000
-
 
 class TooManyPixels(ValueError):
     """An image whose header declares more pixels than the caller allows; nothing of it was decoded."""

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from pipeline.data.decode import MAX_PIXELS
 from pipeline.data.transforms import Preprocess
 from pipeline.errors import PipelineError
 from pipeline.export.inference import NOT_ONNX
 from pipeline.export.metadata import describe, read_metadata
+from pipeline.limits import MAX_PIXELS
 from pipeline.models.module import load_classifier
 from pipeline.models.trusted import trusted_network
 from pipeline.onnx_io import session

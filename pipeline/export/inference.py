@@ -15,10 +15,11 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from PIL import Image
 
-from pipeline.data.decode import MAX_PIXELS, TooManyPixels, decode_rgb
+from pipeline.data.decode import TooManyPixels, decode_rgb
 from pipeline.data.resize import resize_and_crop, resized_shape
 from pipeline.errors import PipelineError
 from pipeline.export.metadata import read_metadata
+from pipeline.limits import MAX_PIXELS
 
 # what onnxruntime raises for a file that is not a loadable ONNX model (an empty one: InvalidArgument)
 NOT_ONNX = (

@@ -1,4 +1,5 @@
-"""Defaults that depend on the model and the data, resolved once per run and announced in one line each.
+"""The rules that turn an `auto` setting into a value from the model and the data, each announced in one
+line where a stage applies it (they are applied where needed, not yet once into a frozen plan).
 
 `finetune=auto` picks the fine-tuning strategy from where the weights come from. Plain dicts in, plain dicts
 out, no heavy imports: the config checks use it before any work starts.

@@ -23,10 +23,9 @@ from pipeline.errors import PipelineError
 from pipeline.ranks import SilentTracker, is_rank_zero, slurm_restarted, worker_stages
 from pipeline.recipe import resolved_objective
 from pipeline.schema import STAGE_NAMES, Config
-from pipeline.signals import sigterm_as_interrupt
+from pipeline.signals import INTERRUPTS, sigterm_as_interrupt
 
 log = logging.getLogger("pipeline")
-INTERRUPTS = (KeyboardInterrupt, SystemExit)  # Lightning turns Ctrl-C and SIGTERM into SystemExit
 
 
 def _not_litlogger_tip(record: logging.LogRecord) -> bool:

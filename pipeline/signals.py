@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+INTERRUPTS = (KeyboardInterrupt, SystemExit)  # what they arrive as (Lightning turns both into SystemExit)
 
 
 @contextlib.contextmanager

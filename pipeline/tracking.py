@@ -1,4 +1,5 @@
-"""The only module that talks to MLflow.
+"""The runs a pipeline run records in MLflow: the one module that starts, ends and writes them (run_story
+builds the datasets and words they hold; export/ logs and serves the model through MLflow's pyfunc).
 
 One parent run per pipeline run holds the resolved config, git and command-line tags and the headline
 metrics of every stage; one nested child run per stage holds that stage's params, metrics and artifacts.
@@ -29,10 +30,9 @@ from mlflow.tracking import MlflowClient
 from pipeline.atomic import one_at_a_time
 from pipeline.errors import PipelineError, sqlite_full
 from pipeline.ranks import slurm_restarted
-from pipeline.signals import dataset_entity, uninterrupted
+from pipeline.signals import INTERRUPTS, dataset_entity, uninterrupted
 
 log = logging.getLogger("pipeline")
-INTERRUPTS = (KeyboardInterrupt, SystemExit)  # Lightning turns Ctrl-C and SIGTERM into SystemExit
 
 PARAM_VALUE_LIMIT = 6000  # MLflow's limit on a param value's length
 SERVER_CHECK_TIMEOUT_S = 5  # a down server fails here, not after MLflow's minutes of HTTP retries

@@ -1,5 +1,6 @@
-"""Classification metrics, curves and top losses from logits, computed with torchmetrics (no hand-written
-formulas), so every model source (checkpoint, MLflow run, ONNX file) is judged by the same code."""
+"""Classification metrics, curves and top losses from logits, computed with torchmetrics (the macro AUC and
+AP average its per-class values over the classes a split has), so every model source (checkpoint, MLflow
+run, ONNX file) is judged by the same code. Their intervals: pipeline.evaluation.intervals."""
 
 from dataclasses import dataclass
 

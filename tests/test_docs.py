@@ -62,6 +62,16 @@ def test_the_configuration_reference_is_what_the_schema_gives():
     assert committed == hooks.configuration_reference(), "run `make docs` to regenerate it"
 
 
+def test_the_layout_page_lists_every_module_with_its_own_words():
+    hooks = load_script("docs_hooks")
+    committed = (ROOT / "docs" / "layout.md").read_text()
+    assert committed == hooks.layout_page(), "run `make docs` to regenerate it"
+    for folder in ("pipeline", "scripts"):
+        modules = [p for p in (ROOT / folder).rglob("*.py") if p != ROOT / folder / "__init__.py"]
+        missing = [p for p in modules if f"| `{p.relative_to(ROOT / folder).as_posix()}` |" not in committed]
+        assert missing == [] and all(hooks.first_sentence(p) for p in modules), missing
+
+
 def test_every_setting_has_a_line_of_help_in_the_reference():
     rows = [
         r for r in load_script("docs_hooks").configuration_reference().splitlines() if r.startswith("| `")

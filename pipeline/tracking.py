@@ -195,6 +195,16 @@ def log_inputs_racing(client: MlflowClient, run_id: str, inputs: list, attempts:
             time.sleep(0.2 * (attempt + 1))
 
 
+# `auto` settings whose value a stage resolves: the parent run records `<key>.requested=auto` at start and
+# `<key>=<value>` once resolved (Tracker.log_resolved), so that runs compare by the value they used
+RESOLVED_LATER = ("data.image_size", "trainer.max_epochs")
+
+
+def requested_params(params: dict[str, str]) -> dict[str, str]:
+    later = {key for key in RESOLVED_LATER if params.get(key) == "auto"}
+    return {f"{key}.requested" if key in later else key: value for key, value in params.items()}
+
+
 def artifact_folder() -> str:
     """Where the active run's artifacts go, as a local path where they are local."""
     uri = mlflow.get_artifact_uri()
@@ -274,7 +284,7 @@ class Tracker:
                         mlflow.set_tags({"pid": str(os.getpid()), "host": socket.gethostname()} | slurm_job())
                         if resume_id is None:
                             mlflow.set_tags({**git_dirty(), "command": command, DESCRIPTION_TAG: note})
-                            mlflow.log_params(flatten(config))
+                            mlflow.log_params(requested_params(flatten(config)))
                             mlflow.log_text(config_yaml, "config.yaml")
                     yield run.info.run_id
             finally:
@@ -425,6 +435,16 @@ class Tracker:
     def log_params(self, params: dict[str, Any]) -> None:
         with self.store_write():
             mlflow.log_params(flatten(params))
+
+    def log_resolved(self, values: dict[str, Any]) -> None:
+        """The values `auto` settings resolved to, on the parent run (see RESOLVED_LATER)."""
+        if self.parent_id is None:
+            return
+        logged = self.client.get_run(self.parent_id).data.params
+        fresh = {k: str(v) for k, v in values.items() if k in RESOLVED_LATER and k not in logged}
+        with self.store_write():
+            for key, value in fresh.items():
+                self.client.log_param(self.parent_id, key, value)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None, headline: bool = False) -> None:
         """Log to the active stage run; headline metrics are repeated on the parent for comparison."""

@@ -1,6 +1,7 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
+from pipeline.runner import run
 from pipeline.tracking import Tracker, flatten, resolve_tracking_uri
 
 
@@ -63,3 +64,18 @@ def test_artifacts_go_beside_the_database_mlflow_tracking_uri_names(tmp_path, mo
             tracker.log_text("hello", "note.txt")
     assert len(list((elsewhere.parent / "artifacts").rglob("note.txt"))) == 1
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_an_auto_setting_is_recorded_as_requested_and_then_as_the_value_used(
+    make_cfg, image_folder, tmp_path
+):
+    """Runs are compared by the image size and epochs they trained with, not by `auto`."""
+    run(
+        make_cfg("stages=[data,sanity]", "data.image_size=auto", "trainer.max_epochs=auto", root=image_folder)
+    )
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("image-classification").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.pid != ''")
+    params = parent.data.params
+    assert params["data.image_size.requested"] == "auto" and params["trainer.max_epochs.requested"] == "auto"
+    assert params["data.image_size"] == "128" and int(params["trainer.max_epochs"]) > 0

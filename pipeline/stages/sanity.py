@@ -60,6 +60,9 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     spec = model_spec(cfg)
     model = create_model_from_spec(spec, len(index.class_names))
     preprocess = ensure_preprocess(cfg, ctx, pretrained_preprocess(spec))
+    tracker.log_resolved(
+        {"data.image_size": preprocess.image_size, "trainer.max_epochs": cfg.trainer.max_epochs}
+    )
     check_image_size(model, spec["name"], preprocess.image_size)
     datamodule = ImageDataModule(index, preprocess, list(cfg.augment.train), cfg.data.batch_size, 0)
     device = devices.of_trainer(cfg.trainer)  # the checks run where training will

@@ -78,6 +78,9 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     ema = f"; weights averaged (train.ema_decay {cfg.train.ema_decay:g})" if cfg.train.ema_decay else ""
     log.info("%s: %s%s", finetune["strategy"], describe_finetune(finetune, cfg.optimizer.lr), ema)
     preprocess = ensure_preprocess(cfg, ctx, pretrained_preprocess(model_spec(cfg)))
+    tracker.log_resolved(
+        {"data.image_size": preprocess.image_size, "trainer.max_epochs": cfg.trainer.max_epochs}
+    )
     counts = list(index.counts()["train"].values())
     balance, objective, chosen = imbalance_recipe(
         cfg.data.balance, cfg.objective, counts, cfg.data.imbalance_threshold

@@ -6,6 +6,7 @@ from conftest import CONF_DIR
 from omegaconf import OmegaConf
 from PIL import Image
 
+from pipeline.data import resize
 from pipeline.data.decode import decode_rgb
 from pipeline.data.resize import resize_and_crop
 from pipeline.data.transforms import (
@@ -137,3 +138,32 @@ def test_an_exif_rotated_photo_is_decoded_upright_for_training_and_prediction(tm
     assert upright.shape == (40, 20, 3)  # portrait, as a viewer shows it
     assert upright[:18].mean() > 200 and upright[22:].mean() < 50  # the bright half now on top
     assert np.array_equal(predict_decode(tmp_path / "phone.jpg"), upright)
+
+
+@pytest.mark.parametrize("shape", [(7, 30001, 3), (3999, 5, 3)], ids=["wide", "tall"])
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "area"])
+def test_a_strip_is_cropped_before_it_is_resized_to_nearly_the_same_pixels(monkeypatch, shape, interpolation):
+    """A strip's long side, scaled with its short side, would take gigabytes (2 x 1,000,000 px at a 36 px
+    short side: 648 million pixels): only the part under the crop is resized, to the same pixels within a few
+    levels (here the cap is lowered so that a small strip takes that path and can be compared)."""
+    long_axis = int(shape[1] > shape[0])  # blocks of 50 px along it: a photo is smooth at the pixel scale
+    blocks = [n // 50 + 1 if axis == long_axis else n for axis, n in enumerate(shape[:2])]
+    strip = np.repeat(np.random.default_rng(0).integers(0, 256, (*blocks, 3), np.uint8), 50, axis=long_axis)
+    strip = np.ascontiguousarray(strip[: shape[0], : shape[1]])
+    whole = resize_and_crop(strip, 32, interpolation, 0.875)
+    monkeypatch.setattr(resize, "MAX_PIXELS", 1000)
+    middle = resize_and_crop(strip, 32, interpolation, 0.875)
+    difference = np.abs(whole.astype(int) - middle.astype(int))
+    assert middle.shape == (32, 32, 3) and difference.max() <= 4 and difference.mean() < 0.5
+
+
+def test_a_two_by_a_million_strip_resizes_only_its_middle(monkeypatch):
+    asked = []
+    real_resize = resize.cv2.resize
+    monkeypatch.setattr(
+        resize.cv2, "resize", lambda src, dsize, **kw: asked.append(dsize) or real_resize(src, dsize, **kw)
+    )
+    strip = np.zeros((2, 1_000_000, 3), np.uint8)
+    strip[:, 499_000:501_000] = 200  # the middle, which the crop keeps
+    assert (resize_and_crop(strip, 32, "bilinear", 0.875) == 200).all()
+    assert len(asked) == 1 and asked[0][0] * asked[0][1] < 10_000  # not 18,000,000 x 36

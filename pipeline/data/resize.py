@@ -9,6 +9,8 @@ import math
 import cv2
 import numpy as np
 
+from pipeline.limits import MAX_PIXELS
+
 # timm's interpolation names -> OpenCV flags
 INTERPOLATIONS = {
     "nearest": cv2.INTER_NEAREST,
@@ -38,7 +40,32 @@ def resize_and_crop(rgb: np.ndarray, size: int, interpolation: str, crop_pct: fl
     """
     height, width = rgb.shape[:2]
     target = resized_shape(height, width, size, crop_pct)
+    flag = INTERPOLATIONS[interpolation]
+    if target[0] * target[1] > MAX_PIXELS:  # a strip (2 x 1,000,000 px): its long side would take gigabytes
+        return middle_of_strip(rgb, target, size, flag)
     if target != (height, width):
-        rgb = cv2.resize(rgb, (target[1], target[0]), interpolation=INTERPOLATIONS[interpolation])
+        rgb = cv2.resize(rgb, (target[1], target[0]), interpolation=flag)
     top, left = (target[0] - size) // 2, (target[1] - size) // 2
     return np.ascontiguousarray(rgb[top : top + size, left : left + size])
+
+
+def middle_of_strip(rgb: np.ndarray, target: tuple[int, int], size: int, flag: int) -> np.ndarray:
+    """The central size x size square of the image resized to `target`, resizing only the source pixels
+    under it (and two more on each side for the filter): the whole resize's pixels within a few levels,
+    without its gigabytes. Only absurd aspect ratios come here (predict and serve refuse them from the
+    header; a training folder may still hold one)."""
+    height, width = rgb.shape[:2]
+    scales = (target[0] / height, target[1] / width)
+    starts = ((target[0] - size) // 2, (target[1] - size) // 2)  # of the crop, in resized pixels
+    window = [
+        (max(0, math.floor(start / scale) - 2), min(n, math.ceil((start + size) / scale) + 2))
+        for start, scale, n in zip(starts, scales, (height, width), strict=True)
+    ]
+    (y0, y1), (x0, x1) = window
+    shape = [max(size, round((b - a) * scale)) for (a, b), scale in zip(window, scales, strict=True)]
+    resized = cv2.resize(rgb[y0:y1, x0:x1], (shape[1], shape[0]), interpolation=flag)
+    top, left = (
+        min(round(start - a * scale), n - size)
+        for start, (a, _), scale, n in zip(starts, window, scales, shape, strict=True)
+    )
+    return np.ascontiguousarray(resized[top : top + size, left : left + size])

@@ -106,9 +106,7 @@ def load_image(source, spec: dict, max_pixels: int) -> np.ndarray:
     try:
         rgb = decode_rgb(source, max_pixels, lambda h, w: resized_shape(h, w, size, crop_pct))
         return preprocess(rgb, spec)
-    except TooManyPixels as err:
-        raise ImageRefused(f"image too large: {err}") from err
-    except Image.DecompressionBombError as err:  # PIL's own limit, at open: its message gives the sizes only
+    except (TooManyPixels, Image.DecompressionBombError) as err:  # PIL's own limit: its message gives sizes
         raise ImageRefused(f"image too large: {err}") from err
     except Exception as err:  # PIL, its EXIF reader and OpenCV raise many types; each means "not readable"
         detail = str(err).splitlines()[0] if str(err) else ""
@@ -220,12 +218,19 @@ def answers(model: OnnxClassifier, batch: np.ndarray, k: int) -> list[dict]:
     ]
 
 
-def answered(model: OnnxClassifier, pending: list[tuple[Path, np.ndarray | str]], k: int):
-    """The pending images' results in their order: an answer per tensor (one batch), Skipped per reason."""
-    batch = [item for _, item in pending if isinstance(item, np.ndarray)]
+def answers_in_order(model: OnnxClassifier, items: list[np.ndarray | str], k: int) -> list[dict]:
+    """An answer per item, in order: the tensors answered as one batch, a str (why that image could not be
+    read) as the `refused` answer."""
+    batch = [item for item in items if isinstance(item, np.ndarray)]
     found = iter(answers(model, np.stack(batch), k) if batch else [])
-    for path, item in pending:
-        yield Prediction(path, next(found)) if isinstance(item, np.ndarray) else Skipped(path, item)
+    return [next(found) if isinstance(item, np.ndarray) else refused(item) for item in items]
+
+
+def answered(model: OnnxClassifier, pending: list[tuple[Path, np.ndarray | str]], k: int):
+    """The pending images' results in their order: a Prediction per tensor, Skipped per reason."""
+    found = answers_in_order(model, [item for _, item in pending], k)
+    for (path, item), answer_of_item in zip(pending, found, strict=True):
+        yield Skipped(path, item) if isinstance(item, str) else Prediction(path, answer_of_item)
 
 
 def predict(

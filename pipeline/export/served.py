@@ -111,7 +111,7 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         self.limits = Limits.from_env(self.model.max_pixels)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from pipeline.export.inference import ImageRefused, answers, refused
+        from pipeline.export.inference import ImageRefused, answers_in_order
 
         if model_input.empty:
             raise bad_request(f"no {IMAGE!r} or {PATH!r} column: send one row per image, in either")
@@ -119,17 +119,14 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
             raise bad_request(f"{len(model_input)} images in one request; at most {self.limits.max_rows}")
         k = top_k(params)
         spec = self.model.document["preprocess"]
-        rows: list[dict | None] = []  # a refused row's answer; None where the image is in `tensors`
-        tensors = []
+        items: list[np.ndarray | str] = []  # each row's tensor, or why its image could not be read
         for row, source in enumerate(image_sources(model_input)):
             try:
-                tensors.append(tensor(row, source, spec, self.limits))
-                rows.append(None)
+                items.append(tensor(row, source, spec, self.limits))
             except ImageRefused as err:
-                rows.append(refused(f"row {row}: {err.reason}"))
-        answered = iter(answers(self.model, np.stack(tensors), k) if tensors else [])
+                items.append(f"row {row}: {err.reason}")
         # object columns keep None as None: pandas' own dtypes would make it NaN, which JSON cannot carry
-        return pd.DataFrame([found or next(answered) for found in rows], dtype=object)
+        return pd.DataFrame(answers_in_order(self.model, items, k), dtype=object)
 
 
 def top_k(params: dict | None) -> int:

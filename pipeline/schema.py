@@ -286,7 +286,7 @@ class CalibrateConfig:
     conformal_alpha: float | None = bounded(0.1, POSITIVE, BELOW_ONE)
     # share of new images like the calib ones the unknown threshold accepts (with 90% confidence, from the
     # calib scores: pipeline.evaluation.unknown); null: no unknown answer
-    unknown_accept: float | None = bounded(0.99, POSITIVE, BELOW_ONE)
+    unknown_accept: float | None = bounded(0.975, POSITIVE, BELOW_ONE)
     unknown_method: UnknownMethod = UnknownMethod.mahalanobis  # what scores how unlike the training images
     unknown_neighbours: int = bounded(5, POSITIVE)  # knn: the k of the k-th nearest training feature
     # training images (a seeded, stratified sample) the unknown score is fitted on; knn keeps their features

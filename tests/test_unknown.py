@@ -4,6 +4,7 @@ separation measures read known and unknown images, and the network that carries 
 import numpy as np
 import onnxruntime as ort
 import pytest
+import timm
 import torch
 from torch import nn
 
@@ -19,14 +20,18 @@ def clusters(n: int, classes: int, dims: int, seed: int, spread: float = 1.0) ->
     return centres[labels] + np.random.default_rng(seed + 1).normal(0, spread, (n, dims)), labels
 
 
-def scores(unknown: dict, features: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:
-    logits = np.zeros((len(features), 2)) if logits is None else logits
+def scores(unknown: dict, features, logits: np.ndarray | None = None) -> np.ndarray:
+    """`features`: one layer's array, or a list of layers."""
+    layers = features if isinstance(features, list) else [features]
+    logits = np.zeros((len(layers[0]), 2)) if logits is None else logits
     with torch.inference_mode():
-        return detector(unknown)(torch.tensor(features).float(), torch.tensor(logits).float()).numpy()
+        found = detector(unknown)([torch.tensor(f).float() for f in layers], torch.tensor(logits).float())
+    return found.numpy()
 
 
-def fitted(method: str, features: np.ndarray, labels: np.ndarray) -> dict:
-    arrays = fit_detector(method, features, labels, int(labels.max()) + 1)
+def fitted(method: str, features, labels: np.ndarray) -> dict:
+    layers = features if isinstance(features, list) else [features]
+    arrays = fit_detector(method, layers, labels, int(labels.max()) + 1)
     return {"method": method, "neighbours": 3, "tensors": {k: torch.from_numpy(v) for k, v in arrays.items()}}
 
 
@@ -49,16 +54,33 @@ def test_feature_scores_are_low_near_the_training_features_and_high_far_from_the
     assert scores(unknown, np.zeros((1, 16)))[0] > np.quantile(known, 0.95)
 
 
-def test_mahalanobis_is_the_distance_to_the_nearest_class_mean_under_the_shared_precision():
+def distances(unknown: dict, layer: int, points: np.ndarray) -> np.ndarray:
+    """Of the normalized features to the nearest class mean under the layer's precision, written out."""
+    means, precision = (unknown["tensors"][f"{k}.{layer}"].double().numpy() for k in ("means", "precision"))
+    unit = points / np.linalg.norm(points, axis=1, keepdims=True)
+    return np.array([min(np.sqrt((p - m) @ precision @ (p - m)) for m in means) for p in unit])
+
+
+def test_mahalanobis_is_the_distance_to_the_nearest_class_mean_in_units_of_the_training_median():
     """Of the normalized features: a feature's length says nothing of how known the image is."""
     train, labels = clusters(200, 3, 5, seed=4)
     unknown = fitted("mahalanobis", train, labels)
-    means, precision = (unknown["tensors"][k].double().numpy() for k in ("means", "precision"))
+    scale = np.median(distances(unknown, 0, train))
+    assert unknown["tensors"]["scales"].numpy() == pytest.approx([scale], rel=1e-4)
     points = clusters(7, 3, 5, seed=5)[0]
-    unit = points / np.linalg.norm(points, axis=1, keepdims=True)
-    expected = [min(np.sqrt((p - m) @ precision @ (p - m)) for m in means) for p in unit]
+    expected = distances(unknown, 0, points) / scale
     assert scores(unknown, points * 10) == pytest.approx(expected, rel=1e-3)
     assert scores(unknown, points) == pytest.approx(expected, rel=1e-3)
+
+
+def test_an_input_unlike_the_training_images_at_one_layer_alone_is_found():
+    """Though the other layer has 30 times the dimensions and agrees with the training images."""
+    small, labels = clusters(300, 2, 4, seed=8)
+    large = clusters(300, 2, 120, seed=8)[0]
+    unknown = fitted("mahalanobis", [small, large], labels)
+    known = scores(unknown, [clusters(200, 2, 4, seed=9)[0], clusters(200, 2, 120, seed=9)[0]])
+    odd = scores(unknown, [clusters(200, 2, 4, seed=10)[0] - 12, clusters(200, 2, 120, seed=10)[0]])
+    assert separation(known, odd, unknown_threshold(known, 0.975))["ood_flagged"] > 0.95
 
 
 def test_knn_is_the_cosine_distance_to_the_kth_nearest_training_feature():
@@ -120,20 +142,44 @@ def test_the_network_splits_at_its_head_and_refuses_one_that_acts_after_it():
     network = TwoLayers().eval()
     x = torch.randn(3, 3, 8, 8)
     logits, features = split_network(network, 8)(x)
-    assert torch.allclose(logits, network(x)) and features.shape == (3, 4)
+    assert torch.allclose(logits, network(x)) and [f.shape for f in features] == [(3, 4)]
     with pytest.raises(Exception, match="does more after its classifier head"):
         split_network(ActsAfterItsHead().eval(), 8)
 
 
-def test_the_exported_model_gives_calibrated_logits_and_the_unknown_score(tmp_path):
-    """One ONNX file, two outputs, the same numbers as PyTorch: what predict and serve read."""
-    network = TwoLayers().eval()
-    x = torch.randn(5, 3, 8, 8)
+def tiny_timm() -> nn.Module:
+    return timm.create_model("test_efficientnet", num_classes=2).eval()
+
+
+def test_a_timm_network_gives_each_stage_s_channel_means_and_spreads_then_its_penultimate_features():
+    network = tiny_timm()
+    x = torch.randn(3, 3, 32, 32)
+    logits, features = split_network(network, 32)(x)
+    channels = [info["num_chs"] for info in network.feature_info]
+    assert torch.allclose(logits, network(x), atol=1e-5)
+    assert [f.shape[1] for f in features] == [2 * c for c in channels] + [network.num_features]
+    first_stage = network.forward_intermediates(x)[1][0]
+    assert torch.allclose(
+        features[0], torch.cat([first_stage.mean((2, 3)), first_stage.std((2, 3), correction=0)], 1)
+    )
+
+
+def trusted_pair(network: nn.Module, size: int, method: str = "mahalanobis") -> nn.Module:
     with torch.inference_mode():
-        features = split_network(network, 8)(torch.randn(40, 3, 8, 8))[1].numpy()
-    unknown = fitted("mahalanobis", features, np.arange(40) % 2)
-    trusted = trusted_network(network, {"temperature": 2.5, "unknown": unknown}, 8).eval()
-    path = export_onnx(trusted, tmp_path / "m.onnx", 8, opset=18, outputs=(OUTPUT_NAME, UNKNOWN_OUTPUT_NAME))
+        layers = split_network(network, size)(torch.randn(40, 3, size, size))[1]
+    unknown = fitted(method, [f.numpy() for f in layers], np.arange(40) % 2)
+    return trusted_network(network, {"temperature": 2.5, "unknown": unknown}, size).eval()
+
+
+@pytest.mark.parametrize(("network", "size"), [(TwoLayers, 8), (tiny_timm, 32)], ids=["plain", "timm"])
+def test_the_exported_model_gives_calibrated_logits_and_the_unknown_score(tmp_path, network, size):
+    """One ONNX file, two outputs, the same numbers as PyTorch: what predict and serve read."""
+    network = network().eval()
+    x = torch.randn(5, 3, size, size)
+    trusted = trusted_pair(network, size)
+    path = export_onnx(
+        trusted, tmp_path / "m.onnx", size, opset=18, outputs=(OUTPUT_NAME, UNKNOWN_OUTPUT_NAME)
+    )
     logits, found = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})
     with torch.inference_mode():
         expected_logits, expected_scores = trusted(x)

@@ -1,11 +1,12 @@
 """An "unknown" answer for inputs unlike the training images: a score that rises as an input looks less like
-them, and a threshold set on the calib split so that a chosen share of in-distribution images (99%) is
-accepted (a tolerance bound, not the bare quantile: `unknown_threshold`). The scores (pipeline.models.trusted)
-are computed inside the exported model.
+them, and a threshold set on the calib split so that a chosen share of in-distribution images
+(calibrate.unknown_accept) is accepted (a tolerance bound, not the bare quantile: `unknown_threshold`). The
+scores (pipeline.models.trusted) are computed inside the exported model.
 
-Fitted on training features: class means and one shared covariance (Mahalanobis; Ledoit-Wolf shrinkage,
-since a small folder has fewer images than feature dimensions) or a bank of normalized features (k nearest
-neighbours). The threshold is one formula; the separation figures are scikit-learn's AUROC and two shares.
+Fitted on training features: per layer, class means and one shared covariance (Mahalanobis; Ledoit-Wolf
+shrinkage, since a small folder has fewer images than feature dimensions), or a bank of normalized
+penultimate features (k nearest neighbours). The threshold is one formula; the separation figures are
+scikit-learn's AUROC and two shares.
 """
 
 import numpy as np
@@ -16,17 +17,42 @@ from sklearn.metrics import roc_auc_score
 TOLERANCE_CONFIDENCE = 0.9  # how sure the threshold is to accept the share asked of new known images
 
 
-def fit_detector(method: str, features: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
-    """What the unknown score of `method` needs from the training features (every class among `labels`), as
-    arrays."""
-    if method == "mahalanobis":  # on L2-normalized features, as pipeline.models.trusted.Mahalanobis scores
-        features = features / np.linalg.norm(features, axis=1, keepdims=True)
-        means = np.stack([features[labels == c].mean(0) for c in range(num_classes)])
-        precision = LedoitWolf(assume_centered=True).fit(features - means[labels]).precision_
-        return {"means": means.astype(np.float32), "precision": precision.astype(np.float32)}
+def fit_detector(method: str, layers: list[np.ndarray], labels: np.ndarray, num_classes: int) -> dict:
+    """What the unknown score of `method` needs from the training images' features (`layers`, as
+    pipeline.models.trusted's splits give them; every class among `labels`), as arrays."""
+    if method == "mahalanobis":
+        arrays = {}
+        scales = []
+        for i, features in enumerate(layers):
+            means, precision = class_means_and_precision(features, labels, num_classes)
+            arrays[f"means.{i}"], arrays[f"precision.{i}"] = means, precision
+            scales.append(np.median(nearest_mean_distance(features, means, precision)))
+        arrays["scales"] = np.maximum(np.array(scales), np.finfo(np.float32).tiny).astype(np.float32)
+        return arrays
     if method == "knn":
-        return {"bank": features.astype(np.float32)}
+        return {"bank": layers[-1].astype(np.float32)}
     return {}
+
+
+def class_means_and_precision(features: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple:
+    """Of the L2-normalized features, as pipeline.models.trusted.LayerDistance scores them."""
+    unit = normalized(features)
+    means = np.stack([unit[labels == c].mean(0) for c in range(num_classes)])
+    precision = LedoitWolf(assume_centered=True).fit(unit - means[labels]).precision_
+    return means.astype(np.float32), precision.astype(np.float32)
+
+
+def nearest_mean_distance(features: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """The training images' own distances, whose median sets the layer's unit."""
+    unit = normalized(features).astype(np.float64)
+    projected = unit @ precision
+    mean_terms = ((means @ precision) * means).sum(1)
+    squared = (projected * unit).sum(1, keepdims=True) - 2 * projected @ means.T + mean_terms
+    return np.sqrt(squared.min(1).clip(min=0))
+
+
+def normalized(features: np.ndarray) -> np.ndarray:
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
 def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:

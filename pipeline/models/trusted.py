@@ -1,8 +1,11 @@
 """The network as validate, predict and serve see it: calibrated logits and an unknown score, in one module
 that exports to ONNX with both outputs, so predict and serve stay torch-free.
 
-The unknown score reads the penultimate features (the classifier head's input): with two classes the
-logits are two numbers an image and carry little of how unlike the training images an input is.
+The unknown score reads features, not logits: with two classes the logits are two numbers an image and carry
+little of how unlike the training images an input is. A timm network gives the statistics (channel means and
+spreads) of each stage's feature map besides the penultimate features: flat colours, noise and photos of other
+subjects differ from the training images at the early stages too, where fine-tuning leaves the pretrained
+features most intact (docs/reports/trust.md). Other networks give the penultimate features alone.
 """
 
 import copy
@@ -16,7 +19,7 @@ from pipeline.models.factory import classifier_head
 
 
 class FeatureSplit(nn.Module):
-    """(logits, features): the network with its classifier head cut off, then the head on what it gives."""
+    """(logits, [features]): the network with its classifier head cut off, then the head on what it gives."""
 
     def __init__(self, network: nn.Module):
         super().__init__()
@@ -26,30 +29,53 @@ class FeatureSplit(nn.Module):
         setattr(self.body.get_submodule(parent_name), name, nn.Identity())
         self.head = head
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         features = self.body(x).flatten(1)
-        return self.head(features), features
+        return self.head(features), [features]
 
 
-def split_network(network: nn.Module, image_size: int) -> FeatureSplit:
-    """The network split at its head, checked to give the network's own logits: a network that does more
-    after its head (none of timm's or this project's) is refused in one line."""
-    split = FeatureSplit(network).eval()  # copied outside inference mode: its weights stay ordinary tensors
+class StagedSplit(nn.Module):
+    """(logits, [per-stage statistics..., penultimate features]) of a timm network, through its own
+    forward_intermediates and forward_head."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = copy.deepcopy(network)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        final, stages = self.network.forward_intermediates(x)
+        statistics = [torch.cat([s.mean((2, 3)), s.std((2, 3), correction=0)], 1) for s in stages]
+        penultimate = self.network.forward_head(final, pre_logits=True).flatten(1)
+        return self.network.forward_head(final), [*statistics, penultimate]
+
+
+def split_network(network: nn.Module, image_size: int) -> nn.Module:
+    """The network split into logits and the features the unknown score reads, checked to give the network's
+    own logits: a network that does more after its head (none of timm's or this project's) is refused in one
+    line."""
     x = torch.randn(2, 3, image_size, image_size)
     with torch.no_grad():
-        same = torch.allclose(split(x)[0], network.eval()(x), atol=1e-4, rtol=1e-4)
-    if not same:
-        raise PipelineError(
-            f"{type(network).__name__} does more after its classifier head: its features cannot be read "
-            "(calibrate.unknown_method=energy needs none)"
-        )
-    return split
+        expected = network.eval()(x)
+        for kind in (
+            (StagedSplit, FeatureSplit) if hasattr(network, "forward_intermediates") else (FeatureSplit,)
+        ):
+            split = kind(network).eval()  # copied outside inference mode: its weights stay ordinary tensors
+            try:
+                same = torch.allclose(split(x)[0], expected, atol=1e-4, rtol=1e-4)
+            except (NotImplementedError, AssertionError, TypeError, ValueError):
+                continue  # a timm network without working intermediates: its penultimate features
+            if same:
+                return split
+    raise PipelineError(
+        f"{type(network).__name__} does more after its classifier head: its features cannot be read "
+        "(calibrate.unknown_method=energy needs none)"
+    )
 
 
-class Mahalanobis(nn.Module):
-    """Distance of the L2-normalized features to the nearest class mean under one shared covariance (Lee et
-    al., 2018); stores C x D means and a D x D precision matrix. Normalized, since flat and blank images give
-    features of small norm, near the class means of raw features."""
+class LayerDistance(nn.Module):
+    """Distance of one layer's L2-normalized features to the nearest class mean under one shared covariance
+    (Lee et al., 2018); stores C x D means and a D x D precision matrix. Normalized, since flat and blank
+    images give features of small norm, near the class means of raw features."""
 
     def __init__(self, means: torch.Tensor, precision: torch.Tensor):
         super().__init__()
@@ -57,7 +83,7 @@ class Mahalanobis(nn.Module):
         self.register_buffer("precision", precision.float())
         self.register_buffer("mean_terms", ((means.float() @ precision.float()) * means.float()).sum(1))
 
-    def forward(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
         features = F.normalize(features, dim=1)
         projected = features @ self.precision
         # (f - m)' P (f - m) = f'Pf - 2 f'Pm + m'Pm for every class mean m at once
@@ -65,24 +91,38 @@ class Mahalanobis(nn.Module):
         return squared.min(1).values.clamp(min=0).sqrt()
 
 
+class Mahalanobis(nn.Module):
+    """The mean over layers of each layer's distance in units of its training images' median distance, so
+    that no layer outweighs the others by its dimension."""
+
+    def __init__(self, layers: list[LayerDistance], scales: torch.Tensor):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.register_buffer("scales", scales.float())
+
+    def forward(self, features: list[torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
+        distances = torch.stack([layer(f) for layer, f in zip(self.layers, features, strict=True)], 1)
+        return (distances / self.scales).mean(1)
+
+
 class NearestNeighbours(nn.Module):
-    """Cosine distance to the k-th nearest of a bank of normalized training features (Sun et al., 2022);
-    stores M x D features."""
+    """Cosine distance of the penultimate features to the k-th nearest of a bank of normalized training ones
+    (Sun et al., 2022); stores M x D features."""
 
     def __init__(self, bank: torch.Tensor, neighbours: int):
         super().__init__()
         self.register_buffer("bank", F.normalize(bank.float(), dim=1))
         self.neighbours = min(neighbours, len(bank))
 
-    def forward(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        similarity = F.normalize(features, dim=1) @ self.bank.T
+    def forward(self, features: list[torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
+        similarity = F.normalize(features[-1], dim=1) @ self.bank.T
         return 1 - similarity.topk(self.neighbours, dim=1).values[:, -1]
 
 
 class Energy(nn.Module):
     """-logsumexp of the network's own logits (Liu et al., 2020): no features stored."""
 
-    def forward(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor] | None, logits: torch.Tensor) -> torch.Tensor:
         return -torch.logsumexp(logits, dim=1)
 
 
@@ -90,7 +130,13 @@ def detector(unknown: dict) -> nn.Module:
     """The scoring module of a fitted unknown answer (pipeline.evaluation.unknown.fit_detector's tensors)."""
     tensors = unknown["tensors"]
     if unknown["method"] == "mahalanobis":
-        return Mahalanobis(tensors["means"], tensors["precision"])
+        if "scales" not in tensors:
+            raise PipelineError(
+                "the unknown answer was fitted by an older version: run stages=[calibrate] again"
+            )
+        count = len(tensors["scales"])
+        layers = [LayerDistance(tensors[f"means.{i}"], tensors[f"precision.{i}"]) for i in range(count)]
+        return Mahalanobis(layers, tensors["scales"])
     if unknown["method"] == "knn":
         return NearestNeighbours(tensors["bank"], int(unknown["neighbours"]))
     return Energy()

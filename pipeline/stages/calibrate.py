@@ -10,6 +10,7 @@ import math
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from torch import nn
 
 from pipeline import devices
 from pipeline.context import Context
@@ -28,7 +29,7 @@ from pipeline.evaluation.unknown import (
 )
 from pipeline.models.checkpoint_io import store_trust
 from pipeline.models.module import load_classifier
-from pipeline.models.trusted import FeatureSplit, detector, split_network
+from pipeline.models.trusted import detector, split_network
 from pipeline.progress import Progress
 from pipeline.stages._shared import checkpoint_path, ensure_index
 from pipeline.tracking import Tracker
@@ -93,19 +94,20 @@ def fitting_split(cfg: DictConfig, index) -> tuple[list, str]:
 
 
 @torch.inference_mode()
-def embed(cfg: DictConfig, split: FeatureSplit, records: list, preprocess: Preprocess, device: torch.device):
-    """Logits, penultimate features and labels of `records` under the eval transform, on the CPU."""
+def embed(cfg: DictConfig, split: nn.Module, records: list, preprocess: Preprocess, device: torch.device):
+    """Logits, the features the unknown score reads (a list of layers: pipeline.models.trusted.split_network)
+    and labels of `records` under the eval transform, on the CPU."""
     images = ImageDataset(records, eval_transform(preprocess))
     loader = image_loader(images, cfg.data.batch_size, cfg.data.num_workers)
     progress = Progress("calibrate", "embedded images", len(images))
-    logits, features, labels = [], [], []
+    logits, layers, labels = [], [], []
     for x, y in loader:
         progress.advance(len(y))
-        out, feats = split(x.to(device))
+        out, features = split(x.to(device))
         logits.append(out.float().cpu())
-        features.append(feats.float().cpu())
+        layers.append([f.float().cpu() for f in features])
         labels.append(y)
-    return torch.cat(logits), torch.cat(features), torch.cat(labels)
+    return torch.cat(logits), [torch.cat(layer) for layer in zip(*layers, strict=True)], torch.cat(labels)
 
 
 def fit_conformal(calibrated: torch.Tensor, targets: torch.Tensor, alpha: float) -> dict:
@@ -135,8 +137,10 @@ def fit_unknown(cfg: DictConfig, index, split, preprocess, device, features, log
         train = index.split("train")
         labels = np.array([r.label for r in train])
         chosen = [train[i] for i in stratified_sample(labels, c.unknown_train_images, cfg.seed)]
-        _, train_features, train_labels = embed(cfg, split, chosen, preprocess, device)
-        arrays = fit_detector(method, train_features.numpy(), train_labels.numpy(), len(index.class_names))
+        _, train_layers, train_labels = embed(cfg, split, chosen, preprocess, device)
+        arrays = fit_detector(
+            method, [layer.numpy() for layer in train_layers], train_labels.numpy(), len(index.class_names)
+        )
         tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
     unknown["tensors"] = tensors
     unknown["bytes"] = sum(t.numel() * t.element_size() for t in tensors.values())
@@ -144,10 +148,11 @@ def fit_unknown(cfg: DictConfig, index, split, preprocess, device, features, log
         scores = detector(unknown)(features, logits).numpy()
     unknown["threshold"] = unknown_threshold(scores, unknown["accepted"])
     log.info(
-        "unknown answer: %s score above %.4g, to accept %.0f%% of new images like the %d calib ones (with "
+        "unknown answer: %s score%s above %.4g, to accept %g%% of new images like the %d calib ones (with "
         "%.0f%% confidence: %.1f standard deviations above their mean; more calib images narrow it); %.1f MB "
         "in the model",
-        method, unknown["threshold"], 100 * unknown["accepted"], len(scores), 100 * TOLERANCE_CONFIDENCE,
+        method, f" over {len(features)} layers" if method == "mahalanobis" else "", unknown["threshold"],
+        100 * unknown["accepted"], len(scores), 100 * TOLERANCE_CONFIDENCE,
         tolerance_factor(len(scores), unknown["accepted"]), unknown["bytes"] / 2**20,
     )  # fmt: skip
     return unknown

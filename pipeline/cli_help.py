@@ -1,8 +1,8 @@
-"""`python -m pipeline [overrides] --help`: the config groups and the composed config, in a third of a second.
+"""`python -m pipeline [overrides] --help`: the config groups and the composed config.
 
 Not Hydra's own help: Hydra lists each group's options by deep-copying its config repository once per group,
-hydra/ groups included, which took 0.7 s of a 1 s `--help` on 2 cores. Here the options are the file names
-under conf/, and the config is composed once with the overrides given. `--hydra-help` is still Hydra's.
+hydra/ groups included, most of the time a `--help` takes (docs/design.md). Here the options are the file
+names under conf/, and the config is composed once with the overrides given. `--hydra-help` is still Hydra's.
 
 Hydra's compose API is imported only when help is asked for.
 """

@@ -3,7 +3,7 @@ it.
 
 Hydra's parallel launcher (joblib's loky backend) starts each of its n jobs with OMP_NUM_THREADS set to
 cores / n, which torch reads for its compute threads. Worker processes are the pipeline's own choice: they
-are fitted to the same share here, since 4 busy processes on 2 cores ran 10-20x slower, not 2x.
+are fitted to the same share here: oversubscribed cores slow every process many times over (docs/design.md).
 """
 
 import logging

@@ -130,8 +130,7 @@ def _mosaic(
     rows: list[list[tuple[np.ndarray, str, str]]], title: str | None, caption_align: str, cell: int = CELL_PX
 ) -> Figure:
     """(image, caption, colour) cells drawn as one picture, captions above the images: one axes and one
-    image, not an axes per cell. Per-cell axes with tight_layout took 0.4-1.1 s to build a 24- or 60-cell
-    grid on 2 CPU cores and 0.3-1.0 s to save; this takes 0.02 s and 0.2 s (the PNG's encoding)."""
+    image, not an axes per cell, which is tens of times slower to build and save (docs/design.md)."""
     lines = max((c.count("\n") + 1 for row in rows for _, c, _ in row if c), default=0)
     band = int(np.ceil(lines * CAPTION_LINE_PX)) + (4 if lines else 0)
     cols = max(len(row) for row in rows)

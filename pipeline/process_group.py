@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipeline.signals import sigterm_as_interrupt
 
-READY_TIMEOUT_S = 120  # startup takes ~10 s on 2 idle cores, longer when the CPU is busy
+READY_TIMEOUT_S = 120  # startup takes seconds on idle cores, many times longer on busy ones
 STOP_TIMEOUT_S = 20
 
 log = logging.getLogger("pipeline.serve")

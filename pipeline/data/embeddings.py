@@ -34,7 +34,7 @@ EAGER_BUDGET_S = 10.0  # export the backbone once PyTorch eager would need longe
 # PyTorch batches shrink as images grow (eager_batch_size): 32 at 64 px, 8 at 128, 3 at 224; small batches
 # of large images were about twice as fast an image on CPU as batches of 64 (docs/design.md).
 PIXELS_PER_BATCH = 32 * 64 * 64
-ONNX_BATCH = 64  # onnxruntime gained nothing from smaller ones: 7.9-8.6 ms an image at 64, 8.6-13.9 at 3
+ONNX_BATCH = 64  # onnxruntime gained nothing from smaller batches (docs/design.md)
 
 log = logging.getLogger("pipeline.data")
 

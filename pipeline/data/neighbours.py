@@ -32,7 +32,7 @@ class Neighbours:
 
 def nearest(vectors: np.ndarray, k: int) -> Neighbours:
     """Each row's k nearest other rows (itself left out), from one exact search."""
-    from sklearn.neighbors import NearestNeighbors  # 1 s to import: only when the audit runs
+    from sklearn.neighbors import NearestNeighbors  # slow to import: only when the audit runs
 
     k = min(k, len(vectors) - 1)
     distances, indices = NearestNeighbors(n_neighbors=k + 1).fit(vectors).kneighbors(vectors)

@@ -121,6 +121,9 @@ def run(cfg: DictConfig, callbacks: tuple = ()):
         page, onnx, smoke = tracker.run_page(run_id), ctx.onnx_path, run_story.is_smoke()
         if cfg.trial.number is not None:
             log.info(summary.trial_line(cfg.trial.number, seconds, ctx.metrics, run_id))
+            from pipeline.sweeps.study import record_objective
+
+            record_objective(cfg.trial, objective_name(cfg, ctx))
             return objective_value(cfg, ctx)
         runs = tracker.runs_page()
         for line in summary.finished(
@@ -165,8 +168,11 @@ def objective_value(cfg: DictConfig, ctx: Context):
         from pipeline.sweeps.study import Pruned
 
         return Pruned(ctx.pruned_epoch)
-    name = ctx.objective or resolved_objective(cfg.objective, imbalanced=False)
-    return ctx.metrics.get(name)
+    return ctx.metrics.get(objective_name(cfg, ctx))
+
+
+def objective_name(cfg: DictConfig, ctx: Context) -> str:
+    return ctx.objective or resolved_objective(cfg.objective, imbalanced=False)
 
 
 def writable_folder(folder: Path, what: str) -> Path:

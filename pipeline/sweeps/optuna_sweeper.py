@@ -23,7 +23,7 @@ from pipeline.errors import PipelineError
 from pipeline.recipe import resolved_objective
 from pipeline.sweeps.lease import Lease, abandoned, held_by_others
 from pipeline.sweeps.search_space import as_override, search_space
-from pipeline.sweeps.study import MLFLOW_RUN, Pruned, direction, load_storage, storage_url
+from pipeline.sweeps.study import MLFLOW_RUN, OBJECTIVE, Pruned, direction, load_storage, storage_url
 
 log = logging.getLogger("pipeline.sweeps")
 
@@ -57,6 +57,7 @@ class OptunaSweeper(Sweeper):
         url = storage_url(self.storage, self.config.tracking.dir)
         objective = resolved_objective(self.config.objective, imbalanced=False)
         study = self.open_study(url, objective)
+        objective = named_by_trials(study, objective)  # a study run before, on imbalanced classes
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -82,6 +83,7 @@ class OptunaSweeper(Sweeper):
             failures = [
                 err for trial, job in zip(trials, returns, strict=True) if (err := tell(study, trial, job))
             ]
+            objective = named_by_trials(study, objective)
             if failures:  # every trial of the batch is told first: none is left running
                 raise failures[0]
         if others := held_by_others(study):
@@ -122,11 +124,7 @@ class OptunaSweeper(Sweeper):
             direction=direction(objective, self.config.objective_mode),
             load_if_exists=True,
         )
-        with (
-            warnings.catch_warnings()
-        ):  # experimental in Optuna 5, there since 3.2: the dashboard's axis name
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([objective])
+        name_metric(study, objective)
         # seeded anew for each run of the command: the same seed would repeat the first run's random trials
         study.sampler = self.sampler(seed=self.config.seed + len(study.trials))
         if left_running := abandoned(study):
@@ -165,6 +163,27 @@ def done(study) -> int:
 
 def params_of(trial) -> list[str]:
     return [as_override(key, value) for key, value in trial.params.items()]
+
+
+def named_by_trials(study, objective: str) -> str:
+    """The metric the trials' values are (objective=auto is val/bal_acc on imbalanced classes, which only a
+    trial's data stage knows), made the study's metric name when it differs from `objective`."""
+    named = {t.user_attrs[OBJECTIVE] for t in study.get_trials(deepcopy=False) if OBJECTIVE in t.user_attrs}
+    if len(named) != 1 or objective in named:
+        return objective
+    (name,) = named
+    log.info("the trials optimize %s: the study's metric is named after it", name)
+    name_metric(study, name)
+    return name
+
+
+def name_metric(study, name: str) -> None:
+    """The study's metric name, the dashboard's axis (experimental in Optuna 5, there since 3.2)."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([name])
 
 
 def trial_overrides(number: int, study_name: str, url: str) -> list[str]:

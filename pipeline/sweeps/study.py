@@ -14,6 +14,7 @@ from pipeline.recipe import objective_direction
 
 STUDY_FILE = "optuna.db"  # beside the embedded MLflow store's mlflow.db
 MLFLOW_RUN = "mlflow_run_id"  # the trial's user attribute naming its MLflow parent run
+OBJECTIVE = "objective"  # the trial's user attribute naming the metric its value is (objective=auto resolved)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,11 @@ def open_trial(trial: DictConfig, pruner=None):
 def record_run(trial: DictConfig, run_id: str) -> None:
     """The trial's MLflow parent run, as a user attribute the sweep's summary and the dashboard show."""
     open_trial(trial).set_user_attr(MLFLOW_RUN, run_id)
+
+
+def record_objective(trial: DictConfig, name: str) -> None:
+    """The metric the trial's value is, as its run resolved it: the study's metric is named after it."""
+    open_trial(trial).set_user_attr(OBJECTIVE, name)
 
 
 def pruning_callback(cfg: DictConfig, objective: str):

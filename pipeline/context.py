@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 from pipeline.data.sources import DatasetIndex
 
-if TYPE_CHECKING:  # transforms imports albumentations and torch, which a data-only run does not need
-    from pipeline.data.transforms import Preprocess
+if TYPE_CHECKING:  # the plan holds a Preprocess: albumentations and torch, not for a data-only run
+    from pipeline.plan import Plan
 
 
 @dataclass
@@ -16,10 +16,9 @@ class Context:
     index: DatasetIndex | None = None
     # per-channel mean and std of the training images, in [0, 1]
     dataset_mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None
-    preprocess: "Preprocess | None" = None
+    plan: "Plan | None" = None  # what the stages that train resolved once (pipeline.plan)
     ckpt_path: Path | None = None
     onnx_path: Path | None = None
     metrics: dict[str, float] = field(default_factory=dict)
-    objective: str | None = None  # the metric `objective=auto` resolved to in the train stage
     callbacks: list = field(default_factory=list)  # Lightning callbacks the caller adds to the train stage's
     pruned_epoch: int | None = None  # the epoch after which a sweep's pruner stopped this trial

@@ -72,25 +72,34 @@ def command_line() -> str:
     return " ".join([program, *map(shlex.quote, overrides)])
 
 
-def _recipe(cfg: DictConfig) -> str:
-    """The recipe the train stage runs: `finetune.strategy=auto` resolved as it resolves it."""
+def _recipe(cfg: DictConfig, plan=None) -> str:
+    """The recipe the train stage runs: its plan once resolved (pipeline.plan), else the config with
+    `finetune.strategy=auto` resolved as the plan resolves it."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
     strategy = finetune_recipe(OmegaConf.to_container(cfg.finetune, resolve=True), model)["strategy"]
     how = f"{strategy} fine-tuning" if starts_pretrained(model) else "trained from random init"
+    epochs, size = (
+        (plan.max_epochs, plan.preprocess.image_size)
+        if plan
+        else (cfg.trainer.max_epochs, cfg.data.image_size)
+    )
     return (
         f"{how}, {cfg.optimizer.name} lr {cfg.optimizer.lr}, "
-        f"{cfg.trainer.max_epochs} epochs, {cfg.data.image_size} px, batch {cfg.data.batch_size}"
+        f"{epochs} epochs, {size} px, batch {cfg.data.batch_size}"
     )
 
 
 def description(
-    cfg: DictConfig, metrics: dict[str, float] | None = None, timings: dict[str, float] | None = None
+    cfg: DictConfig,
+    metrics: dict[str, float] | None = None,
+    timings: dict[str, float] | None = None,
+    plan=None,
 ) -> str:
-    """Markdown for the run page: data, model, recipe and stages; then headline metrics and the time each
-    stage took, once the run has them."""
+    """Markdown for the run page: data, model, recipe (`plan`: as the stages resolved it) and stages; then
+    headline metrics and the time each stage took, once the run has them."""
     lines = [
         f"**Data** {data_name(cfg)} (`{cfg.data.root or 'built-in digits'}`) · **Model** {cfg.model.name}"
-        f"{' (pretrained)' if cfg.model.pretrained else ''} · **Recipe** {_recipe(cfg)}",
+        f"{' (pretrained)' if cfg.model.pretrained else ''} · **Recipe** {_recipe(cfg, plan)}",
         "",
         f"`{command_line()}`",
     ]

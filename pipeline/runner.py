@@ -116,15 +116,11 @@ def run(cfg: DictConfig, callbacks: tuple = ()):
             log.error(summary.failed(timings, err))
             raise
         finally:
-            tracker.describe(run_id, run_story.description(cfg, ctx.metrics, timings))
+            tracker.describe(run_id, run_story.description(cfg, ctx.metrics, timings, ctx.plan))
         seconds = time.perf_counter() - started
         page, onnx, smoke = tracker.run_page(run_id), ctx.onnx_path, run_story.is_smoke()
         if cfg.trial.number is not None:
-            log.info(summary.trial_line(cfg.trial.number, seconds, ctx.metrics, run_id))
-            from pipeline.sweeps.study import record_objective
-
-            record_objective(cfg.trial, objective_name(cfg, ctx))
-            return objective_value(cfg, ctx)
+            return finish_trial(cfg, ctx, seconds, run_id)
         runs = tracker.runs_page()
         for line in summary.finished(
             seconds, timings, ctx.metrics, output_dir, run_id, page, onnx, smoke, runs
@@ -160,6 +156,15 @@ def mark_trial(cfg: DictConfig, tracker, run_id: str) -> None:
     record_run(cfg.trial, run_id)
 
 
+def finish_trial(cfg: DictConfig, ctx: Context, seconds: float, run_id: str):
+    """A trial's one closing line; its objective's name recorded for the sweep, its value returned."""
+    from pipeline.sweeps.study import record_objective
+
+    log.info(summary.trial_line(cfg.trial.number, seconds, ctx.metrics, run_id))
+    record_objective(cfg.trial, objective_name(cfg, ctx))
+    return objective_value(cfg, ctx)
+
+
 def objective_value(cfg: DictConfig, ctx: Context):
     """What sweepers optimize: the objective as the train stage resolved it (`auto` is val/acc when no
     training ran), scored by the validate stage when it ran, else by the train stage's best epoch; for a
@@ -172,7 +177,7 @@ def objective_value(cfg: DictConfig, ctx: Context):
 
 
 def objective_name(cfg: DictConfig, ctx: Context) -> str:
-    return ctx.objective or resolved_objective(cfg.objective, imbalanced=False)
+    return ctx.plan.objective if ctx.plan else resolved_objective(cfg.objective, imbalanced=False)
 
 
 def writable_folder(folder: Path, what: str) -> Path:
@@ -215,8 +220,9 @@ def run_stages(
 ) -> Context:
     """Each stage in its own child run; `timings` gets each started stage's wall seconds, in order."""
     timings = {} if timings is None else timings
+    OmegaConf.set_readonly(cfg, True)  # resolved values live in ctx.plan, never written back
     for name in stages:
-        start = time.perf_counter()
+        start, planned = time.perf_counter(), ctx.plan
         try:
             stage = importlib.import_module(f"pipeline.stages.{name}")
             tame_lightning_logging()
@@ -224,6 +230,8 @@ def run_stages(
                 ctx = stage.run(cfg, ctx, tracker)
         finally:
             timings[name] = time.perf_counter() - start
+        if ctx.plan is not planned:  # the run page says the numbers `auto` became as soon as they are known
+            tracker.describe(tracker.parent_id, run_story.description(cfg, ctx.metrics, timings, ctx.plan))
         if ctx.pruned_epoch is not None:  # a sweep's pruned trial: nothing after training is worth running
             break
     return ctx

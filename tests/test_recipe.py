@@ -15,7 +15,7 @@ from pipeline.models.factory import create_model
 from pipeline.models.finetune import param_groups, stage_lr_factors
 from pipeline.progress import Progress, duration
 from pipeline.recipe import auto_epochs, auto_image_size, finetune_recipe, imbalance_recipe
-from pipeline.stages._shared import ensure_preprocess
+from pipeline.stages.planning import resolve_plan
 
 AUTO = {"strategy": "auto", "unfreeze_epoch": 1, "backbone_lr_factor": 0.1, "first_stage_lr_factor": 0.01}
 SCRATCH = {"name": "resnet18", "pretrained": False, "weights": None}
@@ -139,5 +139,6 @@ def test_auto_epochs_keep_the_compute_of_12_epochs_at_128_px():
 def test_a_run_resolves_auto_size_and_epochs_from_its_training_images(make_cfg, tmp_path, side, size, epochs):
     root = make_image_folder(tmp_path / "images", per_class=4, size=side)
     cfg = make_cfg("data.image_size=auto", "trainer.max_epochs=auto", root=root)
-    preprocess = ensure_preprocess(cfg, Context(output_dir=tmp_path), None)
-    assert (preprocess.image_size, cfg.data.image_size, cfg.trainer.max_epochs) == (size, size, epochs)
+    plan = resolve_plan(cfg, Context(output_dir=tmp_path))
+    assert (plan.preprocess.image_size, plan.max_epochs) == (size, epochs)
+    assert (cfg.data.image_size, cfg.trainer.max_epochs) == ("auto", "auto")  # the config as given

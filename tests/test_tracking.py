@@ -79,3 +79,5 @@ def test_an_auto_setting_is_recorded_as_requested_and_then_as_the_value_used(
     params = parent.data.params
     assert params["data.image_size.requested"] == "auto" and params["trainer.max_epochs.requested"] == "auto"
     assert params["data.image_size"] == "128" and int(params["trainer.max_epochs"]) > 0
+    description = parent.data.tags["mlflow.note.content"]
+    assert f"{params['trainer.max_epochs']} epochs, 128 px" in description  # the values used, not auto

@@ -1,8 +1,5 @@
-"""Inputs several stages need and rebuild when run alone (not a stage itself).
-
-The model factory (timm, torch) is imported only to read a pretrained model's preprocessing: a
-data-only run never loads torch.
-"""
+"""Inputs several stages need and rebuild when run alone (not a stage itself): the inspected index, the
+resized images, the checkpoint."""
 
 import logging
 from pathlib import Path
@@ -22,9 +19,7 @@ from pipeline.data.integrity import (
 )
 from pipeline.data.resized_cache import CACHED_SPLITS, ResizedImages, load_or_build, nbytes
 from pipeline.data.sources import DatasetIndex, build_index, resolve_root
-from pipeline.data.stats import channel_mean_std
 from pipeline.errors import PipelineError
-from pipeline.recipe import AUTO, auto_epochs, auto_image_size, finetune_recipe
 from pipeline.schema import plain
 from pipeline.tracking import download_best_checkpoint, resolve_tracking_uri
 
@@ -87,29 +82,6 @@ def inspect_split(cfg: DictConfig, index: DatasetIndex, split: str | None) -> li
     return inspect_files(paths, inspection_cache(cfg), cfg.data.inspect_workers, cfg.data.max_pixels)
 
 
-def ensure_preprocess(cfg: DictConfig, ctx: Context, pretrained: dict | None) -> "Preprocess":
-    """Resolve size, resize, crop and normalization once; later stages reuse the same Preprocess. An `auto`
-    image size (from the training images) and epoch count (from the size) become numbers in cfg here."""
-    from pipeline.data.transforms import resolve_preprocess  # albumentations and torch: not for data alone
-
-    if ctx.preprocess is None:
-        if ctx.dataset_mean_std is None or cfg.data.image_size == AUTO:
-            train = inspect_split(cfg, ensure_index(cfg, ctx), "train")
-            ctx.dataset_mean_std = ctx.dataset_mean_std or channel_mean_std(train)
-            if cfg.data.image_size == AUTO:
-                cfg.data.image_size, line = auto_image_size([min(i.width, i.height) for i in train if i.ok])
-                log.info(line)
-        augment = plain(cfg.augment)
-        overrides = {key: augment[key] for key in ("mean", "std", "interpolation", "crop_pct")}
-        ctx.preprocess = resolve_preprocess(cfg.data.image_size, overrides, pretrained, ctx.dataset_mean_std)
-        if cfg.trainer.get("max_epochs") == AUTO:
-            cfg.trainer.max_epochs = auto_epochs(ctx.preprocess.image_size)
-            log.info(
-                "trainer.max_epochs=auto: %d at %d px", cfg.trainer.max_epochs, ctx.preprocess.image_size
-            )
-    return ctx.preprocess
-
-
 def resized_images(cfg: DictConfig, index: DatasetIndex, preprocess: "Preprocess") -> ResizedImages | None:
     """The train and val images decoded and resized once (pipeline.data.resized_cache), or None to decode
     them each epoch: data.resized_cache=never, or auto and larger than data.resized_cache_mb."""
@@ -132,22 +104,6 @@ def resized_images(cfg: DictConfig, index: DatasetIndex, preprocess: "Preprocess
 
 def inspection_cache(cfg: DictConfig) -> Path:
     return Path(cfg.data.cache_dir) / "inspection.sqlite"
-
-
-def pretrained_preprocess(spec: dict) -> dict | None:
-    """The pretrained data config when the model starts from pretrained weights, else None."""
-    from pipeline.models.factory import pretrained_data_config
-
-    return pretrained_data_config(spec["name"]) if spec["pretrained"] or spec["weights"] else None
-
-
-def model_spec(cfg: DictConfig) -> dict:
-    return plain(cfg.model)
-
-
-def finetune_plan(cfg: DictConfig) -> dict:
-    """cfg.finetune with `auto` resolved for this model (pipeline.recipe)."""
-    return finetune_recipe(plain(cfg.finetune), model_spec(cfg))
 
 
 def has_checkpoint(cfg: DictConfig, ctx: Context) -> bool:

@@ -22,13 +22,9 @@ from pipeline.data.datamodule import ImageDataModule
 from pipeline.errors import PipelineError
 from pipeline.models.factory import check_image_size, create_model_from_spec
 from pipeline.models.finetune import freeze_backbone
-from pipeline.stages._shared import (
-    ensure_index,
-    ensure_preprocess,
-    finetune_plan,
-    model_spec,
-    pretrained_preprocess,
-)
+from pipeline.schema import plain
+from pipeline.stages._shared import ensure_index
+from pipeline.stages.planning import training_plan
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.sanity")
@@ -57,13 +53,10 @@ def _augmentation_preview(datamodule: ImageDataModule, preprocess, class_names, 
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     L.seed_everything(cfg.seed, verbose=False)
     index = ensure_index(cfg, ctx)
-    spec = model_spec(cfg)
-    model = create_model_from_spec(spec, len(index.class_names))
-    preprocess = ensure_preprocess(cfg, ctx, pretrained_preprocess(spec))
-    tracker.log_resolved(
-        {"data.image_size": preprocess.image_size, "trainer.max_epochs": cfg.trainer.max_epochs}
-    )
-    check_image_size(model, spec["name"], preprocess.image_size)
+    plan = training_plan(cfg, ctx, tracker)
+    preprocess = plan.preprocess
+    model = create_model_from_spec(plain(cfg.model), len(index.class_names))
+    check_image_size(model, cfg.model.name, preprocess.image_size)
     datamodule = ImageDataModule(index, preprocess, list(cfg.augment.train), cfg.data.batch_size, 0)
     device = devices.of_trainer(cfg.trainer)  # the checks run where training will
     log.info("checks on %s", device)
@@ -83,7 +76,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
             model, x, y, cfg.sanity.overfit_steps, cfg.sanity.overfit_lr, cfg.sanity.overfit_target_loss
         ),
     ]
-    if finetune_plan(cfg)["strategy"] in ("linear_probe", "gradual"):
+    if plan.finetune["strategy"] in ("linear_probe", "gradual"):
         freeze_backbone(model, cfg.finetune.freeze_batchnorm)  # the gradients as training starts
     # after the overfit steps: zero-initialized residual gammas (timm's default) have moved by then
     results += [gradient_flow(model, x, y), no_batch_mixing(model, x)]

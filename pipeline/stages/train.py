@@ -18,17 +18,10 @@ from pipeline.models.checkpoint_io import keep_weights_only
 from pipeline.models.factory import check_image_size
 from pipeline.models.module import Classifier
 from pipeline.models.trainer import build_trainer, fit, training_callbacks
-from pipeline.recipe import describe_finetune, imbalance_recipe, objective_direction
+from pipeline.plan import Plan
 from pipeline.schema import plain
-from pipeline.stages._shared import (
-    ensure_index,
-    ensure_preprocess,
-    finetune_plan,
-    inspect_split,
-    model_spec,
-    pretrained_preprocess,
-    resized_images,
-)
+from pipeline.stages._shared import ensure_index, inspect_split, resized_images
+from pipeline.stages.planning import training_plan
 from pipeline.sweeps.study import pruning_callback
 from pipeline.tracking import Tracker
 
@@ -53,19 +46,19 @@ def find_lr(trainer: L.Trainer, classifier: Classifier, datamodule, steps: int, 
     return float(suggestion)
 
 
-def build_classifier(cfg: DictConfig, ctx: Context, finetune: dict, balance: str) -> Classifier:
+def build_classifier(cfg: DictConfig, ctx: Context, plan: Plan) -> Classifier:
     index = ctx.index
     return Classifier(
-        model=model_spec(cfg),
+        model=plain(cfg.model),
         num_classes=len(index.class_names),
         class_names=index.class_names,
-        preprocess=ctx.preprocess.to_dict(),
+        preprocess=plan.preprocess.to_dict(),
         optimizer=plain(cfg.optimizer),
         scheduler=plain(cfg.scheduler),
         train=plain(cfg.train),
-        finetune=finetune,
+        finetune=dict(plan.finetune),
         class_weights=class_weights([r.label for r in index.split("train")], len(index.class_names))
-        if balance == "class_weights"
+        if plan.balance == "class_weights"
         else None,
         train_fingerprints=fingerprints(inspect_split(cfg, index, "train")),
     )
@@ -74,37 +67,27 @@ def build_classifier(cfg: DictConfig, ctx: Context, finetune: dict, balance: str
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     L.seed_everything(cfg.seed, verbose=False)
     index = ensure_index(cfg, ctx)
-    finetune = finetune_plan(cfg)
-    ema = f"; weights averaged (train.ema_decay {cfg.train.ema_decay:g})" if cfg.train.ema_decay else ""
-    log.info("%s: %s%s", finetune["strategy"], describe_finetune(finetune, cfg.optimizer.lr), ema)
-    preprocess = ensure_preprocess(cfg, ctx, pretrained_preprocess(model_spec(cfg)))
-    tracker.log_resolved(
-        {"data.image_size": preprocess.image_size, "trainer.max_epochs": cfg.trainer.max_epochs}
-    )
-    counts = list(index.counts()["train"].values())
-    balance, objective, chosen = imbalance_recipe(
-        cfg.data.balance, cfg.objective, counts, cfg.data.imbalance_threshold
-    )
-    if chosen:
-        log.info(chosen)
-    classifier = build_classifier(cfg, ctx, finetune, balance)
-    check_image_size(classifier.model, cfg.model.name, preprocess.image_size)  # before the resized cache
-    datamodule = build_datamodule(cfg, index, preprocess, balance)
+    plan = training_plan(cfg, ctx, tracker)
+    classifier = build_classifier(cfg, ctx, plan)
+    check_image_size(classifier.model, cfg.model.name, plan.preprocess.image_size)  # before the resized cache
+    datamodule = build_datamodule(cfg, index, plan.preprocess, plan.balance)
     ckpt_dir = ctx.output_dir / "checkpoints"
     best, callbacks = training_callbacks(
-        objective,
-        objective_direction(objective, cfg.objective_mode),
-        finetune,
+        plan.objective,
+        plan.direction,
+        dict(plan.finetune),
         cfg.train.early_stopping_patience,
         tracker,
         ckpt_dir,
         cfg.train.ema_decay,
     )
-    pruning = pruning_callback(cfg, objective)
+    pruning = pruning_callback(cfg, plan.objective)
     trainer = build_trainer(
-        plain(cfg.trainer), [*callbacks, *ctx.callbacks, *filter(None, [pruning])], ctx.output_dir
+        {**plain(cfg.trainer), "max_epochs": plan.max_epochs},
+        [*callbacks, *ctx.callbacks, *filter(None, [pruning])],
+        ctx.output_dir,
     )
-    log_setup(tracker, trainer, classifier, datamodule, objective, balance, finetune)
+    log_setup(tracker, trainer, classifier, datamodule, plan)
     if cfg.train.lr_find:
         classifier.hparams.optimizer["lr"] = find_lr(
             trainer, classifier, datamodule, cfg.train.lr_find_steps, tracker
@@ -115,7 +98,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     ctx.ckpt_path = ckpt_dir / "best.ckpt"
     if cfg.train.ema_decay is not None and trainer.is_global_zero and ctx.ckpt_path.is_file():
         keep_weights_only(ctx.ckpt_path)
-    record_result(trainer, classifier, best, objective, tracker, ctx)
+    record_result(trainer, classifier, best, plan.objective, tracker, ctx)
     return ctx
 
 
@@ -148,7 +131,7 @@ def fit_trial(trainer: L.Trainer, classifier, datamodule, resume: str | None, pr
     return None
 
 
-def log_setup(tracker: Tracker, trainer, classifier, datamodule, objective: str, balance: str, finetune):
+def log_setup(tracker: Tracker, trainer, classifier, datamodule, plan: Plan):
     """What the run resolved at start: sizes, device, preprocessing and the choices `auto` made."""
     tracker.log_params(
         {
@@ -158,10 +141,10 @@ def log_setup(tracker: Tracker, trainer, classifier, datamodule, objective: str,
             "train.num_nodes": trainer.num_nodes,
             "train.world_size": trainer.world_size,  # processes training together: devices x nodes under DDP
             "train.preprocess": classifier.hparams.preprocess,
-            "train.balance": balance,
-            "train.objective": objective,
+            "train.balance": plan.balance,
+            "train.objective": plan.objective,
             "train.images_per_epoch": len(datamodule.train_set),
-            "train.finetune": finetune["strategy"],
+            "train.finetune": plan.finetune["strategy"],
         }
     )
 
@@ -185,4 +168,3 @@ def record_result(
     tracker.log_artifact(ctx.ckpt_path, "checkpoints")
     ctx.metrics.update(metrics)
     ctx.metrics[objective] = score
-    ctx.objective = objective

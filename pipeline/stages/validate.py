@@ -72,7 +72,6 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     index = ensure_index(cfg, ctx)
     names = scorer.class_names
     check_classes(scorer, index.class_names)
-    ctx.preprocess = scorer.preprocess
     datamodule = ImageDataModule(index, scorer.preprocess, [], cfg.data.batch_size, cfg.data.num_workers)
     v = cfg.validate
     k = m.top_k(v.top_k, len(names))

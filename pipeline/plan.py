@@ -1,0 +1,27 @@
+"""The plan of a run's training: every `auto` and derived choice resolved once (pipeline.stages.planning),
+frozen, and read by the stages that train. The Hydra config stays as the user gave it (the runner makes it
+read-only); the MLflow run records the resolved values beside the requested `auto`.
+
+timm's shape: resolve_data_config once, then build from what it resolved.
+"""
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # albumentations and torch, which a data-only run does not need
+    from pipeline.data.transforms import Preprocess
+
+
+@dataclass(frozen=True)
+class Plan:
+    preprocess: "Preprocess"  # image size, resize, crop and normalization
+    max_epochs: int | None
+    finetune: MappingProxyType  # pipeline.recipe.finetune_recipe, `auto` resolved for the model
+    balance: str  # none, weighted_sampler or class_weights
+    objective: str  # the val metric that picks the checkpoint and is returned to sweepers
+    direction: str  # max or min
+
+    def logged(self) -> dict[str, Any]:
+        """The resolved values the parent run records (pipeline.tracking.RESOLVED_LATER)."""
+        return {"data.image_size": self.preprocess.image_size, "trainer.max_epochs": self.max_epochs}

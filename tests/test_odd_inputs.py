@@ -170,7 +170,7 @@ def _runs(tmp_path: Path) -> list:
 def test_a_file_removed_between_listing_and_decoding_is_skipped_as_unreadable(
     make_cfg, tmp_path, monkeypatch, caplog
 ):
-    import pipeline.stages._shared as shared
+    import pipeline.stages.index as shared
 
     root, real = images(tmp_path), shared.build_index
 

@@ -1,5 +1,5 @@
-"""The run's plan: what `auto` becomes is resolved once, shared by the stages that train, and never written
-into the config the run was given."""
+"""Resolved once a run: the plan (what `auto` becomes), shared by the stages that train and never written
+into the config the run was given, and the inspection of the images."""
 
 import sys
 import types
@@ -10,7 +10,8 @@ from omegaconf.errors import ReadonlyConfigError
 from pipeline.context import Context
 from pipeline.models.module import load_classifier
 from pipeline.ranks import SilentTracker
-from pipeline.runner import run_stages
+from pipeline.runner import run, run_stages
+from pipeline.stages import index as index_module
 from pipeline.stages import planning as plan_module
 from pipeline.tracking import Tracker
 
@@ -48,3 +49,16 @@ def test_the_stages_that_train_share_one_plan_resolved_once(make_cfg, image_fold
     assert ctx.plan.max_epochs == 12 and cfg.trainer.max_epochs == "auto"
     classifier = load_classifier(ctx.ckpt_path)
     assert classifier.hparams.preprocess == ctx.plan.preprocess.to_dict()
+
+
+def test_a_run_inspects_its_images_once(make_cfg, image_folder, tmp_path, monkeypatch):
+    """The data stage decodes and hashes every file; the stages after it read what it found."""
+    calls, inspect = [], index_module.inspect_files
+
+    def counted(paths, *args):
+        calls.append(len(paths))
+        return inspect(paths, *args)
+
+    monkeypatch.setattr(index_module, "inspect_files", counted)
+    run(make_cfg(*SMALL, "trainer.max_epochs=1", "stages=[data,sanity,train,validate]", root=image_folder))
+    assert calls == [36]  # 3 classes of 12: once, all of them

@@ -9,6 +9,7 @@ import torch
 from conftest import make_image_folder
 
 import pipeline.data.resized_cache as resized_cache
+from pipeline.context import Context
 from pipeline.cpu_share import loader_workers
 from pipeline.data.datamodule import ImageDataModule
 from pipeline.data.decode import decode_rgb
@@ -16,7 +17,7 @@ from pipeline.data.integrity import fingerprint, inspect_files
 from pipeline.data.resize import resize_and_crop
 from pipeline.data.sources import build_index
 from pipeline.data.transforms import Preprocess
-from pipeline.stages._shared import resized_images
+from pipeline.stages.train import resized_images
 
 PRE = Preprocess(12, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bicubic", 0.875)
 
@@ -59,11 +60,13 @@ def test_the_cache_is_built_once_per_content_and_size(folder_index, tmp_path, mo
 @pytest.mark.parametrize(
     ("mode", "budget_mb", "used"), [("auto", 1, True), ("auto", 0, False), ("never", 1, False)]
 )
-def test_the_setting_decides_when_the_cache_is_used(make_cfg, folder_index, mode, budget_mb, used, caplog):
+def test_the_setting_decides_when_the_cache_is_used(
+    make_cfg, folder_index, tmp_path, mode, budget_mb, used, caplog
+):
     cfg = make_cfg(f"data.resized_cache={mode}")
     cfg.data.resized_cache_mb = budget_mb  # 0 is refused by the config checks; here: a cache too large
     with caplog.at_level(logging.INFO, logger="pipeline"):
-        cache = resized_images(cfg, folder_index, PRE)
+        cache = resized_images(cfg, Context(output_dir=tmp_path, index=folder_index), PRE)
     assert (cache is not None) == used
     assert ("above data.resized_cache_mb" in caplog.text) == (mode == "auto" and not used)
 

@@ -23,7 +23,7 @@ from pipeline.limits import MAX_PIXELS
 from pipeline.models.module import load_classifier
 from pipeline.onnx_io import INPUT_NAME, OUTPUT_NAME, export_onnx
 from pipeline.runner import run
-from pipeline.stages._shared import checkpoint_path
+from pipeline.stages.checkpoints import checkpoint_path
 from pipeline.stages.validate import choose_scorer
 from pipeline.tracking import download_best_checkpoint
 

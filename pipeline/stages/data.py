@@ -13,7 +13,7 @@ from pipeline.data.audit import AuditReport, write_csvs
 from pipeline.data.decode import decode_rgb, thumbnail_rgb
 from pipeline.data.stats import channel_mean_std, dataset_stats
 from pipeline.run_story import data_name, split_datasets
-from pipeline.stages._shared import apply_all_policies, inspected_index
+from pipeline.stages.index import apply_all_policies, inspected_index
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.data")
@@ -95,6 +95,7 @@ def _log_audit(cfg: DictConfig, ctx: Context, tracker: Tracker, report: AuditRep
 def _check_integrity(cfg: DictConfig, ctx: Context, tracker: Tracker):
     """Decode and hash every file, audit the content, apply the policies, log the findings."""
     index, infos, findings, report = inspected_index(cfg)
+    ctx.infos = {i.path: i for i in infos}
     summary = findings.summary()
     log.info("integrity: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items()))
     for pair in findings.leakage[:5]:

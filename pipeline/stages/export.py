@@ -29,7 +29,8 @@ from pipeline.onnx_io import (
     session,
     torch_runner,
 )
-from pipeline.stages._shared import checkpoint_path, ensure_index
+from pipeline.stages.checkpoints import checkpoint_path
+from pipeline.stages.index import ensure_index
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.export")

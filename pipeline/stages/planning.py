@@ -21,7 +21,7 @@ from pipeline.recipe import (
     objective_direction,
 )
 from pipeline.schema import plain
-from pipeline.stages._shared import ensure_index, inspect_split
+from pipeline.stages.index import ensure_index, inspect_split
 
 if TYPE_CHECKING:
     from pipeline.data.transforms import Preprocess
@@ -71,7 +71,7 @@ def resolve_preprocess(cfg: DictConfig, ctx: Context, pretrained: dict | None) -
 
     image_size = cfg.data.image_size
     if ctx.dataset_mean_std is None or image_size == AUTO:
-        train = inspect_split(cfg, ensure_index(cfg, ctx), "train")
+        train = inspect_split(cfg, ctx, "train")
         ctx.dataset_mean_std = ctx.dataset_mean_std or channel_mean_std(train)
         if image_size == AUTO:
             image_size, line = auto_image_size([min(i.width, i.height) for i in train if i.ok])

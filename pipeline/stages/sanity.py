@@ -23,7 +23,7 @@ from pipeline.errors import PipelineError
 from pipeline.models.factory import check_image_size, create_model_from_spec
 from pipeline.models.finetune import freeze_backbone
 from pipeline.schema import plain
-from pipeline.stages._shared import ensure_index
+from pipeline.stages.index import ensure_index
 from pipeline.stages.planning import training_plan
 from pipeline.tracking import Tracker
 

@@ -1,6 +1,7 @@
 """Train stage: fit the classifier with Lightning, keep the best and last checkpoints, log per epoch."""
 
 import logging
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -12,7 +13,9 @@ from pipeline.context import Context
 from pipeline.cpu_share import loader_workers
 from pipeline.data.balance import class_weights
 from pipeline.data.datamodule import ImageDataModule
-from pipeline.data.integrity import fingerprints
+from pipeline.data.integrity import fingerprint, fingerprints
+from pipeline.data.resized_cache import CACHED_SPLITS, ResizedImages, load_or_build, nbytes
+from pipeline.data.transforms import Preprocess
 from pipeline.errors import PipelineError
 from pipeline.models.checkpoint_io import keep_weights_only
 from pipeline.models.factory import check_image_size
@@ -20,7 +23,7 @@ from pipeline.models.module import Classifier
 from pipeline.models.trainer import build_trainer, fit, training_callbacks
 from pipeline.plan import Plan
 from pipeline.schema import plain
-from pipeline.stages._shared import ensure_index, inspect_split, resized_images
+from pipeline.stages.index import ensure_index, inspect_split
 from pipeline.stages.planning import training_plan
 from pipeline.sweeps.study import pruning_callback
 from pipeline.tracking import Tracker
@@ -60,17 +63,17 @@ def build_classifier(cfg: DictConfig, ctx: Context, plan: Plan) -> Classifier:
         class_weights=class_weights([r.label for r in index.split("train")], len(index.class_names))
         if plan.balance == "class_weights"
         else None,
-        train_fingerprints=fingerprints(inspect_split(cfg, index, "train")),
+        train_fingerprints=fingerprints(inspect_split(cfg, ctx, "train")),
     )
 
 
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     L.seed_everything(cfg.seed, verbose=False)
-    index = ensure_index(cfg, ctx)
+    ensure_index(cfg, ctx)
     plan = training_plan(cfg, ctx, tracker)
     classifier = build_classifier(cfg, ctx, plan)
     check_image_size(classifier.model, cfg.model.name, plan.preprocess.image_size)  # before the resized cache
-    datamodule = build_datamodule(cfg, index, plan.preprocess, plan.balance)
+    datamodule = build_datamodule(cfg, ctx, plan.preprocess, plan.balance)
     ckpt_dir = ctx.output_dir / "checkpoints"
     best, callbacks = training_callbacks(
         plan.objective,
@@ -102,13 +105,33 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     return ctx
 
 
-def build_datamodule(cfg: DictConfig, index, preprocess, balance: str) -> ImageDataModule:
+def resized_images(cfg: DictConfig, ctx: Context, preprocess: Preprocess) -> ResizedImages | None:
+    """The train and val images decoded and resized once (pipeline.data.resized_cache), or None to decode
+    them each epoch: data.resized_cache=never, or auto and larger than data.resized_cache_mb."""
+    records = [r for split in CACHED_SPLITS for r in ctx.index.split(split)]
+    size = nbytes(len(records), preprocess.image_size)
+    mode = cfg.data.resized_cache
+    if mode == "never" or (mode == "auto" and size > cfg.data.resized_cache_mb * 2**20):
+        if mode == "auto":
+            log.info(
+                "resized images would take %.0f MB, above data.resized_cache_mb=%d: decoding each epoch",
+                size / 2**20,
+                cfg.data.resized_cache_mb,
+            )
+        return None
+    content = {info.path: fingerprint(info) for info in inspect_split(cfg, ctx, None)}
+    paths = [r.path for r in records]
+    folder = Path(cfg.data.cache_dir) / "resized"
+    return load_or_build(paths, [content[p] for p in paths], preprocess, folder, cfg.data.inspect_workers)
+
+
+def build_datamodule(cfg: DictConfig, ctx: Context, preprocess, balance: str) -> ImageDataModule:
     """The training batches, from the resized cache when it holds the images at this size."""
-    resized = resized_images(cfg, index, preprocess)
+    resized = resized_images(cfg, ctx, preprocess)
     workers = loader_workers(cfg.data.num_workers, resized is not None)
     augment = list(cfg.augment.train)
     return ImageDataModule(
-        index, preprocess, augment, cfg.data.batch_size, workers, balance, cfg.seed, resized
+        ctx.index, preprocess, augment, cfg.data.batch_size, workers, balance, cfg.seed, resized
     )
 
 

@@ -23,8 +23,9 @@ from pipeline.evaluation import metrics as m
 from pipeline.evaluation.intervals import SCORES
 from pipeline.evaluation.report import report_rows, to_csv, to_markdown
 from pipeline.evaluation.scorers import Scorer, checkpoint_scorer, onnx_scorer, predict
-from pipeline.stages._shared import checkpoint_path, ensure_index, has_checkpoint, inspect_split
-from pipeline.stages._trust import folder_names, trust_metrics, unknown_images_metrics
+from pipeline.stages.checkpoints import checkpoint_path, has_checkpoint
+from pipeline.stages.index import ensure_index, inspect_split
+from pipeline.stages.trust_scores import folder_names, trust_metrics, unknown_images_metrics
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.validate")
@@ -95,7 +96,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
             for name, folder in folder_names(list(v.ood_roots)).items():
                 metrics |= unknown_images_metrics(cfg, scorer, scored, name, folder)
         if scorer.train_fingerprints is not None:
-            metrics["train_overlap"] = train_overlap(cfg, index, split, scorer.train_fingerprints)
+            metrics["train_overlap"] = train_overlap(cfg, ctx, split, scorer.train_fingerprints)
         named = {f"{split}/{name}": value for name, value in metrics.items()}
         on_parent = {n for n in named if n.split("/")[1] in headline or n.split("/")[1].startswith("ood_")}
         tracker.log_metrics({n: x for n, x in named.items() if n in on_parent}, headline=True)
@@ -140,16 +141,16 @@ def log_setup(tracker: Tracker, scorer: Scorer, k: int, tta: bool) -> None:
     tracker.log_params({**params, "validate.device": device})
 
 
-def train_overlap(cfg: DictConfig, index, split: str, trained_on: frozenset[str]) -> int:
+def train_overlap(cfg: DictConfig, ctx: Context, split: str, trained_on: frozenset[str]) -> int:
     """How many of the split's images the model was trained on (same content, any path): a split rebuilt
     over a folder that changed since training, or the training images themselves, inflate every figure."""
-    seen = sum(i.ok and fingerprint(i) in trained_on for i in inspect_split(cfg, index, split))
+    seen = sum(i.ok and fingerprint(i) in trained_on for i in inspect_split(cfg, ctx, split))
     if seen:
         log.warning(
             "%d of the %d %s images were in the model's training set (same content): its figures on this "
             "split overstate what it does on new images",
             seen,
-            len(index.split(split)),
+            len(ctx.index.split(split)),
             split,
         )
     return seen

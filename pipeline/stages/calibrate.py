@@ -1,7 +1,7 @@
 """Calibrate stage: on the calib split (data.calib_fraction: images that neither trained the model nor picked
 its checkpoint), fit what makes the model's answers trustworthy, and store it with the checkpoint, where
 validate scores it and export puts it into the ONNX file: a temperature, the prediction sets' threshold and
-the unknown answer (a score on the penultimate features and its threshold). A folder whose classes are too
+the unknown answer (a score on the network's features and its threshold). A folder whose classes are too
 small to spare a calib split is fitted on val instead, with a line saying what that costs."""
 
 import logging
@@ -31,7 +31,8 @@ from pipeline.models.checkpoint_io import store_trust
 from pipeline.models.module import load_classifier
 from pipeline.models.trusted import detector, split_network
 from pipeline.progress import Progress
-from pipeline.stages._shared import checkpoint_path, ensure_index
+from pipeline.stages.checkpoints import checkpoint_path
+from pipeline.stages.index import ensure_index
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.calibrate")

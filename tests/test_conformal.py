@@ -1,11 +1,20 @@
 """Split-conformal prediction sets on probabilities whose labels are drawn from them: the coverage the
 threshold promises is the coverage new images get."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 
-from pipeline.evaluation.conformal import conformal_threshold, per_class_sets, prediction_sets, set_metrics
+from pipeline.evaluation.conformal import (
+    class_mix_p,
+    conformal_threshold,
+    per_class_sets,
+    prediction_sets,
+    set_metrics,
+)
+from pipeline.stages.trust_scores import mix_metrics
 
 
 def drawn(n: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,3 +59,20 @@ def test_per_class_figures_add_up_to_the_overall_ones():
     overall = set_metrics(members, targets)
     for name in ("coverage", "set_size"):
         assert np.dot(per_class[name], counts) / counts.sum() == pytest.approx(overall[f"conformal_{name}"])
+
+
+def test_a_split_mixed_like_the_calib_one_passes_and_one_mixed_otherwise_is_named(caplog):
+    """The imbalanced clothing shape: five classes at 3 calib images each and 12-73 test images each."""
+    calib, same = [24, 3, 46, 3, 47, 29, 3, 3, 3, 80], [26, 4, 43, 2, 50, 31, 3, 2, 4, 76]
+    test = [15, 12, 72, 38, 42, 26, 73, 30, 12, 52]
+    assert class_mix_p(calib, same) > 0.5
+    assert class_mix_p(calib, test) < 1e-6
+    assert class_mix_p([5, 0], [0, 5]) < 0.05 and class_mix_p([5, 0], [7, 0]) == 1.0
+    conformal = {"alpha": 0.1, "class_counts": calib}
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        shifted = mix_metrics("test", conformal, torch.tensor(np.repeat(np.arange(10), test)), 10)
+        kept = mix_metrics("val", conformal, torch.tensor(np.repeat(np.arange(10), same)), 10)
+    assert shifted["conformal_mix_p"] < 1e-6 and kept["conformal_mix_p"] > 0.5
+    assert [r.getMessage()[:61] for r in caplog.records] == [
+        "test's classes are mixed unlike the calib split's (chi-square"
+    ]

@@ -11,10 +11,14 @@ interface.
 import math
 
 import numpy as np
+from scipy.stats import chi2_contingency
 
 # calib images under which the coverage is approximate: one calibration's coverage strays from 1 - alpha by
 # more than ~0.03 (one standard deviation at alpha 0.1; it is Beta-distributed, Angelopoulos & Bates)
 APPROXIMATE_BELOW = 100
+# below this chi-square p-value, a split's classes are taken to be mixed unlike the calib split's: the
+# guarantee is for images drawn like the calib ones, and a class the model errs on more often lowers it
+MIX_DIFFERS_BELOW = 0.01
 
 
 def conformal_threshold(probs: np.ndarray, targets: np.ndarray, alpha: float) -> float:
@@ -52,3 +56,13 @@ def per_class_sets(members: np.ndarray, targets: np.ndarray, num_classes: int) -
         coverage.append(float(covered[mine].mean()) if mine.any() else math.nan)
         size.append(float(sizes[mine].mean()) if mine.any() else math.nan)
     return {"coverage": coverage, "set_size": size}
+
+
+def class_mix_p(calib_counts: list[int], split_counts: list[int]) -> float:
+    """The p-value of the chi-square test that both splits draw their classes in the same proportions
+    (classes absent from both left out; 1.0 when fewer than two classes remain)."""
+    table = np.array([calib_counts, split_counts])
+    table = table[:, table.sum(0) > 0]
+    if table.shape[1] < 2 or (table.sum(1) == 0).any():
+        return 1.0
+    return float(chi2_contingency(table).pvalue)

@@ -18,7 +18,13 @@ from pipeline.data.sources import Record
 from pipeline.data.transforms import eval_transform
 from pipeline.evaluation import metrics as m
 from pipeline.evaluation.calibration import reliability
-from pipeline.evaluation.conformal import per_class_sets, prediction_sets, set_metrics
+from pipeline.evaluation.conformal import (
+    MIX_DIFFERS_BELOW,
+    class_mix_p,
+    per_class_sets,
+    prediction_sets,
+    set_metrics,
+)
 from pipeline.evaluation.intervals import bootstrap_intervals
 from pipeline.evaluation.scorers import Scored, Scorer, predict
 from pipeline.evaluation.unknown import separation
@@ -80,7 +86,26 @@ def conformal_metrics(tracker: Tracker, split: str, scorer: Scorer, logits, targ
     ]
     title = f"# Prediction sets ({split}), target coverage {1 - scorer.conformal['alpha']:.2f}\n\n"
     tracker.log_text(title + "\n".join(rows) + "\n", f"reports/prediction_sets_{split}.md")
-    return set_metrics(members, targets.numpy())
+    return set_metrics(members, targets.numpy()) | mix_metrics(
+        split, scorer.conformal, targets, logits.shape[1]
+    )
+
+
+def mix_metrics(split: str, conformal: dict, targets, num_classes: int) -> dict[str, float]:
+    """conformal_mix_p: how likely the split's classes are mixed as the calib split's were, with one line when
+    they are not, since the sets' coverage is promised for the calib split's mix."""
+    if not conformal.get("class_counts"):  # fitted before the counts were stored
+        return {}
+    counts = np.bincount(targets.numpy(), minlength=num_classes).tolist()
+    p = class_mix_p(conformal["class_counts"], counts)
+    if p < MIX_DIFFERS_BELOW:
+        log.warning(
+            "%s's classes are mixed unlike the calib split's (chi-square p = %.2g): the prediction sets' "
+            "%.0f%% coverage is promised for images mixed like the calib ones; per class: "
+            "reports/prediction_sets_%s.md",
+            split, p, 100 * (1 - conformal["alpha"]), split,
+        )  # fmt: skip
+    return {"conformal_mix_p": p}
 
 
 def interval_metrics(logits, targets, num_classes: int, resamples: int, seed: int) -> dict[str, float]:

@@ -76,13 +76,13 @@ def _recipe(cfg: DictConfig, plan=None) -> str:
     """The recipe the train stage runs: its plan once resolved (pipeline.plan), else the config with
     `finetune.strategy=auto` resolved as the plan resolves it."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    strategy = finetune_recipe(OmegaConf.to_container(cfg.finetune, resolve=True), model)["strategy"]
+    if plan:
+        strategy, epochs, size = plan.finetune["strategy"], plan.max_epochs, plan.preprocess.image_size
+    else:
+        finetune = OmegaConf.to_container(cfg.finetune, resolve=True)
+        strategy = finetune_recipe(finetune, model)["strategy"]
+        epochs, size = cfg.trainer.max_epochs, cfg.data.image_size
     how = f"{strategy} fine-tuning" if starts_pretrained(model) else "trained from random init"
-    epochs, size = (
-        (plan.max_epochs, plan.preprocess.image_size)
-        if plan
-        else (cfg.trainer.max_epochs, cfg.data.image_size)
-    )
     return (
         f"{how}, {cfg.optimizer.name} lr {cfg.optimizer.lr}, "
         f"{epochs} epochs, {size} px, batch {cfg.data.batch_size}"

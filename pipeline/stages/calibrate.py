@@ -125,9 +125,13 @@ def fit_conformal(calibrated: torch.Tensor, targets: torch.Tensor, alpha: float)
         f"; approximate: with {n} calib images (under {APPROXIMATE_BELOW}) one calibration's coverage "
         f"strays from it by about +-{spread:.2f}" if approximate else "",
     )  # fmt: skip
-    counts = np.bincount(targets.numpy(), minlength=calibrated.shape[1]).tolist()
-    fitted = {"alpha": alpha, "threshold": threshold, "images": n, "approximate": approximate}
-    return fitted | {"class_counts": counts}
+    return {
+        "alpha": alpha,
+        "threshold": threshold,
+        "images": n,
+        "approximate": approximate,
+        "class_counts": np.bincount(targets.numpy(), minlength=calibrated.shape[1]).tolist(),
+    }
 
 
 def fit_unknown(cfg: DictConfig, index, split, preprocess, device, features, logits) -> dict:

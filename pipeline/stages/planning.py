@@ -26,7 +26,7 @@ from pipeline.stages.index import ensure_index, inspect_split
 if TYPE_CHECKING:
     from pipeline.data.transforms import Preprocess
 
-log = logging.getLogger("pipeline.plan")
+log = logging.getLogger("pipeline.train")  # the training plan: quiet with train in later trials
 
 
 def training_plan(cfg: DictConfig, ctx: Context, tracker) -> Plan:

@@ -288,6 +288,9 @@ class CalibrateConfig:
     # calib scores: pipeline.evaluation.unknown); null: no unknown answer
     unknown_accept: float | None = bounded(0.975, POSITIVE, BELOW_ONE)
     unknown_method: UnknownMethod = UnknownMethod.mahalanobis  # what scores how unlike the training images
+    # mahalanobis on a fine-tuned model: also read the layers of the pretrained network it started from, which
+    # fine-tuning has not pulled toward its classes; its weights join the model (twice the backbone's compute)
+    unknown_pretrained: bool = True
     unknown_neighbours: int = bounded(5, POSITIVE)  # knn: the k of the k-th nearest training feature
     # training images (a seeded, stratified sample) the unknown score is fitted on; knn keeps their features
     # in the model, so this bounds its size

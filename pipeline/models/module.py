@@ -72,9 +72,9 @@ class Classifier(L.LightningModule):
             prefix="val/",
         )
 
-        self.trust: dict | None = (
-            None  # what the calibrate stage fitted (pipeline.models.trusted), once loaded
-        )
+        self.trust: dict | None = None  # what the calibrate stage fitted (pipeline.models.trusted)
+        # the model config as trained, with where its first weights came from (pipeline.models.reference)
+        self.trained_from: dict[str, Any] = dict(model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -154,13 +154,15 @@ def load_classifier(path: Path) -> Classifier:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         hparams = dict(checkpoint["hyper_parameters"])
+        trained_from = dict(hparams["model"])
         # the weights come from the checkpoint, not the hub or the original file
-        hparams["model"] = {**hparams["model"], "pretrained": False, "weights": None}
+        hparams["model"] = {**trained_from, "pretrained": False, "weights": None}
         for fitted_before_the_calibrate_stage in ("temperature", "conformal", "unknown"):
             hparams.pop(fitted_before_the_calibrate_stage, None)
         classifier = Classifier(**hparams)
         classifier.load_state_dict(checkpoint["state_dict"])
         classifier.trust = checkpoint.get("trust")
+        classifier.trained_from = trained_from
     except pickle.UnpicklingError as err:
         raise PipelineError(f"cannot load checkpoint {path}: not a checkpoint this pipeline wrote") from err
     except (RuntimeError, KeyError, TypeError, ValueError, EOFError) as err:

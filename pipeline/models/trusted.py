@@ -5,7 +5,9 @@ The unknown score reads features, not logits: with two classes the logits are tw
 little of how unlike the training images an input is. A timm network gives the statistics (channel means and
 spreads) of each stage's feature map besides the penultimate features: flat colours, noise and photos of other
 subjects differ from the training images at the early stages too, where fine-tuning leaves the pretrained
-features most intact (docs/reports/trust.md). Other networks give the penultimate features alone.
+features most intact (docs/reports/trust.md). Other networks give the penultimate features alone. A fine-tuned
+network's pretrained original, where the calibrate stage kept one (pipeline.models.reference), adds its own
+layers to the score.
 """
 
 import copy
@@ -16,6 +18,7 @@ from torch.nn import functional as F
 
 from pipeline.errors import PipelineError
 from pipeline.models.factory import classifier_head
+from pipeline.models.reference import rebuilt_reference
 
 
 class FeatureSplit(nn.Module):
@@ -49,10 +52,28 @@ class StagedSplit(nn.Module):
         return self.network.forward_head(final), [*statistics, penultimate]
 
 
-def split_network(network: nn.Module, image_size: int) -> nn.Module:
-    """The network split into logits and the features the unknown score reads, checked to give the network's
-    own logits: a network that does more after its head (none of timm's or this project's) is refused in one
-    line."""
+class JointSplit(nn.Module):
+    """(the trained network's logits, [its features..., the pretrained reference's features...])."""
+
+    def __init__(self, trained: nn.Module, reference: nn.Module):
+        super().__init__()
+        self.trained, self.reference = trained, reference
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        logits, features = self.trained(x)
+        return logits, [*features, *self.reference(x)[1]]
+
+
+def split_network(network: nn.Module, image_size: int, reference: nn.Module | None = None) -> nn.Module:
+    """The network split into logits and the features the unknown score reads (with the reference's after
+    its own, when given)."""
+    split = own_split(network, image_size)
+    return split if reference is None else JointSplit(split, own_split(reference, image_size))
+
+
+def own_split(network: nn.Module, image_size: int) -> nn.Module:
+    """The network's split, checked to give its own logits: a network that does more after its head (none
+    of timm's or this project's) is refused in one line."""
     x = torch.randn(2, 3, image_size, image_size)
     with torch.no_grad():
         expected = network.eval()(x)
@@ -146,11 +167,16 @@ class TrustedNetwork(nn.Module):
     """(calibrated logits, unknown score), or the calibrated logits alone when no unknown answer is fitted."""
 
     def __init__(
-        self, network: nn.Module, temperature: float | None, scorer: nn.Module | None, image_size: int
+        self,
+        network: nn.Module,
+        temperature: float | None,
+        scorer: nn.Module | None,
+        image_size: int,
+        reference: nn.Module | None = None,
     ):
         super().__init__()
         self.reads_features = scorer is not None and not isinstance(scorer, Energy)
-        self.network = split_network(network, image_size) if self.reads_features else network
+        self.network = split_network(network, image_size, reference) if self.reads_features else network
         self.temperature, self.scorer = temperature or 1.0, scorer
 
     def forward(self, x: torch.Tensor):
@@ -162,7 +188,7 @@ class TrustedNetwork(nn.Module):
 def trusted_network(network: nn.Module, trust: dict | None, image_size: int) -> TrustedNetwork:
     """The network with what the calibrate stage fitted (`trust`; None: nothing fitted)."""
     trust = trust or {}
-    unknown = trust.get("unknown")
-    return TrustedNetwork(
-        network, trust.get("temperature"), detector(unknown) if unknown else None, image_size
-    )
+    unknown = trust.get("unknown") or {}
+    reference = rebuilt_reference(unknown["reference"]) if unknown.get("reference") else None
+    scorer = detector(unknown) if unknown else None
+    return TrustedNetwork(network, trust.get("temperature"), scorer, image_size, reference)

@@ -29,6 +29,7 @@ from pipeline.evaluation.unknown import (
 )
 from pipeline.models.checkpoint_io import store_trust
 from pipeline.models.module import load_classifier
+from pipeline.models.reference import pretrained_reference, stored_reference
 from pipeline.models.trusted import detector, split_network
 from pipeline.progress import Progress
 from pipeline.stages.checkpoints import checkpoint_path
@@ -45,7 +46,8 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     classifier = load_classifier(ckpt)
     preprocess = Preprocess.from_dict(classifier.hparams.preprocess)
     device = devices.of_trainer(cfg.trainer)
-    split = split_network(classifier.model, preprocess.image_size).to(device)
+    reference = unknown_reference(cfg, classifier)
+    split = split_network(classifier.model, preprocess.image_size, reference).to(device)
     logits, features, targets = embed(cfg, split, records, preprocess, device)
     c, trust = cfg.calibrate, {"images": len(records), "split": split_name}
     metrics = {"calib/images": len(records), "calib/acc": float((logits.argmax(1) == targets).float().mean())}
@@ -62,7 +64,9 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         metrics["calib/conformal_threshold"] = trust["conformal"]["threshold"]
         metrics["calib/conformal_alpha"] = trust["conformal"]["alpha"]
     if c.unknown_accept is not None:
-        trust["unknown"] = fit_unknown(cfg, index, split, preprocess, device, features, logits)
+        spec, num_classes = classifier.trained_from, classifier.hparams.num_classes
+        kept = None if reference is None else stored_reference(spec, num_classes, reference)
+        trust["unknown"] = fit_unknown(cfg, index, split, preprocess, device, (features, logits), kept)
         metrics["calib/unknown_threshold"] = trust["unknown"]["threshold"]
         metrics["calib/unknown_mb"] = trust["unknown"]["bytes"] / 2**20
     owned = ckpt.resolve().is_relative_to(ctx.output_dir.resolve())
@@ -73,6 +77,18 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     tracker.log_metrics(metrics, headline=True)
     ctx.metrics.update(metrics)
     return ctx
+
+
+def unknown_reference(cfg: DictConfig, classifier) -> torch.nn.Module | None:
+    """The pretrained network the model was fine-tuned from, where the unknown score reads it too."""
+    c = cfg.calibrate
+    if c.unknown_accept is None or str(c.unknown_method) != "mahalanobis" or not c.unknown_pretrained:
+        return None
+    num_classes = classifier.hparams.num_classes
+    reference = pretrained_reference(classifier.trained_from, num_classes, classifier.model)
+    if reference is not None:
+        log.info("the unknown score reads the pretrained network the model was fine-tuned from, besides it")
+    return reference
 
 
 def fitting_split(cfg: DictConfig, index) -> tuple[list, str]:
@@ -134,9 +150,13 @@ def fit_conformal(calibrated: torch.Tensor, targets: torch.Tensor, alpha: float)
     }
 
 
-def fit_unknown(cfg: DictConfig, index, split, preprocess, device, features, logits) -> dict:
-    """The unknown score fitted on a sample of the training images, its threshold on the calib split."""
+def fit_unknown(
+    cfg: DictConfig, index, split, preprocess, device, calib: tuple, reference: dict | None
+) -> dict:
+    """The unknown score fitted on a sample of the training images, its threshold on the calib split's
+    (features, logits); `reference`: the pretrained network the split reads besides the model, as stored."""
     c = cfg.calibrate
+    features, logits = calib
     method = str(c.unknown_method)
     unknown = {"method": method, "accepted": float(c.unknown_accept), "neighbours": int(c.unknown_neighbours)}
     tensors = {}
@@ -150,7 +170,10 @@ def fit_unknown(cfg: DictConfig, index, split, preprocess, device, features, log
         )
         tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
     unknown["tensors"] = tensors
-    unknown["bytes"] = sum(t.numel() * t.element_size() for t in tensors.values())
+    stored = [*tensors.values(), *(reference["state"].values() if reference else ())]
+    unknown["bytes"] = sum(t.numel() * t.element_size() for t in stored)
+    if reference:
+        unknown["reference"] = reference
     with torch.inference_mode():
         scores = detector(unknown)(features, logits).numpy()
     unknown["threshold"] = unknown_threshold(scores, unknown["accepted"])

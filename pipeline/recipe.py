@@ -56,7 +56,7 @@ def imbalance_recipe(
     """(balance mode, objective metric, a line saying what `auto` chose or None). When the largest training
     class outnumbers the smallest by `threshold` or more, `auto` balances the batches and picks the checkpoint
     by balanced accuracy, which, unlike accuracy, does not reward predicting the big classes."""
-    ratio = max(train_counts) / max(min(train_counts), 1)
+    ratio = imbalance_ratio(train_counts)
     imbalanced = ratio >= threshold
     chosen_balance = (BALANCED_MODE if imbalanced else "none") if balance == "auto" else balance
     chosen_objective = resolved_objective(objective, imbalanced)
@@ -67,6 +67,20 @@ def imbalance_recipe(
         f"balancing with {chosen_balance} (data.balance), checkpoint by {chosen_objective} (objective)"
     )
     return chosen_balance, chosen_objective, line
+
+
+def imbalance_ratio(train_counts: list[int]) -> float:
+    """The largest training class's count over the smallest's: at data.imbalance_threshold or more, every
+    `auto` that weighs classes (balance, objective, calibrate.conformal_mix) treats them as equals."""
+    return max(train_counts) / max(min(train_counts), 1)
+
+
+def conformal_mix(mix: str, train_counts: list[int], threshold: float) -> str:
+    """calibrate.conformal_mix=auto: balanced for imbalanced training classes, as objective=auto then picks
+    the checkpoint by balanced accuracy; else calib."""
+    if mix != AUTO:
+        return mix
+    return "balanced" if imbalance_ratio(train_counts) >= threshold else "calib"
 
 
 def objective_direction(objective: str, mode: str) -> str:

@@ -268,6 +268,12 @@ class ValidateConfig:
     bootstrap_resamples: int = bounded(1000, NON_NEGATIVE)
 
 
+class ConformalMix(StrEnum):
+    auto = "auto"  # balanced when the training classes are imbalanced (data.imbalance_threshold), else calib
+    calib = "calib"  # coverage for images mixed like the calib split (which follows the training folder)
+    balanced = "balanced"  # coverage for every class equally often (calib images weighted 1 / class count)
+
+
 class UnknownMethod(StrEnum):
     # distance of the normalized features to the nearest class mean, one shared covariance
     mahalanobis = "mahalanobis"
@@ -284,6 +290,7 @@ class CalibrateConfig:
     temperature: bool = True
     # error rate of the prediction sets (split conformal); null: no sets
     conformal_alpha: float | None = bounded(0.1, POSITIVE, BELOW_ONE)
+    conformal_mix: ConformalMix = ConformalMix.auto  # the class mix the sets' coverage is promised for
     # share of new images like the calib ones the unknown threshold accepts (with 90% confidence, from the
     # calib scores: pipeline.evaluation.unknown); null: no unknown answer
     unknown_accept: float | None = bounded(0.975, POSITIVE, BELOW_ONE)

@@ -74,14 +74,17 @@ def trust_line(metrics: dict[str, float], split: str) -> str:
     parts = [f"temperature {temperature:.3f}" if temperature != 1.0 else "no temperature needed"]
     if "calib/conformal_threshold" in metrics:
         target = 1 - metrics["calib/conformal_alpha"]
+        balanced = metrics.get("calib/conformal_balanced") == 1.0
         sets = (
             f"prediction sets hold every class of probability >= {metrics['calib/conformal_threshold']:.4g} "
-            f"for {target:.0%} coverage"
+            f"for {target:.0%} coverage{' of every class equally often' if balanced else ''}"
         )
         if f"{split}/conformal_coverage" in metrics:
             sets += f" ({split}: {metrics[f'{split}/conformal_coverage']:.1%})"
-        if n < APPROXIMATE_BELOW:
-            sets += f", approximate: {n} images are too few to promise it (under {APPROXIMATE_BELOW})"
+        effective = metrics.get("calib/conformal_effective_images", n)
+        if effective < APPROXIMATE_BELOW:
+            worth = f" worth {effective:.0f} once weighted by class" if balanced else ""
+            sets += f", approximate: {n} images{worth} are too few to promise it (under {APPROXIMATE_BELOW})"
         parts.append(sets)
     if "calib/unknown_threshold" in metrics and f"{split}/unknown_rate" in metrics:
         parts.append(f"unknown answer for {metrics[f'{split}/unknown_rate']:.1%} of {split} images")

@@ -109,6 +109,7 @@ def test_the_fitted_answers_are_stored_with_the_checkpoint_and_scored_by_validat
     trust = load_classifier(calibrated.ckpt).trust
     found = calibrated.metrics
     assert trust["conformal"]["alpha"] == 0.1 and trust["conformal"]["approximate"]  # under 100 calib images
+    assert trust["conformal"]["mix"] == "calib"  # three classes of equal size
     assert sum(trust["conformal"]["class_counts"]) == trust["images"]
     assert trust["conformal"]["threshold"] == pytest.approx(found["calib/conformal_threshold"])
     assert trust["unknown"]["method"] == "mahalanobis"

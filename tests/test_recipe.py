@@ -14,7 +14,7 @@ from pipeline.evaluation.metrics import classification_metrics
 from pipeline.models.factory import create_model
 from pipeline.models.finetune import param_groups, stage_lr_factors
 from pipeline.progress import Progress, duration
-from pipeline.recipe import auto_epochs, auto_image_size, finetune_recipe, imbalance_recipe
+from pipeline.recipe import auto_epochs, auto_image_size, conformal_mix, finetune_recipe, imbalance_recipe
 from pipeline.stages.planning import resolve_plan
 
 AUTO = {"strategy": "auto", "unfreeze_epoch": 1, "backbone_lr_factor": 0.1, "first_stage_lr_factor": 0.01}
@@ -142,3 +142,16 @@ def test_a_run_resolves_auto_size_and_epochs_from_its_training_images(make_cfg, 
     plan = resolve_plan(cfg, Context(output_dir=tmp_path))
     assert (plan.preprocess.image_size, plan.max_epochs) == (size, epochs)
     assert (cfg.data.image_size, cfg.trainer.max_epochs) == ("auto", "auto")  # the config as given
+
+
+@pytest.mark.parametrize(
+    ("mix", "counts", "expected"),
+    [
+        ("auto", [30, 30, 29], "calib"),
+        ("auto", [90, 30, 29], "balanced"),  # 3.1:1, at data.imbalance_threshold 3 or more
+        ("calib", [90, 30, 29], "calib"),
+        ("balanced", [30, 30, 29], "balanced"),
+    ],
+)
+def test_sets_promise_equal_classes_where_the_training_classes_are_imbalanced(mix, counts, expected):
+    assert conformal_mix(mix, counts, threshold=3.0) == expected

@@ -19,7 +19,12 @@ from pipeline.data.images import ImageDataset
 from pipeline.data.sources import MIN_CLASS_FOR_CALIB
 from pipeline.data.transforms import Preprocess, eval_transform
 from pipeline.evaluation.calibration import safe_temperature
-from pipeline.evaluation.conformal import APPROXIMATE_BELOW, conformal_threshold
+from pipeline.evaluation.conformal import (
+    APPROXIMATE_BELOW,
+    class_balanced_weights,
+    conformal_threshold,
+    effective_size,
+)
 from pipeline.evaluation.unknown import (
     TOLERANCE_CONFIDENCE,
     fit_detector,
@@ -32,6 +37,7 @@ from pipeline.models.module import load_classifier
 from pipeline.models.reference import pretrained_reference, stored_reference
 from pipeline.models.trusted import detector, split_network
 from pipeline.progress import Progress
+from pipeline.recipe import conformal_mix
 from pipeline.stages.checkpoints import checkpoint_path
 from pipeline.stages.index import ensure_index
 from pipeline.tracking import Tracker
@@ -60,9 +66,10 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         metrics["calib/temperature"] = trust["temperature"] or 1.0
     calibrated = logits / (trust.get("temperature") or 1.0)
     if c.conformal_alpha is not None:
-        trust["conformal"] = fit_conformal(calibrated, targets, float(c.conformal_alpha))
-        metrics["calib/conformal_threshold"] = trust["conformal"]["threshold"]
-        metrics["calib/conformal_alpha"] = trust["conformal"]["alpha"]
+        sets = fit_conformal(calibrated, targets, float(c.conformal_alpha), sets_mix(cfg, index))
+        trust["conformal"] = sets
+        metrics |= {f"calib/conformal_{k}": sets[k] for k in ("threshold", "alpha", "effective_images")}
+        metrics["calib/conformal_balanced"] = float(sets["mix"] == "balanced")
     if c.unknown_accept is not None:
         spec, num_classes = classifier.trained_from, classifier.hparams.num_classes
         kept = None if reference is None else stored_reference(spec, num_classes, reference)
@@ -77,6 +84,12 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     tracker.log_metrics(metrics, headline=True)
     ctx.metrics.update(metrics)
     return ctx
+
+
+def sets_mix(cfg: DictConfig, index) -> str:
+    """The class mix the prediction sets promise their coverage for (calibrate.conformal_mix, resolved)."""
+    counts = np.bincount([r.label for r in index.split("train")], minlength=len(index.class_names)).tolist()
+    return conformal_mix(str(cfg.calibrate.conformal_mix), counts, cfg.data.imbalance_threshold)
 
 
 def unknown_reference(cfg: DictConfig, classifier) -> torch.nn.Module | None:
@@ -127,26 +140,34 @@ def embed(cfg: DictConfig, split: nn.Module, records: list, preprocess: Preproce
     return torch.cat(logits), [torch.cat(layer) for layer in zip(*layers, strict=True)], torch.cat(labels)
 
 
-def fit_conformal(calibrated: torch.Tensor, targets: torch.Tensor, alpha: float) -> dict:
-    """The prediction sets' threshold, and one line on how far its coverage can be trusted."""
-    n = len(targets)
-    threshold = conformal_threshold(calibrated.softmax(1).numpy(), targets.numpy(), alpha)
+def fit_conformal(calibrated: torch.Tensor, targets: torch.Tensor, alpha: float, mix: str) -> dict:
+    """The prediction sets' threshold for images mixed as `mix` says (calib or balanced), and one line on how
+    far its coverage can be trusted."""
+    labels = targets.numpy()
+    weights = class_balanced_weights(labels) if mix == "balanced" else np.ones(len(labels))
+    threshold = conformal_threshold(calibrated.softmax(1).numpy(), labels, alpha, weights)
+    n = effective_size(weights)
     # coverage of one calibration is Beta(n + 1 - l, l), l = floor((n + 1) alpha): about this spread
     spread = math.sqrt(alpha * (1 - alpha) / (n + 2))
     approximate = n < APPROXIMATE_BELOW
     log.info(
         "prediction sets: a class joins an image's set when its calibrated probability is at least %.6g, "
-        "for %.0f%% coverage of new images%s",
+        "for %.0f%% coverage of new images %s%s",
         threshold, 100 * (1 - alpha),
-        f"; approximate: with {n} calib images (under {APPROXIMATE_BELOW}) one calibration's coverage "
-        f"strays from it by about +-{spread:.2f}" if approximate else "",
+        "of every class equally often (calibrate.conformal_mix=balanced)" if mix == "balanced"
+        else "mixed like the calib ones",
+        f"; approximate: {len(labels)} calib images{f' worth {n:.0f} weighted' if mix == 'balanced' else ''} "
+        f"(under {APPROXIMATE_BELOW}) let one calibration's coverage stray from it by about +-{spread:.2f}"
+        if approximate else "",
     )  # fmt: skip
     return {
         "alpha": alpha,
         "threshold": threshold,
-        "images": n,
+        "images": len(labels),
+        "mix": mix,
+        "effective_images": n,
         "approximate": approximate,
-        "class_counts": np.bincount(targets.numpy(), minlength=calibrated.shape[1]).tolist(),
+        "class_counts": np.bincount(labels, minlength=calibrated.shape[1]).tolist(),
     }
 
 

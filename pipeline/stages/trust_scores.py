@@ -92,18 +92,19 @@ def conformal_metrics(tracker: Tracker, split: str, scorer: Scorer, logits, targ
 
 
 def mix_metrics(split: str, conformal: dict, targets, num_classes: int) -> dict[str, float]:
-    """conformal_mix_p: how likely the split's classes are mixed as the calib split's were, with one line when
-    they are not, since the sets' coverage is promised for the calib split's mix."""
+    """conformal_mix_p: how likely the split's classes are mixed as the coverage is promised for (like the
+    calib split, or every class equally often), with one line when they are not."""
     if not conformal.get("class_counts"):  # fitted before the counts were stored
         return {}
     counts = np.bincount(targets.numpy(), minlength=num_classes).tolist()
-    p = class_mix_p(conformal["class_counts"], counts)
+    balanced = conformal.get("mix") == "balanced"
+    p = class_mix_p(conformal["class_counts"], counts, balanced)
     if p < MIX_DIFFERS_BELOW:
         log.warning(
-            "%s's classes are mixed unlike the calib split's (chi-square p = %.2g): the prediction sets' "
-            "%.0f%% coverage is promised for images mixed like the calib ones; per class: "
-            "reports/prediction_sets_%s.md",
-            split, p, 100 * (1 - conformal["alpha"]), split,
+            "%s's classes are mixed unlike %s (chi-square p = %.2g): the prediction sets' %.0f%% coverage is "
+            "promised for images mixed like that; per class: reports/prediction_sets_%s.md",
+            split, "every class equally often" if balanced else "the calib split's", p,
+            100 * (1 - conformal["alpha"]), split,
         )  # fmt: skip
     return {"conformal_mix_p": p}
 

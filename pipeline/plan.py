@@ -13,6 +13,11 @@ if TYPE_CHECKING:  # albumentations and torch, which a data-only run does not ne
     from pipeline.data.transforms import Preprocess
 
 
+# `auto` settings the plan resolves: the parent run records `<key>.requested=auto` at start and
+# `<key>=<value>` once resolved (pipeline.tracking.Tracker.log_resolved): runs compare by the value they used
+RESOLVED_LATER = ("data.image_size", "trainer.max_epochs")
+
+
 @dataclass(frozen=True)
 class Plan:
     preprocess: "Preprocess"  # image size, resize, crop and normalization
@@ -23,5 +28,5 @@ class Plan:
     direction: str  # max or min
 
     def logged(self) -> dict[str, Any]:
-        """The resolved values the parent run records (pipeline.tracking.RESOLVED_LATER)."""
-        return {"data.image_size": self.preprocess.image_size, "trainer.max_epochs": self.max_epochs}
+        """The resolved values the parent run records, by RESOLVED_LATER's names."""
+        return dict(zip(RESOLVED_LATER, (self.preprocess.image_size, self.max_epochs), strict=True))

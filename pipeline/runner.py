@@ -4,12 +4,16 @@ The tracker (MLflow) is imported after the config checks and only on rank 0: a b
 MLflow loads, and DDP workers never load it.
 """
 
+import contextlib
+import functools
 import importlib
 import logging
 import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -96,10 +100,9 @@ def run(cfg: DictConfig, callbacks: tuple = ()):
     ctx = Context(output_dir=output_dir, callbacks=list(callbacks))
     yaml = OmegaConf.to_yaml(cfg, resolve=True)
     story = (run_story.run_name(cfg), run_story.command_line(), run_story.description(cfg))
-    with (
-        sigterm_as_interrupt(),
-        tracker.pipeline_run(config, yaml, story, resume_id) as run_id,
-    ):
+    from pipeline.run_lifecycle import pipeline_run  # with MLflow, which worker ranks and --help skip
+
+    with sigterm_as_interrupt(), pipeline_run(tracker, config, yaml, story, resume_id) as run_id:
         log.info("MLflow run %s at %s; outputs in %s", run_id, tracker.uri, output_dir)
         if cfg.trial.number is not None:
             mark_trial(cfg, tracker, run_id)
@@ -132,15 +135,16 @@ def run(cfg: DictConfig, callbacks: tuple = ()):
 def open_tracker(cfg: DictConfig):
     """The MLflow store (checked writable, runs abandoned by dead processes marked KILLED), the parent run to
     continue (resume=, or this requeued SLURM job's) and the config to run: (tracker, run id or None, cfg)."""
+    from pipeline import run_lifecycle
     from pipeline.tracking import Tracker
 
     writable_folder(Path(cfg.output_dir), "output folder")
     if cfg.tracking.uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):  # the embedded store
         writable_folder(Path(cfg.tracking.dir), "tracking.dir")
     tracker = Tracker(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.dir)
-    for abandoned in tracker.mark_abandoned_runs():
+    for abandoned in run_lifecycle.mark_abandoned_runs(tracker):
         log.warning("run %s was left RUNNING by a process that is gone: marked KILLED", abandoned)
-    if not cfg.resume and (requeued := tracker.run_of_requeued_job()):
+    if not cfg.resume and (requeued := run_lifecycle.run_of_requeued_job(tracker)):
         log.info("SLURM restarted this job: continuing its run %s", requeued)
         cfg.resume = requeued
     if not cfg.resume:
@@ -194,10 +198,13 @@ def writable_folder(folder: Path, what: str) -> Path:
 
 def resumed(cfg: DictConfig, tracker, joining: bool = False) -> tuple[str, DictConfig]:
     """The run `resume` names (`true`: the newest interrupted one) and the config that continues it; see
-    Tracker.resumable_run for `joining`. Under DDP give the id: by the time another rank looks, rank 0 may
-    have reopened the newest run."""
-    run_id, saved_yaml = tracker.resumable_run(None if cfg.resume is True else str(cfg.resume), joining)
-    return run_id, resumed_config(saved_yaml, tracker.stage_statuses(run_id))
+    run_lifecycle.resumable_run for `joining`. Under DDP give the id: by the time another rank looks, rank 0
+    may have reopened the newest run."""
+    from pipeline import run_lifecycle
+
+    asked = None if cfg.resume is True else str(cfg.resume)
+    run_id, saved_yaml = run_lifecycle.resumable_run(tracker, asked, joining)
+    return run_id, resumed_config(saved_yaml, run_lifecycle.stage_statuses(tracker, run_id))
 
 
 def resumed_config(saved_yaml: str, statuses: dict[str, tuple[str, str]]) -> DictConfig:
@@ -216,17 +223,27 @@ def resumed_config(saved_yaml: str, statuses: dict[str, tuple[str, str]]) -> Dic
 
 
 def run_stages(
-    cfg: DictConfig, stages: list[str], ctx: Context, tracker, timings: dict[str, float] | None = None
+    cfg: DictConfig,
+    stages: list[str],
+    ctx: Context,
+    tracker,
+    timings: dict[str, float] | None = None,
+    stage_run: Callable[[str], AbstractContextManager] | None = None,
 ) -> Context:
-    """Each stage in its own child run; `timings` gets each started stage's wall seconds, in order."""
+    """Each stage in its own child run (`stage_run`, run_lifecycle's by default); `timings` gets each started
+    stage's wall seconds, in order."""
     timings = {} if timings is None else timings
+    if stage_run is None:
+        from pipeline import run_lifecycle
+
+        stage_run = functools.partial(run_lifecycle.stage_run, tracker)
     OmegaConf.set_readonly(cfg, True)  # resolved values live in ctx.plan, never written back
     for name in stages:
         start, planned = time.perf_counter(), ctx.plan
         try:
             stage = importlib.import_module(f"pipeline.stages.{name}")
             tame_lightning_logging()
-            with tracker.stage_run(name):
+            with stage_run(name):
                 ctx = stage.run(cfg, ctx, tracker)
         finally:
             timings[name] = time.perf_counter() - start
@@ -242,12 +259,13 @@ def run_worker(cfg: DictConfig) -> None:
     resuming (asked, or a requeued SLURM job), it reads the same resumed config from the store as rank 0
     (output folder, stages, last.ckpt): ranks starting from different epochs would wait on each other."""
     if cfg.resume or slurm_restarted():
+        from pipeline import run_lifecycle
         from pipeline.tracking import Tracker
 
         tracker = Tracker(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.dir)
-        cfg.resume = cfg.resume or tracker.run_of_requeued_job(joining=True)
+        cfg.resume = cfg.resume or run_lifecycle.run_of_requeued_job(tracker, joining=True)
         if cfg.resume:
             _, cfg = resumed(cfg, tracker, joining=True)
-    run_stages(
-        cfg, worker_stages(list(cfg.stages)), Context(output_dir=Path(cfg.output_dir)), SilentTracker()
-    )
+    worker = Context(output_dir=Path(cfg.output_dir))
+    stages = worker_stages(list(cfg.stages))
+    run_stages(cfg, stages, worker, SilentTracker(), stage_run=lambda name: contextlib.nullcontext())

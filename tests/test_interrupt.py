@@ -12,6 +12,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from pipeline.run_lifecycle import mark_abandoned_runs
 from pipeline.runner import run, sigterm_as_interrupt
 from pipeline.tracking import Tracker, uninterrupted
 
@@ -118,7 +119,7 @@ def test_a_run_left_running_by_a_dead_process_is_marked_killed(tmp_path):
     host = socket.gethostname()
     dead = tracker.client.create_run(tracker.experiment_id, tags={"pid": str(gone.pid), "host": host})
     alive = tracker.client.create_run(tracker.experiment_id, tags={"pid": str(os.getpid()), "host": host})
-    assert tracker.mark_abandoned_runs() == [dead.info.run_id]
+    assert mark_abandoned_runs(tracker) == [dead.info.run_id]
     assert tracker.client.get_run(dead.info.run_id).info.status == "KILLED"
     assert tracker.client.get_run(alive.info.run_id).info.status == "RUNNING"
 

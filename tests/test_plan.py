@@ -1,6 +1,7 @@
 """Resolved once a run: the plan (what `auto` becomes), shared by the stages that train and never written
 into the config the run was given, and the inspection of the images."""
 
+import contextlib
 import sys
 import types
 
@@ -10,6 +11,7 @@ from omegaconf.errors import ReadonlyConfigError
 from pipeline.context import Context
 from pipeline.models.module import load_classifier
 from pipeline.ranks import SilentTracker
+from pipeline.run_lifecycle import pipeline_run
 from pipeline.runner import run, run_stages
 from pipeline.stages import index as index_module
 from pipeline.stages import planning as plan_module
@@ -30,7 +32,8 @@ def test_a_stage_cannot_write_the_config_the_run_was_given(make_cfg, tmp_path, m
     writes.run = run
     monkeypatch.setitem(sys.modules, "pipeline.stages.data", writes)
     with pytest.raises(ReadonlyConfigError):
-        run_stages(make_cfg("data.image_size=auto"), ["data"], Context(output_dir=tmp_path), SilentTracker())
+        cfg, ctx = make_cfg("data.image_size=auto"), Context(output_dir=tmp_path)
+        run_stages(cfg, ["data"], ctx, SilentTracker(), stage_run=lambda name: contextlib.nullcontext())
 
 
 def test_the_stages_that_train_share_one_plan_resolved_once(make_cfg, image_folder, tmp_path, monkeypatch):
@@ -43,7 +46,7 @@ def test_the_stages_that_train_share_one_plan_resolved_once(make_cfg, image_fold
     monkeypatch.setattr(plan_module, "resolve_plan", counted)
     cfg = make_cfg(*SMALL, "trainer.max_epochs=auto", root=image_folder)
     tracker = Tracker("plan", None, str(tmp_path / "mlruns"))
-    with tracker.pipeline_run({}, "", ("plan", "cmd", "")):
+    with pipeline_run(tracker, {}, "", ("plan", "cmd", "")):
         ctx = run_stages(cfg, ["sanity", "train"], Context(output_dir=tmp_path), tracker)
     assert len(resolved) == 1 and ctx.plan is resolved[0]
     assert ctx.plan.max_epochs == 12 and cfg.trainer.max_epochs == "auto"

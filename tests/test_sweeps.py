@@ -163,7 +163,7 @@ def test_a_job_slurm_refuses_is_one_line_naming_the_setting(sbatch_says, hint):
     ],
 )
 def test_a_run_names_the_slurm_job_it_ran_in(monkeypatch, environment, tag):
-    from pipeline.tracking import slurm_job
+    from pipeline.run_lifecycle import slurm_job
 
     for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
         monkeypatch.delenv(name, raising=False)

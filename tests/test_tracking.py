@@ -1,6 +1,7 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
+from pipeline.run_lifecycle import pipeline_run, stage_run
 from pipeline.runner import run
 from pipeline.tracking import Tracker, flatten, resolve_tracking_uri
 
@@ -25,10 +26,10 @@ def test_failure_marks_parent_and_stage_failed_and_keeps_headline(tmp_path):
     tracker = Tracker("exp", None, str(tmp_path))
     with pytest.raises(RuntimeError):
         story = ("r", "cmd", "")  # name, command, description
-        with tracker.pipeline_run({"model": {"name": "m"}}, "model:\n  name: m\n", story) as parent_id:
-            with tracker.stage_run("data"):
+        with pipeline_run(tracker, {"model": {"name": "m"}}, "model:\n  name: m\n", story) as parent_id:
+            with stage_run(tracker, "data"):
                 tracker.log_metrics({"data/num_images": 5}, headline=True)
-            with tracker.stage_run("train"):
+            with stage_run(tracker, "train"):
                 raise RuntimeError("boom")
     client = MlflowClient(tracker.uri)
     parent = client.get_run(parent_id)
@@ -44,7 +45,7 @@ def test_each_tracker_keeps_to_its_own_store(tmp_path):
     recorded = {}
     for name in ("a", "b"):
         tracker = Tracker("exp", None, str(tmp_path / name))
-        with tracker.pipeline_run({}, "", (f"run-{name}", "cmd", "")):
+        with pipeline_run(tracker, {}, "", (f"run-{name}", "cmd", "")):
             pass
         recorded[tracker.uri] = tracker.experiment_id
     assert list(recorded) == [f"sqlite:///{tmp_path / n / 'mlflow.db'}" for n in ("a", "b")]
@@ -59,8 +60,8 @@ def test_artifacts_go_beside_the_database_mlflow_tracking_uri_names(tmp_path, mo
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{elsewhere}")
     monkeypatch.chdir(tmp_path)
     tracker = Tracker("exp", None, str(tmp_path / "mlruns"))
-    with tracker.pipeline_run({}, "", ("r", "cmd", "")):
-        with tracker.stage_run("data"):
+    with pipeline_run(tracker, {}, "", ("r", "cmd", "")):
+        with stage_run(tracker, "data"):
             tracker.log_text("hello", "note.txt")
     assert len(list((elsewhere.parent / "artifacts").rglob("note.txt"))) == 1
     assert not (tmp_path / "mlruns").exists()

@@ -64,7 +64,7 @@ sweep-dashboard:  ## the sweeps' Optuna studies (mlruns/optuna.db, or STUDIES=<s
 bench:  ## pipeline vs bare baselines: train step, real photos, loading, latency, smoke, --help -> bench/report.md
 	$(PY) scripts/bench.py $(ARGS)
 
-bench-accuracy:  ## test accuracy and time per training recipe on real photos (../shared) -> bench/accuracy.md
+bench-accuracy:  ## test accuracy and time per training recipe on real photos (../shared; ARGS="--matrix DIR": the folder matrix) -> bench/accuracy.md
 	$(PY) scripts/bench_accuracy.py $(ARGS)
 
 bench-trust:  ## calibration, prediction sets, unknown answers on the folder matrix (ARGS="--matrix DIR") -> bench/trust.md

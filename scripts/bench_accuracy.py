@@ -2,14 +2,17 @@
 
 Folders, each skipped with a line when absent (../shared/datasets): the hand signs (photos far from ImageNet),
 the flowers (close to it), a seeded 10-a-class subset of the flowers' train folder (test folder whole), the
-clothing photos (imbalanced, with their own train/validation/test folders) and the built-in digits. On each,
-the default recipe runs `--repeats` times (seeds 42, 43, ...) for the spread and every other recipe once,
-one run after another, never two at once: whole pipeline runs (data, sanity, train, validate), their test
-accuracy, macro-F1, balanced accuracy and wall time. On an imbalanced copy of the hand signs (classes cut to
-50%, 20% and 10% in turn, as symbolic links) the default handling of imbalance runs against class weights and
-against none. Writes bench/accuracy.md and bench/accuracy.json.
+clothing photos (imbalanced, with their own train/validation/test folders) and the built-in digits; or, with
+`--matrix DIR`, every shape of the folder matrix `../shared/folder_matrix.py DIR` built (its manifest.json).
+On each, the default recipe runs `--repeats` times (seeds 42, 43, ...) for the spread and every other recipe
+once (on the matrix every recipe `--repeats` times), one run after another, never two at once: whole pipeline
+runs (data, sanity, train, calibrate, validate), their test accuracy, macro-F1, balanced accuracy and wall
+time. On an imbalanced copy of the hand signs (classes cut to 50%, 20% and 10% in turn, as symbolic links) the
+default handling of imbalance runs against class weights and against none. Writes bench/accuracy.md and
+bench/accuracy.json.
 
     python scripts/bench_accuracy.py [--folders flowers,flowers_10] [--only default,probe] [--repeats 3]
+    python scripts/bench_accuracy.py --matrix DIR --only default,probe
 """
 
 import argparse
@@ -39,6 +42,8 @@ RECIPES = {  # name -> (what it is, overrides); "default" is the baseline every 
         [*PRETRAINED, "finetune.backbone_lr_factor=0.1", "finetune.first_stage_lr_factor=0.01"],
     ),
     "scratch": ("ResNet-18 from random init (the default model)", ["model=resnet18"]),
+    "lite1": ("EfficientNet-Lite1, ImageNet weights, the default recipe", ["model=efficientnet_lite1"]),
+    "lite2": ("EfficientNet-Lite2, ImageNet weights, the default recipe", ["model=efficientnet_lite2"]),
 }
 IMBALANCED = {  # on the imbalanced copy of the hand signs
     "imbalanced_default": ("ResNet-18, imbalance handled by default", ["model=resnet18"]),
@@ -59,6 +64,9 @@ METRICS = (
     "test/conformal_coverage", "test/conformal_set_size", "test/conformal_empty", "test/unknown_rate",
 )  # fmt: skip
 TIE = 0.01  # the default ties when its mean is within this of the best other recipe
+# on the folder matrix, against the linear probe: no shape's mean below the probe's by more than the first,
+# the mean over the shapes above it by the second
+PROBE_SHORTFALL, PROBE_MARGIN = 0.005, 0.01
 
 
 def imbalanced_copy(source: Path, target: Path, seed: int) -> Path:
@@ -115,6 +123,36 @@ FOLDERS = {  # name -> (what it is, its data overrides built under a work folder
         IMBALANCED,
     ),
 }  # fmt: skip
+
+
+def matrix_folders(matrix: Path) -> dict:
+    """FOLDERS' form for each shape of a built folder matrix, every recipe on it."""
+    manifest = json.loads((matrix / "manifest.json").read_text())
+    return {
+        name: (
+            f"folder matrix shape {name}",
+            lambda work, seed, config=shape["config"]: config.split(),
+            RECIPES,
+        )
+        for name, shape in manifest.items()
+    }
+
+
+def probe_margins(results: dict) -> dict | None:
+    """The default's mean minus the probe's on each folder that ran both, and whether the matrix's rule
+    holds: none short by more than PROBE_SHORTFALL, their mean at least PROBE_MARGIN."""
+    margins = {}
+    for name, folder_result in results.items():
+        recipes = folder_result["recipes"]
+        if "default" in recipes and "probe" in recipes:
+            metric = judged_metric(recipes["default"])
+            mean = {k: statistics.fmean(r[metric] for r in recipes[k]) for k in ("default", "probe")}
+            margins[name] = mean["default"] - mean["probe"]
+    if not margins:
+        return None
+    overall = statistics.fmean(margins.values())
+    holds = min(margins.values()) >= -PROBE_SHORTFALL and overall >= PROBE_MARGIN
+    return {"margins": margins, "overall": overall, "holds": holds}
 
 
 def run_recipe(data: list[str], overrides: list[str], work: Path, name: str) -> dict:
@@ -181,7 +219,8 @@ def markdown(results: dict, info: dict) -> str:
         "",
         f"{info['date']}, commit {info['commit']}, {info['cpu_count']} CPUs, load average "
         f"{info['load_before']:.2f} before and {info['load_after']:.2f} after. Budget: {info['budget']}. "
-        "A range spans the default's runs (seeds 42, 43, ...); other recipes ran once.",
+        "A range spans a recipe's runs (seeds 42, 43, ...): the default's, and on the folder matrix every "
+        "recipe's; elsewhere other recipes ran once.",
     ]
     for name, folder_result in results.items():
         lines += ["", f"## {name}: {folder_result['what']}", ""]
@@ -206,14 +245,47 @@ def markdown(results: dict, info: dict) -> str:
                 f"Default {v['outcome']} on {v['metric']}: mean {v['default_mean']:.4f}, worst "
                 f"{v['default_worst']:.4f}; best other {v['best_other']} {v['best_other_score']:.4f}.",
             ]
+    margins = probe_margins(results)
+    if margins:
+        lines += ["", "## The default against the linear probe (mean of its runs minus the probe's)", ""]
+        lines += [f"- {name}: {margin:+.4f}" for name, margin in margins["margins"].items()]
+        lines += [
+            f"- over the folders: {margins['overall']:+.4f}; the rule (none below -{PROBE_SHORTFALL}, "
+            f"the mean at least +{PROBE_MARGIN}) {'holds' if margins['holds'] else 'does not hold'}"
+        ]
     return "\n".join(lines) + "\n"  # fmt: skip
+
+
+def run_folder(name: str, folder_spec: tuple, args, work: Path, budget: list[str], failures: list) -> dict:
+    """Every chosen recipe on one folder, each `args.repeats` times where it repeats: its runs by recipe."""
+    _, data_of, recipes = folder_spec
+    data = data_of(work, args.seed)
+    if data is None:
+        print(f"bench_accuracy: {name}: its folder is not in {SHARED}: skipped", flush=True)
+        return {}
+    runs: dict[str, list[dict]] = {}
+    for recipe in [r for r in recipes if not args.only or r in args.only.split(",")]:
+        for repeat in range(args.repeats if recipe == "default" or args.matrix else 1):
+            seeded = [*recipes[recipe][1], *budget, f"seed={args.seed + repeat}"]
+            print(f"bench_accuracy: {name} {recipe} (run {repeat + 1}) ...", flush=True)
+            try:
+                row = run_recipe(data, seeded, work, f"{name}-{recipe}-{repeat}")
+            except RuntimeError as err:  # one failed run is a finding, not the end of the bench
+                print(f"bench_accuracy: {name} {recipe} failed: {err}", flush=True)
+                failures.append({"folder": name, "recipe": recipe, "seed": args.seed + repeat,
+                                 "error": str(err).splitlines()[-1]})  # fmt: skip
+                continue
+            print(f"bench_accuracy: {name} {recipe}: {json.dumps(row)}", flush=True)
+            runs.setdefault(recipe, []).append(row)
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--folders", default=",".join(FOLDERS), help=f"comma-separated, of {', '.join(FOLDERS)}"
+        "--folders", default=None, help=f"comma-separated, of {', '.join(FOLDERS)} (default: all)"
     )
+    parser.add_argument("--matrix", type=Path, default=None, help="built by ../shared/folder_matrix.py")
     parser.add_argument("--only", default=None, help="comma-separated recipe names (default: all)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of the default recipe per folder")
     parser.add_argument("--image-size", type=int, default=None, help="data.image_size (default: preset's)")
@@ -224,9 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
     args = parser.parse_args(argv)
-    unknown = set(args.folders.split(",")) - set(FOLDERS)
+    folders = matrix_folders(args.matrix) if args.matrix else FOLDERS
+    names = args.folders.split(",") if args.folders else list(folders)
+    unknown = set(names) - set(folders)
     if unknown:
-        parser.error(f"unknown folder(s) {', '.join(sorted(unknown))}; choose from {', '.join(FOLDERS)}")
+        parser.error(f"unknown folder(s) {', '.join(sorted(unknown))}; choose from {', '.join(folders)}")
     budget = [f"data.image_size={args.image_size}"] if args.image_size else []
     budget += [f"trainer.max_epochs={args.epochs}"] if args.epochs else []
     budget += args.set
@@ -234,29 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[dict] = []
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-accuracy-") as tmp:
-        work = Path(tmp)
-        for name in args.folders.split(","):
-            what, data_of, recipes = FOLDERS[name]
-            data = data_of(work, args.seed)
-            if data is None:
-                print(f"bench_accuracy: {name}: its folder is not in {SHARED}: skipped", flush=True)
-                continue
-            chosen = [r for r in recipes if not args.only or r in args.only.split(",")]
-            runs: dict[str, list[dict]] = {}
-            for recipe in chosen:
-                for repeat in range(args.repeats if recipe == "default" else 1):
-                    seeded = [*recipes[recipe][1], *budget, f"seed={args.seed + repeat}"]
-                    print(f"bench_accuracy: {name} {recipe} (run {repeat + 1}) ...", flush=True)
-                    try:
-                        row = run_recipe(data, seeded, work, f"{name}-{recipe}-{repeat}")
-                    except RuntimeError as err:  # one failed run is a finding, not the end of the bench
-                        print(f"bench_accuracy: {name} {recipe} failed: {err}", flush=True)
-                        failures.append({"folder": name, "recipe": recipe, "seed": args.seed + repeat,
-                                         "error": str(err).splitlines()[-1]})  # fmt: skip
-                        continue
-                    print(f"bench_accuracy: {name} {recipe}: {json.dumps(row)}", flush=True)
-                    runs.setdefault(recipe, []).append(row)
+        for name in names:
+            runs = run_folder(name, folders[name], args, Path(tmp), budget, failures)
             if runs:
+                what, _, recipes = folders[name]
                 what_recipe = {recipe: recipes[recipe][0] for recipe in runs}
                 results[name] = {
                     "what": what,
@@ -271,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(results, info) + "".join(
         f"\nFailed: {f['folder']} {f['recipe']} (seed {f['seed']}): {f['error']}\n" for f in failures
     )
-    write_report(args.out, "accuracy", text, {"machine": info, "folders": results, "failures": failures})
+    margins = probe_margins(results)
+    report = {"machine": info, "folders": results, "failures": failures, "probe_margins": margins}
+    write_report(args.out, "accuracy", text, report)
     return 0
 
 

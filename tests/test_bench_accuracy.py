@@ -71,3 +71,32 @@ def test_every_recipe_is_a_config_the_pipeline_accepts(make_cfg, image_folder, r
 
     _, overrides = {**BENCH.RECIPES, **BENCH.IMBALANCED}[recipe]
     check_config(make_cfg("data=folder", *overrides, root=image_folder))
+
+
+def test_the_folder_matrix_gives_each_shape_its_own_config(bench, tmp_path):
+    manifest = {"flowers_2": {"config": "data=folder data.root=/m/flowers_2", "unknown": []},
+                "digits": {"config": "data=digits", "unknown": []}}  # fmt: skip
+    (tmp_path / "manifest.json").write_text(__import__("json").dumps(manifest))
+    folders = bench.matrix_folders(tmp_path)
+    assert list(folders) == ["flowers_2", "digits"]
+    assert folders["flowers_2"][1](tmp_path, 42) == ["data=folder", "data.root=/m/flowers_2"]
+    assert folders["digits"][1](tmp_path, 42) == ["data=digits"] and "probe" in folders["digits"][2]
+    with pytest.raises(SystemExit):
+        bench.main(["--matrix", str(tmp_path), "--folders", "hand_signs", "--out", str(tmp_path / "b")])
+
+
+@pytest.mark.parametrize(
+    "probe_flowers, holds",
+    [(0.95, True), (0.97, False)],  # 0.964 against 0.97: short by 0.006, more than the 0.005 allowed
+)
+def test_the_matrix_rule_against_the_probe_takes_every_shape_and_their_mean(bench, probe_flowers, holds):
+    results = {
+        "flowers": {
+            "recipes": {"default": [run(0.96, 0.96), run(0.968, 0.968)], "probe": [run(probe_flowers, 0)]}
+        },
+        "hand_signs": {"recipes": {"default": [run(0.99, 0.99)], "probe": [run(0.95, 0.95)]}},
+        "digits": {"recipes": {"default": [run(0.99, 0.99)]}},  # no probe: not judged
+    }
+    found = bench.probe_margins(results)
+    assert set(found["margins"]) == {"flowers", "hand_signs"} and found["holds"] is holds
+    assert found["margins"]["hand_signs"] == pytest.approx(0.04)

@@ -9,6 +9,8 @@ import math
 import statistics
 from typing import Any
 
+from pipeline.errors import PipelineError
+
 AUTO = "auto"  # the value that lets the pipeline choose a setting from the model and the data
 
 
@@ -18,18 +20,31 @@ def starts_pretrained(model: dict[str, Any]) -> bool:
 
 def finetune_recipe(finetune: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
     """`auto` becomes `gradual` with the configured rates for pretrained weights (under DDP too:
-    pipeline.models.finetune), and `full` at one rate from random init."""
-    if finetune["strategy"] != "auto":
-        return finetune
-    if not starts_pretrained(model):
-        return {**finetune, "strategy": "full", "backbone_lr_factor": 1.0, "first_stage_lr_factor": None}
-    return {**finetune, "strategy": "gradual"}
+    pipeline.models.finetune), and `full` at one rate from random init. With `head_fit` the fitted head is
+    gradual's head phase: every layer trains from the first epoch."""
+    if finetune.get("head_fit") and not starts_pretrained(model):
+        raise PipelineError(
+            "finetune.head_fit needs pretrained weights (model.weights or model.pretrained): the features of "
+            "a randomly initialized backbone say nothing a head could fit"
+        )
+    if finetune["strategy"] == "auto":
+        if not starts_pretrained(model):
+            return {**finetune, "strategy": "full", "backbone_lr_factor": 1.0, "first_stage_lr_factor": None}
+        finetune = {**finetune, "strategy": "gradual"}
+    if finetune.get("head_fit") and finetune["strategy"] == "gradual":
+        return {**finetune, "strategy": "full"}
+    return finetune
 
 
 def describe_finetune(recipe: dict[str, Any], lr: float) -> str:
     """One line saying what the strategy does, with the rates it uses."""
+    fitted = "head fitted on the frozen backbone's features; then " if recipe.get("head_fit") else ""
     if recipe["strategy"] == "linear_probe":
-        return f"backbone frozen, head at lr {lr:.3g}"
+        return (
+            "backbone frozen, head fitted on its features"
+            if fitted
+            else f"backbone frozen, head at lr {lr:.3g}"
+        )
     rates = f"every layer at lr {lr:.3g}"
     if recipe["backbone_lr_factor"] != 1 or recipe.get("first_stage_lr_factor") is not None:
         rates = f"head at lr {lr:.3g}, backbone at {lr * recipe['backbone_lr_factor']:.3g}"
@@ -37,7 +52,7 @@ def describe_finetune(recipe: dict[str, Any], lr: float) -> str:
         rates += f" down to {lr * recipe['first_stage_lr_factor']:.3g} at the stem"
     if recipe["strategy"] == "gradual":
         return f"head alone for {recipe['unfreeze_epoch']} epoch(s), backbone frozen; then {rates}"
-    return rates
+    return fitted + rates
 
 
 def resolved_objective(objective: str, imbalanced: bool) -> str:

@@ -155,6 +155,8 @@ class DataConfig:
     # it fits resized_cache_mb
     resized_cache: CacheMode = CacheMode.auto
     resized_cache_mb: int = bounded(2048, POSITIVE)  # the largest resized cache `auto` builds
+    # finetune.head_fit's backbone features under cache_dir/features: the least recently used go above it
+    feature_cache_mb: int = bounded(1024, POSITIVE)
     on_corrupt: CorruptPolicy = CorruptPolicy.skip  # unreadable files
     on_leakage: LeakagePolicy = LeakagePolicy.warn  # duplicates across splits
     # max perceptual-hash bits that differ for a near duplicate
@@ -231,6 +233,9 @@ class FinetuneConfig:
     # null: one backbone rate; else earlier stages lower, down to optimizer.lr x this at the stem
     first_stage_lr_factor: float | None = bounded(None, POSITIVE)
     freeze_batchnorm: bool = True  # frozen batch norm layers stay in eval mode (running stats kept)
+    # pretrained weights: fit the new head to convergence on the frozen backbone's cached features first
+    # (LP-FT); then linear_probe is done, gradual trains every layer from the first epoch
+    head_fit: bool = False
 
 
 @dataclass

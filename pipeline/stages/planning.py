@@ -47,7 +47,9 @@ def resolve_plan(cfg: DictConfig, ctx: Context) -> Plan:
         max_epochs = auto_epochs(preprocess.image_size)
         log.info("trainer.max_epochs=auto: %d at %d px", max_epochs, preprocess.image_size)
     finetune = finetune_recipe(plain(cfg.finetune), spec)
-    ema = f"; weights averaged (train.ema_decay {cfg.train.ema_decay:g})" if cfg.train.ema_decay else ""
+    epochs_run = not (finetune["strategy"] == "linear_probe" and finetune.get("head_fit"))
+    averaged = cfg.train.ema_decay and epochs_run
+    ema = f"; weights averaged (train.ema_decay {cfg.train.ema_decay:g})" if averaged else ""
     log.info("%s: %s%s", finetune["strategy"], describe_finetune(finetune, cfg.optimizer.lr), ema)
     counts = list(index.counts()["train"].values())
     balance, objective, chosen = imbalance_recipe(

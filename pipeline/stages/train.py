@@ -1,14 +1,16 @@
 """Train stage: fit the classifier with Lightning, keep the best and last checkpoints, log per epoch."""
 
 import logging
+import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig
 
-from pipeline import plots
+from pipeline import devices, plots
 from pipeline.context import Context
 from pipeline.cpu_share import loader_workers
 from pipeline.data.balance import class_weights
@@ -17,8 +19,10 @@ from pipeline.data.integrity import fingerprint, fingerprints
 from pipeline.data.resized_cache import CACHED_SPLITS, ResizedImages, load_or_build, nbytes
 from pipeline.data.transforms import Preprocess
 from pipeline.errors import PipelineError
-from pipeline.models.checkpoint_io import keep_weights_only
+from pipeline.models.checkpoint_io import AtomicCheckpointIO, keep_weights_only
 from pipeline.models.factory import check_image_size
+from pipeline.data.feature_cache import Penultimate, backbone_identity, cached_features
+from pipeline.models.head_fit import FittedHead, fit_head, load_into
 from pipeline.models.module import Classifier
 from pipeline.models.trainer import build_trainer, fit, training_callbacks
 from pipeline.plan import Plan
@@ -73,6 +77,9 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     plan = training_plan(cfg, ctx, tracker)
     classifier = build_classifier(cfg, ctx, plan)
     check_image_size(classifier.model, cfg.model.name, plan.preprocess.image_size)  # before the resized cache
+    head = fit_head_first(cfg, ctx, classifier, plan, tracker) if plan.finetune.get("head_fit") else None
+    if head is not None and plan.finetune["strategy"] == "linear_probe":
+        return probe_done(ctx, classifier, head, plan.objective, tracker)
     datamodule = build_datamodule(cfg, ctx, plan.preprocess, plan.balance)
     ckpt_dir = ctx.output_dir / "checkpoints"
     best, callbacks = training_callbacks(
@@ -102,6 +109,68 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     if cfg.train.ema_decay is not None and trainer.is_global_zero and ctx.ckpt_path.is_file():
         keep_weights_only(ctx.ckpt_path)
     record_result(trainer, classifier, best, plan.objective, tracker, ctx)
+    return ctx
+
+
+def fit_head_first(cfg: DictConfig, ctx: Context, classifier: Classifier, plan: Plan, tracker) -> FittedHead:
+    """finetune.head_fit: the new head fitted on the frozen backbone's features of the train split, its
+    strength chosen on val, loaded into the network before any epoch."""
+    started = time.perf_counter()
+    device = devices.of_trainer(cfg.trainer)
+    penultimate = Penultimate(classifier.model, plan.preprocess.image_size).to(device)
+    parts = {split: frozen_features(cfg, ctx, penultimate, plan, split) for split in ("train", "val")}
+    classes = len(ctx.index.class_names)
+    head = fit_head(parts["train"], parts["val"], classes, plan.balance != "none", cfg.seed)
+    load_into(classifier.model, head)
+    seconds = time.perf_counter() - started
+    scores = head.val_scores
+    log.info(
+        "head fitted on the frozen backbone's features of %d train images in %.1f s (L2 strength C=%g): "
+        "val acc %.4f, loss %.4f",
+        len(parts["train"][1]), seconds, head.strength, scores["val/acc"], scores["val/loss"],
+    )  # fmt: skip
+    tracker.log_metrics({"train/head_fit_s": seconds, "train/head_fit_c": head.strength})
+    return head
+
+
+def frozen_features(cfg: DictConfig, ctx: Context, penultimate: Penultimate, plan: Plan, split: str) -> tuple:
+    """(features, labels) of a split through the frozen backbone, cached (pipeline.data.feature_cache)."""
+    records = ctx.index.split(split)
+    content = {info.path: fingerprint(info) for info in inspect_split(cfg, ctx, split)}
+    features = cached_features(
+        penultimate,
+        records,
+        [content[r.path] for r in records],
+        plan.preprocess,
+        Path(cfg.data.cache_dir) / "features",
+        backbone_identity(plain(cfg.model)),
+        {"batch_size": cfg.data.batch_size, "workers": cfg.data.num_workers},
+        cfg.data.feature_cache_mb,
+    )
+    return features, np.array([r.label for r in records])
+
+
+def probe_done(ctx: Context, classifier: Classifier, head: FittedHead, objective: str, tracker) -> Context:
+    """A linear probe whose head is fitted: the best checkpoint is the network as it is, with no epoch run."""
+    ctx.ckpt_path = ctx.output_dir / "checkpoints" / "best.ckpt"
+    checkpoint = {
+        "state_dict": classifier.state_dict(),
+        "hyper_parameters": dict(classifier.hparams),
+        "pytorch-lightning_version": L.__version__,
+        "epoch": 0,
+        "global_step": 0,
+    }
+    AtomicCheckpointIO().save_checkpoint(checkpoint, ctx.ckpt_path)
+    metrics = {
+        f"train/best_{objective.replace('/', '_')}": head.val_scores[objective],
+        "train/epochs": 0,
+        "train/trainable_parameters": head.weight.size + head.bias.size,
+        "train/last_val_acc": head.val_scores["val/acc"],
+    }
+    tracker.log_metrics(metrics, headline=True)
+    tracker.log_artifact(ctx.ckpt_path, "checkpoints")
+    ctx.metrics.update(metrics)
+    ctx.metrics[objective] = head.val_scores[objective]
     return ctx
 
 

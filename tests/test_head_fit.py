@@ -12,10 +12,10 @@ from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
+from pipeline.data.feature_cache import cached_features, keep_within
 from pipeline.data.transforms import Preprocess
 from pipeline.errors import PipelineError
 from pipeline.models.factory import create_model_from_spec
-from pipeline.data.feature_cache import cached_features, keep_within
 from pipeline.models.head_fit import STRENGTHS, fit_head, linear_head
 from pipeline.models.module import load_classifier
 from pipeline.recipe import finetune_recipe

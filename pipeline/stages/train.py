@@ -15,13 +15,13 @@ from pipeline.context import Context
 from pipeline.cpu_share import loader_workers
 from pipeline.data.balance import class_weights
 from pipeline.data.datamodule import ImageDataModule
+from pipeline.data.feature_cache import Penultimate, backbone_identity, cached_features
 from pipeline.data.integrity import fingerprint, fingerprints
 from pipeline.data.resized_cache import CACHED_SPLITS, ResizedImages, load_or_build, nbytes
 from pipeline.data.transforms import Preprocess
 from pipeline.errors import PipelineError
 from pipeline.models.checkpoint_io import AtomicCheckpointIO, keep_weights_only
 from pipeline.models.factory import check_image_size
-from pipeline.data.feature_cache import Penultimate, backbone_identity, cached_features
 from pipeline.models.head_fit import FittedHead, fit_head, load_into
 from pipeline.models.module import Classifier
 from pipeline.models.trainer import build_trainer, fit, training_callbacks

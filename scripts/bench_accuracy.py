@@ -42,6 +42,14 @@ RECIPES = {  # name -> (what it is, overrides); "default" is the baseline every 
         [*PRETRAINED, "finetune.backbone_lr_factor=0.1", "finetune.first_stage_lr_factor=0.01"],
     ),
     "scratch": ("ResNet-18 from random init (the default model)", ["model=resnet18"]),
+    "lp_ft": (
+        "same weights, the head fitted on cached features first, then every layer (finetune.head_fit=true)",
+        [*PRETRAINED, "finetune.head_fit=true"],
+    ),
+    "probe_fit": (
+        "same weights, the linear probe as that fit alone, no epoch (finetune.head_fit=true)",
+        [*PRETRAINED, "finetune=linear_probe", "finetune.head_fit=true"],
+    ),
     "lite1": ("EfficientNet-Lite1, ImageNet weights, the default recipe", ["model=efficientnet_lite1"]),
     "lite2": ("EfficientNet-Lite2, ImageNet weights, the default recipe", ["model=efficientnet_lite2"]),
 }

@@ -96,8 +96,22 @@ def error_line(err: BaseException) -> str | None:
 MISTYPED_KEY = re.compile(r"Could not override '(?P<key>[^']+)': Key '[^']+' (is )?not in")
 
 
+def interrupted(err: BaseException | None) -> bool:
+    """A Ctrl-C or SIGTERM behind `err`: one that landed in a library's cleanup (OmegaConf restoring a node's
+    flags while Hydra composed a sweep's next trial) surfaces as that cleanup's own error."""
+    while err is not None:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def exit_on_known_error(err: BaseException) -> None:
-    """Print one line and exit 2 for bad input; anything else is a bug and keeps its traceback."""
+    """Print one line and exit 2 for bad input, 130 for an interrupt under another error; anything else is a
+    bug and keeps its traceback."""
+    if interrupted(err):
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     line = error_line(err)
     if line is not None:
         if (mistyped := MISTYPED_KEY.search(line)) and (near := nearest_key(mistyped["key"], sys.argv[1:])):

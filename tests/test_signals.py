@@ -7,6 +7,7 @@ import signal
 import lightning as L
 import mlflow
 import pandas as pd
+import pytest
 from mlflow.entities import Dataset as DatasetEntity
 
 from pipeline.signals import dataset_entity, sigterm_sets_lightning_flag, uninterrupted
@@ -42,3 +43,24 @@ def test_a_signal_during_an_mlflow_write_takes_effect_when_the_write_is_done():
         assert seen == ["write done", "handled"]
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_an_interrupt_that_a_library_s_cleanup_replaced_still_exits_130(capsys):
+    """Ctrl-C while Hydra composes a sweep's next trial: OmegaConf's flag cleanup raised its own error over
+    the KeyboardInterrupt, which read as a config error (exit 2)."""
+    from omegaconf.errors import ConfigAttributeError
+
+    import pipeline.__main__ as entry
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise ConfigAttributeError("'NoneType' object has no attribute '_invalidate_flags_cache'")
+    except ConfigAttributeError as err:
+        with pytest.raises(SystemExit) as exited:
+            entry.exit_on_known_error(err)
+    assert exited.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+    with pytest.raises(SystemExit) as exited:
+        entry.exit_on_known_error(ConfigAttributeError("Key 'x' is not in struct"))
+    assert exited.value.code == 2 and capsys.readouterr().err.startswith("config error:")

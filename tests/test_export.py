@@ -34,7 +34,7 @@ from pipeline.errors import PipelineError
 from pipeline.export.benchmark import WARMUP_RUNS, latency
 from pipeline.export.compare import accuracy, agreement, collect_logits
 from pipeline.export.metadata import describe, read_metadata
-from pipeline.export.quantize import quantize_int8
+from pipeline.export.quantize import nodes_feeding, quantize_int8
 from pipeline.export.served import newest_model_uri
 from pipeline.export.serving_app import start_server
 from pipeline.models.module import load_classifier
@@ -153,9 +153,25 @@ def test_int8_model_keeps_the_metadata_and_is_quantized_statically(exported):
     ops = [node.op_type for node in graph.node]
     assert {"QuantizeLinear", "DequantizeLinear"} <= set(ops)  # QDQ: onnxruntime runs QLinearConv
     int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) > 1]
-    assert len(int8_weights) == ops.count("Conv") + ops.count("Gemm") + ops.count("MatMul")
+    fp32 = onnx.load(str(exported.out / "model.onnx")).graph
+    logits_path = set(nodes_feeding(fp32, fp32.output[0].name))
+    weighted = [n for n in fp32.node if n.op_type in ("Conv", "Gemm", "MatMul") and n.name in logits_path]
+    assert len(int8_weights) == len(weighted)  # the logits' layers, not the unknown score's distances
     artifacts = {a.path for a in exported.client.list_artifacts(exported.export.info.run_id)}
     assert {"model.onnx", "model.int8.onnx"} <= artifacts
+
+
+def test_the_int8_model_s_unknown_score_follows_the_fp32_one(exported):
+    """Quantized, the distances behind the unknown score collapsed (every image scored alike); they stay in
+    fp32, fed by the quantized network's features."""
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, size=(24, 3, 16, 16)).astype(np.float32)
+    images[12:] = images[12:, :, :1, :1]  # half of them flat colours
+    scores = {
+        name: ort.InferenceSession(str(exported.out / name)).run(None, {"input": images})[1]
+        for name in ("model.onnx", "model.int8.onnx")
+    }
+    assert np.corrcoef(scores["model.onnx"], scores["model.int8.onnx"])[0, 1] > 0.99  # quantized: 0.94
 
 
 def input_scale(path: Path) -> float:
@@ -181,7 +197,8 @@ def test_dynamic_int8_uses_integer_kernels_and_keeps_the_metadata(exported, tmp_
     dynamic = quantize_int8(exported.out / "model.onnx", tmp_path / "dynamic.onnx", "dynamic")
     assert metadata(dynamic) == metadata(exported.out / "model.onnx")
     ops = {node.op_type for node in onnx.load(str(dynamic)).graph.node}
-    assert {"ConvInteger", "MatMulInteger"} <= ops and "Conv" not in ops
+    assert "ConvInteger" in ops and "Conv" not in ops
+    assert "MatMulInteger" not in ops  # the unknown score's distances, the only MatMuls, stay in fp32
 
 
 def test_the_image_classifier_is_logged_registered_and_linked_to_the_parent_run(exported):

@@ -26,9 +26,6 @@ class FittedHead:
     strength: float  # the C chosen
     val_scores: dict[str, float]  # val/acc, val/bal_acc, val/f1_macro and val/loss of the fitted head
 
-    def logits(self, features: np.ndarray) -> np.ndarray:
-        return features @ self.weight.T + self.bias
-
 
 def fit_head(train: tuple, val: tuple, num_classes: int, balanced: bool, seed: int) -> FittedHead:
     """The head of the strength that gives `val` (features, labels) the lowest log-loss, fitted on `train`
@@ -38,10 +35,10 @@ def fit_head(train: tuple, val: tuple, num_classes: int, balanced: bool, seed: i
         model = LogisticRegression(
             C=strength, max_iter=2000, class_weight="balanced" if balanced else None, random_state=seed
         ).fit(*train)
-        head = FittedHead(*linear_head(model, num_classes), strength, {})
-        scores = val_scores(head.logits(val[0]), val[1], num_classes)
+        weight, bias = linear_head(model, num_classes)
+        scores = val_scores(val[0] @ weight.T + bias, val[1], num_classes)
         if best is None or scores["val/loss"] < best.val_scores["val/loss"]:
-            best = FittedHead(head.weight, head.bias, strength, scores)
+            best = FittedHead(weight, bias, strength, scores)
     return best
 
 

@@ -88,7 +88,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
 
 def sets_mix(cfg: DictConfig, index) -> str:
     """The class mix the prediction sets promise their coverage for (calibrate.conformal_mix, resolved)."""
-    counts = np.bincount([r.label for r in index.split("train")], minlength=len(index.class_names)).tolist()
+    counts = list(index.counts()["train"].values())  # as the training plan reads them
     return conformal_mix(str(cfg.calibrate.conformal_mix), counts, cfg.data.imbalance_threshold)
 
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # albumentations and torch, which a data-only run does not ne
 
 # `auto` settings the plan resolves: the parent run records `<key>.requested=auto` at start and
 # `<key>=<value>` once resolved (pipeline.tracking.Tracker.log_resolved): runs compare by the value they used
-RESOLVED_LATER = ("data.image_size", "trainer.max_epochs")
+RESOLVED_LATER = ("data.image_size", "trainer.max_epochs", "finetune.strategy", "data.balance", "objective")
 
 
 @dataclass(frozen=True)
@@ -29,4 +29,6 @@ class Plan:
 
     def logged(self) -> dict[str, Any]:
         """The resolved values the parent run records, by RESOLVED_LATER's names."""
-        return dict(zip(RESOLVED_LATER, (self.preprocess.image_size, self.max_epochs), strict=True))
+        size, strategy = self.preprocess.image_size, self.finetune["strategy"]
+        values = (size, self.max_epochs, strategy, self.balance, self.objective)
+        return dict(zip(RESOLVED_LATER, values, strict=True))

@@ -1,5 +1,6 @@
-"""The rules that turn an `auto` setting into a value from the model and the data, each announced in one
-line where a stage applies it (they are applied where needed, not yet once into a frozen plan).
+"""The rules that turn an `auto` setting into a value from the model and the data: the run's plan applies
+them once (pipeline.stages.planning); the config checks, the run's description and the sweeper read the same
+rules before the data is inspected.
 
 `finetune=auto` picks the fine-tuning strategy from where the weights come from. Plain dicts in, plain dicts
 out, no heavy imports: the config checks use it before any work starts.

@@ -70,7 +70,7 @@ def test_artifacts_go_beside_the_database_mlflow_tracking_uri_names(tmp_path, mo
 def test_an_auto_setting_is_recorded_as_requested_and_then_as_the_value_used(
     make_cfg, image_folder, tmp_path
 ):
-    """Runs are compared by the image size and epochs they trained with, not by `auto`."""
+    """Runs are compared by the values they trained with (size, epochs, recipe, balancing, objective)."""
     run(
         make_cfg("stages=[data,sanity]", "data.image_size=auto", "trainer.max_epochs=auto", root=image_folder)
     )
@@ -80,5 +80,7 @@ def test_an_auto_setting_is_recorded_as_requested_and_then_as_the_value_used(
     params = parent.data.params
     assert params["data.image_size.requested"] == "auto" and params["trainer.max_epochs.requested"] == "auto"
     assert params["data.image_size"] == "128" and int(params["trainer.max_epochs"]) > 0
+    for key in ("finetune.strategy", "data.balance", "objective"):  # auto in conf/config.yaml
+        assert params[f"{key}.requested"] == "auto" and params[key] != "auto", key
     description = parent.data.tags["mlflow.note.content"]
     assert f"{params['trainer.max_epochs']} epochs, 128 px" in description  # the values used, not auto

@@ -13,7 +13,7 @@ reverse = $(if $(1),$(call reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword
 OWN_VARS = ARGS=% PORT=% INPUT=% MODEL=% MODEL_URI=% TOPK=% FORMAT=% STUDIES=% $(ARGS) $(INPUT)
 OVERRIDES = $(ARGS) $(call reverse,$(filter-out $(OWN_VARS),$(MAKEOVERRIDES)))
 
-.PHONY: help install test newcomer smoke train predict ui server serve sweep-dashboard bench bench-accuracy bench-audit bench-scale bench-serve bench-sweep bench-trust gpu-check docs lint
+.PHONY: help install test newcomer smoke train predict ui server serve review sweep-dashboard bench bench-accuracy bench-audit bench-scale bench-serve bench-sweep bench-trust gpu-check docs lint
 
 help:  ## these commands, then every config group and option
 	@grep -E '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -53,6 +53,9 @@ server:  ## MLflow tracking server on 127.0.0.1:$(PORT) (store mlruns/server/); 
 serve:  ## serve the newest logged image classifier (or MODEL_URI=models:/...) over HTTP on 127.0.0.1:5001
 	$(PY) scripts/serve.py $(if $(MODEL_URI),--model-uri "$(MODEL_URI)") \
 		--port $(if $(filter command line,$(origin PORT)),$(PORT),5001)
+
+review:  ## the data audit's suspects of a run (RUN=<id>, default the newest) to decide in a web page on 127.0.0.1:5002
+	$(PY) scripts/review.py $(if $(RUN),--run "$(RUN)") $(if $(filter command line,$(origin PORT)),--port $(PORT))
 
 # its own default port (8080), so that it can run beside `make ui` on 5000
 DASHBOARD_PORT = $(if $(filter command line,$(origin PORT)),$(PORT),8080)

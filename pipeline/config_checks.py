@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from pipeline.data.decisions import load as load_decisions
 from pipeline.errors import PipelineError
 from pipeline.recipe import finetune_recipe
 from pipeline.schema import VAL_METRICS, bounds
@@ -33,6 +34,8 @@ def check_config(cfg: DictConfig) -> None:
         for folder in cfg.validate.ood_roots:
             if not Path(folder).expanduser().is_dir():
                 raise PipelineError(f"validate.ood_roots: {folder} is not a folder of images")
+    if cfg.data.decisions is not None and Path(cfg.data.decisions).expanduser().is_file():
+        load_decisions(Path(cfg.data.decisions).expanduser())  # a bad file: one line before any run starts
     if "sanity" in cfg.stages or "train" in cfg.stages:
         from pipeline.models.factory import check_model_name
 

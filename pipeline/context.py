@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.data.decisions import Decisions
 from pipeline.data.integrity import FileInfo
 from pipeline.data.sources import DatasetIndex
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:  # the plan holds a Preprocess: albumentations and torch, not 
 class Context:
     output_dir: Path
     index: DatasetIndex | None = None
+    decisions: Decisions | None = None  # data.decisions: a review's relabels, drops and keeps, read once
     infos: dict[str, FileInfo] | None = None  # every indexed file by path, decoded and hashed once a run
     # per-channel mean and std of the training images, in [0, 1]
     dataset_mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None

@@ -113,10 +113,10 @@ def description(
     return "\n".join(lines)
 
 
-def split_datasets(index, infos: list, name: str) -> dict:
+def split_datasets(index, infos: list, name: str, decisions: str | None = None) -> dict:
     """One mlflow.data dataset per split (the UI's Datasets column): its files and labels as a table, the
     folder as its source, and a digest of the images' contents, so two runs on the same images show the same
-    digest whatever their paths."""
+    digest whatever their paths; with a review's `decisions` (their digest) applied, a new version."""
     import mlflow.data
     import pandas as pd
     from mlflow.data.sources import LocalArtifactDatasetSource  # named: MLflow's guess from a path warns
@@ -132,7 +132,8 @@ def split_datasets(index, infos: list, name: str) -> dict:
         if records:
             paths, labels = [_text(r.path) for r in records], [index.class_names[r.label] for r in records]
             frame = pd.DataFrame({"path": paths, "label": labels})
-            digest = content_digest([content[r.path] for r in records])
+            version = [f"decisions {decisions}"] if decisions else []
+            digest = content_digest([content[r.path] for r in records] + version)
             datasets[split] = mlflow.data.from_pandas(
                 frame, source=source, name=f"{name}-{split}", digest=digest, targets="label"
             )

@@ -169,6 +169,9 @@ class DataConfig:
     # warn, or drop suspected label issues from the training split
     on_label_issue: IssuePolicy = IssuePolicy.warn
     on_outlier: IssuePolicy = IssuePolicy.warn  # warn, or drop outliers from the training split
+    # a review's decisions (make review): its decisions.yaml, or the reviewed run's id; relabels, drops and
+    # keeps applied to the index, the user's images untouched
+    decisions: str | None = None
     balance: Balance = Balance.auto  # class balancing in training
     # largest / smallest training class from which auto balances
     imbalance_threshold: float = bounded(3.0, POSITIVE, within(1.0, float("inf")))

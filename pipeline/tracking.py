@@ -73,6 +73,18 @@ def resolve_tracking_uri(uri: str | None, store_dir: str) -> str:
     return f"sqlite:///{Path(store_dir).resolve() / 'mlflow.db'}"
 
 
+def run_artifact(uri: str | None, store_dir: str, run_id: str, artifact: str, target: Path) -> Path:
+    """A file logged to run `run_id` (or to one of its stage runs), downloaded under `target`."""
+    client = MlflowClient(resolve_tracking_uri(uri, store_dir))
+    try:
+        client.get_run(run_id)
+        target.mkdir(parents=True, exist_ok=True)
+        return Path(client.download_artifacts(run_id, artifact, str(target)))
+    except (MlflowException, OSError) as err:  # no such run, or no such file in it
+        reason = (str(err).splitlines() or [""])[0][:200]
+        raise PipelineError(f"no {artifact} in MLflow run {run_id}: {reason}") from err
+
+
 def _use_tracking_uri(uri: str) -> None:
     """Point MLflow's fluent API at `uri` without leaving it in MLFLOW_TRACKING_URI: mlflow.set_tracking_uri
     writes the variable, which would then win over tracking.dir/uri for every later run in this process

@@ -9,8 +9,9 @@ dataset; `drop_flagged` applies the data.on_label_issue and data.on_outlier poli
 """
 
 import csv
+import json
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,9 @@ from pipeline.data.neighbours import find_outliers, nearest, similar_pairs
 from pipeline.data.quality import Thresholds, quality_issues
 from pipeline.data.sources import TEXT_ERRORS, DatasetIndex, Record, require_train_images
 
-COLUMNS = {
-    "label_issues": ("path", "split", "given_label", "suggested_label", "score"),
-    "outliers": ("path", "split", "label", "score"),
+COLUMNS = {  # neighbours: the nearest images' paths (a JSON list, nearest first), what the audit compared
+    "label_issues": ("path", "split", "given_label", "suggested_label", "score", "neighbours"),
+    "outliers": ("path", "split", "label", "score", "neighbours"),
     "quality": ("path", "split", "issue", "score"),
 }
 
@@ -36,6 +37,11 @@ class AuditReport:
     similar: list[tuple[int, int, float]]  # near-duplicate pairs, as positions among the readable records
     seconds: float = 0.0  # what the audit cost, embeddings included
     device: str = "cpu"  # where the images were embedded
+
+    def without(self, reviewed: set[tuple[str, str]]) -> "AuditReport":
+        """The report less the (path, list) pairs a reviewer kept (pipeline.data.decisions.kept)."""
+        kept = {n: [r for r in getattr(self, n) if (r["path"], n) not in reviewed] for n in COLUMNS}
+        return replace(self, **kept)
 
     def summary(self) -> dict[str, int]:
         return {
@@ -81,6 +87,19 @@ def audit(
     outliers = find_outliers(neighbours, settings["outlier_fence"])
     far = {o.index for o in outliers}  # reported as outliers, not as label issues
     labels = np.array([r.label for r, _ in good])
+    issues = [i for i in find_label_issues(vectors, labels, seed, cache_folder) if i.index not in far]
+    label_issues, outlier_rows = suspect_rows(good, class_names, neighbours, issues, outliers)
+    similar = similar_pairs(neighbours, settings["duplicate_similarity"])
+    seconds = round(time.perf_counter() - started, 2)
+    return AuditReport(label_issues, outlier_rows, quality, similar, seconds, device)
+
+
+def suspect_rows(good, class_names, neighbours, issues, outliers) -> tuple[list[dict], list[dict]]:
+    """The label-issue and outlier rows of the report, each with the nearest images the audit compared."""
+
+    def near(i: int) -> str:
+        return json.dumps([good[j][0].path for j in neighbours.indices[i]])
+
     label_issues = [
         {
             "path": good[issue.index][0].path,
@@ -88,9 +107,9 @@ def audit(
             "given_label": class_names[issue.given],
             "suggested_label": class_names[issue.suggested],
             "score": round(issue.score, 4),
+            "neighbours": near(issue.index),
         }
-        for issue in find_label_issues(vectors, labels, seed, cache_folder)
-        if issue.index not in far
+        for issue in issues
     ]
     outlier_rows = [
         {
@@ -98,12 +117,11 @@ def audit(
             "split": good[o.index][0].split,
             "label": class_names[good[o.index][0].label],
             "score": round(o.score, 4),
+            "neighbours": near(o.index),
         }
         for o in outliers
     ]
-    similar = similar_pairs(neighbours, settings["duplicate_similarity"])
-    seconds = round(time.perf_counter() - started, 2)
-    return AuditReport(label_issues, outlier_rows, quality, similar, seconds, device)
+    return label_issues, outlier_rows
 
 
 def write_csvs(report: AuditReport, folder: Path) -> list[Path]:

@@ -13,7 +13,7 @@ from pipeline.data.audit import AuditReport, write_csvs
 from pipeline.data.decode import decode_rgb, thumbnail_rgb
 from pipeline.data.stats import channel_mean_std, dataset_stats
 from pipeline.run_story import data_name, split_datasets
-from pipeline.stages.index import apply_all_policies, inspected_index
+from pipeline.stages.index import apply_all_policies, inspected_index, review_decisions
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.data")
@@ -94,8 +94,11 @@ def _log_audit(cfg: DictConfig, ctx: Context, tracker: Tracker, report: AuditRep
 
 def _check_integrity(cfg: DictConfig, ctx: Context, tracker: Tracker):
     """Decode and hash every file, audit the content, apply the policies, log the findings."""
-    index, infos, findings, report = inspected_index(cfg)
+    index, infos, findings, report = inspected_index(cfg, review_decisions(cfg, ctx))
     ctx.infos = {i.path: i for i in infos}
+    if ctx.decisions is not None:
+        tracker.log_params({"data.decisions_version": ctx.decisions.digest()})
+        tracker.log_dict(ctx.decisions.as_file(), "decisions/decisions.yaml")
     summary = findings.summary()
     log.info("integrity: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items()))
     for pair in findings.leakage[:5]:
@@ -166,7 +169,8 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         log.info("size outlier: %s (%dx%d)", outlier["path"], outlier["width"], outlier["height"])
     tracker.log_artifact(ctx.output_dir / "stats.json")
     tracker.log_artifact(index_csv)
-    tracker.log_datasets(split_datasets(index, infos, data_name(cfg)))
+    version = ctx.decisions.digest() if ctx.decisions else None
+    tracker.log_datasets(split_datasets(index, infos, data_name(cfg), version))
     for name, fig in (
         ("class_distribution", plots.class_distribution(stats["counts"])),
         ("image_sizes", plots.image_sizes([i.width for i in infos], [i.height for i in infos])),

@@ -2,12 +2,16 @@
 (same split, same policies) by a stage run alone (not a stage itself)."""
 
 import logging
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from pipeline.context import Context
 from pipeline.data.audit import AuditReport, audit, drop_flagged
+from pipeline.data.decisions import ARTIFACT, Decisions, kept
+from pipeline.data.decisions import apply as apply_decisions
+from pipeline.data.decisions import load as load_decisions
 from pipeline.data.integrity import (
     FileInfo,
     Findings,
@@ -16,18 +20,28 @@ from pipeline.data.integrity import (
     inspect_files,
 )
 from pipeline.data.sources import DatasetIndex, build_index, resolve_root
+from pipeline.errors import PipelineError
 from pipeline.schema import plain
 
 log = logging.getLogger("pipeline.data")
+RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def inspected_index(cfg: DictConfig) -> tuple[DatasetIndex, list[FileInfo], Findings, AuditReport | None]:
-    """The index from cfg.data (seeded split), every file decoded and hashed (cached by path, size and
-    mtime), the audit's report (data.audit; embeddings cached by content) and what the integrity checks
-    found, near duplicates in content included; no policy applied yet."""
+def inspected_index(
+    cfg: DictConfig, decisions: Decisions | None = None
+) -> tuple[DatasetIndex, list[FileInfo], Findings, AuditReport | None]:
+    """The index from cfg.data (seeded split) with a review's `decisions` applied, every file decoded and
+    hashed (cached by path, size and mtime), the audit's report (data.audit; embeddings cached by content;
+    what a reviewer kept not flagged again) and what the integrity checks found, near duplicates in content
+    included; no policy applied yet."""
     root = resolve_root(cfg.data.root, cfg.data.cache_dir)
     d = cfg.data
     index = build_index(root, d.val_fraction, d.test_fraction, d.split_seed, d.holdout, d.calib_fraction)
+    if decisions is not None:
+        index, unmatched = apply_decisions(index, decisions)
+        log.info("decisions of run %s applied: %s", decisions.run or "?", described(decisions.counts()))
+        if unmatched:
+            log.warning("%d decision(s) name no image of this folder, e.g. %s", len(unmatched), unmatched[0])
     infos = inspect_records(cfg, index.records)
     report = None
     if cfg.data.audit:
@@ -36,6 +50,7 @@ def inspected_index(cfg: DictConfig) -> tuple[DatasetIndex, list[FileInfo], Find
 
         device = str(of_trainer(cfg.trainer))
         report = audit(index.records, infos, index.class_names, plain(cfg.audit), cache, cfg.seed, device)
+        report = report.without(kept(decisions, index.root))
     similar = report.similar if report else []
     max_distance = cfg.data.near_duplicate_distance
     findings = find_problems(index.records, infos, index.class_names, max_distance, similar)
@@ -63,10 +78,37 @@ def ensure_index(cfg: DictConfig, ctx: Context) -> DatasetIndex:
     """The data stage's index, or, for a stage run alone, the same index rebuilt: same split, same
     policies, so an unreadable image is skipped (or refused) and a flagged one dropped here too."""
     if ctx.index is None:
-        index, infos, findings, report = inspected_index(cfg)
+        index, infos, findings, report = inspected_index(cfg, review_decisions(cfg, ctx))
         ctx.infos = {i.path: i for i in infos}
         ctx.index, _ = apply_all_policies(cfg, index, findings, report)
     return ctx.index
+
+
+def described(counts: dict[str, int]) -> str:
+    past = {"relabel": "relabelled", "drop": "dropped", "keep": "kept"}
+    return ", ".join(f"{n} {past[action]}" for action, n in counts.items())
+
+
+def review_decisions(cfg: DictConfig, ctx: Context) -> Decisions | None:
+    """data.decisions, read once a run: a decisions file, or the id of the run whose review saved one."""
+    if cfg.data.decisions is None:
+        return None
+    if ctx.decisions is None:
+        ctx.decisions = load_decisions(decisions_file(cfg, cfg.data.decisions))
+    return ctx.decisions
+
+
+def decisions_file(cfg: DictConfig, value: str) -> Path:
+    """The decisions file data.decisions names: a path, or a run id whose review logged one to MLflow."""
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    if not RUN_ID.fullmatch(value):
+        raise PipelineError(f"data.decisions={value}: no such file, and not an MLflow run id")
+    from pipeline.tracking import run_artifact  # MLflow: only when a run id names the decisions
+
+    target = Path(cfg.data.cache_dir) / "decisions" / value
+    return run_artifact(cfg.tracking.uri, cfg.tracking.dir, value, ARTIFACT, target)
 
 
 def inspect_split(cfg: DictConfig, ctx: Context, split: str | None) -> list[FileInfo]:

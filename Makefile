@@ -13,7 +13,7 @@ reverse = $(if $(1),$(call reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword
 OWN_VARS = ARGS=% PORT=% INPUT=% MODEL=% MODEL_URI=% TOPK=% FORMAT=% STUDIES=% $(ARGS) $(INPUT)
 OVERRIDES = $(ARGS) $(call reverse,$(filter-out $(OWN_VARS),$(MAKEOVERRIDES)))
 
-.PHONY: help install test newcomer smoke train predict ui server serve review sweep-dashboard bench bench-accuracy bench-audit bench-scale bench-serve bench-sweep bench-trust gpu-check docs lint
+.PHONY: help install test newcomer smoke train predict ui server serve review sweep-dashboard bench bench-accuracy bench-audit bench-review bench-scale bench-serve bench-sweep bench-trust gpu-check docs lint
 
 help:  ## these commands, then every config group and option
 	@grep -E '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -72,6 +72,9 @@ bench-accuracy:  ## test accuracy and time per training recipe on real photos (.
 
 bench-trust:  ## calibration, prediction sets, unknown answers on the folder matrix (ARGS="--matrix DIR") -> bench/trust.md
 	$(PY) scripts/bench_trust.py $(ARGS)
+
+bench-review:  ## test accuracy with clean, noisy and reviewed labels: the audit's suggestions all accepted (../shared)
+	$(PY) scripts/bench_review.py $(ARGS)
 
 bench-audit:  ## does the data audit find planted label errors and off-domain images in real photos (../shared)
 	$(PY) scripts/bench_audit.py $(ARGS)

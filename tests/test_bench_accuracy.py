@@ -2,6 +2,8 @@
 copies keep the planned images as links, a missing photo folder is skipped, not an error, the verdict says
 won, tied or lost by the right metric, and every recipe is a valid config."""
 
+from pathlib import Path
+
 import pytest
 from conftest import load_script, make_image_folder
 
@@ -100,3 +102,19 @@ def test_the_matrix_rule_against_the_probe_takes_every_shape_and_their_mean(benc
     found = bench.probe_margins(results)
     assert set(found["margins"]) == {"flowers", "hand_signs"} and found["holds"] is holds
     assert found["margins"]["hand_signs"] == pytest.approx(0.04)
+
+
+def test_the_review_bench_plants_noise_in_training_labels_only_each_class_to_one_other(tmp_path):
+    bench = load_script("bench_review")
+    source = make_image_folder(tmp_path / "src", per_class=20)
+    train = bench.split_folder(source, tmp_path / "clean", seed=0)
+    truth = bench.noisy_folder(tmp_path / "clean", train, tmp_path / "noisy", share=0.1, seed=0)
+    moved = [(Path(link).parent.name, label) for link, (label, was_moved) in truth.items() if was_moved]
+    assert len(moved) == 3 * 2  # 10% of each class's 17 training images, rounded
+    assert all(shown != label for shown, label in moved)
+    assert len({label: shown for shown, label in moved}) == 3  # each class moved to one class only
+    tests = [
+        sorted(p.relative_to(tmp_path / f) for p in (tmp_path / f / "test").rglob("*.png"))
+        for f in ("noisy", "clean")
+    ]
+    assert tests[0] == tests[1] and tests[0]  # the same test images, labels untouched

@@ -25,7 +25,17 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench_common import CLOTHING, FLOWERS, HAND_SIGNS, ROOT, SHARED, machine, run_pipeline, write_report
+from bench_common import (
+    CLOTHING,
+    FLOWERS,
+    HAND_SIGNS,
+    ROOT,
+    SHARED,
+    machine,
+    machine_line,
+    run_pipeline,
+    write_report,
+)
 
 PRETRAINED = ["model=efficientnet_lite0"]
 RECIPES = {  # name -> (what it is, overrides); "default" is the baseline every other is judged against
@@ -225,8 +235,7 @@ def markdown(results: dict, info: dict) -> str:
     lines = [
         "# Does the default recipe win or tie on every real folder?",
         "",
-        f"{info['date']}, commit {info['commit']}, {info['cpu_count']} CPUs, load average "
-        f"{info['load_before']:.2f} before and {info['load_after']:.2f} after. Budget: {info['budget']}. "
+        f"{machine_line(info)}. Budget: {info['budget']}. "
         "A range spans a recipe's runs (seeds 42, 43, ...): the default's, and on the folder matrix every "
         "recipe's; elsewhere other recipes ran once.",
     ]

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from bench_common import HAND_SIGNS, ROOT, machine, run_data_stage, write_report
+from bench_common import HAND_SIGNS, ROOT, machine, machine_line, run_data_stage, write_report
 from PIL import Image, ImageDraw
 
 DEFAULT_DATA = HAND_SIGNS
@@ -103,8 +103,7 @@ def markdown(result: dict, info: dict) -> str:
     return "\n".join([
         "# Data audit on a real folder with planted problems",
         "",
-        f"{info['date']}, commit {info['commit']}, {info['cpu_count']} CPUs, load average "
-        f"{info['load_before']:.2f} before and {info['load_after']:.2f} after. Data: {info['data']} "
+        f"{machine_line(info)}. Data: {info['data']} "
         f"({info['images']} images): {s['moved']} moved to a wrong class (seed {info['seed']}) and 10 "
         "off-domain images added.",
         "",

@@ -33,6 +33,14 @@ def machine(load_before: float, **extra) -> dict:
     }
 
 
+def machine_line(info: dict) -> str:
+    """The report's first words: when, which commit, how many CPUs and how loaded (from machine())."""
+    return (
+        f"{info['date']}, commit {info['commit']}, {info['cpu_count']} CPUs, load average "
+        f"{info['load_before']:.2f} before and {info['load_after']:.2f} after"
+    )
+
+
 def write_report(out: Path, name: str, text: str, data: dict) -> None:
     """out/<name>.md for people and out/<name>.json for tools; the markdown is printed too."""
     out.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_common import HAND_SIGNS, ROOT, machine, run_pipeline, write_report
+from bench_common import HAND_SIGNS, ROOT, machine, machine_line, run_pipeline, write_report
 
 from pipeline.data import decisions as decisions_file
 from pipeline.data.decisions import Decision, Decisions
@@ -115,8 +115,7 @@ def markdown(results: list[dict], info: dict) -> str:
     lines = [
         "# What accepting the review page's suggestions is worth",
         "",
-        f"{info['date']}, commit {info['commit']}, {info['cpu_count']} CPUs, load average "
-        f"{info['load_before']:.2f} before and {info['load_after']:.2f} after. {info['data']}: "
+        f"{machine_line(info)}. {info['data']}: "
         f"{info['noise']:.0%} of each class's training labels moved to its paired class (seeded), test "
         "labels true; EfficientNet-Lite0, the default recipe.",
         "",

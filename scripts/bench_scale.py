@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import ROOT, machine, run_data_stage, write_report
+from bench_common import ROOT, machine, machine_line, run_data_stage, write_report
 from PIL import Image
 
 CLASSES = 10
@@ -70,9 +70,7 @@ def markdown(rows: list[dict], info: dict) -> str:
     lines = [
         "# Data stage at scale",
         "",
-        f"{info['date']}, commit {info['commit']}, {info['cpu_count']} CPUs, load average "
-        f"{info['load_before']:.2f} before and {info['load_after']:.2f} after; "
-        "`stages=[data] data.audit=false`.",
+        f"{machine_line(info)}; `stages=[data] data.audit=false`.",
         "",
         "| images | cold | warm | warm / cold | images/s cold | peak memory cold | hash search (pairs) | "
         "growth exponent cold |",

@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from bench_common import ROOT, machine, write_report
+from bench_common import ROOT, machine, machine_line, write_report
 
 from pipeline.export.served import newest_model_uri
 from pipeline.export.serving_app import start_server
@@ -168,8 +168,7 @@ def markdown(result: dict, info: dict) -> str:
     rates = result["predict_py"]
     return "\n".join([
         "# Serving under load", "",
-        f"{info['date']}, commit {info['commit']}, {info['cpu_count']} CPUs, load average "
-        f"{info['load_before']:.2f} before and {info['load_after']:.2f} after; model {result['model_uri']}, "
+        f"{machine_line(info)}; model {result['model_uri']}, "
         f"{result['images']} distinct images. Errors: a good request not answered 200, or a bad one not "
         "answered 4xx. Latencies of good requests; peak: the server's resident memory (all its processes).",
         "",

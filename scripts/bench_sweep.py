@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import optuna
-from bench_common import ROOT, child_env, machine, write_report
+from bench_common import ROOT, child_env, machine, machine_line, write_report
 
 SEARCH = ["hparams_search=digits_optuna", "experiment=digits_cnn"]
 UNPRUNED = "unpruned"
@@ -63,8 +63,7 @@ def report(results: list[dict], info: dict, args) -> str:
     lines = [
         "# Optuna search with and without pruning",
         "",
-        f"{info['date']}, commit {info['commit']}, {info['cpu_count']} CPUs, load average "
-        f"{info['load_before']:.2f} before, {info['load_after']:.2f} after. Search: "
+        f"{machine_line(info)}. Search: "
         f"`{' '.join(SEARCH + args.set)}`, {args.trials} trials each, seeds 42 + repeat.",
         "",
         "| repeat | search | wall (s) | best objective | completed | pruned |",

@@ -22,7 +22,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench_common import ROOT, machine, run_pipeline, write_report
+from bench_common import ROOT, machine, machine_line, run_pipeline, write_report
 
 PHOTO_MODEL = "model=efficientnet_lite0"
 METRICS = (
@@ -87,8 +87,7 @@ def markdown(results: dict, info: dict, methods: list[str]) -> str:
     lines = [
         "# Trust on the folder matrix",
         "",
-        f"{info['date']}, commit {info['commit']}, {info['cpu_count']} CPUs, load average "
-        f"{info['load_before']:.2f} before and {info['load_after']:.2f} after. Seeds {info['seeds']}; the "
+        f"{machine_line(info)}. Seeds {info['seeds']}; the "
         "audit off; figures are mean (min-max) over the seeds.",
         f"Training runs reused from an earlier bench: {info['reused']}.",
         "",

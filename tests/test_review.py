@@ -34,7 +34,8 @@ def parent_runs(store: Path) -> list:
 
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory, audit_cache) -> dict:
-    """A folder with two images moved to a wrong class and a dark one, and its data stage's run (audit on)."""
+    """A folder with two images moved to a wrong class and a dark one, and its run (audit on, a model trained
+    for an epoch)."""
     tmp = tmp_path_factory.mktemp("reviewed")
     root = make_image_folder(tmp / "images", per_class=16, size=48)
     moved_h = shutil.move(root / "stripes_h" / "000.png", root / "checker" / "moved_h.png")
@@ -43,7 +44,8 @@ def audited(tmp_path_factory, audit_cache) -> dict:
 
     dark = root / "checker" / "dark.png"
     Image.eval(Image.open(root / "checker" / "001.png"), lambda v: v // 8).save(dark)
-    run(compose_cfg(tmp, *AUDIT, "stages=[data]", f"data.cache_dir={audit_cache}", root=root))
+    trained = ["stages=[data,train]", "data.image_size=32", "data.batch_size=8", "trainer.max_epochs=1"]
+    run(compose_cfg(tmp, *AUDIT, *trained, f"data.cache_dir={audit_cache}", root=root))
     (parent,) = parent_runs(tmp / "mlruns")
     return {"tmp": tmp, "root": root, "run_id": parent.info.run_id, "moved": (str(moved_h), str(moved_v)),
             "dark": str(dark)}  # fmt: skip
@@ -108,6 +110,15 @@ def test_the_page_lists_the_suspects_and_serves_only_the_images_the_run_indexed(
     shutil.copy(audited["moved"][0], beside)
     for path in (str(beside), str(audited["root"] / ".." / "secret.png"), "/etc/passwd"):
         assert client.get("/image", params={"path": path}).status_code == 404, path
+
+
+def test_grad_cam_of_the_runs_model_is_drawn_for_a_suspect_and_for_nothing_else(audited, tmp_path):
+    client = TestClient(create_app(reviewed(audited, tmp_path)))
+    answer = client.get("/gradcam", params={"path": audited["moved"][0]})
+    assert answer.status_code == 200 and answer.content.startswith(b"\x89PNG")
+    assert answer.headers["x-predicted"].split()[0] in {"checker", "stripes_h", "stripes_v"}
+    unflagged = str(audited["root"] / "checker" / "001.png")
+    assert client.get("/gradcam", params={"path": unflagged}).status_code == 404
 
 
 def test_decisions_from_the_page_are_saved_at_once_and_a_bad_request_changes_nothing(audited, tmp_path):

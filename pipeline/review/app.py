@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -15,6 +16,7 @@ from starlette.templating import Jinja2Templates
 from pipeline.data import decisions as decisions_file
 from pipeline.data.decisions import Decision, Decisions
 from pipeline.errors import PipelineError
+from pipeline.review.gradcam import Explainer
 from pipeline.review.suspects import KINDS, ReviewRun
 
 log = logging.getLogger("pipeline.review")
@@ -70,7 +72,8 @@ def create_app(review: Review) -> Starlette:
             }
             for s in review.run.suspects
         ]
-        context = {"run": review.run, "suspects": suspects, "kinds": KINDS, "progress": review.progress()}
+        context = {"run": review.run, "suspects": suspects, "kinds": KINDS, "progress": review.progress(),
+                   "has_model": review.run.checkpoint is not None}  # fmt: skip
         return TEMPLATES.TemplateResponse(request, "review.html", context)
 
     async def image(request: Request) -> Response:
@@ -89,5 +92,19 @@ def create_app(review: Review) -> Starlette:
             return JSONResponse({"error": str(err).removeprefix("data.decisions: ")}, 400)
         return JSONResponse({"decision": asdict(decision), **review.progress()})
 
-    routes = [Route("/", page), Route("/image", image), Route("/decide", decide, methods=["POST"])]
+    explainer = Explainer(review.run.checkpoint) if review.run.checkpoint else None
+
+    async def gradcam(request: Request) -> Response:
+        path = request.query_params.get("path", "")
+        if explainer is None or path not in {s.path for s in review.run.suspects}:
+            return JSONResponse({"error": "no model or not a suspect of this run"}, status_code=404)
+        png, predicted = await run_in_threadpool(explainer.png, path)
+        return Response(png, media_type="image/png", headers={"X-Predicted": predicted})
+
+    routes = [
+        Route("/", page),
+        Route("/image", image),
+        Route("/gradcam", gradcam),
+        Route("/decide", decide, methods=["POST"]),
+    ]
     return Starlette(routes=routes)

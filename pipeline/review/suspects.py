@@ -38,6 +38,7 @@ class ReviewRun:
     labels: dict[str, str]  # every image the run indexed -> its label: the only files the page may serve
     suspects: list[Suspect]
     decisions_path: Path  # where this review saves, and what it started from
+    checkpoint: Path | None = None  # the model the run trained, if it is still there (Grad-CAM)
 
 
 def open_run(uri: str | None, store_dir: str, run_id: str | None, out: Path | None) -> ReviewRun:
@@ -47,17 +48,29 @@ def open_run(uri: str | None, store_dir: str, run_id: str | None, out: Path | No
     run_id = run_id or newest_audited(client)
     data_run = stage_run(client, run_id, "data")
     local = Path(client.download_artifacts(data_run.info.run_id, "audit"))
-    index = Path(client.download_artifacts(data_run.info.run_id, "index.csv"))
-    labels, classes = indexed(index)
-    suspects = read_suspects(local, labels)
-    folder = out or Path(client.get_run(run_id).data.params.get("output_dir", ".")) / "review"
+    labels, classes = indexed(Path(client.download_artifacts(data_run.info.run_id, "index.csv")))
+    output = Path(client.get_run(run_id).data.params.get("output_dir", "."))
+    target = decisions_target(client, run_id, out or output / "review")
+    checkpoint = output / "checkpoints" / "best.ckpt"
+    return ReviewRun(
+        run_id,
+        data_run.data.params.get("data.root", ""),
+        classes,
+        labels,
+        read_suspects(local, labels),
+        target,
+        checkpoint if checkpoint.is_file() else None,
+    )
+
+
+def decisions_target(client: MlflowClient, run_id: str, folder: Path) -> Path:
+    """folder/decisions.yaml, copied from the run's logged review when a review made elsewhere left one."""
     target = folder / decisions_file.FILE_NAME
     logged = decisions_file.ARTIFACT
     if not target.is_file() and logged in {a.path for a in client.list_artifacts(run_id, "review")}:
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(client.download_artifacts(run_id, logged), target)  # a review made elsewhere
-    root = data_run.data.params.get("data.root", "")
-    return ReviewRun(run_id, root, classes, labels, suspects, target)
+        shutil.copyfile(client.download_artifacts(run_id, logged), target)
+    return target
 
 
 def newest_audited(client: MlflowClient) -> str:

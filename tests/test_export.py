@@ -31,6 +31,7 @@ from pipeline import process_group
 from pipeline.data.sources import build_index
 from pipeline.data.transforms import Preprocess
 from pipeline.errors import PipelineError
+from pipeline.export import benchmark
 from pipeline.export.benchmark import WARMUP_RUNS, latency
 from pipeline.export.compare import accuracy, agreement, collect_logits
 from pipeline.export.metadata import describe, read_metadata
@@ -508,3 +509,19 @@ def test_latency_times_each_runner_after_a_warm_up():
     assert calls["fast"] == [1] * (WARMUP_RUNS + 3) + [4] * (WARMUP_RUNS + 3)
     assert result["latency_ms_slow_b4"] >= 2 > result["latency_ms_fast_b4"]
     assert result["throughput_slow_b4"] == pytest.approx(4000 / result["latency_ms_slow_b4"])
+
+
+def test_a_runner_slower_than_the_budget_is_timed_fewer_times_but_never_under_the_minimum(monkeypatch):
+    """A large model at batch 32 takes most of a second a run: the export's figures must not take minutes."""
+    clock = [0.0]
+    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: clock[0])
+    calls = []
+
+    def run(x):
+        calls.append(len(x))
+        clock[0] += 0.6  # seconds a run
+
+    result = latency({"big": run}, 8, (32,), runs=20)
+    warm_ups = 2  # past BUDGET_S / 2 after the second
+    assert len(calls) == warm_ups + max(benchmark.MIN_RUNS, 4)  # 4 runs fill BUDGET_S
+    assert result["latency_ms_big_b32"] == pytest.approx(600)

@@ -4,10 +4,9 @@ A cheap classifier (logistic regression on standardized image embeddings, pipeli
 predicts every image's class probabilities out of sample (k-fold, so no image scores itself), and cleanlab's
 confident learning estimates how many labels are wrong and flags that many of the least self-confident
 images (`low_self_confidence`), ranked by label quality. The regularization is the one whose out-of-sample
-probabilities fit the given labels best (log-loss), and the folds are fitted twice: the second time without
-the images the first flagged, whose wrong labels would otherwise teach the classifier. Each choice was made
-on real photos with planted label errors (docs/design.md). cleanlab is AGPL-3.0: this is the only module
-that imports it.
+probabilities fit the given labels best (log-loss): folders differ in how much their embeddings separate the
+classes. Each choice was made on real photos with planted label errors (docs/design.md). cleanlab is
+AGPL-3.0: this is the only module that imports it.
 
 cleanlab is imported only when label issues are searched.
 """
@@ -26,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 FOLDS = 5
 STRENGTHS = (0.003, 0.01, 0.03, 0.1)  # logistic regression's C on standardized features, chosen by log-loss
-CLASSIFIER = f"standardized-logistic-C{'/'.join(map(str, STRENGTHS))}-{FOLDS}fold-refit"  # the cache key
+CLASSIFIER = f"standardized-logistic-C{'/'.join(map(str, STRENGTHS))}-by-log-loss-{FOLDS}fold"  # cache key
 # The fits' BLAS threads: OpenBLAS's threads contend with scikit-learn's OpenMP loss threads; one BLAS
 # thread was several times faster, with the same probabilities (docs/design.md).
 BLAS_THREADS = 1
@@ -41,37 +40,26 @@ class LabelIssue:
 
 
 def out_of_sample_probabilities(
-    vectors: np.ndarray,
-    labels: np.ndarray,
-    seed: int,
-    strength: float = 0.01,
-    weights: np.ndarray | None = None,
+    vectors: np.ndarray, labels: np.ndarray, seed: int, strength: float = 0.01
 ) -> np.ndarray:
     """Each row's class probabilities from a model fit on the other folds (fewer folds for a small class),
-    rows weighted by `weights` in the fits; `labels` are 0..K-1, each with two rows or more."""
+    logistic regression's C `strength`; `labels` are 0..K-1, each with two rows or more."""
     folds = max(2, min(FOLDS, int(np.bincount(labels).min())))
     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=strength, max_iter=3000))
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    params = {} if weights is None else {"logisticregression__sample_weight": weights}
     with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
-        found = cross_val_predict(
-            classifier, vectors, labels, cv=splitter, method="predict_proba", params=params
-        )
-    found = found.astype(np.float64)
+        found = cross_val_predict(classifier, vectors, labels, cv=splitter, method="predict_proba")
+    found = found.astype(np.float64)  # summing to 1 in float64, as log_loss checks
     return found / found.sum(1, keepdims=True)
 
 
-def refit_probabilities(vectors: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
-    """The out-of-sample probabilities at the strength with the lowest log-loss, fitted again with the rows
-    they flag left out of the fits (weight 0): each row still scored by a model that never saw it."""
+def fitted_probabilities(vectors: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
+    """The out-of-sample probabilities at the strength whose probabilities have the lowest log-loss."""
     from sklearn.metrics import log_loss
 
     by_strength = {c: out_of_sample_probabilities(vectors, labels, seed, c) for c in STRENGTHS}
     classes = np.arange(labels.max() + 1)
-    strength = min(STRENGTHS, key=lambda c: log_loss(labels, by_strength[c], labels=classes))
-    weights = np.ones(len(labels))
-    weights[flag(labels, by_strength[strength])] = 0.0
-    return out_of_sample_probabilities(vectors, labels, seed, strength, weights)
+    return by_strength[min(STRENGTHS, key=lambda c: log_loss(labels, by_strength[c], labels=classes))]
 
 
 def flag(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
@@ -86,16 +74,16 @@ def flag(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
 def cached_probabilities(
     vectors: np.ndarray, labels: np.ndarray, seed: int, folder: Path | None
 ) -> np.ndarray:
-    """refit_probabilities, kept in `folder` under a digest of its inputs: a re-run skips the fits."""
+    """fitted_probabilities, kept in `folder` under a digest of its inputs: a re-run skips the fits."""
     if folder is None:
-        return refit_probabilities(vectors, labels, seed)
+        return fitted_probabilities(vectors, labels, seed)
     digest = hashlib.sha256(f"{CLASSIFIER} {seed}".encode())
     digest.update(np.ascontiguousarray(vectors).tobytes())
     digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
     path = folder / f"probabilities-{digest.hexdigest()[:16]}.npy"
     if path.is_file():
         return np.load(path)
-    probabilities = refit_probabilities(vectors, labels, seed)
+    probabilities = fitted_probabilities(vectors, labels, seed)
     folder.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(partial, probabilities)

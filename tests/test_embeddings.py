@@ -4,8 +4,8 @@ them (pipeline.data.label_issues), the outliers and near duplicates (pipeline.da
 
 import hashlib
 import shutil
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -106,6 +106,8 @@ def test_a_slow_first_call_does_not_make_a_small_job_export(tmp_path, monkeypatc
     paths = sorted(root.rglob("*.png"))
     build = embeddings.feature_extractor
 
+    clock = [0.0]  # the embedding's clock: only the first call's one-time cost moves it, so load does not
+
     def slow_to_start(spec):  # the first forward pays a one-time cost, as a cold process does
         model, calls = build(spec), []
         real_forward = model.forward
@@ -113,13 +115,14 @@ def test_a_slow_first_call_does_not_make_a_small_job_export(tmp_path, monkeypatc
         def forward(x):
             calls.append(len(x))
             if len(calls) == 1:
-                time.sleep(1.0)
+                clock[0] += 1.0
             return real_forward(x)
 
         model.forward = forward
         return model
 
     monkeypatch.setattr(embeddings, "feature_extractor", slow_to_start)
+    monkeypatch.setattr(embeddings, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     monkeypatch.setattr(embeddings, "EAGER_BUDGET_S", 0.5)  # a timed first call would project 1.25 s
     embeddings.embed([str(p) for p in paths], content(paths), LITE0, 32, tmp_path / "cache", 4)
     assert not list((tmp_path / "cache").glob("backbone-*.onnx"))

@@ -2,7 +2,6 @@
 their images and neighbours, and one route that records a decision. It serves only the images the reviewed
 run indexed, named by their exact indexed path; every decision is saved at once (pipeline.data.decisions)."""
 
-import logging
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from pipeline.errors import PipelineError
 from pipeline.review.gradcam import Explainer
 from pipeline.review.suspects import KINDS, ReviewRun
 
-log = logging.getLogger("pipeline.review")
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
 
@@ -36,9 +34,10 @@ class Review:
             if (key := decisions_file.relative(s.path, run.root)) in by_relative
         }
 
-    def decide(self, path: str, action: str, label: str | None) -> Decision:
-        """Record a decision on a suspect and save the file; a request that names anything else is refused."""
-        suspect = next((s for s in self.run.suspects if s.path == path), None)
+    def decide(self, path: str, action: str, label: str | None, kind: str | None = None) -> Decision:
+        """Record a decision on a suspect (in the list `kind`, for an image in more than one) and save the
+        file; a request that names anything else is refused."""
+        suspect = next((s for s in self.run.suspects if s.path == path and kind in (None, s.kind)), None)
         if suspect is None:
             raise PipelineError("not a suspect of this run")
         if action == "accept":
@@ -85,7 +84,8 @@ def create_app(review: Review) -> Starlette:
     async def decide(request: Request) -> Response:
         try:
             body = await request.json()
-            decision = review.decide(str(body["path"]), str(body["action"]), body.get("label"))
+            found = (str(body["path"]), str(body["action"]), body.get("label"), body.get("kind"))
+            decision = await run_in_threadpool(review.decide, *found)
         except (ValueError, KeyError, TypeError):
             return JSONResponse({"error": "send JSON with path, action and, to relabel, label"}, 400)
         except PipelineError as err:

@@ -204,12 +204,12 @@ def test_a_run_id_names_the_decisions_its_review_logged(audited, tmp_path, audit
     not (shutil.which("chromium") and shutil.which("chromedriver")),
     reason="no chromium and chromedriver here (apt-get install chromium chromium-driver)",
 )
-def test_in_a_real_browser_decisions_by_click_and_by_key_are_kept_across_a_reload(audited, tmp_path):
+def test_in_a_real_browser_decisions_by_click_and_key_survive_a_reload_and_filters_apply(audited, tmp_path):
     import uvicorn
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     port = free_port()
     app = create_app(reviewed(audited, tmp_path))
@@ -236,6 +236,9 @@ def test_in_a_real_browser_decisions_by_click_and_by_key_are_kept_across_a_reloa
         browser.refresh()
         verdicts = [v.text for v in browser.find_elements(By.CSS_SELECTOR, ".verdict")]
         assert verdicts[0].startswith("relabelled as") and verdicts[1] == "dropped from training"
+        Select(browser.find_element(By.ID, "filter-kind")).select_by_value("quality")
+        shown = [c for c in browser.find_elements(By.CSS_SELECTOR, ".card") if c.is_displayed()]
+        assert shown and {c.get_attribute("data-kind") for c in shown} == {"quality"}
     finally:
         browser.quit()
         server.should_exit = True

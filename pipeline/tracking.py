@@ -74,7 +74,7 @@ def resolve_tracking_uri(uri: str | None, store_dir: str) -> str:
 
 
 def run_artifact(uri: str | None, store_dir: str, run_id: str, artifact: str, target: Path) -> Path:
-    """A file logged to run `run_id` (or to one of its stage runs), downloaded under `target`."""
+    """A file logged to run `run_id`, downloaded under `target`."""
     client = MlflowClient(resolve_tracking_uri(uri, store_dir))
     try:
         client.get_run(run_id)

@@ -12,7 +12,6 @@ user's images and folders are never touched: a relabel or a drop lives in this f
 """
 
 import hashlib
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -43,7 +42,7 @@ class Decisions:
 
     def digest(self) -> str:
         """A short digest of the decisions themselves: the dataset's version in MLflow."""
-        text = yaml.safe_dump({p: asdict(d) for p, d in sorted(self.by_path.items())})
+        text = yaml.safe_dump(self.as_file()["decisions"])
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def as_file(self) -> dict:
@@ -101,7 +100,6 @@ def save(path: Path, decisions: Decisions) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with written_in_place(path) as partial:
         partial.write_text(text, encoding="utf-8")
-        os.chmod(partial, 0o644)
 
 
 def apply(index, decisions: Decisions):

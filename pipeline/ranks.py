@@ -4,6 +4,7 @@ Lightning's DDP launcher starts ranks 1..N-1 as new `python -m pipeline ...` pro
 training: the data and sanity checks, validation, export and all MLflow records belong to rank 0.
 """
 
+import atexit
 import contextlib
 import os
 import sys
@@ -65,15 +66,28 @@ def set_run_dir(hydra, folder: str) -> None:
 
 def end_launch(launch: dict[str, str | None]) -> None:
     """The rendezvous variables as they were before fitting, and no process group."""
-    import torch.distributed
-
     for name, value in launch.items():
         if value is None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+    leave_process_group()
+
+
+def leave_process_group() -> None:
+    """End this process's part in the process group, if it has one."""
+    import torch.distributed
+
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def leave_process_group_at_exit() -> None:
+    """Lightning ends an NCCL group at exit but leaves a Gloo one (CPU DDP) to the interpreter's teardown,
+    where its threads can end in `terminate called without an active exception`: the rank aborts after its
+    work is done and torchrun reports the node failed."""
+    atexit.unregister(leave_process_group)  # once, however many runs this process fits
+    atexit.register(leave_process_group)
 
 
 def worker_stages(stages: list[str]) -> list[str]:

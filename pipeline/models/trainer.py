@@ -16,7 +16,7 @@ from pipeline.models.checkpoint_io import AtomicCheckpointIO
 from pipeline.models.epoch_log import EpochLine
 from pipeline.models.finetune import FinetuneSchedule
 from pipeline.progress import interactive
-from pipeline.ranks import ranks_run_this_job
+from pipeline.ranks import leave_process_group_at_exit, ranks_run_this_job
 from pipeline.signals import sigterm_sets_lightning_flag
 
 
@@ -172,6 +172,8 @@ def fit(
         if trainer.received_sigterm:
             raise SIGTERMException(f"stopped by SIGTERM ({err})") from err
         raise
+    finally:
+        leave_process_group_at_exit()
 
 
 def training_callbacks(

@@ -15,6 +15,10 @@ import sys
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach main(), which prints one line
 
+from pipeline.allocator import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()  # before the first tensor
+
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 

@@ -14,6 +14,7 @@ from conftest import CONF_DIR, make_image_folder
 from omegaconf import OmegaConf
 from PIL import Image
 
+from pipeline import cpu_share
 from pipeline.data import embeddings, label_issues
 from pipeline.data.label_issues import find_label_issues
 from pipeline.data.neighbours import find_outliers, nearest, similar_pairs
@@ -96,9 +97,9 @@ def test_images_go_through_the_backbone_in_batches_that_shrink_as_images_grow(tm
         return model
 
     monkeypatch.setattr(embeddings, "feature_extractor", counted)
-    assert [embeddings.eager_batch_size(size) for size in (64, 128, 224)] == [32, 8, 3]
-    embeddings.embed([str(p) for p in paths], content(paths), LITE0, 128, tmp_path / "cache")
-    assert batches == [2, 8, 1]  # the warm-up call, then 9 images at 8 a batch
+    assert [embeddings.eager_batch_size(size) for size in (64, 128, 224, 448)] == [64, 49, 16, 4]
+    embeddings.embed([str(p) for p in paths], content(paths), LITE0, 448, tmp_path / "cache")
+    assert batches == [2, 4, 4, 1]  # the warm-up call, then 9 images at 4 a batch
 
 
 def test_a_slow_first_call_does_not_make_a_small_job_export(tmp_path, monkeypatch):
@@ -143,7 +144,7 @@ def test_the_label_fits_run_on_one_blas_thread_and_leave_the_setting_as_it_was(m
     labels = np.arange(40) % 4
     vectors = np.random.default_rng(0).normal(size=(40, 8)) + labels[:, None]
     label_issues.out_of_sample_probabilities(vectors, labels, seed=0)
-    assert seen and set(seen) == {label_issues.BLAS_THREADS}
+    assert seen and set(seen) == {cpu_share.BLAS_THREADS}
     assert [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"] == before
 
 

@@ -30,10 +30,12 @@ from pipeline.onnx_io import export_onnx, onnx_runner, session
 from pipeline.progress import Progress
 from pipeline.schema import ExportConfig  # its default opset, for the audit backbone too
 
-EAGER_BUDGET_S = 10.0  # export the backbone once PyTorch eager would need longer than this for the rest
-# PyTorch batches shrink as images grow (eager_batch_size): 32 at 64 px, 8 at 128, 3 at 224; small batches
-# of large images were about twice as fast an image on CPU as batches of 64 (docs/design.md).
-PIXELS_PER_BATCH = 32 * 64 * 64
+# export the backbone once PyTorch eager would need longer than this for the rest: about where the export's
+# seconds and onnxruntime's faster images break even (docs/design.md)
+EAGER_BUDGET_S = 15.0
+# PyTorch batches shrink as images grow (eager_batch_size): 64 at 64 px, 49 at 128, 16 at 224; batches of
+# 64 large images were slower an image on CPU (docs/design.md).
+PIXELS_PER_BATCH = 16 * 224 * 224
 ONNX_BATCH = 64  # onnxruntime gained nothing from smaller batches (docs/design.md)
 
 log = logging.getLogger("pipeline.data")

@@ -15,6 +15,17 @@ from omegaconf import DictConfig
 
 log = logging.getLogger("pipeline")
 WORKER_SETTINGS = ("data.num_workers", "data.inspect_workers")
+# scikit-learn's fits on image features (the audit's label issues, the head fit): OpenBLAS's threads contend
+# with scikit-learn's OpenMP loss threads and torch's; one BLAS thread was several times faster, with the same
+# results (docs/design.md)
+BLAS_THREADS = 1
+
+
+def one_blas_thread():
+    """A context in which BLAS runs BLAS_THREADS threads, the setting restored on leaving."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=BLAS_THREADS, user_api="blas")
 
 
 def loader_workers(requested: int, resized: bool) -> int:

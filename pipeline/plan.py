@@ -5,6 +5,7 @@ read-only); the MLflow run records the resolved values beside the requested `aut
 timm's shape: resolve_data_config once, then build from what it resolved.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,11 @@ if TYPE_CHECKING:  # albumentations and torch, which a data-only run does not ne
 RESOLVED_LATER = ("data.image_size", "trainer.max_epochs", "finetune.strategy", "data.balance", "objective")
 
 
+def takes_steps(finetune: Mapping[str, Any]) -> bool:
+    """False for a linear probe whose head is fitted on cached features: no optimizer step, no epoch."""
+    return not (finetune["strategy"] == "linear_probe" and finetune.get("head_fit"))
+
+
 @dataclass(frozen=True)
 class Plan:
     preprocess: "Preprocess"  # image size, resize, crop and normalization
@@ -26,6 +32,10 @@ class Plan:
     balance: str  # none, weighted_sampler or class_weights
     objective: str  # the val metric that picks the checkpoint and is returned to sweepers
     direction: str  # max or min
+
+    @property
+    def takes_steps(self) -> bool:
+        return takes_steps(self.finetune)
 
     def logged(self) -> dict[str, Any]:
         """The resolved values the parent run records, by RESOLVED_LATER's names."""

@@ -5,6 +5,7 @@ import base64
 import http.client
 import io
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -522,6 +523,7 @@ def test_a_runner_slower_than_the_budget_is_timed_fewer_times_but_never_under_th
         clock[0] += 0.6  # seconds a run
 
     result = latency({"big": run}, 8, (32,), runs=20)
-    warm_ups = 2  # past BUDGET_S / 2 after the second
-    assert len(calls) == warm_ups + max(benchmark.MIN_RUNS, 4)  # 4 runs fill BUDGET_S
+    warm_ups = min(WARMUP_RUNS, math.floor(benchmark.BUDGET_S / 2 / 0.6) + 1)  # until past half the budget
+    timed = max(benchmark.MIN_RUNS, math.ceil(benchmark.BUDGET_S / 0.6))  # the minimum, or the budget filled
+    assert len(calls) == warm_ups + timed < WARMUP_RUNS + 20
     assert result["latency_ms_big_b32"] == pytest.approx(600)

@@ -12,14 +12,17 @@ from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
+from pipeline import cpu_share
 from pipeline.data.feature_cache import cached_features, keep_within
 from pipeline.data.transforms import Preprocess
 from pipeline.errors import PipelineError
+from pipeline.models import head_fit
 from pipeline.models.factory import create_model_from_spec
 from pipeline.models.head_fit import STRENGTHS, fit_head, linear_head
 from pipeline.models.module import load_classifier
 from pipeline.recipe import finetune_recipe
 from pipeline.runner import run
+from pipeline.stages import calibrate
 
 SIZE = 32
 
@@ -47,6 +50,21 @@ def test_the_strength_is_the_one_val_likes_best_and_separable_classes_are_learnt
     assert head.val_scores["val/loss"] < 0.1
 
 
+def test_the_head_fits_run_on_one_blas_thread(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    seen = []
+
+    class Watched(LogisticRegression):
+        def fit(self, *args, **kwargs):
+            seen.extend(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
+            return super().fit(*args, **kwargs)
+
+    monkeypatch.setattr(head_fit, "LogisticRegression", Watched)
+    head_fit.fit_head(clusters(60, 3, seed=1), clusters(30, 3, seed=2), 3, balanced=False, seed=0)
+    assert seen and set(seen) == {cpu_share.BLAS_THREADS}
+
+
 class Counting(nn.Module):
     def __init__(self):
         super().__init__()
@@ -54,7 +72,7 @@ class Counting(nn.Module):
 
     def forward(self, x):
         self.calls += 1
-        return x.mean((2, 3)) * self.scale
+        return [x.mean((2, 3)) * self.scale]
 
 
 def test_features_are_computed_once_per_images_size_and_backbone(tmp_path):
@@ -64,22 +82,21 @@ def test_features_are_computed_once_per_images_size_and_backbone(tmp_path):
     network, loader = Counting(), {"batch_size": 8, "workers": 0}
     small, large = (Preprocess(side, (0.5,) * 3, (0.5,) * 3) for side in (16, 24))
     folder = tmp_path / "features"
-    first = cached_features(network, records, prints, small, folder, {"name": "a"}, loader, 100)
+    (first,) = cached_features(network, records, prints, small, folder, {"name": "a"}, loader, 100)
     calls = network.calls
-    again = cached_features(network, records, prints, small, folder, {"name": "a"}, loader, 100)
+    (again,) = cached_features(network, records, prints, small, folder, {"name": "a"}, loader, 100)
     assert network.calls == calls and np.array_equal(first, again) and first.shape == (len(records), 3)
     cached_features(network, records, prints, large, folder, {"name": "a"}, loader, 100)
     cached_features(network, records, prints, small, folder, {"name": "b"}, loader, 100)
-    assert network.calls > calls and len(list(folder.glob("*.npy"))) == 3
+    assert network.calls > calls and len(list(folder.glob("*.npz"))) == 3
 
 
 def test_the_cache_drops_the_least_recently_used_files_above_its_bound(tmp_path):
     for i, name in enumerate(["old", "mid", "new"]):
-        np.save(tmp_path / f"{name}.npy", np.zeros(1000, dtype=np.float32))
-        (tmp_path / f"{name}.npy").touch()
-        os.utime(tmp_path / f"{name}.npy", (i, i))
-    keep_within(tmp_path, 2.5 * 4128)  # room for two files of 4,128 bytes
-    assert sorted(p.stem for p in tmp_path.glob("*.npy")) == ["mid", "new"]
+        np.savez(tmp_path / f"{name}.npz", np.zeros(1000, dtype=np.float32))
+        os.utime(tmp_path / f"{name}.npz", (i, i))
+    keep_within(tmp_path, 2.5 * (tmp_path / "new.npz").stat().st_size)  # room for two of the three
+    assert sorted(p.stem for p in tmp_path.glob("*.npz")) == ["mid", "new"]
 
 
 def test_a_head_fit_needs_pretrained_weights_and_replaces_gradual_s_head_phase():
@@ -90,14 +107,25 @@ def test_a_head_fit_needs_pretrained_weights_and_replaces_gradual_s_head_phase()
         finetune_recipe(gradual, {**pretrained, "weights": None})
 
 
-def test_a_fitted_linear_probe_runs_no_epoch_and_calibrates_validates_and_exports(tmp_path, empty_store):
+def test_a_fitted_linear_probe_runs_no_epoch_and_calibrates_validates_and_exports(
+    tmp_path, empty_store, monkeypatch
+):
+    """One pass of the frozen backbone over the training images serves the head fit and the unknown score;
+    the sanity checks skip the optimizer steps the probe never takes."""
     shutil.copytree(empty_store, tmp_path / "mlruns")
     torch.manual_seed(0)
     source = create_model_from_spec({"name": "test_efficientnet", "zero_init_head": False}, 3)
     torch.save(source.state_dict(), tmp_path / "pretrained.pth")
     root = make_image_folder(tmp_path / "images", per_class=16, size=SIZE)
+    embedded = []
+    embed = calibrate.embed
+    monkeypatch.setattr(
+        calibrate,
+        "embed",
+        lambda cfg, split, records, *a: embedded.append(len(records)) or embed(cfg, split, records, *a),
+    )
     overrides = [
-        "stages=[train,calibrate,validate,export]", "model=timm", "model.name=test_efficientnet",
+        "stages=[sanity,train,calibrate,validate,export]", "model=timm", "model.name=test_efficientnet",
         f"model.weights={tmp_path / 'pretrained.pth'}", "finetune=linear_probe", "finetune.head_fit=true",
         "data.image_size=32", "data.batch_size=8", "augment=none", "export.quantize=none",
         "export.latency_runs=1", "validate.gradcam=0", "validate.top_losses=0", "tracking.run_name=probe",
@@ -110,4 +138,10 @@ def test_a_fitted_linear_probe_runs_no_epoch_and_calibrates_validates_and_export
     assert metrics["train/epochs"] == 0 and (tmp_path / "out" / "model.onnx").is_file()
     classifier = load_classifier(tmp_path / "out" / "checkpoints" / "best.ckpt")
     assert classifier.model.get_classifier().weight.abs().sum() > 0  # the fitted head, not the zero start
-    assert 0 <= metrics["test/acc"] <= 1 and len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 2
+    assert 0 <= metrics["test/acc"] <= 1 and len(list((tmp_path / "cache" / "features").glob("*.npz"))) == 2
+    assert embedded == [metrics["calib/images"]], "calibrate passed training images through the network again"
+    (sanity,) = client.search_runs(
+        [experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}' and attributes.run_name = 'sanity'"
+    )
+    checked = set(sanity.data.metrics)
+    assert "sanity/loss_at_init" in checked and "sanity/overfit_one_batch" not in checked, "steps checked"

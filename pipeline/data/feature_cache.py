@@ -1,6 +1,7 @@
-"""The frozen pretrained backbone's penultimate features of a split, computed once and kept on disk: a head
-fitted on them (pipeline.models.head_fit) then costs seconds on a second run of the same folder, size and
-backbone instead of a pass over every image.
+"""The frozen pretrained backbone's features of a split, computed once and kept on disk: a head fitted on the
+penultimate ones (pipeline.models.head_fit) then costs seconds on a second run of the same folder, size and
+backbone instead of a pass over every image, and the unknown score of a model whose backbone stayed frozen
+reads the training images' layers (pipeline.models.trusted) from the same pass.
 
 One file per key (the backbone: model name, where its weights come from, the weight file's size and time;
 the preprocessing; the images' content fingerprints, in order) under `data.cache_dir/features/`, written
@@ -26,18 +27,19 @@ from pipeline.models.weights import resolve_weights_path
 from pipeline.progress import Progress
 
 log = logging.getLogger("pipeline.train")
-VERSION = 1  # of the file layout and of what the features are: a change writes new files
+VERSION = 2  # of the file layout and of what the features are: a change writes new files
 
 
-class Penultimate(nn.Module):
-    """images -> the features the network's classifier head reads (pipeline.models.trusted's split)."""
+class Layers(nn.Module):
+    """images -> the features pipeline.models.trusted's split reads, the penultimate ones (what the
+    classifier head reads) last."""
 
     def __init__(self, network: nn.Module, image_size: int):
         super().__init__()
         self.split = own_split(network, image_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.split(x)[1][-1]
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.split(x)[1]
 
 
 def backbone_identity(spec: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +61,7 @@ def cache_key(identity: dict[str, Any], preprocess: Preprocess, fingerprints: li
 
 
 def cached_features(
-    penultimate: nn.Module,
+    layers: nn.Module,
     records: list,
     fingerprints: list[str],
     preprocess: Preprocess,
@@ -67,37 +69,38 @@ def cached_features(
     identity: dict[str, Any],
     loader: dict[str, int],
     limit_mb: float,
-) -> np.ndarray:
-    """(len(records), D) float32 features of `records` (their content `fingerprints` in the same order)
-    through `penultimate` (images -> features, in eval mode), from `folder` when it holds them; `loader`:
-    batch_size and workers."""
-    target = folder / f"{cache_key(identity, preprocess, fingerprints)}.npy"
+) -> list[np.ndarray]:
+    """One (len(records), D) float32 array a layer, of `records` (their content `fingerprints` in the same
+    order) through `layers` (images -> a list of features, in eval mode), from `folder` when it holds them;
+    `loader`: batch_size and workers."""
+    target = folder / f"{cache_key(identity, preprocess, fingerprints)}.npz"
     if target.is_file():
         target.touch()  # recently used: the last to go
-        return np.load(target)
-    features = computed(penultimate, records, preprocess, loader["batch_size"], loader["workers"])
+        with np.load(target) as saved:
+            return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    features = computed(layers, records, preprocess, loader["batch_size"], loader["workers"])
     folder.mkdir(parents=True, exist_ok=True)
     with written_in_place(target) as partial, open(partial, "wb") as sink:
-        np.save(sink, features)
+        np.savez(sink, *features)
     keep_within(folder, limit_mb * 2**20)
     return features
 
 
 @torch.inference_mode()
-def computed(penultimate: nn.Module, records: list, preprocess: Preprocess, batch_size: int, workers: int):
+def computed(layers: nn.Module, records: list, preprocess: Preprocess, batch_size: int, workers: int):
     images = ImageDataset(records, eval_transform(preprocess))
     progress = Progress("train", "features of the frozen backbone", len(images))
-    device = next(penultimate.parameters()).device
-    out = []
+    device = next(layers.parameters()).device
+    batches = []
     for x, _ in image_loader(images, batch_size, workers):
-        out.append(penultimate(x.to(device)).float().cpu())
+        batches.append([f.float().cpu() for f in layers(x.to(device))])
         progress.advance(len(x))
-    return torch.cat(out).numpy()
+    return [torch.cat(layer).numpy() for layer in zip(*batches, strict=True)]
 
 
 def keep_within(folder: Path, limit_bytes: float) -> None:
     """Remove the least recently used feature files until the folder holds at most `limit_bytes`."""
-    files = sorted(folder.glob("*.npy"), key=lambda p: p.stat().st_mtime)
+    files = sorted(folder.glob("*.npz"), key=lambda p: p.stat().st_mtime)
     total = sum(p.stat().st_size for p in files)
     for path in files[:-1]:  # the newest stays, whatever its size
         if total <= limit_bytes:

@@ -21,14 +21,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
+
+from pipeline.cpu_share import one_blas_thread
 
 FOLDS = 5
 STRENGTHS = (0.003, 0.01, 0.03, 0.1)  # logistic regression's C on standardized features, chosen by log-loss
 CLASSIFIER = f"standardized-logistic-C{'/'.join(map(str, STRENGTHS))}-by-log-loss-{FOLDS}fold"  # cache key
-# The fits' BLAS threads: OpenBLAS's threads contend with scikit-learn's OpenMP loss threads; one BLAS
-# thread was several times faster, with the same probabilities (docs/design.md).
-BLAS_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,7 @@ def out_of_sample_probabilities(
     folds = max(2, min(FOLDS, int(np.bincount(labels).min())))
     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=strength, max_iter=3000))
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+    with one_blas_thread():
         found = cross_val_predict(classifier, vectors, labels, cv=splitter, method="predict_proba")
     found = found.astype(np.float64)  # summing to 1 in float64, as log_loss checks
     return found / found.sum(1, keepdims=True)

@@ -17,7 +17,7 @@ BATCH_SIZES = (1, 32)  # one image at a time (serving) and a batch (offline scor
 # A large model at batch 32 on a few CPU cores takes most of a second a run: past this many seconds per
 # runner and batch, warm-up and timing stop early (at least MIN_RUNS timed), so the export's figures do not
 # cost it half its time; `make bench-serve` measures latency properly.
-BUDGET_S, MIN_RUNS = 2.0, 5
+BUDGET_S, MIN_RUNS = 1.0, 5
 
 
 def median_ms(run: "Runner", batch: np.ndarray, runs: int) -> float:

@@ -13,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, log_loss
 from torch import nn
 
+from pipeline.cpu_share import one_blas_thread
 from pipeline.errors import PipelineError
 from pipeline.models.factory import classifier_head
 
@@ -32,9 +33,10 @@ def fit_head(train: tuple, val: tuple, num_classes: int, balanced: bool, seed: i
     (features, labels; every class present); class-balanced weights when training balances classes."""
     best = None
     for strength in STRENGTHS:
-        model = LogisticRegression(
-            C=strength, max_iter=2000, class_weight="balanced" if balanced else None, random_state=seed
-        ).fit(*train)
+        with one_blas_thread():
+            model = LogisticRegression(
+                C=strength, max_iter=2000, class_weight="balanced" if balanced else None, random_state=seed
+            ).fit(*train)
         weight, bias = linear_head(model, num_classes)
         scores = val_scores(val[0] @ weight.T + bias, val[1], num_classes)
         if best is None or scores["val/loss"] < best.val_scores["val/loss"]:

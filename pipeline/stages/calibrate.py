@@ -15,6 +15,7 @@ from torch import nn
 from pipeline import devices
 from pipeline.context import Context
 from pipeline.data.datamodule import image_loader
+from pipeline.data.feature_cache import Layers
 from pipeline.data.images import ImageDataset
 from pipeline.data.sources import MIN_CLASS_FOR_CALIB
 from pipeline.data.transforms import Preprocess, eval_transform
@@ -35,10 +36,12 @@ from pipeline.evaluation.unknown import (
 from pipeline.models.checkpoint_io import store_trust
 from pipeline.models.module import load_classifier
 from pipeline.models.reference import pretrained_reference, stored_reference
-from pipeline.models.trusted import detector, split_network
+from pipeline.models.trusted import JointSplit, detector, split_network
+from pipeline.plan import takes_steps
 from pipeline.progress import Progress
 from pipeline.recipe import conformal_mix
 from pipeline.stages.checkpoints import checkpoint_path
+from pipeline.stages.frozen import split_features
 from pipeline.stages.index import ensure_index
 from pipeline.tracking import Tracker
 
@@ -73,7 +76,8 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     if c.unknown_accept is not None:
         spec, num_classes = classifier.trained_from, classifier.hparams.num_classes
         kept = None if reference is None else stored_reference(spec, num_classes, reference)
-        trust["unknown"] = fit_unknown(cfg, index, split, preprocess, device, (features, logits), kept)
+        train = training_layers(cfg, ctx, classifier, split, preprocess, device)
+        trust["unknown"] = fit_unknown(cfg, len(index.class_names), train, (features, logits), kept)
         metrics["calib/unknown_threshold"] = trust["unknown"]["threshold"]
         metrics["calib/unknown_mb"] = trust["unknown"]["bytes"] / 2**20
     owned = ckpt.resolve().is_relative_to(ctx.output_dir.resolve())
@@ -171,24 +175,36 @@ def fit_conformal(calibrated: torch.Tensor, targets: torch.Tensor, alpha: float,
     }
 
 
+def training_layers(cfg: DictConfig, ctx: Context, classifier, split, preprocess, device) -> tuple:
+    """(one array a layer, labels) of a sample of the training images, what the unknown score is fitted on
+    (none for `energy`): a fitted probe's, whose backbone is the pretrained one unchanged, from the pass its
+    head was fitted on (pipeline.stages.frozen); any other model's through `split` here."""
+    c = cfg.calibrate
+    if str(c.unknown_method) == "energy":
+        return None
+    train = ensure_index(cfg, ctx).split("train")
+    labels = np.array([r.label for r in train])
+    chosen = stratified_sample(labels, c.unknown_train_images, cfg.seed)
+    if not takes_steps(classifier.hparams.finetune) and not isinstance(split, JointSplit):
+        layers = Layers(classifier.model, preprocess.image_size).to(device)
+        features, _ = split_features(cfg, ctx, layers, preprocess, classifier.trained_from, "train")
+        return [layer[chosen] for layer in features], labels[chosen]
+    _, layers, targets = embed(cfg, split, [train[i] for i in chosen], preprocess, device)
+    return [layer.numpy() for layer in layers], targets.numpy()
+
+
 def fit_unknown(
-    cfg: DictConfig, index, split, preprocess, device, calib: tuple, reference: dict | None
+    cfg: DictConfig, num_classes: int, train: tuple | None, calib: tuple, reference: dict | None
 ) -> dict:
-    """The unknown score fitted on a sample of the training images, its threshold on the calib split's
+    """The unknown score fitted on `train` (training_layers), its threshold on the calib split's
     (features, logits); `reference`: the pretrained network the split reads besides the model, as stored."""
     c = cfg.calibrate
     features, logits = calib
     method = str(c.unknown_method)
     unknown = {"method": method, "accepted": float(c.unknown_accept), "neighbours": int(c.unknown_neighbours)}
     tensors = {}
-    if method != "energy":
-        train = index.split("train")
-        labels = np.array([r.label for r in train])
-        chosen = [train[i] for i in stratified_sample(labels, c.unknown_train_images, cfg.seed)]
-        _, train_layers, train_labels = embed(cfg, split, chosen, preprocess, device)
-        arrays = fit_detector(
-            method, [layer.numpy() for layer in train_layers], train_labels.numpy(), len(index.class_names)
-        )
+    if train is not None:
+        arrays = fit_detector(method, *train, num_classes)
         tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
     unknown["tensors"] = tensors
     stored = [*tensors.values(), *(reference["state"].values() if reference else ())]

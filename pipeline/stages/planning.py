@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from pipeline.context import Context
 from pipeline.data.stats import channel_mean_std
-from pipeline.plan import Plan
+from pipeline.plan import Plan, takes_steps
 from pipeline.recipe import (
     AUTO,
     auto_epochs,
@@ -47,8 +47,7 @@ def resolve_plan(cfg: DictConfig, ctx: Context) -> Plan:
         max_epochs = auto_epochs(preprocess.image_size)
         log.info("trainer.max_epochs=auto: %d at %d px", max_epochs, preprocess.image_size)
     finetune = finetune_recipe(plain(cfg.finetune), spec)
-    epochs_run = not (finetune["strategy"] == "linear_probe" and finetune.get("head_fit"))
-    averaged = cfg.train.ema_decay and epochs_run
+    averaged = cfg.train.ema_decay and takes_steps(finetune)
     ema = f"; weights averaged (train.ema_decay {cfg.train.ema_decay:g})" if averaged else ""
     log.info("%s: %s%s", finetune["strategy"], describe_finetune(finetune, cfg.optimizer.lr), ema)
     counts = list(index.counts()["train"].values())

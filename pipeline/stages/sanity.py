@@ -50,6 +50,19 @@ def _augmentation_preview(datamodule: ImageDataModule, preprocess, class_names, 
     return shown
 
 
+def step_checks(cfg: DictConfig, model, x: torch.Tensor, y: torch.Tensor, strategy: str) -> list:
+    """Can training's steps move this model: every layer overfits one batch, before any freezing (a frozen
+    backbone's features need far more steps to separate one batch, so a head alone would fail by chance);
+    then, frozen as training starts, the gradients reach every trainable parameter, and no sample's output
+    depends on another's (a zero-initialized head, as a probe's starts, gives no output to judge that by)."""
+    s = cfg.sanity
+    results = [overfit_one_batch(model, x, y, s.overfit_steps, s.overfit_lr, s.overfit_target_loss)]
+    if strategy in ("linear_probe", "gradual"):
+        freeze_backbone(model, cfg.finetune.freeze_batchnorm)
+    # after the overfit steps: zero-initialized residual gammas (timm's default) have moved by then
+    return [*results, gradient_flow(model, x, y), no_batch_mixing(model, x)]
+
+
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     L.seed_everything(cfg.seed, verbose=False)
     index = ensure_index(cfg, ctx)
@@ -70,16 +83,11 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     results = [
         input_statistics(*_one_batch(datamodule, cfg.data.batch_size), num_classes, train_counts),
         loss_at_init(model, x, y, num_classes, cfg.sanity.init_loss_tolerance),
-        # every layer, before any freezing: can this model learn this data at all (a frozen backbone's
-        # features need far more steps to separate one batch, so a head alone would fail by chance)
-        overfit_one_batch(
-            model, x, y, cfg.sanity.overfit_steps, cfg.sanity.overfit_lr, cfg.sanity.overfit_target_loss
-        ),
     ]
-    if plan.finetune["strategy"] in ("linear_probe", "gradual"):
-        freeze_backbone(model, cfg.finetune.freeze_batchnorm)  # the gradients as training starts
-    # after the overfit steps: zero-initialized residual gammas (timm's default) have moved by then
-    results += [gradient_flow(model, x, y), no_batch_mixing(model, x)]
+    if plan.takes_steps:
+        results += step_checks(cfg, model, x, y, plan.finetune["strategy"])
+    else:
+        log.info("no training step to check: the probe's head is fitted on the frozen backbone's features")
     for r in results:
         log.info("%s %s: %s", "PASS" if r.passed else "FAIL", r.name, r.message)
     tracker.log_dict({"checks": [r.to_dict() for r in results]}, "sanity_verdict.json")

@@ -5,7 +5,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig
@@ -15,7 +14,7 @@ from pipeline.context import Context
 from pipeline.cpu_share import loader_workers
 from pipeline.data.balance import class_weights
 from pipeline.data.datamodule import ImageDataModule
-from pipeline.data.feature_cache import Penultimate, backbone_identity, cached_features
+from pipeline.data.feature_cache import Layers
 from pipeline.data.integrity import fingerprint, fingerprints
 from pipeline.data.resized_cache import CACHED_SPLITS, ResizedImages, load_or_build, nbytes
 from pipeline.data.transforms import Preprocess
@@ -27,6 +26,7 @@ from pipeline.models.module import Classifier
 from pipeline.models.trainer import build_trainer, fit, training_callbacks
 from pipeline.plan import Plan
 from pipeline.schema import plain
+from pipeline.stages.frozen import split_features
 from pipeline.stages.index import ensure_index, inspect_split
 from pipeline.stages.planning import training_plan
 from pipeline.sweeps.study import pruning_callback
@@ -117,8 +117,11 @@ def fit_head_first(cfg: DictConfig, ctx: Context, classifier: Classifier, plan: 
     strength chosen on val, loaded into the network before any epoch."""
     started = time.perf_counter()
     device = devices.of_trainer(cfg.trainer)
-    penultimate = Penultimate(classifier.model, plan.preprocess.image_size).to(device)
-    parts = {split: frozen_features(cfg, ctx, penultimate, plan, split) for split in ("train", "val")}
+    layers = Layers(classifier.model, plan.preprocess.image_size).to(device)
+    spec, parts = plain(cfg.model), {}
+    for split in ("train", "val"):
+        features, labels = split_features(cfg, ctx, layers, plan.preprocess, spec, split)
+        parts[split] = (features[-1], labels)  # the penultimate features: what the head reads
     classes = len(ctx.index.class_names)
     head = fit_head(parts["train"], parts["val"], classes, plan.balance != "none", cfg.seed)
     load_into(classifier.model, head)
@@ -131,23 +134,6 @@ def fit_head_first(cfg: DictConfig, ctx: Context, classifier: Classifier, plan: 
     )  # fmt: skip
     tracker.log_metrics({"train/head_fit_s": seconds, "train/head_fit_c": head.strength})
     return head
-
-
-def frozen_features(cfg: DictConfig, ctx: Context, penultimate: Penultimate, plan: Plan, split: str) -> tuple:
-    """(features, labels) of a split through the frozen backbone, cached (pipeline.data.feature_cache)."""
-    records = ctx.index.split(split)
-    content = {info.path: fingerprint(info) for info in inspect_split(cfg, ctx, split)}
-    features = cached_features(
-        penultimate,
-        records,
-        [content[r.path] for r in records],
-        plan.preprocess,
-        Path(cfg.data.cache_dir) / "features",
-        backbone_identity(plain(cfg.model)),
-        {"batch_size": cfg.data.batch_size, "workers": cfg.data.num_workers},
-        cfg.data.feature_cache_mb,
-    )
-    return features, np.array([r.label for r in records])
 
 
 def probe_done(ctx: Context, classifier: Classifier, head: FittedHead, objective: str, tracker) -> Context:

@@ -39,6 +39,16 @@ def loader_workers(requested: int, resized: bool) -> int:
     return cap
 
 
+def scoring_workers(requested: int, device_type: str) -> int:
+    """Loader worker processes for a pass that decodes and scores, without augmentation (head-fit features,
+    calibration, validation, the export's checks). On the CPU the network's threads already take every core,
+    and decoding workers beside them added processes, not speed (docs/design.md): at most a quarter of the
+    cores. On an accelerator they decode while it computes: as requested."""
+    if device_type != "cpu":
+        return requested
+    return min(requested, len(os.sched_getaffinity(0)) // 4)
+
+
 def thread_budget() -> int | None:
     """The compute threads a launcher gave this process (OMP_NUM_THREADS), or None when none was set."""
     value = os.environ.get("OMP_NUM_THREADS", "")

@@ -149,7 +149,8 @@ class DataConfig:
     calib_fraction: float = bounded(0.1, FRACTION, BELOW_ONE)
     split_seed: int = 42  # seeds the stratified split, apart from the training seed
     batch_size: int = bounded(64, POSITIVE)  # images per training and evaluation batch
-    # loader worker processes (lowered to the run's CPU share, and with the resized cache)
+    # loader worker processes (lowered to the run's CPU share; with the resized cache, and for passes that
+    # only score on the CPU, to a quarter of the cores)
     num_workers: int = bounded(0, NON_NEGATIVE)
     # decode and resize each image once into a memory-mapped file (pipeline.data.resized_cache); auto: when
     # it fits resized_cache_mb

@@ -6,7 +6,7 @@ import os
 import torch
 from joblib import Parallel, delayed
 
-from pipeline.cpu_share import fit_workers_to_share
+from pipeline.cpu_share import fit_workers_to_share, scoring_workers
 
 
 def _budget_in_a_job() -> tuple[str | None, int]:
@@ -33,3 +33,11 @@ def test_workers_are_kept_without_a_budget(make_cfg, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     fit_workers_to_share(cfg)
     assert (cfg.data.num_workers, cfg.data.inspect_workers) == (4, 3)
+
+
+def test_passes_that_only_score_on_the_cpu_keep_a_quarter_of_the_cores_for_workers(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert [scoring_workers(n, "cpu") for n in (0, 2, 8)] == [0, 2, 4]
+    assert scoring_workers(8, "cuda") == 8  # workers decode while the GPU computes
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert scoring_workers(2, "cpu") == 0

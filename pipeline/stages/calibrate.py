@@ -14,6 +14,7 @@ from torch import nn
 
 from pipeline import devices
 from pipeline.context import Context
+from pipeline.cpu_share import scoring_workers
 from pipeline.data.datamodule import image_loader
 from pipeline.data.feature_cache import Layers
 from pipeline.data.images import ImageDataset
@@ -132,7 +133,7 @@ def embed(cfg: DictConfig, split: nn.Module, records: list, preprocess: Preproce
     """Logits, the features the unknown score reads (a list of layers: pipeline.models.trusted.split_network)
     and labels of `records` under the eval transform, on the CPU."""
     images = ImageDataset(records, eval_transform(preprocess))
-    loader = image_loader(images, cfg.data.batch_size, cfg.data.num_workers)
+    loader = image_loader(images, cfg.data.batch_size, scoring_workers(cfg.data.num_workers, device.type))
     progress = Progress("calibrate", "embedded images", len(images))
     logits, layers, labels = [], [], []
     for x, y in loader:

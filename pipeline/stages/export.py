@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from pipeline import run_story
 from pipeline.context import Context
+from pipeline.cpu_share import scoring_workers
 from pipeline.data.datamodule import ImageDataModule
 from pipeline.data.transforms import Preprocess
 from pipeline.errors import PipelineError
@@ -57,7 +58,11 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     classifier = load_classifier(ckpt)
     preprocess = Preprocess.from_dict(classifier.hparams.preprocess)
     datamodule = ImageDataModule(
-        ensure_index(cfg, ctx), preprocess, [], cfg.data.batch_size, cfg.data.num_workers
+        ensure_index(cfg, ctx),
+        preprocess,
+        [],
+        cfg.data.batch_size,
+        scoring_workers(cfg.data.num_workers, "cpu"),
     )
     network = trusted_network(classifier.model, classifier.trust, preprocess.image_size)
     if classifier.trust is None:

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from pipeline.context import Context
+from pipeline.cpu_share import scoring_workers
 from pipeline.data.feature_cache import backbone_identity, cached_features
 from pipeline.data.integrity import fingerprint
 from pipeline.data.transforms import Preprocess
@@ -22,6 +23,7 @@ def split_features(
     """(one array a layer, labels) of `split` through `layers` (pipeline.data.feature_cache.Layers) of the
     backbone `spec` (the model config it was built from)."""
     records = ensure_index(cfg, ctx).split(split)
+    device_type = next(layers.parameters()).device.type
     content = {info.path: fingerprint(info) for info in inspect_split(cfg, ctx, split)}
     features = cached_features(
         layers,
@@ -30,7 +32,7 @@ def split_features(
         preprocess,
         Path(cfg.data.cache_dir) / "features",
         backbone_identity(spec),
-        {"batch_size": cfg.data.batch_size, "workers": cfg.data.num_workers},
+        {"batch_size": cfg.data.batch_size, "workers": scoring_workers(cfg.data.num_workers, device_type)},
         cfg.data.feature_cache_mb,
     )
     return features, np.array([r.label for r in records])

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from pipeline import plots
+from pipeline.cpu_share import scoring_workers
 from pipeline.data.datamodule import image_loader
 from pipeline.data.images import ImageDataset
 from pipeline.data.sources import Record
@@ -150,7 +151,8 @@ def unknown_images_metrics(cfg: DictConfig, scorer: Scorer, known: Scored, name:
         log.warning("validate.ood_roots: %s holds no images: nothing to tell apart", folder)
         return {}
     images = ImageDataset([Record(str(p), 0, "test") for p in paths], eval_transform(scorer.preprocess))
-    loader = image_loader(images, cfg.data.batch_size, cfg.data.num_workers)
+    workers = scoring_workers(cfg.data.num_workers, scorer.model.device.type if scorer.model else "cpu")
+    loader = image_loader(images, cfg.data.batch_size, workers)
     strange = predict(scorer, loader, tta=False)
     threshold = scorer.unknown["threshold"] if scorer.unknown else math.inf
     found = separation(unknown_scores(known), unknown_scores(strange), threshold)

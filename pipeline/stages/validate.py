@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from pipeline import devices, plots
 from pipeline.context import Context
+from pipeline.cpu_share import scoring_workers
 from pipeline.data.datamodule import ImageDataModule
 from pipeline.data.decode import decode_rgb
 from pipeline.data.images import ImageDataset
@@ -73,7 +74,8 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     index = ensure_index(cfg, ctx)
     names = scorer.class_names
     check_classes(scorer, index.class_names)
-    datamodule = ImageDataModule(index, scorer.preprocess, [], cfg.data.batch_size, cfg.data.num_workers)
+    workers = scoring_workers(cfg.data.num_workers, scorer.model.device.type if scorer.model else "cpu")
+    datamodule = ImageDataModule(index, scorer.preprocess, [], cfg.data.batch_size, workers)
     v = cfg.validate
     k = m.top_k(v.top_k, len(names))
     headline = tuple(name.format(k=k) for name in HEADLINE)

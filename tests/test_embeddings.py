@@ -38,7 +38,7 @@ def embedded(tmp_path_factory, audit_cache):
     """18 pattern images (3 kinds) embedded once at 64 px: (paths, kinds, vectors, cache folder)."""
     root = make_image_folder(tmp_path_factory.mktemp("embed") / "images", per_class=6, size=48)
     paths = sorted(root.rglob("*.png"))
-    vectors = embeddings.embed([str(p) for p in paths], content(paths), LITE0, 64, audit_cache)
+    vectors = embeddings.embed([str(p) for p in paths], content(paths), LITE0, 64, audit_cache).vectors
     return paths, [p.parent.name for p in paths], vectors, audit_cache
 
 
@@ -46,6 +46,15 @@ def test_each_image_gets_one_unit_vector_of_the_backbone_features(embedded):
     paths, _, vectors, _ = embedded
     assert vectors.shape == (len(paths), 1280)  # EfficientNet-Lite0's pooled features
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_the_last_stage_s_statistics_come_beside_each_embedding_for_the_label_fits(embedded):
+    paths, _, vectors, cache = embedded
+    found = embeddings.embed([str(p) for p in paths], content(paths), LITE0, 64, cache)  # from the cache
+    assert np.array_equal(found.vectors, vectors)
+    assert found.last_stage.shape == (len(paths), 640)  # the means and spreads of Lite0's 320 channels
+    assert np.allclose(np.linalg.norm(found.last_stage, axis=1), 1.0, atol=1e-5)
+    assert found.label_features.shape == (len(paths), 1280 + 640)
 
 
 def test_images_of_one_kind_are_each_others_nearest_neighbours(embedded):
@@ -64,7 +73,7 @@ def test_a_second_run_and_a_copied_file_reuse_the_cache_without_the_model(embedd
     monkeypatch.setattr(embeddings, "session", lambda *_: pytest.fail("the backbone ran for cached content"))
     monkeypatch.setattr(embeddings, "feature_extractor", lambda *_: pytest.fail("the backbone was built"))
     again = embeddings.embed([str(copy), str(paths[1])], content([copy, paths[1]]), LITE0, 64, cache)
-    assert np.array_equal(again, vectors[:2])
+    assert np.array_equal(again.vectors, vectors[:2])
 
 
 def test_a_small_job_stays_in_pytorch_and_a_large_one_exports_the_backbone_once(tmp_path, monkeypatch):
@@ -77,12 +86,14 @@ def test_a_small_job_stays_in_pytorch_and_a_large_one_exports_the_backbone_once(
     assert [p.name for p in (tmp_path / "large").glob("*.onnx")] == [
         embeddings.EmbeddingCache(tmp_path / "large", LITE0, 32).backbone.name
     ]
-    assert np.allclose(exported, eager, atol=1e-4)  # the first batch eager, the rest in onnxruntime
+    for part in ("vectors", "last_stage"):  # the first batch eager, the rest in onnxruntime
+        assert np.allclose(getattr(exported, part), getattr(eager, part), atol=1e-4), part
     monkeypatch.setattr(embeddings, "feature_extractor", lambda *_: pytest.fail("PyTorch ran, not ONNX"))
     for vectors in (tmp_path / "large").glob("embeddings-*.npz"):
         vectors.unlink()  # embed the same images again: with the exported backbone this time
     again = embeddings.embed([str(p) for p in paths], content(paths), LITE0, 32, tmp_path / "large")
-    assert np.allclose(again, eager, atol=1e-4)
+    assert np.allclose(again.vectors, eager.vectors, atol=1e-4)
+    assert np.allclose(again.last_stage, eager.last_stage, atol=1e-4)
 
 
 def test_images_go_through_the_backbone_in_batches_that_shrink_as_images_grow(tmp_path, monkeypatch):
@@ -155,7 +166,8 @@ def test_the_backbone_runs_in_channels_last_with_the_default_layouts_features():
     assert first_conv.weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.randn(3, 3, 64, 64)
     with torch.inference_mode():
-        assert torch.allclose(backbone(x), backbone.to(memory_format=torch.contiguous_format)(x), atol=1e-4)
+        fast, plain = backbone(x), backbone.to(memory_format=torch.contiguous_format)(x)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(fast, plain, strict=True))
 
 
 def test_a_backbone_that_cannot_drop_its_classifier_is_one_clear_error(tmp_path):
@@ -188,7 +200,7 @@ def test_off_domain_images_stand_out_and_the_dataset_does_not(embedded, tmp_path
     for i, colour in enumerate([(255, 255, 255), (200, 30, 30)]):  # a blank and a flat red placeholder
         Image.new("RGB", (48, 48), colour).save(tmp_path / f"flat{i}.png")
         planted.append(tmp_path / f"flat{i}.png")
-    extra = embeddings.embed([str(p) for p in planted], content(planted), LITE0, 64, cache)
+    extra = embeddings.embed([str(p) for p in planted], content(planted), LITE0, 64, cache).vectors
     found = find_outliers(nearest(np.concatenate([vectors, extra]), k=5))
     assert {o.index for o in found} == {len(paths), len(paths) + 1}
     assert found[0].score >= found[1].score
@@ -219,6 +231,6 @@ def test_a_resized_copy_is_a_near_duplicate_and_distinct_photos_are_not(tmp_path
     Image.open(paths[4]).resize((200, 200)).save(copy, quality=85)  # same picture, new size and format
     vectors = embeddings.embed(
         [str(p) for p in [*paths, copy]], content([*paths, copy]), LITE0, 64, audit_cache
-    )
+    ).vectors
     pairs = similar_pairs(nearest(vectors, k=5), min_similarity=0.98)
     assert [(a, b) for a, b, _ in pairs] == [(4, len(paths))]

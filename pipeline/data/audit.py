@@ -80,14 +80,15 @@ def audit(
     from pipeline.data.label_issues import find_label_issues  # scikit-learn and cleanlab: likewise
 
     paths, contents = [r.path for r, _ in good], [fingerprint(i) for _, i in good]
-    vectors = embed(
+    embedded = embed(
         paths, contents, settings["backbone"], settings["image_size"], cache_folder, device=device
     )
-    neighbours = nearest(vectors, settings["outlier_neighbours"])
+    neighbours = nearest(embedded.vectors, settings["outlier_neighbours"])
     outliers = find_outliers(neighbours, settings["outlier_fence"])
     far = {o.index for o in outliers}  # reported as outliers, not as label issues
     labels = np.array([r.label for r, _ in good])
-    issues = [i for i in find_label_issues(vectors, labels, seed, cache_folder) if i.index not in far]
+    found = find_label_issues(embedded.label_features, labels, seed, cache_folder)
+    issues = [i for i in found if i.index not in far]
     label_issues, outlier_rows = suspect_rows(good, class_names, neighbours, issues, outliers)
     similar = similar_pairs(neighbours, settings["duplicate_similarity"])
     seconds = round(time.perf_counter() - started, 2)

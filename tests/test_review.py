@@ -239,6 +239,13 @@ def test_in_a_real_browser_decisions_by_click_and_key_survive_a_reload_and_filte
         Select(browser.find_element(By.ID, "filter-kind")).select_by_value("quality")
         shown = [c for c in browser.find_elements(By.CSS_SELECTOR, ".card") if c.is_displayed()]
         assert shown and {c.get_attribute("data-kind") for c in shown} == {"quality"}
+        Select(browser.find_element(By.ID, "filter-kind")).select_by_value("")
+        cards = browser.find_elements(By.CSS_SELECTOR, ".card")
+        label = cards[-1].get_attribute("data-class")
+        Select(browser.find_element(By.ID, "filter-class")).select_by_value(label)
+        shown = [c for c in cards if c.is_displayed()]
+        assert len(shown) == sum(c.get_attribute("data-class") == label for c in cards) < len(cards)
+        assert {c.get_attribute("data-class") for c in shown} == {label}
     finally:
         browser.quit()
         server.should_exit = True

@@ -15,13 +15,10 @@ import sys
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach main(), which prints one line
 
-from pipeline.allocator import keep_freed_memory  # noqa: E402
-
-keep_freed_memory()  # before the first tensor
-
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from pipeline.allocator import keep_freed_memory  # noqa: E402
 from pipeline.cli_help import help_text, nearest_key, wants_help  # noqa: E402
 from pipeline.schema import register  # noqa: E402
 from pipeline.sweeps import optuna_sweeper  # noqa: E402
@@ -136,6 +133,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    keep_freed_memory()  # the program's own choice, before its first tensor (not on importing this module)
     if sys.stdout.errors == "strict":  # a file name that is not UTF-8 is printed with its odd bytes escaped
         sys.stdout.reconfigure(errors="backslashreplace")
     try:

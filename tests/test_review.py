@@ -249,7 +249,8 @@ def test_in_a_real_browser_decisions_by_click_and_key_survive_a_reload_and_filte
     finally:
         browser.quit()
         server.should_exit = True
-        thread.join(10)
+        thread.join(60)
+    assert not thread.is_alive(), "the page's server did not stop"
     saved = decisions.load(tmp_path / "decisions.yaml").by_path
     actions = [saved[decisions.relative(path, str(audited["root"]))].action for path in (first, second)]
     assert actions == ["relabel", "drop"]

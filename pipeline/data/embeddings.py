@@ -29,6 +29,7 @@ from pipeline.data.sources import Record
 from pipeline.data.transforms import Preprocess, eval_transform
 from pipeline.errors import PipelineError
 from pipeline.models.factory import create_model_from_spec, pretrained_data_config
+from pipeline.models.trusted import channel_statistics
 from pipeline.onnx_io import INPUT_NAME, export_onnx, session
 from pipeline.progress import Progress
 from pipeline.schema import ExportConfig  # its default opset, for the audit backbone too
@@ -107,7 +108,7 @@ class Backbone(torch.nn.Module):
             return pooled, pooled[:, :0]
         final, (last,) = self.network.forward_intermediates(x, indices=1)
         pooled = self.network.forward_head(final, pre_logits=True).flatten(1)
-        return pooled, torch.cat([last.mean((2, 3)), last.std((2, 3), correction=0)], 1)
+        return pooled, channel_statistics(last)
 
 
 def feature_extractor(spec: dict[str, Any]) -> torch.nn.Module:

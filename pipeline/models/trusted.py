@@ -37,6 +37,11 @@ class FeatureSplit(nn.Module):
         return self.head(features), [features]
 
 
+def channel_statistics(feature_map: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, 2C): each channel's mean and spread over the image."""
+    return torch.cat([feature_map.mean((2, 3)), feature_map.std((2, 3), correction=0)], 1)
+
+
 class StagedSplit(nn.Module):
     """(logits, [per-stage statistics..., penultimate features]) of a timm network, through its own
     forward_intermediates and forward_head."""
@@ -47,7 +52,7 @@ class StagedSplit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         final, stages = self.network.forward_intermediates(x)
-        statistics = [torch.cat([s.mean((2, 3)), s.std((2, 3), correction=0)], 1) for s in stages]
+        statistics = [channel_statistics(s) for s in stages]
         penultimate = self.network.forward_head(final, pre_logits=True).flatten(1)
         return self.network.forward_head(final), [*statistics, penultimate]
 

@@ -53,7 +53,9 @@ def sample_grid(images_per_class: dict[str, list[np.ndarray]]) -> Figure:
     return _mosaic(rows, title=None, caption_align="left", cell=SAMPLE_CELL_PX)
 
 
-def confusion_matrix(values: np.ndarray, shares: np.ndarray, class_names: list[str], title: str) -> Figure:
+def confusion_matrix(
+    values: np.ndarray, shares: np.ndarray, class_names: list[str], title: str, axes=("predicted", "true")
+) -> Figure:
     """Cells print `values` (counts, or the row shares themselves) and are coloured by their share of the
     true class (row-normalized), so a rare class's errors show as strongly as a common one's. Hand-drawn:
     sklearn's ConfusionMatrixDisplay and torchmetrics' plot colour each cell by the number it prints."""
@@ -68,8 +70,8 @@ def confusion_matrix(values: np.ndarray, shares: np.ndarray, class_names: list[s
             ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=8 if n > 10 else 10)
     ax.set_xticks(range(n), class_names, rotation=45 if n > 10 else 0)
     ax.set_yticks(range(n), class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
     ax.set_title(title)
     fig.tight_layout()
     return fig

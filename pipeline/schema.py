@@ -85,6 +85,12 @@ class Holdout(StrEnum):
     none = "none"  # val picks the checkpoint; no held-out split
 
 
+class Task(StrEnum):
+    auto = "auto"  # multilabel when a labels file names several labels for some image, else multiclass
+    multiclass = "multiclass"  # one label an image
+    multilabel = "multilabel"  # any number of labels an image (a labels file: pipeline/data/labels_file.py)
+
+
 class Balance(StrEnum):
     auto = "auto"  # weighted_sampler when data.imbalance_threshold is reached, else none
     none = "none"
@@ -133,7 +139,10 @@ class ObjectiveMode(StrEnum):
 @dataclass
 class DataConfig:
     name: str = MISSING  # the conf/data option
-    root: str | None = MISSING  # an image folder or a CSV manifest; null means the built-in digits
+    # an image folder, or a labels file (CSV or JSON lines: pipeline/data/labels_file.py); null: the digits
+    root: str | None = MISSING
+    task: Task = Task.auto  # one label an image or several
+    label_separator: str = ";"  # what joins a labels file's labels of one image
     cache_dir: str = ".cache/data"  # where the built-in digits are written as PNG files
     # px; auto: 192 when the training images' median short side reaches it, else 128 (pipeline.recipe);
     # null: the pretrained model's input size

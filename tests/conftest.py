@@ -45,6 +45,25 @@ def make_image_folder(root: Path, per_class: int = 12, size: int = 24, splits: t
     return root
 
 
+def make_multilabel_folder(root: Path, images: int = 48, cell: int = 16, splits: bool = True, seed=0) -> Path:
+    """root/images/*.png, each a 2x2 grid showing one to three of the patterns (blank cells grey), and
+    root/labels.csv (path,labels[,split]; labels joined by ";"); returns the labels file."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "images").mkdir(exist_ok=True)
+    rows = ["path,labels,split" if splits else "path,labels"]
+    for n in range(images):
+        shown = sorted(rng.choice(PATTERNS, size=int(rng.integers(1, 4)), replace=False).tolist())
+        canvas = Image.new("RGB", (2 * cell, 2 * cell), (128, 128, 128))
+        for kind, at in zip(shown, rng.permutation(4)[: len(shown)], strict=True):
+            canvas.paste(pattern_image(kind, cell, rng), ((at % 2) * cell, (at // 2) * cell))
+        canvas.save(root / "images" / f"{n:03d}.png")
+        split = ("train", "train", "train", "val", "test")[n % 5]
+        rows.append(f"images/{n:03d}.png,{';'.join(shown)}" + (f",{split}" if splits else ""))
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root / "labels.csv"
+
+
 def load_script(name: str):
     """A script of scripts/ (not a package) imported as a module, for testing its functions."""
     import importlib.util

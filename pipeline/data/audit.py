@@ -10,6 +10,7 @@ dataset; `drop_flagged` applies the data.on_label_issue and data.on_outlier poli
 
 import csv
 import json
+import logging
 import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -20,8 +21,17 @@ import numpy as np
 from pipeline.data.integrity import FileInfo, fingerprint
 from pipeline.data.neighbours import find_outliers, nearest, similar_pairs
 from pipeline.data.quality import Thresholds, quality_issues
-from pipeline.data.sources import TEXT_ERRORS, DatasetIndex, Record, require_train_images
+from pipeline.data.sources import (
+    MULTICLASS,
+    MULTILABEL,
+    TEXT_ERRORS,
+    DatasetIndex,
+    Record,
+    label_text,
+    require_train_images,
+)
 
+log = logging.getLogger("pipeline.data")
 COLUMNS = {  # neighbours: the nearest images' paths (a JSON list, nearest first), what the audit compared
     "label_issues": ("path", "split", "given_label", "suggested_label", "score", "neighbours"),
     "outliers": ("path", "split", "label", "score", "neighbours"),
@@ -68,16 +78,16 @@ def audit(
     cache_folder: Path,
     seed: int,
     device: str = "cpu",
+    task: str = MULTICLASS,
 ) -> AuditReport:
-    """Audit the readable images among `records` (infos in the same order); `settings` is cfg.audit; the
-    images are embedded on `device` (a torch device name)."""
+    """Audit the readable images among `records` (infos in the same order) of a `task` (one label an image
+    or several); `settings` is cfg.audit; the images are embedded on `device` (a torch device name)."""
     started = time.perf_counter()
     good = [(r, i) for r, i in zip(records, infos, strict=True) if i.ok]
     quality = find_quality_issues(good, settings)
     if len(good) < 3:
         return AuditReport([], [], quality, [])
     from pipeline.data.embeddings import embed  # torch, timm and onnx: imported only when the audit runs
-    from pipeline.data.label_issues import find_label_issues  # scikit-learn and cleanlab: likewise
 
     paths, contents = [r.path for r, _ in good], [fingerprint(i) for _, i in good]
     embedded = embed(
@@ -86,13 +96,24 @@ def audit(
     neighbours = nearest(embedded.vectors, settings["outlier_neighbours"])
     outliers = find_outliers(neighbours, settings["outlier_fence"])
     far = {o.index for o in outliers}  # reported as outliers, not as label issues
-    labels = np.array([r.label for r, _ in good])
-    found = find_label_issues(embedded.label_features, labels, seed, cache_folder)
+    records = [r for r, _ in good]
+    found = search_label_issues(embedded.label_features, records, task, seed, cache_folder)
     issues = [i for i in found if i.index not in far]
     label_issues, outlier_rows = suspect_rows(good, class_names, neighbours, issues, outliers)
     similar = similar_pairs(neighbours, settings["duplicate_similarity"])
     seconds = round(time.perf_counter() - started, 2)
     return AuditReport(label_issues, outlier_rows, quality, similar, seconds, device)
+
+
+def search_label_issues(features, records: list[Record], task: str, seed: int, cache_folder) -> list:
+    """Suspected mislabels of a single-label folder. Several labels an image are not searched: a classifier
+    on whole-image embeddings misjudges too many of them to tell an error (docs/guides/multilabel.md)."""
+    from pipeline.data.label_issues import find_label_issues  # scikit-learn and cleanlab: likewise
+
+    if task == MULTILABEL:
+        log.info("label issues are searched in single-label folders only: not in this multi-label one")
+        return []
+    return find_label_issues(features, np.array([r.label for r in records]), seed, cache_folder)
 
 
 def suspect_rows(good, class_names, neighbours, issues, outliers) -> tuple[list[dict], list[dict]]:
@@ -116,7 +137,7 @@ def suspect_rows(good, class_names, neighbours, issues, outliers) -> tuple[list[
         {
             "path": good[o.index][0].path,
             "split": good[o.index][0].split,
-            "label": class_names[good[o.index][0].label],
+            "label": label_text(good[o.index][0], class_names),
             "score": round(o.score, 4),
             "neighbours": near(o.index),
         }
@@ -153,4 +174,4 @@ def drop_flagged(
     if not removed:
         return index, dropped
     kept = [r for r in index.records if r.path not in removed]
-    return require_train_images(DatasetIndex(index.root, index.class_names, kept)), dropped
+    return require_train_images(replace(index, records=kept)), dropped

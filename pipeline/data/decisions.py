@@ -105,9 +105,11 @@ def save(path: Path, decisions: Decisions) -> None:
 def apply(index, decisions: Decisions):
     """The index with the relabels and drops applied (records of pipeline.data.sources.DatasetIndex), and
     the decisions that name no indexed image (the folder changed since the review)."""
-    from pipeline.data.sources import DatasetIndex, require_train_images
+    from pipeline.data.sources import MULTILABEL, require_train_images
 
     classes = {name: i for i, name in enumerate(index.class_names)}
+    if index.task == MULTILABEL and any(d.action == "relabel" for d in decisions.by_path.values()):
+        raise PipelineError("data.decisions: a relabel names one class; this folder's images have several")
     for image, decision in decisions.by_path.items():
         if decision.action == "relabel" and decision.label not in classes:
             raise PipelineError(
@@ -124,7 +126,7 @@ def apply(index, decisions: Decisions):
         elif decision.action == "relabel":
             records.append(replace(record, label=classes[decision.label]))
     unmatched = sorted(set(decisions.by_path) - seen)
-    return require_train_images(DatasetIndex(index.root, index.class_names, records)), unmatched
+    return require_train_images(replace(index, records=records)), unmatched
 
 
 def kept(decisions: Decisions | None, root: str) -> set[tuple[str, str]]:

@@ -17,7 +17,7 @@ import sqlite3
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -313,4 +313,4 @@ def apply_policies(index: DatasetIndex, findings: Findings, on_corrupt: str, on_
     kept = [r for r in index.records if r.path not in removed]
     if not kept:
         raise PipelineError(f"no readable images in {index.root}: all {len(index.records)} files are corrupt")
-    return require_train_images(DatasetIndex(index.root, index.class_names, kept))
+    return require_train_images(replace(index, records=kept))

@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.data import labels_file
+from pipeline.data.labels_file import SPLIT_ALIASES
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline.data")
@@ -33,7 +35,6 @@ UNREAD_IMAGE_SUFFIXES = {
     ".psd",
     ".svg",
 }
-SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 # calib: a slice of train that neither trains nor picks the checkpoint, for the calibrate stage
 SPLITS = ("train", "val", "calib", "test")
 # A file name that is not valid UTF-8 reaches Python with its odd bytes as surrogates; text files written
@@ -44,26 +45,40 @@ TEXT_ERRORS = "backslashreplace"
 @dataclass(frozen=True, slots=True)
 class Record:
     path: str
-    label: int
+    label: int  # multi-label: the image's rarest label, which its split is stratified by
     split: str
+    labels: tuple[int, ...] = ()  # multi-label: every label of the image, sorted; single-label: none
+
+
+MULTICLASS, MULTILABEL = "multiclass", "multilabel"  # data.task once resolved: one label an image, or several
+
+
+def label_text(record: Record, class_names: list[str]) -> str:
+    """The record's class name, or its labels' names joined by ";"."""
+    return ";".join(class_names[i] for i in record.labels) or class_names[record.label]
 
 
 @dataclass
 class DatasetIndex:
-    """Every image the pipeline uses: its path, label and split, plus the class names."""
+    """Every image the pipeline uses: its path, label(s) and split, plus the class (label) names."""
 
     root: str
     class_names: list[str]
     records: list[Record]
+    task: str = MULTICLASS
 
     def split(self, name: str) -> list[Record]:
         return [r for r in self.records if r.split == name]
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Images per split and class name."""
+        """Images per split and class name (multi-label: images per split that show the label)."""
         out: dict[str, dict[str, int]] = {}
         for split in SPLITS:
-            per_label = Counter(r.label for r in self.split(split))
+            records = self.split(split)
+            multi = self.task == MULTILABEL
+            per_label = (
+                Counter(i for r in records for i in r.labels) if multi else Counter(r.label for r in records)
+            )
             if per_label:
                 out[split] = {name: per_label.get(i, 0) for i, name in enumerate(self.class_names)}
         return out
@@ -73,7 +88,7 @@ class DatasetIndex:
             writer = csv.writer(f)
             writer.writerow(["path", "label", "class_name", "split"])
             for r in self.records:
-                writer.writerow([r.path, r.label, self.class_names[r.label], r.split])
+                writer.writerow([r.path, r.label, label_text(r, self.class_names), r.split])
 
 
 def digits_folder(cache_dir: Path) -> Path:
@@ -191,10 +206,7 @@ def read_manifest(csv_path: Path) -> tuple[list[str], list[tuple[str, str, str |
         raise PipelineError(
             f"{csv_path} is not UTF-8 text ({err.reason} at byte {err.start}): save it as CSV UTF-8"
         ) from err
-    if not {"path", "label"} <= columns:
-        raise PipelineError(
-            f"{csv_path} needs a header with columns path,label[,split]; got {sorted(columns)}"
-        )
+    column = labels_file.label_column(csv_path, sorted(columns))
     items: list[tuple[str, str, str | None]] = []
     missing: list[str] = []
     for line, row in enumerate(rows, start=2):
@@ -207,7 +219,7 @@ def read_manifest(csv_path: Path) -> tuple[list[str], list[tuple[str, str, str |
             raise PipelineError(
                 f"{csv_path} line {line}: unknown split {row['split']!r}; use train, val or test"
             )
-        label = (row["label"] or "").strip()
+        label = (row[column] or "").strip()
         if not label:
             raise PipelineError(f"{csv_path} line {line}: no label for {given!r}")
         items.append((path, label, SPLIT_ALIASES.get(split) if split else None))
@@ -283,6 +295,15 @@ def _stratified_split(labels: list[int], val_fraction: float, test_fraction: flo
     return splits
 
 
+@dataclass(frozen=True)
+class Labelling:
+    """How a labels file is read (data.task, data.label_separator, data.on_corrupt)."""
+
+    task: str = "auto"  # auto: multi-label when some row names several labels
+    separator: str = ";"
+    stop_on_bad_row: bool = False
+
+
 def build_index(
     root: Path,
     val_fraction: float,
@@ -290,39 +311,82 @@ def build_index(
     seed: int,
     holdout: str = "auto",
     calib_fraction: float = 0.0,
+    labelling: Labelling | None = None,
 ) -> DatasetIndex:
     """Scan root and assign splits: folder splits when present, else a seeded stratified split. With
     `holdout=auto`, split folders with a val split but no test split keep val untouched as the test split
     (a user who splits into train and val means val as the held-out set) and the checkpoint is picked on a
     seeded slice of train; `holdout=none` lets val pick the checkpoint, with no held-out split. Last,
     `calib_fraction` of each class's training images become the calib split (val and test stay as they
-    would be without it)."""
-    is_manifest = root.suffix.lower() == ".csv" and root.is_file()
-    class_names, items = read_manifest(root) if is_manifest else scan_folder(root)
-    label_of = {name: i for i, name in enumerate(class_names)}
-    labels = [label_of[name] for _, name, _ in items]
-    if any(split is None for _, _, split in items):
-        splits = _stratified_split(labels, val_fraction, test_fraction, seed)
-    else:
-        splits = [split for _, _, split in items]
-        if holdout == "auto" and "val" in splits and "test" not in splits:
-            splits = ["test" if s == "val" else s for s in splits]
-            log.info(
-                "val split held out as the test split, scored once by the validate stage; the checkpoint "
-                "is picked on %.0f%% of train (data.val_fraction; data.holdout=none: val picks it)",
-                100 * val_fraction,
-            )
-        if "val" not in splits:  # train (and test) folders only: carve val out of train
-            train_idx = [i for i, s in enumerate(splits) if s == "train"]
-            carved = _stratified_split([labels[i] for i in train_idx], val_fraction, 0.0, seed)
-            for i, s in zip(train_idx, carved, strict=True):
-                splits[i] = s
+    would be without it). A multi-label image's split is stratified by its rarest label."""
+    class_names, items, task = read_source(root, labelling or Labelling())
+    label_sets = [tuple(sorted(class_names.index(n) for n in names)) for _, names, _ in items]
+    shown = Counter(i for labels in label_sets for i in labels)
+    labels = [min(labels, key=lambda i: (shown[i], i)) for labels in label_sets]
+    splits = assign_splits(
+        labels, [split for _, _, split in items], val_fraction, test_fraction, seed, holdout
+    )
     if calib_fraction > 0:
         splits = carve_calib(labels, splits, calib_fraction, seed)
     records = [
-        Record(path, label, split) for (path, _, _), label, split in zip(items, labels, splits, strict=True)
+        Record(path, label, split, label_set if task == MULTILABEL else ())
+        for (path, _, _), label, label_set, split in zip(items, labels, label_sets, splits, strict=True)
     ]
-    return require_train_images(DatasetIndex(str(root), class_names, records))
+    return require_train_images(DatasetIndex(str(root), class_names, records, task))
+
+
+def assign_splits(
+    labels: list[int],
+    given: list[str | None],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    holdout: str,
+) -> list[str]:
+    """Each image's split: a seeded stratified split of images without one, else the given splits, with val
+    held out as test (holdout=auto) and carved out of train where none is given (build_index says how)."""
+    if any(split is None for split in given):
+        return _stratified_split(labels, val_fraction, test_fraction, seed)
+    splits = list(given)
+    if holdout == "auto" and "val" in splits and "test" not in splits:
+        splits = ["test" if s == "val" else s for s in splits]
+        log.info(
+            "val split held out as the test split, scored once by the validate stage; the checkpoint "
+            "is picked on %.0f%% of train (data.val_fraction; data.holdout=none: val picks it)",
+            100 * val_fraction,
+        )
+    if "val" not in splits:  # train (and test) folders only: carve val out of train
+        train_idx = [i for i, s in enumerate(splits) if s == "train"]
+        carved = _stratified_split([labels[i] for i in train_idx], val_fraction, 0.0, seed)
+        for i, s in zip(train_idx, carved, strict=True):
+            splits[i] = s
+    return splits
+
+
+def read_source(
+    root: Path, labelling: Labelling
+) -> tuple[list[str], list[tuple[str, tuple, str | None]], str]:
+    """Class names, (path, its class names, given split or None) per image, and the task."""
+    if not labels_file.is_labels_file(root):
+        if labelling.task == MULTILABEL:
+            raise PipelineError(f"data.task=multilabel needs a labels file (CSV or JSON lines), not {root}")
+        class_names, items = scan_folder(root)
+        return class_names, [(path, (name,), split) for path, name, split in items], MULTICLASS
+    several = labelling.task == "auto" and labels_file.several_labels(root, labelling.separator)
+    if several:
+        log.info(
+            "%s names several labels for some images (joined by %r): a multi-label task "
+            "(data.task=multiclass reads each labels field as one class)", root.name, labelling.separator,
+        )  # fmt: skip
+    if root.suffix.lower() == ".csv" and not several and labelling.task != MULTILABEL:
+        class_names, items = read_manifest(root)
+        return class_names, [(path, (name,), split) for path, name, split in items], MULTICLASS
+    rows = labels_file.read_rows(root, labelling.separator, labelling.stop_on_bad_row)
+    class_names, _ = _check_classes(root, [(r.path, name, r.split) for r in rows for name in r.labels])
+    task = MULTILABEL if several or labelling.task == MULTILABEL else MULTICLASS
+    if task == MULTICLASS and any(len(r.labels) > 1 for r in rows):
+        raise PipelineError(f"{root} names several labels for an image: data.task=multiclass cannot read it")
+    return class_names, [(r.path, r.labels, r.split) for r in rows], task
 
 
 # a class with fewer training images gives none to the calib split: on 10 photos a class, one image each

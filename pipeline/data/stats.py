@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.data.integrity import FileInfo
-from pipeline.data.sources import DatasetIndex
+from pipeline.data.sources import MULTILABEL, DatasetIndex
 
 
 def channel_mean_std(infos: list[FileInfo]) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -36,20 +36,36 @@ def size_outliers(infos: list[FileInfo], factor: float) -> list[dict[str, Any]]:
 def dataset_stats(index: DatasetIndex, infos: list[FileInfo], outlier_factor: float = 4.0) -> dict[str, Any]:
     """Figures over the index's images; `infos` are their decoded FileInfo, in index order."""
     counts = index.counts()
-    per_class = Counter(r.label for r in index.records)
+    per_class = {name: sum(c[name] for c in counts.values()) for name in index.class_names}
     largest, smallest = max(per_class.values()), min(per_class.values())
     return {
         "num_images": len(index.records),
         "num_classes": len(index.class_names),
         "class_names": index.class_names,
         "counts": counts,
-        "split_sizes": {split: sum(c.values()) for split, c in counts.items()},
-        "imbalance_ratio": largest / smallest,
-        "class_shares": {index.class_names[k]: n / len(index.records) for k, n in sorted(per_class.items())},
+        "split_sizes": {split: len(index.split(split)) for split in counts},
+        "imbalance_ratio": largest / max(1, smallest),
+        "class_shares": {name: n / len(index.records) for name, n in per_class.items()},
+        **(label_sets(index) if index.task == MULTILABEL else {}),
         "width": _spread([i.width for i in infos]),
         "height": _spread([i.height for i in infos]),
         "bytes": _spread([i.bytes for i in infos]),
         "modes": dict(Counter(i.mode for i in infos)),
         "formats": dict(Counter(i.format for i in infos)),
         "size_outliers": size_outliers(infos, outlier_factor),
+    }
+
+
+def label_sets(index: DatasetIndex) -> dict[str, Any]:
+    """A multi-label index's labels an image and how often each two labels show together (`co_occurrence`:
+    row i, column j = images showing both; the diagonal, images showing i)."""
+    shown = np.zeros((len(index.records), len(index.class_names)), dtype=np.int64)
+    for row, record in enumerate(index.records):
+        shown[row, list(record.labels)] = 1
+    per_image = shown.sum(1)
+    return {
+        "task": MULTILABEL,
+        "labels_per_image": {"mean": round(float(per_image.mean()), 3), **_spread(per_image.tolist())},
+        "label_sets": dict(Counter(int(n) for n in per_image)),
+        "co_occurrence": (shown.T @ shown).tolist(),
     }

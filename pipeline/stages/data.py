@@ -5,6 +5,7 @@ import logging
 import random
 from dataclasses import asdict
 
+import numpy as np
 from omegaconf import DictConfig
 
 from pipeline import plots
@@ -35,7 +36,7 @@ def warn_unscored_classes(stats: dict) -> None:
 
 def _table(stats: dict) -> list[str]:
     splits = list(stats["counts"])
-    lines = [f"{'class':<20}" + "".join(f"{s:>8}" for s in splits)]
+    lines = [f"{'label' if 'co_occurrence' in stats else 'class':<20}" + "".join(f"{s:>8}" for s in splits)]
     for name in stats["class_names"]:
         lines.append(f"{name:<20}" + "".join(f"{stats['counts'][s][name]:>8}" for s in splits))
     return lines
@@ -127,9 +128,38 @@ def _samples(index, per_class: int, seed: int) -> dict[str, list]:
     rng = random.Random(seed)
     out = {}
     for label, name in enumerate(index.class_names):
-        records = [r for r in index.split("train") if r.label == label]
+        records = [r for r in index.split("train") if label in (r.labels or (r.label,))]
         out[name] = [decode_rgb(r.path) for r in rng.sample(records, min(per_class, len(records)))]
     return out
+
+
+def log_label_sets(stats: dict, root: str, tracker: Tracker) -> None:
+    """A multi-label index's labels an image, and which labels show together (a plot)."""
+    per_image = stats["labels_per_image"]
+    log.info(
+        "%d images, %d labels (%.2f an image, %d to %d) from %s", stats["num_images"], stats["num_classes"],
+        per_image["mean"], per_image["min"], per_image["max"], root,
+    )  # fmt: skip
+    tracker.log_metrics({"data/labels_per_image": per_image["mean"]}, headline=True)
+    together = np.array(stats["co_occurrence"])
+    shares = together / np.maximum(1, np.diag(together))[:, None]
+    fig = plots.confusion_matrix(
+        together, shares, stats["class_names"], "images showing both labels (colour: share of the row's)",
+        axes=("also shows", "label"),
+    )  # fmt: skip
+    tracker.log_figure(fig, "plots/label_co_occurrence.png")
+    plots.close(fig)
+
+
+def say_counts(stats: dict, root: str, tracker: Tracker) -> None:
+    """Images and classes (labels) per split, in the log; a class a split lacks, in a warning."""
+    if "co_occurrence" in stats:
+        log_label_sets(stats, root, tracker)
+    else:
+        log.info("%d images, %d classes from %s", stats["num_images"], stats["num_classes"], root)
+    for line in _table(stats):
+        log.info("%s", line)
+    warn_unscored_classes(stats)
 
 
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
@@ -139,11 +169,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     mean, std = channel_mean_std([i for i in infos if i.path in train_paths])
     ctx.dataset_mean_std = (mean, std)
     stats["train_channel_mean"], stats["train_channel_std"] = list(mean), list(std)
-    log.info("%d images, %d classes from %s", stats["num_images"], stats["num_classes"], index.root)
-    for line in _table(stats):
-        log.info("%s", line)
-
-    warn_unscored_classes(stats)
+    say_counts(stats, index.root, tracker)
     index_csv = ctx.output_dir / "index.csv"
     index.to_csv(index_csv)
     (ctx.output_dir / "stats.json").write_text(json.dumps(stats, indent=2))

@@ -19,7 +19,7 @@ from pipeline.data.integrity import (
     find_problems,
     inspect_files,
 )
-from pipeline.data.sources import DatasetIndex, build_index, resolve_root
+from pipeline.data.sources import MULTILABEL, DatasetIndex, Labelling, build_index, resolve_root
 from pipeline.errors import PipelineError
 from pipeline.schema import plain
 
@@ -36,7 +36,10 @@ def inspected_index(
     included; no policy applied yet."""
     root = resolve_root(cfg.data.root, cfg.data.cache_dir)
     d = cfg.data
-    index = build_index(root, d.val_fraction, d.test_fraction, d.split_seed, d.holdout, d.calib_fraction)
+    labelling = Labelling(d.task, d.label_separator, d.on_corrupt == "fail")
+    index = build_index(
+        root, d.val_fraction, d.test_fraction, d.split_seed, d.holdout, d.calib_fraction, labelling
+    )
     if decisions is not None:
         index, unmatched = apply_decisions(index, decisions)
         log.info("decisions of run %s applied: %s", decisions.run or "?", described(decisions.counts()))
@@ -49,7 +52,8 @@ def inspected_index(
         from pipeline.devices import of_trainer  # torch: imported when the audit runs
 
         device = str(of_trainer(cfg.trainer))
-        report = audit(index.records, infos, index.class_names, plain(cfg.audit), cache, cfg.seed, device)
+        settings = plain(cfg.audit)
+        report = audit(index.records, infos, index.class_names, settings, cache, cfg.seed, device, index.task)
         report = report.without(kept(decisions, index.root))
     similar = report.similar if report else []
     max_distance = cfg.data.near_duplicate_distance
@@ -81,6 +85,11 @@ def ensure_index(cfg: DictConfig, ctx: Context) -> DatasetIndex:
         index, infos, findings, report = inspected_index(cfg, review_decisions(cfg, ctx))
         ctx.infos = {i.path: i for i in infos}
         ctx.index, _ = apply_all_policies(cfg, index, findings, report)
+    if ctx.index.task == MULTILABEL:  # until the later stages read several labels an image
+        raise PipelineError(
+            f"{ctx.index.root} has several labels an image: its data stage runs (stages=[data]); training, "
+            "calibrating, validating and exporting a multi-label model are not built yet"
+        )
     return ctx.index
 
 

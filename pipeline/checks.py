@@ -1,6 +1,7 @@
 """Training-pipeline checks run before spending compute. Each returns a CheckResult row.
 
-They follow the usual recipe: the loss at init must match chance (ln C), and the model must be able to
+They follow the usual recipe: the loss at init must match chance (ln C; ln 2 a label for several labels an
+image), and the model must be able to
 drive the loss of one fixed batch to near zero; failing either means a bug, not a bad hyperparameter.
 """
 
@@ -12,6 +13,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pipeline.models.losses import Loss, chance_loss, task_loss
+from pipeline.tasks import MULTICLASS
 
 DROP_ATTRIBUTES = ("p", "drop_prob", "drop_rate")  # nn.Dropout*, timm's DropPath, timm models' head dropout
 
@@ -29,18 +33,23 @@ class CheckResult:
 
 
 def loss_at_init(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, tolerance: float
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    tolerance: float,
+    task: str = MULTICLASS,
 ):
-    """Cross-entropy of the untrained model on a batch should be close to ln(num_classes)."""
-    expected = math.log(num_classes)
+    """The untrained model's loss on a batch should be close to chance's (pipeline.models.losses)."""
+    expected, chance = chance_loss(task, num_classes)
     with torch.no_grad():
-        loss = F.cross_entropy(model(x), y).item()
+        loss = task_loss(task)(model(x), y).item()
     deviation = abs(loss - expected) / expected
     passed = math.isfinite(loss) and deviation <= tolerance
-    message = f"loss at init {loss:.3f} is within {tolerance:.0%} of ln({num_classes})={expected:.3f}"
+    message = f"loss at init {loss:.3f} is within {tolerance:.0%} of {chance}={expected:.3f}"
     if not passed:
         message = (
-            f"loss at init {loss:.3f} is far from ln({num_classes})={expected:.3f} (off by {deviation:.0%}): "
+            f"loss at init {loss:.3f} is far from {chance}={expected:.3f} (off by {deviation:.0%}): "
             "check the last layer's init, the input scaling and the labels"
         )
     return CheckResult("loss_at_init", passed, loss, f"{expected:.3f} +/- {tolerance:.0%}", message)
@@ -67,14 +76,20 @@ def dropout_off(model: nn.Module) -> Iterator[None]:
 
 
 def overfit_one_batch(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, target_loss: float
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    lr: float,
+    target_loss: float,
+    loss_fn: Loss = F.cross_entropy,
 ):
     """Train every trainable parameter on one fixed batch, dropout off; a sound pipeline reaches near-zero
     loss within the step budget."""
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     model.train()
     with dropout_off(model):
-        loss, used = _steps_on_batch(model, optimizer, x, y, steps, target_loss)
+        loss, used = _steps_on_batch(model, optimizer, x, y, steps, target_loss, loss_fn)
     passed = math.isfinite(loss) and loss <= target_loss
     message = (
         f"one batch of {len(y)} overfit to loss {loss:.4f} in {used} steps"
@@ -85,14 +100,16 @@ def overfit_one_batch(
     return CheckResult("overfit_one_batch", passed, loss, f"<= {target_loss} in {steps} steps", message)
 
 
-def _steps_on_batch(model, optimizer, x, y, steps: int, target_loss: float) -> tuple[float, int]:
+def _steps_on_batch(
+    model, optimizer, x, y, steps: int, target_loss: float, loss_fn: Loss
+) -> tuple[float, int]:
     """Optimizer steps on (x, y) until the loss reaches target_loss or stops being finite."""
     loss = float("nan")
     used = 0
     while used < steps:
         used += 1
         optimizer.zero_grad(set_to_none=True)
-        batch_loss = F.cross_entropy(model(x), y)
+        batch_loss = loss_fn(model(x), y)
         batch_loss.backward()
         optimizer.step()
         loss = batch_loss.item()
@@ -101,14 +118,14 @@ def _steps_on_batch(model, optimizer, x, y, steps: int, target_loss: float) -> t
     return loss, used
 
 
-def gradient_flow(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+def gradient_flow(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Loss = F.cross_entropy):
     """After one backward pass every trainable parameter has a finite, non-zero gradient; frozen ones none."""
     if not any(p.requires_grad for p in model.parameters()):
         message = "no trainable parameters (is the whole model frozen?)"
         return CheckResult("gradient_flow", False, 0.0, "0 bad", message)
     model.train()
     model.zero_grad(set_to_none=True)
-    F.cross_entropy(model(x), y).backward()
+    loss_fn(model(x), y).backward()
     dead, frozen_with_grad, trainable = [], [], 0
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -164,7 +181,10 @@ def input_statistics(x: torch.Tensor, y: torch.Tensor, num_classes: int, train_c
             f"per-channel mean {_rounded(mean)} and std {_rounded(std)} are far from 0 and 1: "
             "check the normalization (0-255 inputs?)"
         )
-    if y.min() < 0 or y.max() >= num_classes:
+    several = y.ndim == 2  # rows of 0/1 a label
+    if several and (y.shape[1] != num_classes or ((y != 0) & (y != 1)).any()):
+        problems.append(f"targets are not rows of {num_classes} zeros and ones")
+    if not several and (y.min() < 0 or y.max() >= num_classes):
         problems.append(f"labels outside 0..{num_classes - 1}")
     empty = [k for k, n in enumerate(train_counts) if n == 0]
     if empty:

@@ -85,6 +85,29 @@ def imbalance_recipe(
     return chosen_balance, chosen_objective, line
 
 
+def multilabel_recipe(
+    balance: str, objective: str, train_counts: list[int], threshold: float
+) -> tuple[str, str]:
+    """(balance, objective) for several labels an image: `auto` weighs each label's positives in the loss
+    (class_weights: BCE's pos_weight) when the most frequent label outnumbers the rarest by `threshold`, and
+    picks the checkpoint by mean average precision; a balance or objective for one label an image is
+    refused."""
+    from pipeline.errors import PipelineError
+    from pipeline.schema import SINGLE_LABEL_ONLY
+
+    if objective in SINGLE_LABEL_ONLY:
+        raise PipelineError(
+            f"objective={objective} scores one label an image: use val/map, val/f1_macro or val/loss"
+        )
+    if balance in ("oversample", "undersample"):
+        raise PipelineError(
+            f"data.balance={balance} resamples classes: several labels an image take class_weights"
+        )
+    if balance == AUTO:
+        balance = "class_weights" if imbalance_ratio(train_counts) >= threshold else "none"
+    return balance, "val/map" if objective == AUTO else objective
+
+
 def imbalance_ratio(train_counts: list[int]) -> float:
     """The largest training class's count over the smallest's: at data.imbalance_threshold or more, every
     `auto` that weighs classes (balance, objective, calibrate.conformal_mix) treats them as equals."""

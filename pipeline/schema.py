@@ -417,8 +417,8 @@ class Config:
     onnx_path: str | None = None  # validate this ONNX file
     resume: Any = None  # true: the newest KILLED/FAILED pipeline run; or a parent run id
     # The val metric that picks the best checkpoint, drives early stopping and is returned to sweepers:
-    # auto (val/bal_acc when the training classes are imbalanced, else val/acc), val/acc, val/bal_acc,
-    # val/f1_macro or val/loss (VAL_METRICS).
+    # auto (val/bal_acc when the training classes are imbalanced, else val/acc; val/map for several labels
+    # an image), or one of VAL_METRICS.
     objective: str = "auto"
     objective_mode: ObjectiveMode = ObjectiveMode.auto  # auto (min for a loss, else max), max or min
 
@@ -437,8 +437,10 @@ def bounds() -> list[tuple[str, Rule]]:
     return found + [(f"trainer.{name}", r) for name, rules in TRAINER_RULES.items() for r in rules]
 
 
-# what the train stage logs after each epoch's validation (pipeline.models.module): what can pick a checkpoint
-VAL_METRICS = ("val/acc", "val/bal_acc", "val/f1_macro", "val/loss")
+# what the train stage logs after each epoch's validation (pipeline.models.module), what can pick a
+# checkpoint; val/map and val/map_micro for several labels an image, where val/acc and val/bal_acc are not
+VAL_METRICS = ("val/acc", "val/bal_acc", "val/f1_macro", "val/loss", "val/map", "val/map_micro")
+SINGLE_LABEL_ONLY, MULTILABEL_ONLY = ("val/acc", "val/bal_acc"), ("val/map", "val/map_micro")
 
 
 def plain(node: DictConfig) -> dict[str, Any]:

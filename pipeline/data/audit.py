@@ -21,15 +21,8 @@ import numpy as np
 from pipeline.data.integrity import FileInfo, fingerprint
 from pipeline.data.neighbours import find_outliers, nearest, similar_pairs
 from pipeline.data.quality import Thresholds, quality_issues
-from pipeline.data.sources import (
-    MULTICLASS,
-    MULTILABEL,
-    TEXT_ERRORS,
-    DatasetIndex,
-    Record,
-    label_text,
-    require_train_images,
-)
+from pipeline.data.sources import TEXT_ERRORS, DatasetIndex, Record, label_text, require_train_images
+from pipeline.tasks import MULTICLASS, MULTILABEL
 
 log = logging.getLogger("pipeline.data")
 COLUMNS = {  # neighbours: the nearest images' paths (a JSON list, nearest first), what the audit compared

@@ -13,6 +13,7 @@ from pipeline.data.resized_cache import CACHED_SPLITS, ResizedImages
 from pipeline.data.sources import DatasetIndex
 from pipeline.data.transforms import Preprocess, eval_transform, train_transform
 from pipeline.signals import ignore_sigterm
+from pipeline.tasks import MULTILABEL
 
 
 def image_loader(dataset, batch_size: int, num_workers: int, **options) -> DataLoader:
@@ -45,15 +46,18 @@ class ImageDataModule(L.LightningDataModule):
         if balance in ("oversample", "undersample"):
             train = resample(train, balance, seed)
         self.preprocess, self.resized = preprocess, resized
+        self.num_labels = len(index.class_names) if index.task == MULTILABEL else None  # multi-hot targets
         cached = resized is not None
-        self.train_set = ImageDataset(train, train_transform(preprocess, augmentations, cached), resized)
+        transform = train_transform(preprocess, augmentations, cached)
+        self.train_set = ImageDataset(train, transform, resized, self.num_labels)
         self.eval_sets = {s: self._eval_set(index.split(s), s) for s in ("val", "test") if index.split(s)}
 
     def _eval_set(self, records: list, split: str) -> ImageDataset:
         """Eval transform over `records` of `split`: read from the resized cache when it holds the split."""
         if self.resized is not None and split in CACHED_SPLITS:
-            return ImageDataset(records, eval_transform(self.preprocess, resized=True), self.resized)
-        return ImageDataset(records, eval_transform(self.preprocess))
+            transform = eval_transform(self.preprocess, resized=True)
+            return ImageDataset(records, transform, self.resized, self.num_labels)
+        return ImageDataset(records, eval_transform(self.preprocess), num_labels=self.num_labels)
 
     def _loader(
         self, dataset: ImageDataset, shuffle: bool, sampler=None, drop_last=False, persistent=False

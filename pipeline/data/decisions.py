@@ -19,6 +19,7 @@ import yaml
 
 from pipeline.atomic import written_in_place
 from pipeline.errors import PipelineError
+from pipeline.tasks import MULTILABEL
 
 VERSION = 1
 ACTIONS = ("relabel", "drop", "keep")
@@ -105,7 +106,7 @@ def save(path: Path, decisions: Decisions) -> None:
 def apply(index, decisions: Decisions):
     """The index with the relabels and drops applied (records of pipeline.data.sources.DatasetIndex), and
     the decisions that name no indexed image (the folder changed since the review)."""
-    from pipeline.data.sources import MULTILABEL, require_train_images
+    from pipeline.data.sources import require_train_images
 
     classes = {name: i for i, name in enumerate(index.class_names)}
     if index.task == MULTILABEL and any(d.action == "relabel" for d in decisions.by_path.values()):

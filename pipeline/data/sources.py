@@ -18,6 +18,7 @@ from pathlib import Path
 from pipeline.data import labels_file
 from pipeline.data.labels_file import SPLIT_ALIASES
 from pipeline.errors import PipelineError
+from pipeline.tasks import MULTICLASS, MULTILABEL
 
 log = logging.getLogger("pipeline.data")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -48,9 +49,6 @@ class Record:
     label: int  # multi-label: the image's rarest label, which its split is stratified by
     split: str
     labels: tuple[int, ...] = ()  # multi-label: every label of the image, sorted; single-label: none
-
-
-MULTICLASS, MULTILABEL = "multiclass", "multilabel"  # data.task once resolved: one label an image, or several
 
 
 def label_text(record: Record, class_names: list[str]) -> str:

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.data.integrity import FileInfo
-from pipeline.data.sources import MULTILABEL, DatasetIndex
+from pipeline.data.sources import DatasetIndex
+from pipeline.tasks import MULTILABEL
 
 
 def channel_mean_std(infos: list[FileInfo]) -> tuple[tuple[float, ...], tuple[float, ...]]:

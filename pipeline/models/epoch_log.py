@@ -15,7 +15,7 @@ class EpochLine(Callback):
     """`[train] epoch 3/12: train/loss 0.41, val/loss 0.30, val/acc 0.9412, lr 1.2e-03, 88 img/s,
     elapsed 1m12s, ETA 3m40s`, logged by rank 0 when an epoch's validation is done."""
 
-    SHOWN = ("train/loss", "val/loss", "val/acc", "val/bal_acc")
+    SHOWN = ("train/loss", "val/loss", "val/acc", "val/bal_acc", "val/map")
 
     def __init__(self):
         self.fit_start = self.epoch_start = self.train_seconds = 0.0

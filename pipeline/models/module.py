@@ -11,14 +11,23 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+import torchmetrics
 from timm.data import Mixup
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MultilabelAccuracy,
+    MultilabelAveragePrecision,
+    MultilabelF1Score,
+)
 
 from pipeline.errors import PipelineError, first_line
 from pipeline.models.factory import create_model_from_spec
 from pipeline.models.finetune import param_groups
+from pipeline.models.losses import task_loss
 from pipeline.models.optim import build_optimizer, build_scheduler
+from pipeline.tasks import MULTICLASS, MULTILABEL
 
 
 def batch_mixer(train: dict[str, Any], num_classes: int) -> Mixup | None:
@@ -31,6 +40,32 @@ def batch_mixer(train: dict[str, Any], num_classes: int) -> Mixup | None:
         prob=train["mix_prob"],
         label_smoothing=train["label_smoothing"],
         num_classes=num_classes,
+    )
+
+
+def task_scores(task: str, num_classes: int) -> tuple[torchmetrics.Metric, MetricCollection]:
+    """The training score and the val scores of a task, the latter by the names of
+    pipeline.schema.VAL_METRICS (with val/loss, what can pick the checkpoint). One label an image: accuracy,
+    its mean per class (bal_acc) and macro F1, which do not reward predicting the big classes of an
+    imbalanced set. Several: each label's average precision, averaged over labels (map) and over all
+    (image, label) pairs (map_micro), and macro F1 at 0.5; training reports the share of (image, label)
+    pairs right at 0.5."""
+    if task == MULTILABEL:
+        return MultilabelAccuracy(num_classes, average="micro"), MetricCollection(
+            {
+                "map": MultilabelAveragePrecision(num_classes, average="macro"),
+                "map_micro": MultilabelAveragePrecision(num_classes, average="micro"),
+                "f1_macro": MultilabelF1Score(num_classes, average="macro"),
+            },
+            prefix="val/",
+        )
+    return MulticlassAccuracy(num_classes, average="micro"), MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "bal_acc": MulticlassAccuracy(num_classes, average="macro"),
+            "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+        },
+        prefix="val/",
     )
 
 
@@ -47,6 +82,7 @@ class Classifier(L.LightningModule):
         finetune: dict[str, Any] | None = None,
         class_weights: list[float] | None = None,
         train_fingerprints: list[str] | None = None,  # pipeline.data.integrity.fingerprints of train
+        task: str = MULTICLASS,  # or multilabel: several labels an image (pipeline.data.sources)
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -54,23 +90,15 @@ class Classifier(L.LightningModule):
         weights = torch.tensor(class_weights, dtype=torch.float) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
         self.label_smoothing = train["label_smoothing"] if train else 0.0
-        self.mixer = batch_mixer(train, num_classes) if train else None
+        self.loss = task_loss(task)
+        self.multilabel = task == MULTILABEL  # timm's Mixup and label smoothing mix class indices only
+        self.mixer = batch_mixer(train, num_classes) if train and not self.multilabel else None
         self.channels_last = bool(train and train["channels_last"])
         if self.channels_last:  # before a wrapper (DDP) sees the parameters: no copy changes their layout
             self.model.to(memory_format=torch.channels_last)
         self.compile_network = bool(train and train.get("compile"))  # checkpoints from before it lack it
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.train_acc, self.val_scores = task_scores(task, num_classes)
         self.train_loss = MeanMetric()  # both logged once an epoch by log_train_epoch
-        # with val/loss, the names of pipeline.schema.VAL_METRICS: what can pick the checkpoint. The mean
-        # per-class recall (bal_acc) and F1 do not reward predicting the big classes of an imbalanced set.
-        self.val_scores = MetricCollection(
-            {
-                "acc": MulticlassAccuracy(num_classes, average="micro"),
-                "bal_acc": MulticlassAccuracy(num_classes, average="macro"),
-                "f1_macro": MulticlassF1Score(num_classes, average="macro"),
-            },
-            prefix="val/",
-        )
 
         self.trust: dict | None = None  # what the calibrate stage fitted (pipeline.models.trusted)
         # the model config as trained, with where its first weights came from (pipeline.models.reference)
@@ -92,10 +120,13 @@ class Classifier(L.LightningModule):
             x, target = self.mixer(x, y)  # soft targets, label smoothing included
             logits = self(x)
             loss = F.cross_entropy(logits, target, weight=self.class_weights)
+        elif self.multilabel:
+            logits = self(x)
+            loss = self.loss(logits, y, self.class_weights)
         else:
             logits = self(x)
             loss = F.cross_entropy(logits, y, weight=self.class_weights, label_smoothing=self.label_smoothing)
-        self.train_acc.update(logits, y)  # against the unmixed labels when mixing
+        self.train_acc.update(logits, y.long() if self.multilabel else y)  # unmixed labels when mixing
         self.train_loss.update(loss.detach(), weight=len(y))
         return loss
 
@@ -112,8 +143,8 @@ class Classifier(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         x, y = self._inputs(batch[0]), batch[1]
         logits = self(x)
-        self.val_scores.update(logits, y)
-        loss = F.cross_entropy(logits, y)
+        self.val_scores.update(logits, y.long() if self.multilabel else y)
+        loss = self.loss(logits, y)
         self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log_dict(self.val_scores, on_step=False, on_epoch=True, prog_bar=True)
 

@@ -43,7 +43,7 @@ from pipeline.progress import Progress
 from pipeline.recipe import conformal_mix
 from pipeline.stages.checkpoints import checkpoint_path
 from pipeline.stages.frozen import split_features
-from pipeline.stages.index import ensure_index
+from pipeline.stages.index import ensure_index, one_label_an_image
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.calibrate")
@@ -51,7 +51,7 @@ log = logging.getLogger("pipeline.calibrate")
 
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     ckpt = checkpoint_path(cfg, ctx, "calibrate")
-    index = ensure_index(cfg, ctx)
+    index = one_label_an_image(ensure_index(cfg, ctx), "calibrate")
     records, split_name = fitting_split(cfg, index)
     classifier = load_classifier(ckpt)
     preprocess = Preprocess.from_dict(classifier.hparams.preprocess)

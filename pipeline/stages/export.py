@@ -31,7 +31,7 @@ from pipeline.onnx_io import (
     torch_runner,
 )
 from pipeline.stages.checkpoints import checkpoint_path
-from pipeline.stages.index import ensure_index
+from pipeline.stages.index import ensure_index, one_label_an_image
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.export")
@@ -54,6 +54,7 @@ def size_mb(path: Path) -> float:
 
 
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
+    one_label_an_image(ensure_index(cfg, ctx), "export")
     ckpt = checkpoint_path(cfg, ctx, "export")
     classifier = load_classifier(ckpt)
     preprocess = Preprocess.from_dict(classifier.hparams.preprocess)

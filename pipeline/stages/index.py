@@ -19,9 +19,10 @@ from pipeline.data.integrity import (
     find_problems,
     inspect_files,
 )
-from pipeline.data.sources import MULTILABEL, DatasetIndex, Labelling, build_index, resolve_root
+from pipeline.data.sources import DatasetIndex, Labelling, build_index, resolve_root
 from pipeline.errors import PipelineError
 from pipeline.schema import plain
+from pipeline.tasks import MULTILABEL
 
 log = logging.getLogger("pipeline.data")
 RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -85,12 +86,17 @@ def ensure_index(cfg: DictConfig, ctx: Context) -> DatasetIndex:
         index, infos, findings, report = inspected_index(cfg, review_decisions(cfg, ctx))
         ctx.infos = {i.path: i for i in infos}
         ctx.index, _ = apply_all_policies(cfg, index, findings, report)
-    if ctx.index.task == MULTILABEL:  # until the later stages read several labels an image
-        raise PipelineError(
-            f"{ctx.index.root} has several labels an image: its data stage runs (stages=[data]); training, "
-            "calibrating, validating and exporting a multi-label model are not built yet"
-        )
     return ctx.index
+
+
+def one_label_an_image(index: DatasetIndex, stage: str) -> DatasetIndex:
+    """The index, for a stage not built yet for several labels an image: refused in one line for those."""
+    if index.task == MULTILABEL:
+        raise PipelineError(
+            f"{index.root} has several labels an image: the {stage} stage is not built for that yet "
+            "(stages=[data,sanity,train] are)"
+        )
+    return index
 
 
 def described(counts: dict[str, int]) -> str:

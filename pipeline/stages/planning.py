@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from pipeline.context import Context
 from pipeline.data.stats import channel_mean_std
+from pipeline.errors import PipelineError
 from pipeline.plan import Plan, takes_steps
 from pipeline.recipe import (
     AUTO,
@@ -18,10 +19,12 @@ from pipeline.recipe import (
     describe_finetune,
     finetune_recipe,
     imbalance_recipe,
+    multilabel_recipe,
     objective_direction,
 )
-from pipeline.schema import plain
+from pipeline.schema import MULTILABEL_ONLY, plain
 from pipeline.stages.index import ensure_index, inspect_split
+from pipeline.tasks import MULTILABEL
 
 if TYPE_CHECKING:
     from pipeline.data.transforms import Preprocess
@@ -47,15 +50,12 @@ def resolve_plan(cfg: DictConfig, ctx: Context) -> Plan:
         max_epochs = auto_epochs(preprocess.image_size)
         log.info("trainer.max_epochs=auto: %d at %d px", max_epochs, preprocess.image_size)
     finetune = finetune_recipe(plain(cfg.finetune), spec)
+    if index.task == MULTILABEL:
+        finetune = without_head_fit(finetune)
     averaged = cfg.train.ema_decay and takes_steps(finetune)
     ema = f"; weights averaged (train.ema_decay {cfg.train.ema_decay:g})" if averaged else ""
     log.info("%s: %s%s", finetune["strategy"], describe_finetune(finetune, cfg.optimizer.lr), ema)
-    counts = list(index.counts()["train"].values())
-    balance, objective, chosen = imbalance_recipe(
-        cfg.data.balance, cfg.objective, counts, cfg.data.imbalance_threshold
-    )
-    if chosen:
-        log.info(chosen)
+    balance, objective = balance_and_objective(cfg, index)
     return Plan(
         preprocess=preprocess,
         max_epochs=max_epochs,
@@ -64,6 +64,27 @@ def resolve_plan(cfg: DictConfig, ctx: Context) -> Plan:
         objective=objective,
         direction=objective_direction(objective, cfg.objective_mode),
     )
+
+
+def balance_and_objective(cfg: DictConfig, index) -> tuple[str, str]:
+    """data.balance and objective for the index's training split and task, `auto` said in a line."""
+    counts, threshold = list(index.counts()["train"].values()), cfg.data.imbalance_threshold
+    if index.task == MULTILABEL:
+        return multilabel_recipe(cfg.data.balance, cfg.objective, counts, threshold)
+    balance, objective, chosen = imbalance_recipe(cfg.data.balance, cfg.objective, counts, threshold)
+    if chosen:
+        log.info(chosen)
+    if objective in MULTILABEL_ONLY:
+        raise PipelineError(f"objective={objective} scores several labels an image; {index.root} has one")
+    return balance, objective
+
+
+def without_head_fit(finetune: dict) -> dict:
+    """finetune.head_fit fits a head of one label an image: several labels train their head with the
+    network."""
+    if finetune.get("head_fit"):
+        log.info("finetune.head_fit is for one label an image: the multi-label head trains with the network")
+    return {**finetune, "head_fit": False}
 
 
 def resolve_preprocess(cfg: DictConfig, ctx: Context, pretrained: dict | None) -> "Preprocess":

@@ -22,6 +22,7 @@ from pipeline.data.datamodule import ImageDataModule
 from pipeline.errors import PipelineError
 from pipeline.models.factory import check_image_size, create_model_from_spec
 from pipeline.models.finetune import freeze_backbone
+from pipeline.models.losses import task_loss
 from pipeline.schema import plain
 from pipeline.stages.index import ensure_index
 from pipeline.stages.planning import training_plan
@@ -41,7 +42,7 @@ def _augmentation_preview(datamodule: ImageDataModule, preprocess, class_names, 
     std = torch.tensor(preprocess.std).view(3, 1, 1)
     shown: dict[str, list] = {name: [] for name in class_names}
     for i in range(len(datamodule.train_set)):
-        label = datamodule.train_set.records[i].label
+        label = datamodule.train_set.records[i].label  # multi-label: the image's rarest label
         if len(shown[class_names[label]]) < per_class:
             x, _ = datamodule.train_set[i]
             shown[class_names[label]].append((x * std + mean).clamp(0, 1).permute(1, 2, 0).numpy())
@@ -50,17 +51,17 @@ def _augmentation_preview(datamodule: ImageDataModule, preprocess, class_names, 
     return shown
 
 
-def step_checks(cfg: DictConfig, model, x: torch.Tensor, y: torch.Tensor, strategy: str) -> list:
+def step_checks(cfg: DictConfig, model, x: torch.Tensor, y: torch.Tensor, strategy: str, task: str) -> list:
     """Can training's steps move this model: every layer overfits one batch, before any freezing (a frozen
     backbone's features need far more steps to separate one batch, so a head alone would fail by chance);
     then, frozen as training starts, the gradients reach every trainable parameter, and no sample's output
     depends on another's (a zero-initialized head, as a probe's starts, gives no output to judge that by)."""
-    s = cfg.sanity
-    results = [overfit_one_batch(model, x, y, s.overfit_steps, s.overfit_lr, s.overfit_target_loss)]
+    s, loss = cfg.sanity, task_loss(task)
+    results = [overfit_one_batch(model, x, y, s.overfit_steps, s.overfit_lr, s.overfit_target_loss, loss)]
     if strategy in ("linear_probe", "gradual"):
         freeze_backbone(model, cfg.finetune.freeze_batchnorm)
     # after the overfit steps: zero-initialized residual gammas (timm's default) have moved by then
-    return [*results, gradient_flow(model, x, y), no_batch_mixing(model, x)]
+    return [*results, gradient_flow(model, x, y, loss), no_batch_mixing(model, x)]
 
 
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
@@ -82,10 +83,10 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     model.train()
     results = [
         input_statistics(*_one_batch(datamodule, cfg.data.batch_size), num_classes, train_counts),
-        loss_at_init(model, x, y, num_classes, cfg.sanity.init_loss_tolerance),
+        loss_at_init(model, x, y, num_classes, cfg.sanity.init_loss_tolerance, index.task),
     ]
     if plan.takes_steps:
-        results += step_checks(cfg, model, x, y, plan.finetune["strategy"])
+        results += step_checks(cfg, model, x, y, plan.finetune["strategy"], index.task)
     else:
         log.info("no training step to check: the probe's head is fitted on the frozen backbone's features")
     for r in results:

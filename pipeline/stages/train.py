@@ -22,6 +22,7 @@ from pipeline.errors import PipelineError
 from pipeline.models.checkpoint_io import AtomicCheckpointIO, keep_weights_only
 from pipeline.models.factory import check_image_size
 from pipeline.models.head_fit import FittedHead, fit_head, load_into
+from pipeline.models.losses import positive_weights
 from pipeline.models.module import Classifier
 from pipeline.models.trainer import build_trainer, fit, training_callbacks
 from pipeline.plan import Plan
@@ -30,6 +31,7 @@ from pipeline.stages.frozen import split_features
 from pipeline.stages.index import ensure_index, inspect_split
 from pipeline.stages.planning import training_plan
 from pipeline.sweeps.study import pruning_callback
+from pipeline.tasks import MULTILABEL
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.train")
@@ -53,6 +55,16 @@ def find_lr(trainer: L.Trainer, classifier: Classifier, datamodule, steps: int, 
     return float(suggestion)
 
 
+def loss_weights(index, balance: str) -> list[float] | None:
+    """data.balance=class_weights: each class's weight in the loss, or each label's positive weight."""
+    if balance != "class_weights":
+        return None
+    train, classes = index.split("train"), len(index.class_names)
+    if index.task == MULTILABEL:
+        return positive_weights([r.labels for r in train], classes)
+    return class_weights([r.label for r in train], classes)
+
+
 def build_classifier(cfg: DictConfig, ctx: Context, plan: Plan) -> Classifier:
     index = ctx.index
     return Classifier(
@@ -64,10 +76,9 @@ def build_classifier(cfg: DictConfig, ctx: Context, plan: Plan) -> Classifier:
         scheduler=plain(cfg.scheduler),
         train=plain(cfg.train),
         finetune=dict(plan.finetune),
-        class_weights=class_weights([r.label for r in index.split("train")], len(index.class_names))
-        if plan.balance == "class_weights"
-        else None,
+        class_weights=loss_weights(index, plan.balance),
         train_fingerprints=fingerprints(inspect_split(cfg, ctx, "train")),
+        task=index.task,
     )
 
 
@@ -240,8 +251,9 @@ def record_result(
         "train/epochs": trainer.current_epoch,
         "train/trainable_parameters": sum(p.numel() for p in classifier.parameters() if p.requires_grad),
     }
-    if "val/acc" in trainer.callback_metrics:  # absent when a resumed run had no epoch left to train
-        metrics["train/last_val_acc"] = float(trainer.callback_metrics["val/acc"])
+    for name in ("val/acc", "val/map"):  # absent when a resumed run had no epoch left to train (acc: one
+        if name in trainer.callback_metrics:  # label an image; map: several)
+            metrics[f"train/last_{name.replace('/', '_')}"] = float(trainer.callback_metrics[name])
     tracker.log_metrics(metrics, headline=True)
     tracker.log_artifact(ctx.ckpt_path, "checkpoints")
     ctx.metrics.update(metrics)

@@ -25,7 +25,7 @@ from pipeline.evaluation.intervals import SCORES
 from pipeline.evaluation.report import report_rows, to_csv, to_markdown
 from pipeline.evaluation.scorers import Scorer, checkpoint_scorer, onnx_scorer, predict
 from pipeline.stages.checkpoints import checkpoint_path, has_checkpoint
-from pipeline.stages.index import ensure_index, inspect_split
+from pipeline.stages.index import ensure_index, inspect_split, one_label_an_image
 from pipeline.stages.trust_scores import folder_names, trust_metrics, unknown_images_metrics
 from pipeline.tracking import Tracker
 
@@ -70,8 +70,8 @@ def scored_splits(cfg: DictConfig, splits: list[str]) -> list[str]:
 
 
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
+    index = one_label_an_image(ensure_index(cfg, ctx), "validate")
     scorer = choose_scorer(cfg, ctx)
-    index = ensure_index(cfg, ctx)
     names = scorer.class_names
     check_classes(scorer, index.class_names)
     workers = scoring_workers(cfg.data.num_workers, scorer.model.device.type if scorer.model else "cpu")

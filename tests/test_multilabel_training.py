@@ -1,0 +1,116 @@
+"""Several labels an image: the loss, its chance value, the targets, the scores and the plan of a multi-label
+run, and a run of the stages built for it (data, sanity, train) on pattern mosaics it makes."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_image_folder, make_multilabel_folder
+from mlflow.tracking import MlflowClient
+
+from pipeline.data.images import ImageDataset
+from pipeline.data.sources import Record
+from pipeline.errors import PipelineError
+from pipeline.models.losses import positive_weights
+from pipeline.models.module import Classifier, load_classifier
+from pipeline.runner import run
+from pipeline.tasks import MULTILABEL
+
+TINY = ["model=simple_cnn", "data.image_size=32", "data.batch_size=8"]
+TRAIN = {
+    "label_smoothing": 0.1,
+    "mixup_alpha": 0.2,
+    "cutmix_alpha": 0.0,
+    "mix_prob": 1.0,
+    "channels_last": False,
+}
+
+
+def multilabel_classifier(weights=None) -> Classifier:
+    return Classifier(
+        model={"name": "simple_cnn", "kwargs": {"channels": [4]}},
+        num_classes=3,
+        class_names=["a", "b", "c"],
+        preprocess={},
+        train=TRAIN,
+        class_weights=weights,
+        task=MULTILABEL,
+    )
+
+
+def test_positive_weights_are_each_labels_negatives_over_its_positives():
+    assert positive_weights([(0,), (0, 1), (0, 1), (2,)], 3) == [1 / 3, 1.0, 3.0]
+
+
+def test_a_multilabel_dataset_gives_rows_of_zeros_and_ones(tmp_path):
+    root = make_image_folder(tmp_path / "images", per_class=1)
+    path = str(next(root.rglob("*.png")))
+    dataset = ImageDataset([Record(path, 2, "train", (0, 2))], lambda image: {"image": image}, num_labels=4)
+    assert dataset[0][1].tolist() == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_the_multilabel_loss_is_binary_cross_entropy_weighing_positives_and_never_mixes():
+    classifier = multilabel_classifier(weights=[2.0, 1.0, 1.0])
+    assert classifier.mixer is None  # timm's Mixup mixes class indices
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3, 16, 16), torch.tensor([[1.0, 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 1]])
+    logits = classifier(x)
+    loss = classifier.training_step((x, y), 0)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, y, pos_weight=torch.tensor([2.0, 1.0, 1.0])
+    )
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_multilabel_val_scores_are_average_precision_and_f1():
+    classifier = multilabel_classifier()
+    assert set(classifier.val_scores.keys()) == {"val/map", "val/map_micro", "val/f1_macro"}
+    y = torch.tensor([[1.0, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]])
+    classifier.val_scores.update(torch.where(y > 0, 3.0, -3.0), y.long())  # perfect answers
+    assert {k: v.item() for k, v in classifier.val_scores.compute().items()} == {
+        "val/map": 1.0,
+        "val/map_micro": 1.0,
+        "val/f1_macro": 1.0,
+    }
+
+
+@pytest.fixture
+def mosaics(tmp_path) -> Path:
+    return make_multilabel_folder(tmp_path / "mosaics", images=60)
+
+
+def test_sanity_and_train_run_on_several_labels_an_image_and_validate_refuses(make_cfg, mosaics, tmp_path):
+    cfg = make_cfg("stages=[data,sanity,train]", *TINY, "trainer.max_epochs=2", root=mosaics)
+    run(cfg)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("image-classification").experiment_id])
+    by_name = {r.info.run_name: r for r in runs}
+    sanity = by_name["sanity"].data.metrics
+    assert sanity["sanity/passed"] == 1.0
+    assert sanity["sanity/loss_at_init"] == pytest.approx(math.log(2), rel=0.05)
+    train = by_name["train"].data
+    assert train.params["train.objective"] == "val/map" and "val/map" in train.metrics
+    assert "val/acc" not in train.metrics
+    classifier = load_classifier(tmp_path / "out" / "checkpoints" / "best.ckpt")
+    assert classifier.hparams.task == MULTILABEL and classifier.multilabel
+    best = tmp_path / "out" / "checkpoints" / "best.ckpt"
+    with pytest.raises(PipelineError, match="the validate stage is not built for that yet"):
+        run(make_cfg("stages=[validate]", *TINY, f"ckpt_path={best}", root=mosaics))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["objective=val/acc"], "objective=val/acc scores one label an image"),
+        (["data.balance=oversample"], "data.balance=oversample resamples classes"),
+    ],
+)
+def test_a_setting_for_one_label_an_image_is_refused_for_several(make_cfg, mosaics, overrides, message):
+    with pytest.raises(PipelineError, match=message):
+        run(make_cfg("stages=[sanity]", *TINY, *overrides, root=mosaics))
+
+
+def test_an_objective_for_several_labels_is_refused_for_one(make_cfg, image_folder):
+    with pytest.raises(PipelineError, match="objective=val/map scores several labels an image"):
+        run(make_cfg("stages=[sanity]", *TINY, "objective=val/map", root=image_folder))

@@ -80,8 +80,11 @@ def mosaics(tmp_path) -> Path:
     return make_multilabel_folder(tmp_path / "mosaics", images=60)
 
 
-def test_sanity_and_train_run_on_several_labels_an_image_and_validate_refuses(make_cfg, mosaics, tmp_path):
-    cfg = make_cfg("stages=[data,sanity,train]", *TINY, "trainer.max_epochs=2", root=mosaics)
+def test_the_stages_up_to_validate_run_on_several_labels_an_image_and_export_refuses(
+    make_cfg, mosaics, tmp_path
+):
+    stages = "stages=[data,sanity,train,calibrate,validate]"
+    cfg = make_cfg(stages, *TINY, "trainer.max_epochs=2", "validate.bootstrap_resamples=50", root=mosaics)
     run(cfg)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("image-classification").experiment_id])
@@ -92,11 +95,21 @@ def test_sanity_and_train_run_on_several_labels_an_image_and_validate_refuses(ma
     train = by_name["train"].data
     assert train.params["train.objective"] == "val/map" and "val/map" in train.metrics
     assert "val/acc" not in train.metrics
-    classifier = load_classifier(tmp_path / "out" / "checkpoints" / "best.ckpt")
-    assert classifier.hparams.task == MULTILABEL and classifier.multilabel
     best = tmp_path / "out" / "checkpoints" / "best.ckpt"
-    with pytest.raises(PipelineError, match="the validate stage is not built for that yet"):
-        run(make_cfg("stages=[validate]", *TINY, f"ckpt_path={best}", root=mosaics))
+    classifier = load_classifier(best)
+    assert classifier.hparams.task == MULTILABEL and classifier.multilabel
+    assert len(classifier.trust["thresholds"]) == len(classifier.trust["temperature"]) == 3
+    validate = by_name["validate"].data.metrics
+    assert 0 <= validate["test/map_micro"] <= 1
+    for name in ("map", "f1_macro", "subset_acc", "hamming_loss"):
+        assert validate[f"test/{name}_ci_low"] <= validate[f"test/{name}"] <= validate[f"test/{name}_ci_high"]
+    report = client.download_artifacts(
+        by_name["validate"].info.run_id, "reports/per_label_test.csv", str(tmp_path)
+    )
+    rows = Path(report).read_text().splitlines()
+    assert rows[0] == "label,threshold,precision,recall,f1,support,ap" and len(rows) == 4
+    with pytest.raises(PipelineError, match="the export stage is not built for that yet"):
+        run(make_cfg("stages=[export]", *TINY, f"ckpt_path={best}", root=mosaics))
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """The per-class report as CSV (for tools) and Markdown (for people): one row per class, then the macro and
-weighted averages, like scikit-learn's classification_report."""
+weighted averages, like scikit-learn's classification_report (several labels an image: a row a label)."""
 
 import csv
 import io
@@ -18,18 +18,18 @@ def report_rows(class_names: list[str], per_class: dict[str, list], metrics: dic
     return rows
 
 
-def to_csv(rows: list[list]) -> str:
+def to_csv(rows: list[list], columns: tuple[str, ...] = ("class", *COLUMNS)) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["class", *COLUMNS])
+    writer.writerow(columns)
     writer.writerows(rows)
     return out.getvalue()
 
 
-def to_markdown(rows: list[list], title: str) -> str:
+def to_markdown(rows: list[list], title: str, columns: tuple[str, ...] = ("class", *COLUMNS)) -> str:
     def cell(value) -> str:
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
-    lines = [f"# {title}", "", "| class | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    lines = [f"# {title}", "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"

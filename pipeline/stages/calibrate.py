@@ -41,9 +41,11 @@ from pipeline.models.trusted import JointSplit, detector, split_network
 from pipeline.plan import takes_steps
 from pipeline.progress import Progress
 from pipeline.recipe import conformal_mix
+from pipeline.stages import calibrate_labels
 from pipeline.stages.checkpoints import checkpoint_path
 from pipeline.stages.frozen import split_features
-from pipeline.stages.index import ensure_index, one_label_an_image
+from pipeline.stages.index import ensure_index
+from pipeline.tasks import MULTILABEL
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.calibrate")
@@ -51,8 +53,13 @@ log = logging.getLogger("pipeline.calibrate")
 
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     ckpt = checkpoint_path(cfg, ctx, "calibrate")
-    index = one_label_an_image(ensure_index(cfg, ctx), "calibrate")
+    index = ensure_index(cfg, ctx)
     records, split_name = fitting_split(cfg, index)
+    if index.task == MULTILABEL:
+        metrics = calibrate_labels.fit(cfg, ctx, tracker, ckpt, records, split_name)
+        tracker.log_metrics(metrics, headline=True)
+        ctx.metrics.update(metrics)
+        return ctx
     classifier = load_classifier(ckpt)
     preprocess = Preprocess.from_dict(classifier.hparams.preprocess)
     device = devices.of_trainer(cfg.trainer)

@@ -94,7 +94,7 @@ def one_label_an_image(index: DatasetIndex, stage: str) -> DatasetIndex:
     if index.task == MULTILABEL:
         raise PipelineError(
             f"{index.root} has several labels an image: the {stage} stage is not built for that yet "
-            "(stages=[data,sanity,train] are)"
+            "(stages=[data,sanity,train,calibrate,validate] are)"
         )
     return index
 

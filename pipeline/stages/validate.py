@@ -24,9 +24,11 @@ from pipeline.evaluation import metrics as m
 from pipeline.evaluation.intervals import SCORES
 from pipeline.evaluation.report import report_rows, to_csv, to_markdown
 from pipeline.evaluation.scorers import Scorer, checkpoint_scorer, onnx_scorer, predict
+from pipeline.stages import validate_labels
 from pipeline.stages.checkpoints import checkpoint_path, has_checkpoint
-from pipeline.stages.index import ensure_index, inspect_split, one_label_an_image
+from pipeline.stages.index import ensure_index, inspect_split
 from pipeline.stages.trust_scores import folder_names, trust_metrics, unknown_images_metrics
+from pipeline.tasks import MULTILABEL
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.validate")
@@ -70,10 +72,12 @@ def scored_splits(cfg: DictConfig, splits: list[str]) -> list[str]:
 
 
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
-    index = one_label_an_image(ensure_index(cfg, ctx), "validate")
+    index = ensure_index(cfg, ctx)
     scorer = choose_scorer(cfg, ctx)
     names = scorer.class_names
     check_classes(scorer, index.class_names)
+    if index.task == MULTILABEL:
+        return validate_labels.run(cfg, ctx, tracker, index, scorer, lambda found: scored_splits(cfg, found))
     workers = scoring_workers(cfg.data.num_workers, scorer.model.device.type if scorer.model else "cpu")
     datamodule = ImageDataModule(index, scorer.preprocess, [], cfg.data.batch_size, workers)
     v = cfg.validate

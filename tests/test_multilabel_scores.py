@@ -7,7 +7,7 @@ import torch
 from sklearn.metrics import average_precision_score, f1_score, hamming_loss
 
 from pipeline.evaluation.multilabel import (
-    fit_temperatures,
+    fit_temperature,
     fit_thresholds,
     multilabel_scores,
     score_intervals,
@@ -22,11 +22,16 @@ def labelled(n=400, labels=3, seed=0):
     return torch.tensor(logits, dtype=torch.float32), torch.tensor(targets)
 
 
-def test_each_labels_temperature_undoes_a_known_overconfidence():
+@pytest.mark.parametrize("factor", [3.0, 0.5])
+def test_the_temperature_undoes_a_known_overconfidence(factor):
     logits, targets = labelled(n=4000)
-    sure = logits * torch.tensor([3.0, 1.0, 0.5])  # label 0 three times too sure, label 2 twice too shy
-    found = fit_temperatures(sure, targets)
-    assert found == pytest.approx([3.0, 1.0, 0.5], rel=0.1)
+    assert fit_temperature(logits * factor, targets) == pytest.approx(factor, rel=0.1)
+
+
+def test_a_label_the_split_separates_keeps_a_threshold_between_its_classes():
+    probabilities = torch.tensor([[0.2], [0.3], [0.9], [0.95], [0.97], [0.99], [0.999]])
+    targets = torch.tensor([[0], [0], [1], [1], [1], [1], [1]])
+    assert fit_thresholds(probabilities, targets) == [pytest.approx(0.6)]
 
 
 def test_a_threshold_is_the_calib_splits_best_f1_and_a_rare_label_keeps_half():
@@ -35,7 +40,7 @@ def test_a_threshold_is_the_calib_splits_best_f1_and_a_rare_label_keeps_half():
     found = fit_thresholds(probabilities, targets)
     assert found[1] == 0.5  # one positive: too few to choose a threshold by
     answered = (probabilities[:, 0] >= found[0]).long()
-    assert f1_score(targets[:, 0], answered) == 1.0 and found[0] == pytest.approx(0.3)
+    assert f1_score(targets[:, 0], answered) == 1.0 and found[0] == pytest.approx(0.25)
 
 
 def test_scores_agree_with_scikit_learn():

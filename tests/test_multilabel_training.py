@@ -98,7 +98,7 @@ def test_the_stages_up_to_validate_run_on_several_labels_an_image_and_export_ref
     best = tmp_path / "out" / "checkpoints" / "best.ckpt"
     classifier = load_classifier(best)
     assert classifier.hparams.task == MULTILABEL and classifier.multilabel
-    assert len(classifier.trust["thresholds"]) == len(classifier.trust["temperature"]) == 3
+    assert len(classifier.trust["thresholds"]) == 3 and classifier.trust["temperature"] > 0
     validate = by_name["validate"].data.metrics
     assert 0 <= validate["test/map_micro"] <= 1
     for name in ("map", "f1_macro", "subset_acc", "hamming_loss"):

@@ -1,10 +1,11 @@
 """Several labels an image: what the calibrate stage fits (a temperature and a threshold a label) and what
 the validate stage scores, from logits and rows of 0/1.
 
-A label's temperature divides its logit so that its sigmoid fits the calib split (the binary cross-entropy
-that temperature scaling minimizes for one label an image, a label at a time); its threshold is the
-probability above which the label is answered, the one with the best F1 on the calib split (what the
-"per-class thresholds" users ask for mean), or 0.5 where the split shows the label too rarely to choose.
+One temperature divides every label's logit so that the sigmoids fit the calib split (the binary
+cross-entropy over all labels: one a label ran to its bound on labels the split separates perfectly and
+made their probabilities 0 or 1); a label's threshold is the probability above which it is answered, the
+one with the best F1 on the calib split (what the "per-class thresholds" users ask for mean), halfway
+between the split's probabilities on either side of it, or 0.5 where the split shows the label too rarely.
 Scores follow torchmetrics (its multi-label average precision, F1, exact match and Hamming distance), each
 headline one with a 95% bootstrap interval (scipy's, over images).
 """
@@ -24,7 +25,7 @@ from torchmetrics.functional.classification import (
 
 from pipeline.evaluation.intervals import LEVEL
 
-MIN_POSITIVES = 5  # a label shown by fewer calib images keeps threshold 0.5 and temperature 1
+MIN_POSITIVES = 5  # a label shown by fewer calib images keeps threshold 0.5
 TEMPERATURES = (0.05, 20.0)  # the range a label's temperature is searched in
 SCORES = ("map", "f1_macro", "subset_acc", "hamming_loss")  # with bootstrap intervals
 
@@ -34,22 +35,17 @@ def binary_loss(logits: np.ndarray, targets: np.ndarray) -> float:
     return float(np.mean(np.logaddexp(0, logits) - targets * logits))
 
 
-def fit_temperatures(logits: torch.Tensor, targets: torch.Tensor) -> list[float]:
-    """A temperature a label: the one whose sigmoid(logit / T) has the least binary cross-entropy."""
-    found = []
-    for z, y in zip(logits.double().T.numpy(), targets.double().T.numpy(), strict=True):
-        if min(y.sum(), len(y) - y.sum()) < MIN_POSITIVES:
-            found.append(1.0)
-            continue
-        low, high = np.log(TEMPERATURES)
-        best = minimize_scalar(lambda t, z=z, y=y: binary_loss(z / np.exp(t), y), bounds=(low, high))
-        found.append(round(float(np.exp(best.x)), 4))
-    return found
+def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """The temperature T whose sigmoid(logits / T) has the least binary cross-entropy over all labels."""
+    z, y = logits.double().numpy(), targets.double().numpy()
+    best = minimize_scalar(lambda t: binary_loss(z / np.exp(t), y), bounds=tuple(np.log(TEMPERATURES)))
+    return round(float(np.exp(best.x)), 4)
 
 
 def fit_thresholds(probabilities: torch.Tensor, targets: torch.Tensor) -> list[float]:
-    """A threshold a label: among the split's own probabilities, the one whose answers have the best F1
-    (ties: the middle one of the best), or 0.5 for a label the split shows fewer than MIN_POSITIVES times."""
+    """A threshold a label: answering the images at or above the split's k-th probability has the best F1
+    (the widest such k: the highest k), and the threshold lies halfway between that probability and the next
+    lower one; 0.5 for a label the split shows fewer than MIN_POSITIVES times."""
     found = []
     for p, y in zip(probabilities.double().T.numpy(), targets.T.numpy(), strict=True):
         if y.sum() < MIN_POSITIVES:
@@ -59,8 +55,9 @@ def fit_thresholds(probabilities: torch.Tensor, targets: torch.Tensor) -> list[f
         answered = p[None, :] >= candidates[:, None]
         tp = (answered & (y[None, :] > 0)).sum(1)
         f1 = 2 * tp / (answered.sum(1) + y.sum())
-        best = np.flatnonzero(f1 == f1.max())
-        found.append(round(float(candidates[best[len(best) // 2]]), 6))
+        k = int(np.flatnonzero(f1 == f1.max())[-1])
+        below = candidates[k - 1] if k > 0 else 0.0
+        found.append(round(float((candidates[k] + below) / 2), 6))
     return found
 
 

@@ -174,7 +174,7 @@ class TrustedNetwork(nn.Module):
     def __init__(
         self,
         network: nn.Module,
-        temperature: float | list[float] | None,  # a list: one a label (several labels an image)
+        temperature: float | None,
         scorer: nn.Module | None,
         image_size: int,
         reference: nn.Module | None = None,
@@ -182,8 +182,7 @@ class TrustedNetwork(nn.Module):
         super().__init__()
         self.reads_features = scorer is not None and not isinstance(scorer, Energy)
         self.network = split_network(network, image_size, reference) if self.reads_features else network
-        self.register_buffer("temperature", torch.tensor(temperature or 1.0), persistent=False)
-        self.scorer = scorer
+        self.temperature, self.scorer = temperature or 1.0, scorer
 
     def forward(self, x: torch.Tensor):
         logits, features = self.network(x) if self.reads_features else (self.network(x), None)

@@ -14,7 +14,7 @@ from pipeline.cpu_share import scoring_workers
 from pipeline.data.datamodule import image_loader
 from pipeline.data.images import ImageDataset
 from pipeline.data.transforms import Preprocess, eval_transform
-from pipeline.evaluation.multilabel import answers, fit_temperatures, fit_thresholds, multilabel_scores
+from pipeline.evaluation.multilabel import answers, fit_temperature, fit_thresholds, multilabel_scores
 from pipeline.models.checkpoint_io import store_trust
 from pipeline.models.module import load_classifier
 from pipeline.progress import Progress
@@ -48,8 +48,8 @@ def fit(cfg: DictConfig, ctx: Context, tracker: Tracker, ckpt: Path, records: li
     logits, targets = label_logits(cfg, classifier.model, records, preprocess, classifier.hparams.num_classes)
     trust = {"images": len(records), "split": split_name}
     if cfg.calibrate.temperature:
-        trust["temperature"] = fit_temperatures(logits, targets)
-        log.info("a temperature a label: %s", ", ".join(f"{t:.2f}" for t in trust["temperature"]))
+        trust["temperature"] = fit_temperature(logits, targets)
+        log.info("temperature: %.3f (every label's logit divided by it)", trust["temperature"])
     probabilities = torch.sigmoid(logits / torch.tensor(trust.get("temperature", 1.0)))
     trust["thresholds"] = fit_thresholds(probabilities, targets)
     log.info("an answer threshold a label (best F1 on %s): %s", split_name,

@@ -122,7 +122,7 @@ def split_datasets(index, infos: list, name: str, decisions: str | None = None) 
     from mlflow.data.sources import LocalArtifactDatasetSource  # named: MLflow's guess from a path warns
 
     from pipeline.data.integrity import fingerprint
-    from pipeline.data.sources import SPLITS
+    from pipeline.data.sources import SPLITS, label_text
 
     content = {i.path: fingerprint(i) for i in infos}
     source = LocalArtifactDatasetSource(_text(index.root))
@@ -130,7 +130,8 @@ def split_datasets(index, infos: list, name: str, decisions: str | None = None) 
     for split in SPLITS:
         records = index.split(split)
         if records:
-            paths, labels = [_text(r.path) for r in records], [index.class_names[r.label] for r in records]
+            paths = [_text(r.path) for r in records]
+            labels = [label_text(r, index.class_names) for r in records]  # several: joined by ";"
             frame = pd.DataFrame({"path": paths, "label": labels})
             version = [f"decisions {decisions}"] if decisions else []
             digest = content_digest([content[r.path] for r in records] + version)

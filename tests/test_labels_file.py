@@ -1,14 +1,18 @@
 import json
 import logging
+import shutil
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import make_image_folder, make_multilabel_folder
 from mlflow.tracking import MlflowClient
 
+from pipeline.data.integrity import find_problems, inspect_files
 from pipeline.data.sources import Labelling, build_index
 from pipeline.errors import PipelineError
+from pipeline.limits import MAX_PIXELS
 from pipeline.runner import run
 from pipeline.tasks import MULTICLASS, MULTILABEL
 
@@ -132,3 +136,22 @@ def test_the_data_stage_says_labels_an_image_and_which_show_together(make_cfg, t
     }
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert parent.data.metrics["data/labels_per_image"] == pytest.approx(stats["labels_per_image"]["mean"])
+
+
+def test_copies_of_an_image_with_other_label_sets_are_a_label_conflict(tmp_path):
+    labels_csv = make_multilabel_folder(tmp_path / "m", images=30)
+    images = labels_csv.parent / "images"
+    shutil.copy(images / "000.png", images / "copy_same.png")
+    shutil.copy(images / "000.png", images / "copy_other.png")
+    first = labels_csv.read_text().splitlines()[1].split(",")
+    other = "checker;stripes_h;stripes_v" if first[1] != "checker;stripes_h;stripes_v" else "checker"
+    with labels_csv.open("a") as f:
+        f.write(f"images/copy_same.png,{first[1]},{first[2]}\nimages/copy_other.png,{other},{first[2]}\n")
+    index = index_of(labels_csv)
+    infos = inspect_files([r.path for r in index.records], None, 0, MAX_PIXELS)
+    findings = find_problems(index.records, infos, index.class_names, 2)
+    conflicts = {frozenset(Path(p).name for p in (c["a"], c["b"])) for c in findings.label_conflicts}
+    assert conflicts == {
+        frozenset({"000.png", "copy_other.png"}),
+        frozenset({"copy_same.png", "copy_other.png"}),
+    }

@@ -26,7 +26,7 @@ from pipeline.cpu_share import worker_context
 from pipeline.data.decode import upright
 from pipeline.data.hash_search import near_duplicate_pairs
 from pipeline.data.quality import measure
-from pipeline.data.sources import DatasetIndex, Record, require_train_images
+from pipeline.data.sources import DatasetIndex, Record, label_text, require_train_images
 from pipeline.errors import PipelineError, sqlite_full
 from pipeline.progress import Progress
 
@@ -272,10 +272,10 @@ def find_problems(
             "distance": distance,
             "a": ra.path,
             "a_split": ra.split,
-            "a_label": class_names[ra.label],
+            "a_label": label_text(ra, class_names),
             "b": rb.path,
             "b_split": rb.split,
-            "b_label": class_names[rb.label],
+            "b_label": label_text(rb, class_names),
         }
 
     pairs = [describe(a, b, "exact", 0) for a, b in sorted(exact)]

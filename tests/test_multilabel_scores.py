@@ -66,3 +66,9 @@ def test_intervals_hold_the_score_and_narrow_with_more_images():
     for name, (low, high) in narrow.items():
         assert low <= scores[name] <= high
         assert high - low < wide[name][1] - wide[name][0]
+
+
+def test_map_averages_over_the_labels_the_images_show():
+    probabilities = torch.tensor([[0.9, 0.1, 0.2], [0.2, 0.8, 0.3], [0.7, 0.6, 0.1]])
+    targets = torch.tensor([[1, 0, 0], [0, 1, 0], [1, 1, 0]])  # label 2 never shown
+    assert multilabel_scores(probabilities, targets, None)["map"] == 1.0

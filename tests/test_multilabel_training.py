@@ -41,6 +41,7 @@ def multilabel_classifier(weights=None) -> Classifier:
 
 def test_positive_weights_are_each_labels_negatives_over_its_positives():
     assert positive_weights([(0,), (0, 1), (0, 1), (2,)], 3) == [1 / 3, 1.0, 3.0]
+    assert positive_weights([(0,), (0, 1)], 2) == [1.0, 1.0]  # label 0 on every image: no negatives
 
 
 def test_a_multilabel_dataset_gives_rows_of_zeros_and_ones(tmp_path):

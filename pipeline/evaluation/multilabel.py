@@ -70,12 +70,15 @@ def answers(probabilities: torch.Tensor, thresholds: list[float] | None) -> torc
 def multilabel_scores(
     probabilities: torch.Tensor, targets: torch.Tensor, thresholds: list[float] | None
 ) -> dict:
-    """mAP (macro over labels, micro over image-label pairs), and at the thresholds: macro F1, subset accuracy
-    (every label of an image right) and Hamming loss (the share of image-label pairs wrong)."""
+    """mAP (macro over the labels the images show, micro over image-label pairs), and at the thresholds:
+    macro F1, subset accuracy (every label of an image right) and Hamming loss (the share of image-label
+    pairs wrong)."""
     labels, y = probabilities.shape[1], targets.long()
     answered = answers(probabilities, thresholds)
+    each = multilabel_average_precision(probabilities, y, labels, average=None)
+    shown = y.sum(0) > 0  # a label the images never show has no precision to average (torchmetrics: 0)
     return {
-        "map": float(multilabel_average_precision(probabilities, y, labels, average="macro")),
+        "map": float(each[shown].mean()) if shown.any() else float("nan"),
         "map_micro": float(multilabel_average_precision(probabilities, y, labels, average="micro")),
         "f1_macro": float(multilabel_f1_score(answered, y, labels, threshold=0.5, average="macro")),
         "f1_micro": float(multilabel_f1_score(answered, y, labels, threshold=0.5, average="micro")),

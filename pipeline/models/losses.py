@@ -31,8 +31,9 @@ def chance_loss(task: str, num_classes: int) -> tuple[float, str]:
 
 def positive_weights(label_sets: list[tuple[int, ...]], num_labels: int) -> list[float]:
     """Each label's negatives over its positives among the training images: BCE's pos_weight, which makes a
-    rare label's positives count as much as its negatives."""
+    rare label's positives count as much as its negatives; 1 for a label every image shows (no negatives)."""
     shown = np.zeros(num_labels)
     for labels in label_sets:
         shown[list(labels)] += 1
-    return ((len(label_sets) - shown) / np.maximum(shown, 1)).tolist()
+    missing = len(label_sets) - shown
+    return np.where(missing > 0, missing / np.maximum(shown, 1), 1.0).tolist()

@@ -54,7 +54,10 @@ def json_lines(predictions: Iterator[Prediction], k: int) -> Iterator[str]:
         yield json.dumps({"path": str(p.path), **p.answer})
 
 
-SINGLE_FIELDS = ("label", "probability", "unknown", "unknown_score", "prediction_set", "note", "error")
+SINGLE_FIELDS = (
+    "label", "probability", "unknown", "unknown_score", "prediction_set", "labels", "probabilities", "note",
+    "error",
+)  # fmt: skip
 
 
 def csv_lines(predictions: Iterator[Prediction], k: int) -> Iterator[str]:
@@ -69,7 +72,7 @@ def csv_lines(predictions: Iterator[Prediction], k: int) -> Iterator[str]:
     yield row(["path", *SINGLE_FIELDS, *top])
 
     def cell(value) -> str:
-        return "" if value is None else "|".join(value) if isinstance(value, list) else str(value)
+        return "" if value is None else "|".join(map(str, value)) if isinstance(value, list) else str(value)
 
     for p in predictions:
         a = p.answer

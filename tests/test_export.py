@@ -216,6 +216,8 @@ def test_the_image_classifier_is_logged_registered_and_linked_to_the_parent_run(
         "prediction_set",
         "unknown",
         "unknown_score",
+        "labels",
+        "probabilities",
         "note",
         "error",
     ]

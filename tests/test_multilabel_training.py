@@ -1,9 +1,10 @@
 """Several labels an image: the loss, its chance value, the targets, the scores and the plan of a multi-label
-run, and a run of the stages built for it (data, sanity, train) on pattern mosaics it makes."""
+run, and a run of every stage on pattern mosaics it makes, whose exported model answers as PyTorch does."""
 
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_image_folder, make_multilabel_folder
@@ -12,6 +13,8 @@ from mlflow.tracking import MlflowClient
 from pipeline.data.images import ImageDataset
 from pipeline.data.sources import Record
 from pipeline.errors import PipelineError
+from pipeline.export import inference
+from pipeline.limits import MAX_PIXELS
 from pipeline.models.losses import positive_weights
 from pipeline.models.module import Classifier, load_classifier
 from pipeline.runner import run
@@ -81,10 +84,8 @@ def mosaics(tmp_path) -> Path:
     return make_multilabel_folder(tmp_path / "mosaics", images=60)
 
 
-def test_the_stages_up_to_validate_run_on_several_labels_an_image_and_export_refuses(
-    make_cfg, mosaics, tmp_path
-):
-    stages = "stages=[data,sanity,train,calibrate,validate]"
+def test_every_stage_runs_on_several_labels_an_image(make_cfg, mosaics, tmp_path):
+    stages = "stages=[data,sanity,train,calibrate,validate,export]"
     cfg = make_cfg(stages, *TINY, "trainer.max_epochs=2", "validate.bootstrap_resamples=50", root=mosaics)
     run(cfg)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
@@ -109,8 +110,27 @@ def test_the_stages_up_to_validate_run_on_several_labels_an_image_and_export_ref
     )
     rows = Path(report).read_text().splitlines()
     assert rows[0] == "label,threshold,precision,recall,f1,support,ap" and len(rows) == 4
-    with pytest.raises(PipelineError, match="the export stage is not built for that yet"):
-        run(make_cfg("stages=[export]", *TINY, f"ckpt_path={best}", root=mosaics))
+    exported = inference.load_classifier(tmp_path / "out" / "model.onnx")
+    assert exported.document["task"] == MULTILABEL
+    assert exported.document["thresholds"] == classifier.trust["thresholds"]
+    the_same_answers_as_pytorch(exported, classifier, mosaics)
+
+
+def the_same_answers_as_pytorch(exported, classifier, labels_csv: Path) -> None:
+    """predict's answers (onnxruntime) against the checkpoint's calibrated sigmoids and thresholds."""
+    paths = sorted((labels_csv.parent / "images").glob("*.png"))
+    found = list(inference.predict(exported, paths, batch_size=8, k=3))
+    spec = exported.document["preprocess"]
+    batch = torch.from_numpy(np.stack([inference.load_image(p, spec, MAX_PIXELS) for p in paths]))
+    with torch.inference_mode():
+        probabilities = torch.sigmoid(classifier(batch) / classifier.trust["temperature"]).numpy()
+    names, thresholds = classifier.hparams.class_names, classifier.trust["thresholds"]
+    for prediction, row in zip(found, probabilities, strict=True):
+        expected = [n for _, n, p, t in sorted(zip(-row, names, row, thresholds, strict=True)) if p >= t]
+        assert prediction.answer["labels"] == expected
+        by_name = dict(zip(names, row, strict=True))
+        top = prediction.answer["top_labels"]
+        assert prediction.answer["top_probabilities"] == pytest.approx([by_name[n] for n in top], abs=1e-5)
 
 
 @pytest.mark.parametrize(

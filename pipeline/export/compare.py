@@ -27,13 +27,20 @@ def collect_logits(
     return {name: np.concatenate(parts) for name, parts in logits.items()}, np.concatenate(labels)
 
 
-def agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """Max abs logit difference and the share of images with the same top-1 class."""
+def answered(logits: np.ndarray, several: bool) -> np.ndarray:
+    """The top-1 class of each image, or (several labels an image) each label at logit 0 or above."""
+    return logits >= 0 if several else logits.argmax(1)
+
+
+def agreement(reference: np.ndarray, candidate: np.ndarray, several: bool = False) -> dict[str, float]:
+    """Max abs logit difference and the share of answers alike: top-1 classes, or image-label pairs."""
     return {
         "max_abs_diff": float(np.abs(reference - candidate).max()),
-        "top1_agreement": float((reference.argmax(1) == candidate.argmax(1)).mean()),
+        "top1_agreement": float((answered(reference, several) == answered(candidate, several)).mean()),
     }
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float((logits.argmax(1) == labels).mean())
+    """Top-1 accuracy; for rows of 0/1 (several labels an image) the share of image-label pairs right."""
+    several = labels.ndim == 2
+    return float((answered(logits, several) == (labels > 0 if several else labels)).mean())

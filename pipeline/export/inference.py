@@ -153,6 +153,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Each label's probability, for a model of several labels an image (stable at both ends)."""
+    return np.exp(-np.logaddexp(0, -logits))
+
+
 def answer(probs: np.ndarray, score: float | None, names: list[str], k: int, document: dict) -> dict:
     """One image's answer, whose fields agree (null where the model was not fitted with that part):
     - top_labels, top_probabilities: the k most likely classes, with calibrated probabilities;
@@ -160,6 +165,7 @@ def answer(probs: np.ndarray, score: float | None, names: list[str], k: int, doc
       the calib split); then no class is an answer: label and probability are null, the set is empty;
     - label, probability: the most likely class and its probability, for an image that is not unknown;
     - prediction_set: every class whose probability reaches the conformal threshold, most likely first;
+    - labels, probabilities: null here; a model of several labels an image answers with them (label_set);
     - note: why label is null or the set is empty, in words;
     - error: null here; why an image got no answer at all in `refused`."""
     conformal, fitted_unknown = document.get("conformal"), document.get("unknown")
@@ -173,6 +179,8 @@ def answer(probs: np.ndarray, score: float | None, names: list[str], k: int, doc
         "prediction_set": None,
         "unknown": unknown,
         "unknown_score": None if score is None else round(float(score), 4),
+        "labels": None,
+        "probabilities": None,
         "note": None,
         "error": None,
     }
@@ -193,7 +201,23 @@ def answer(probs: np.ndarray, score: float | None, names: list[str], k: int, doc
     return found
 
 
-def refused(reason: str) -> dict:
+def label_set(probs: np.ndarray, names: list[str], k: int, thresholds: list[float]) -> dict:
+    """One image's answer from a model of several labels an image: `labels` every label whose probability
+    reaches its threshold (the calibrate stage's, 0.5 without), most likely first, `probabilities` theirs;
+    top_labels and top_probabilities the k most likely whatever their thresholds; label, probability, the
+    prediction set and the unknown answer are for one label an image (null)."""
+    order = np.argsort(-probs, kind="stable")
+    chosen = [j for j in order if probs[j] >= thresholds[j]]
+    return refused(None) | {
+        "labels": [names[j] for j in chosen],
+        "probabilities": [round(float(probs[j]), 6) for j in chosen],
+        "top_labels": [names[j] for j in order[:k]],
+        "top_probabilities": [round(float(probs[j]), 6) for j in order[:k]],
+        "note": None if chosen else "no label reaches its threshold",
+    }
+
+
+def refused(reason: str | None) -> dict:
     """The answer's fields for an image that could not be read: all empty, and `error` says why."""
     return {
         "label": None,
@@ -203,6 +227,8 @@ def refused(reason: str) -> dict:
         "prediction_set": None,
         "unknown": None,
         "unknown_score": None,
+        "labels": None,
+        "probabilities": None,
         "note": None,
         "error": reason,
     }
@@ -211,6 +237,10 @@ def refused(reason: str) -> dict:
 def answers(model: OnnxClassifier, batch: np.ndarray, k: int) -> list[dict]:
     """The answer of each image of an NCHW batch."""
     logits, scores = model.outputs(batch)
+    if model.document.get("task") == "multilabel":
+        names = model.class_names
+        thresholds = model.document.get("thresholds") or [0.5] * len(names)
+        return [label_set(p, names, k, thresholds) for p in sigmoid(logits.astype(np.float64))]
     probs = softmax(logits.astype(np.float64))
     return [
         answer(p, None if scores is None else float(s), model.class_names, k, model.document)

@@ -27,6 +27,8 @@ def describe(
     conformal: dict[str, Any] | None = None,
     unknown: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
+    task: str = "multiclass",
+    thresholds: list[float] | None = None,
 ) -> dict:
     """The metadata document; `preprocess` is `Preprocess.to_dict()`; `max_pixels` the run's data.max_pixels,
     the largest image predict and serve decode for this model; what the calibrate stage fitted: `temperature`
@@ -34,9 +36,12 @@ def describe(
     the prediction sets' {"alpha", "threshold", "images", "approximate"}; `unknown` {"method", "accepted",
     "threshold", "output"}: an input whose score (the graph's output named "output") is above the threshold
     is answered as unknown; `provenance` the run that made it ({"run_id", "run_name", "model", "data",
-    "smoke", "scores"}), which predict and serve name."""
+    "smoke", "scores"}), which predict and serve name; `task` multiclass (softmax over the classes) or
+    multilabel (a sigmoid a label, each label answered at or above its `thresholds` entry)."""
     return {
         "format_version": FORMAT_VERSION,
+        "task": task,
+        "thresholds": thresholds,
         "provenance": provenance,
         "max_pixels": int(max_pixels),
         "temperature": temperature,

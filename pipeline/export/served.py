@@ -59,6 +59,8 @@ SIGNATURE = ModelSignature(
             ColSpec(Array(DataType.string), "prediction_set", required=False),
             ColSpec(DataType.boolean, "unknown", required=False),
             ColSpec(DataType.double, "unknown_score", required=False),
+            ColSpec(Array(DataType.string), "labels", required=False),  # several labels an image
+            ColSpec(Array(DataType.double), "probabilities", required=False),
             ColSpec(DataType.string, "note", required=False),
             ColSpec(DataType.string, "error", required=False),  # why a row's image got no answer
         ]

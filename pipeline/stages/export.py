@@ -31,7 +31,8 @@ from pipeline.onnx_io import (
     torch_runner,
 )
 from pipeline.stages.checkpoints import checkpoint_path
-from pipeline.stages.index import ensure_index, one_label_an_image
+from pipeline.stages.index import ensure_index
+from pipeline.tasks import MULTICLASS
 from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.export")
@@ -54,7 +55,6 @@ def size_mb(path: Path) -> float:
 
 
 def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
-    one_label_an_image(ensure_index(cfg, ctx), "export")
     ckpt = checkpoint_path(cfg, ctx, "export")
     classifier = load_classifier(ckpt)
     preprocess = Preprocess.from_dict(classifier.hparams.preprocess)
@@ -110,10 +110,11 @@ def write_models(
         network, ctx.output_dir / "model.onnx", preprocess.image_size, cfg.export.opset, outputs
     )
     fitted = fitted_metadata(classifier.trust or {})
-    names = classifier.hparams.class_names
+    names, task = classifier.hparams.class_names, classifier.hparams.get("task", MULTICLASS)
+    thresholds = (classifier.trust or {}).get("thresholds")
     document = describe(
         preprocess.to_dict(), names, INPUT_NAME, OUTPUT_NAME, cfg.data.max_pixels, **fitted,
-        provenance=provenance(cfg, ctx, tracker),
+        provenance=provenance(cfg, ctx, tracker), task=task, thresholds=thresholds,
     )  # fmt: skip
     write_metadata(onnx_path, document)
     ctx.onnx_path = onnx_path
@@ -190,14 +191,15 @@ def unknown_parity(network, onnx_path: Path, val) -> float:
 def parity_metrics(runners: dict, files: dict[str, Path], val) -> dict[str, float]:
     """ONNX against PyTorch on the val images (and INT8 against ONNX), with accuracies and file sizes."""
     logits, labels = collect_logits(runners, val)
-    parity = agreement(logits["torch"], logits["onnx"])
+    several = labels.ndim == 2  # rows of 0/1: several labels an image
+    parity = agreement(logits["torch"], logits["onnx"], several)
     metrics = {f"parity_{name}": value for name, value in parity.items()}
     metrics |= {"parity_images": len(labels), "onnx_acc": accuracy(logits["onnx"], labels)}
     metrics |= {f"{name}_size_mb": size_mb(path) for name, path in files.items()}
     if "int8" in files:
         metrics["int8_acc"] = accuracy(logits["int8"], labels)
         metrics["int8_acc_change"] = metrics["int8_acc"] - metrics["onnx_acc"]
-        metrics["int8_top1_agreement"] = agreement(logits["onnx"], logits["int8"])["top1_agreement"]
+        metrics["int8_top1_agreement"] = agreement(logits["onnx"], logits["int8"], several)["top1_agreement"]
     log.info(
         "%s (%.1f MB): max |logit diff| %.2e, top-1 agreement %.2f%%",
         files["onnx"],

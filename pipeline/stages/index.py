@@ -22,7 +22,6 @@ from pipeline.data.integrity import (
 from pipeline.data.sources import DatasetIndex, Labelling, build_index, resolve_root
 from pipeline.errors import PipelineError
 from pipeline.schema import plain
-from pipeline.tasks import MULTILABEL
 
 log = logging.getLogger("pipeline.data")
 RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -87,16 +86,6 @@ def ensure_index(cfg: DictConfig, ctx: Context) -> DatasetIndex:
         ctx.infos = {i.path: i for i in infos}
         ctx.index, _ = apply_all_policies(cfg, index, findings, report)
     return ctx.index
-
-
-def one_label_an_image(index: DatasetIndex, stage: str) -> DatasetIndex:
-    """The index, for a stage not built yet for several labels an image: refused in one line for those."""
-    if index.task == MULTILABEL:
-        raise PipelineError(
-            f"{index.root} has several labels an image: the {stage} stage is not built for that yet "
-            "(stages=[data,sanity,train,calibrate,validate] are)"
-        )
-    return index
 
 
 def described(counts: dict[str, int]) -> str:

@@ -6,7 +6,7 @@ from pipeline.errors import first_line
 from pipeline.evaluation.conformal import APPROXIMATE_BELOW
 from pipeline.progress import duration
 
-SCORES = ("acc", "bal_acc", "f1_macro")
+SCORES = ("acc", "bal_acc", "map", "f1_macro")  # map: several labels an image, which have no accuracy
 
 
 def _times(timings: dict[str, float]) -> str:
@@ -86,6 +86,9 @@ def trust_line(metrics: dict[str, float], split: str) -> str:
             worth = f" worth {effective:.0f} once weighted by class" if balanced else ""
             sets += f", approximate: {n} images{worth} are too few to promise it (under {APPROXIMATE_BELOW})"
         parts.append(sets)
+    if "calib/labels_answered" in metrics:
+        answered = metrics["calib/labels_answered"]
+        parts.append(f"an answer threshold a label ({answered:.2f} labels answered an image on those images)")
     if "calib/unknown_threshold" in metrics and f"{split}/unknown_rate" in metrics:
         parts.append(f"unknown answer for {metrics[f'{split}/unknown_rate']:.1%} of {split} images")
     fitted_on = "val images (no calib split)" if metrics.get("calib/on_val") else "calib images"

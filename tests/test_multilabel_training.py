@@ -10,6 +10,7 @@ import torch
 from conftest import make_image_folder, make_multilabel_folder
 from mlflow.tracking import MlflowClient
 
+from pipeline import summary
 from pipeline.data.images import ImageDataset
 from pipeline.data.sources import Record
 from pipeline.errors import PipelineError
@@ -148,3 +149,17 @@ def test_a_setting_for_one_label_an_image_is_refused_for_several(make_cfg, mosai
 def test_an_objective_for_several_labels_is_refused_for_one(make_cfg, image_folder):
     with pytest.raises(PipelineError, match="objective=val/map scores several labels an image"):
         run(make_cfg("stages=[sanity]", *TINY, "objective=val/map", root=image_folder))
+
+
+def test_the_summary_says_what_a_multilabel_calibration_fitted_and_leads_with_map():
+    metrics = {
+        "calib/images": 201,
+        "calib/temperature": 0.878,
+        "calib/labels_answered": 2.41,
+        "test/map": 0.93,
+    }
+    line = summary.trust_line(metrics, "test")
+    assert line.startswith(
+        "trust, fitted on 201 calib images: temperature 0.878; an answer threshold a label"
+    )
+    assert summary._scores(metrics, "test") == "test: map 0.9300"

@@ -67,6 +67,7 @@ def fit(cfg: DictConfig, ctx: Context, tracker: Tracker, ckpt: Path, records: li
     return {
         "calib/images": len(records),
         "calib/on_val": float(split_name == "val"),
+        "calib/temperature": trust.get("temperature") or 1.0,
         "calib/labels_answered": float(answers(probabilities, trust["thresholds"]).sum(1).float().mean()),
         "calib/f1_macro": fitted["f1_macro"],
     }

@@ -92,7 +92,6 @@ def multilabel_recipe(
     (class_weights: BCE's pos_weight) when the most frequent label outnumbers the rarest by `threshold`, and
     picks the checkpoint by mean average precision; a balance or objective for one label an image is
     refused."""
-    from pipeline.errors import PipelineError
     from pipeline.schema import SINGLE_LABEL_ONLY
 
     if objective in SINGLE_LABEL_ONLY:

@@ -20,13 +20,8 @@ from pipeline.errors import PipelineError
 log = logging.getLogger("pipeline.data")
 SUFFIXES = (".csv", ".jsonl")
 LABEL_COLUMNS = ("labels", "label")  # the first the file has names each row's labels
-SEPARATORS = (
-    ";",
-    "|",
-    ",",
-    "/",
-    "\t",
-)  # what a labels field joined by another separator than the chosen holds
+# what a labels field joined by another separator than the chosen one holds
+SEPARATORS = (";", "|", ",", "/", "\t")
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 MAX_LINES = 20  # bad rows named one a line; the rest in one count
 
@@ -90,8 +85,8 @@ def several_labels(path: Path, separator: str) -> bool:
     return any(fields and len(split_labels(fields.get(column), separator)) > 1 for _, fields in rows)
 
 
-def parse_row(fields: dict | None, column: str, folder: Path, separator: str) -> Row | str:
-    """The row, or why it is bad."""
+def parse_row(line: int, fields: dict | None, column: str, folder: Path, separator: str) -> Row | str:
+    """The row at `line`, or why it is bad."""
     if fields is None:
         return "not a JSON object"
     if None in fields.values() or None in fields:  # csv: fewer fields than the header, or more
@@ -106,7 +101,7 @@ def parse_row(fields: dict | None, column: str, folder: Path, separator: str) ->
     split = str(fields.get("split") or "").strip().lower()
     if split and split not in SPLIT_ALIASES:
         return f"unknown split {fields.get('split')!r}; use train, val or test"
-    return Row(0, path, labels, SPLIT_ALIASES.get(split))
+    return Row(line, path, labels, SPLIT_ALIASES.get(split))
 
 
 def read_rows(path: Path, separator: str, stop_on_bad_row: bool) -> list[Row]:
@@ -114,13 +109,13 @@ def read_rows(path: Path, separator: str, stop_on_bad_row: bool) -> list[Row]:
     first stops the run when `stop_on_bad_row`)."""
     columns, table = read_table(path)
     column = label_column(path, columns)
-    parsed = [(line, parse_row(fields, column, path.parent, separator)) for line, fields in table]
+    parsed = [(line, parse_row(line, fields, column, path.parent, separator)) for line, fields in table]
     known = {label for _, row in parsed if isinstance(row, Row) for label in row.labels}
     rows, bad = [], 0
     for line, row in parsed:
         row = joined_by_another(row, known, separator) if isinstance(row, Row) else row
         if isinstance(row, Row):
-            rows.append(Row(line, row.path, row.labels, row.split))
+            rows.append(row)
             continue
         if stop_on_bad_row:
             raise PipelineError(f"{path} line {line}: {row} (data.on_corrupt=skip leaves such rows out)")
@@ -135,10 +130,12 @@ def read_rows(path: Path, separator: str, stop_on_bad_row: bool) -> list[Row]:
 def joined_by_another(row: Row, known: set[str], separator: str) -> Row | str:
     """The row, or why it is bad: one label that is labels of other rows joined by another separator (a
     label that merely holds one, like T-shirt/top, stays whole)."""
-    (label, *more) = row.labels
+    if len(row.labels) > 1:
+        return row
+    (label,) = row.labels
     for other in SEPARATORS:
         parts = [p.strip() for p in label.split(other)]
-        if not more and other != separator and len(parts) > 1 and set(parts) <= known:
+        if other != separator and len(parts) > 1 and set(parts) <= known:
             return f"labels {label!r} joined by {other!r}, not by data.label_separator {separator!r}"
     return row
 

@@ -26,7 +26,7 @@ from torchmetrics.functional.classification import (
 from pipeline.evaluation.intervals import LEVEL
 
 MIN_POSITIVES = 5  # a label shown by fewer calib images keeps threshold 0.5
-TEMPERATURES = (0.05, 20.0)  # the range a label's temperature is searched in
+TEMPERATURES = (0.05, 20.0)  # the range the temperature is searched in
 SCORES = ("map", "f1_macro", "subset_acc", "hamming_loss")  # with bootstrap intervals
 
 

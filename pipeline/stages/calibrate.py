@@ -56,10 +56,7 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
     index = ensure_index(cfg, ctx)
     records, split_name = fitting_split(cfg, index)
     if index.task == MULTILABEL:
-        metrics = calibrate_labels.fit(cfg, ctx, tracker, ckpt, records, split_name)
-        tracker.log_metrics(metrics, headline=True)
-        ctx.metrics.update(metrics)
-        return ctx
+        return stored(ctx, tracker, ckpt, *calibrate_labels.fit(cfg, ckpt, records, split_name))
     classifier = load_classifier(ckpt)
     preprocess = Preprocess.from_dict(classifier.hparams.preprocess)
     device = devices.of_trainer(cfg.trainer)
@@ -88,6 +85,12 @@ def run(cfg: DictConfig, ctx: Context, tracker: Tracker) -> Context:
         trust["unknown"] = fit_unknown(cfg, len(index.class_names), train, (features, logits), kept)
         metrics["calib/unknown_threshold"] = trust["unknown"]["threshold"]
         metrics["calib/unknown_mb"] = trust["unknown"]["bytes"] / 2**20
+    return stored(ctx, tracker, ckpt, trust, metrics)
+
+
+def stored(ctx: Context, tracker: Tracker, ckpt, trust: dict, metrics: dict) -> Context:
+    """`trust` stored with the checkpoint (beside it in this run's output when it came from elsewhere),
+    the calib metrics logged."""
     owned = ckpt.resolve().is_relative_to(ctx.output_dir.resolve())
     target = ckpt if owned else ctx.output_dir / "checkpoints" / ckpt.name
     store_trust(ckpt, target, trust)

@@ -1,6 +1,7 @@
 """The calibrate stage for several labels an image: on the calib split (else val, as for one label an image),
-a temperature and an answer threshold a label (pipeline.evaluation.multilabel), stored with the checkpoint;
-prediction sets and the unknown answer are fitted for one label an image only (not a stage itself)."""
+a temperature and an answer threshold a label (pipeline.evaluation.multilabel), which the stage stores with
+the checkpoint; prediction sets and the unknown answer are fitted for one label an image only (not a stage
+itself)."""
 
 import logging
 from pathlib import Path
@@ -9,16 +10,13 @@ import torch
 from omegaconf import DictConfig
 
 from pipeline import devices
-from pipeline.context import Context
 from pipeline.cpu_share import scoring_workers
 from pipeline.data.datamodule import image_loader
 from pipeline.data.images import ImageDataset
 from pipeline.data.transforms import Preprocess, eval_transform
 from pipeline.evaluation.multilabel import answers, fit_temperature, fit_thresholds, multilabel_scores
-from pipeline.models.checkpoint_io import store_trust
 from pipeline.models.module import load_classifier
 from pipeline.progress import Progress
-from pipeline.tracking import Tracker
 
 log = logging.getLogger("pipeline.calibrate")
 
@@ -40,9 +38,9 @@ def label_logits(
     return torch.cat(logits), torch.cat(targets)
 
 
-def fit(cfg: DictConfig, ctx: Context, tracker: Tracker, ckpt: Path, records: list, split_name: str) -> dict:
-    """Temperatures (calibrate.temperature) and thresholds of the checkpoint's labels, fitted on `records`
-    and stored with it; the calib metrics."""
+def fit(cfg: DictConfig, ckpt: Path, records: list, split_name: str) -> tuple[dict, dict]:
+    """The temperature (calibrate.temperature) and the thresholds of the checkpoint's labels, fitted on
+    `records`, and the calib metrics."""
     classifier = load_classifier(ckpt).to(devices.of_trainer(cfg.trainer))
     preprocess = Preprocess.from_dict(classifier.hparams.preprocess)
     logits, targets = label_logits(cfg, classifier.model, records, preprocess, classifier.hparams.num_classes)
@@ -59,12 +57,7 @@ def fit(cfg: DictConfig, ctx: Context, tracker: Tracker, ckpt: Path, records: li
     at_half, fitted = (multilabel_scores(probabilities, targets, t) for t in (None, trust["thresholds"]))
     log.info("%s macro F1 at 0.5: %.4f, at the fitted thresholds: %.4f (fitted on these images)",
              split_name, at_half["f1_macro"], fitted["f1_macro"])  # fmt: skip
-    owned = ckpt.resolve().is_relative_to(ctx.output_dir.resolve())
-    target = ckpt if owned else ctx.output_dir / "checkpoints" / ckpt.name
-    store_trust(ckpt, target, trust)
-    ctx.ckpt_path = target
-    log.info("stored with the checkpoint %s", target)
-    return {
+    return trust, {
         "calib/images": len(records),
         "calib/on_val": float(split_name == "val"),
         "calib/temperature": trust.get("temperature") or 1.0,

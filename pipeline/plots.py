@@ -1,5 +1,7 @@
 """Figures logged as PNG artifacts. Matplotlib without a display."""
 
+import itertools
+
 import cv2
 import matplotlib
 
@@ -103,11 +105,16 @@ def curves(
     return fig
 
 
-def image_grid(images: list[np.ndarray], captions: list[str], flagged: list[bool], title: str) -> Figure:
-    """Images with a caption each, flagged ones captioned in red (e.g. wrong predictions)."""
+def image_grid(
+    images: list[np.ndarray], captions: list[str], flagged: list[bool], title: str, groups: list | None = None
+) -> Figure:
+    """Images with a caption each, flagged ones captioned in red (e.g. wrong predictions), 8 a row; with
+    `groups`, a key per image, each run of one key starts a row of its own."""
     cells = [(i, c, "red" if f else "black") for i, c, f in zip(images, captions, flagged, strict=True)]
-    cols = min(len(cells), 8)
-    return _mosaic([cells[r : r + cols] for r in range(0, len(cells), cols)], title, caption_align="center")
+    keyed = zip(cells, groups or [0] * len(cells), strict=True)
+    runs = [[cell for cell, _ in run] for _, run in itertools.groupby(keyed, key=lambda pair: pair[1])]
+    rows = [run[r : r + 8] for run in runs for r in range(0, len(run), 8)]
+    return _mosaic(rows, title, caption_align="center")
 
 
 def fit_into(image: np.ndarray, side: int) -> np.ndarray:

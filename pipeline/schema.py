@@ -274,9 +274,10 @@ class ValidateConfig:
     top_k: int = bounded(5, POSITIVE)  # k of top-k accuracy (capped at the number of classes)
     tta: bool = False  # also score horizontally flipped images and report the change
     top_losses: int = bounded(16, NON_NEGATIVE)  # most confidently wrong images shown in a grid
-    # Grad-CAM heatmaps of this many top losses (0: none); checkpoints only
+    # Grad-CAM heatmaps of this many top losses (0: none; several labels an image: each label it shows or is
+    # given); checkpoints only
     gradcam: int = bounded(8, NON_NEGATIVE)
-    # and of this many correctly classified images per class
+    # and of this many correctly classified images per class (per label)
     gradcam_per_class: int = bounded(2, NON_NEGATIVE)
     calibration_bins: int = 15  # bins of the expected calibration error and the reliability plot
     # folders of images unlike the training ones (any layout): how well the unknown answer tells each apart,

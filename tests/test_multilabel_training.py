@@ -19,6 +19,7 @@ from pipeline.limits import MAX_PIXELS
 from pipeline.models.losses import positive_weights
 from pipeline.models.module import Classifier, load_classifier
 from pipeline.runner import run
+from pipeline.stages.validate_labels import gradcam_pairs
 from pipeline.tasks import MULTILABEL
 
 TINY = ["model=simple_cnn", "data.image_size=32", "data.batch_size=8"]
@@ -80,6 +81,21 @@ def test_multilabel_val_scores_are_average_precision_and_f1():
     }
 
 
+def test_grad_cam_explains_each_label_of_the_worst_images_and_each_labels_first_right_ones():
+    probabilities = torch.tensor([[0.9, 0.2, 0.1], [0.6, 0.8, 0.1], [0.2, 0.1, 0.95], [0.9, 0.8, 0.3]])
+    targets = torch.tensor([[1, 0, 0], [1, 0, 1], [0, 0, 1], [1, 1, 0]])
+    limits = torch.tensor([0.5, 0.5, 0.5])
+    pairs = gradcam_pairs(probabilities, targets, limits, worst=1, per_label=1)
+    # image 1 has the highest loss: label 2 given at 0.1 is worst, then label 1 shown at 0.8 but not given,
+    # then label 0 given at 0.6; its other labels are neither shown nor given
+    assert pairs["top_losses"] == [(1, 2), (1, 1), (1, 0)]
+    assert pairs["per_label"] == [(0, 0), (3, 1), (2, 2)]  # first image each label is given and shown for
+    assert gradcam_pairs(probabilities, targets, limits, worst=0, per_label=0) == {
+        "top_losses": [],
+        "per_label": [],
+    }
+
+
 @pytest.fixture
 def mosaics(tmp_path) -> Path:
     return make_multilabel_folder(tmp_path / "mosaics", images=60)
@@ -111,6 +127,8 @@ def test_every_stage_runs_on_several_labels_an_image(make_cfg, mosaics, tmp_path
     )
     rows = Path(report).read_text().splitlines()
     assert rows[0] == "label,threshold,precision,recall,f1,support,ap" and len(rows) == 4
+    plotted = {a.path for a in client.list_artifacts(by_name["validate"].info.run_id, "plots")}
+    assert "plots/gradcam_top_losses.png" in plotted  # the mosaics' worst images, a label at a time
     exported = inference.load_classifier(tmp_path / "out" / "model.onnx")
     assert exported.document["task"] == MULTILABEL
     assert exported.document["thresholds"] == classifier.trust["thresholds"]

@@ -35,6 +35,17 @@ def test_image_grid_draws_each_image_in_reading_order_eight_to_a_row():
         assert tuple(pixels[centre_y, centre_x]) == COLOURS[i % len(COLOURS)], i
 
 
+def test_image_grid_starts_a_row_for_each_group():
+    images = [solid(COLOURS[i]) for i in range(5)]
+    groups = ["a", "a", "b", "c", "c"]  # three images explained, two, one and two labels each
+    pixels = rendered(plots.image_grid(images, [""] * 5, [False] * 5, "t", groups=groups))
+    cell, gap = plots.CELL_PX, plots.GAP_PX
+    for i, (row, col) in enumerate([(0, 0), (0, 1), (1, 0), (2, 0), (2, 1)]):
+        centre_y = plots.TITLE_PX + row * (cell + gap) + cell // 2
+        centre_x = gap + col * (cell + gap) + cell // 2
+        assert tuple(pixels[centre_y, centre_x]) == COLOURS[i], i
+
+
 def test_a_title_wider_than_its_images_widens_the_figure_and_centres_them():
     title = "Grad-CAM, top losses: evidence for the predicted class (val)"
     pixels = rendered(plots.image_grid([solid(COLOURS[0])], ["one"], [False], title))

@@ -53,3 +53,15 @@ def heatmaps(model: torch.nn.Module, batch: torch.Tensor, classes: list[int]) ->
 def overlay(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
     """The heatmap over an RGB image in [0, 1] (the model's input, denormalized), as uint8 RGB."""
     return show_cam_on_image(image.astype(np.float32), heatmap, use_rgb=True, image_weight=0.55)
+
+
+def denormalize(x: torch.Tensor, preprocess) -> np.ndarray:
+    """A normalized CHW input back to an HWC RGB image in [0, 1]: what the model saw."""
+    mean, std = torch.tensor(preprocess.mean)[:, None, None], torch.tensor(preprocess.std)[:, None, None]
+    return (x * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def overlays(model: torch.nn.Module, preprocess, batch: torch.Tensor, classes: list[int]) -> list[np.ndarray]:
+    """Each input of the (normalized) batch with the heatmap of its class over it, as uint8 RGB."""
+    maps = heatmaps(model, batch, classes)
+    return [overlay(denormalize(x, preprocess), maps[j]) for j, x in enumerate(batch)]

@@ -31,15 +31,13 @@ class Explainer:
         from pipeline.data.sources import Record
         from pipeline.data.transforms import eval_transform
         from pipeline.evaluation import explain
-        from pipeline.stages.validate import denormalize
 
         scorer = self.scorer
         x = ImageDataset([Record(path, 0, "test")], eval_transform(scorer.preprocess))[0][0][None]
         with torch.inference_mode():
             probabilities = scorer.outputs(x)[0].softmax(1)[0]
         predicted = int(probabilities.argmax())
-        heatmap = explain.heatmaps(scorer.model, x, [predicted])[0]
-        image = explain.overlay(denormalize(x[0], scorer.preprocess), heatmap)
+        image = explain.overlays(scorer.model, scorer.preprocess, x, [predicted])[0]
         buffer = io.BytesIO()
         Image.fromarray(np.asarray(image)).save(buffer, format="PNG")
         return buffer.getvalue(), f"{scorer.class_names[predicted]} {float(probabilities[predicted]):.2f}"

@@ -7,7 +7,6 @@ file (`onnx_path=`); each becomes a Scorer, so everything after choosing it is o
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -249,17 +248,12 @@ def log_gradcam(
         if not indices:
             continue
         batch = torch.stack([dataset[i][0] for i in indices])
-        maps = explain.heatmaps(scorer.model, batch, [int(explained[i]) for i in indices])
-        images = [explain.overlay(denormalize(x, scorer.preprocess), maps[j]) for j, x in enumerate(batch)]
+        images = explain.overlays(
+            scorer.model, scorer.preprocess, batch, [int(explained[i]) for i in indices]
+        )
         captions, wrong = _captions(scorer.class_names, logits, targets, indices)
         title = f"Grad-CAM, {name.replace('_', ' ')}: evidence for the predicted class ({split})"
         _log(tracker, plots.image_grid(images, captions, wrong, title), f"plots/gradcam_{name}.png")
-
-
-def denormalize(x: torch.Tensor, preprocess) -> np.ndarray:
-    """A normalized CHW input back to an HWC RGB image in [0, 1]: what the model saw."""
-    mean, std = torch.tensor(preprocess.mean)[:, None, None], torch.tensor(preprocess.std)[:, None, None]
-    return (x * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
 def _log(tracker: Tracker, fig, name: str) -> None:

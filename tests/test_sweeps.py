@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONF_DIR, make_image_folder, run_cli
+from conftest import CONF_DIR, make_image_folder, make_multilabel_folder, run_cli
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
@@ -381,17 +381,30 @@ def test_a_sweep_compares_trials_on_val_and_scores_test_once_for_the_best(image_
     assert "[pipeline] trial 1 finished in" in out and "test split left out" in out
 
 
-@pytest.mark.slow
-def test_on_imbalanced_classes_the_study_is_named_after_the_objective_its_trials_return(tmp_path, store):
-    """objective=auto picks the checkpoint by val/bal_acc on imbalanced classes: the study, its summary and
-    its results say so, not val/acc."""
+def imbalanced_folder(tmp_path: Path) -> Path:
     root = make_image_folder(tmp_path / "images", per_class=24)
     for image in sorted((root / "checker").iterdir())[6:]:
         image.unlink()  # 24:24:6, above data.imbalance_threshold 3
+    return root
+
+
+def labels_file(tmp_path: Path) -> Path:
+    return make_multilabel_folder(tmp_path / "mosaics", images=40)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "make_folder, objective",
+    [(imbalanced_folder, "val/bal_acc"), (labels_file, "val/map")],
+    ids=["imbalanced", "multilabel"],
+)
+def test_the_study_is_named_after_the_objective_its_trials_return(tmp_path, store, make_folder, objective):
+    """objective=auto picks the checkpoint by val/bal_acc on imbalanced classes and by val/map on several
+    labels an image: the study, its summary and its results say so, not val/acc."""
     done = run_cli(
         "hparams_search=digits_optuna", "objective=auto", "hydra.sweeper.n_trials=1", "debug=smoke",
         "stages=[data,train]",
-        "data.audit=false", "hydra.sweeper.pruner=null", f"data.root={root}",
+        "data.audit=false", "hydra.sweeper.pruner=null", f"data.root={make_folder(tmp_path)}",
         f"tracking.dir={tmp_path / 'mlruns'}", f"data.cache_dir={tmp_path / 'cache'}",
         f"hydra.sweep.dir={tmp_path / 'multirun'}", cwd=tmp_path,
     )  # fmt: skip
@@ -400,9 +413,9 @@ def test_on_imbalanced_classes_the_study_is_named_after_the_objective_its_trials
 
     storage = load_storage(f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}")
     study = optuna.load_study(study_name="digits_optuna", storage=storage)
-    assert study.metric_names == ["val/bal_acc"]
+    assert study.metric_names == [objective]
     (trial,) = study.get_trials(deepcopy=False)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     metrics = client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
-    assert trial.value == pytest.approx(metrics["train/best_val_bal_acc"])
-    assert "best val/bal_acc" in done.stdout + done.stderr
+    assert trial.value == pytest.approx(metrics[f"train/best_{objective.replace('/', '_')}"])
+    assert f"best {objective}" in done.stdout + done.stderr

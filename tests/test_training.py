@@ -11,7 +11,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import free_port, make_image_folder
+from conftest import free_port, make_image_folder, make_multilabel_folder
 from lightning.pytorch.callbacks import BaseFinetuning, Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mlflow.tracking import MlflowClient
@@ -419,6 +419,21 @@ def test_ddp_on_two_cpu_processes_records_one_mlflow_run(image_folder, tmp_path,
     assert [m.step for m in client.get_metric_history(train.info.run_id, "train/loss")] == [0, 1]
     assert train.data.params["train.world_size"] == "2" and train.data.metrics["train/rank_weight_diff"] == 0
     assert (tmp_path / "out" / "checkpoints" / "best.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_trains_several_labels_an_image(tmp_path, store):
+    """The multi-label scores of each epoch gathered from both ranks: the objective val/map, ranks in step."""
+    labels_file = make_multilabel_folder(tmp_path / "mosaics", images=40)
+    run_on_two_cpu_ranks(labels_file, tmp_path, *STAGE_TRAIN, "trainer=ddp")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    train = train_run(client)
+    assert train.data.params["train.objective"] == "val/map" and train.data.params["train.world_size"] == "2"
+    assert [m.step for m in client.get_metric_history(train.info.run_id, "val/map")] == [0, 1]
+    assert (
+        0 < train.data.metrics["train/best_val_map"] <= 1
+        and train.data.metrics["train/rank_weight_diff"] == 0
+    )
 
 
 @pytest.mark.slow

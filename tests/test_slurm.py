@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR
+from conftest import CONF_DIR, make_multilabel_folder
 from mlflow.tracking import MlflowClient
 
 
@@ -136,13 +136,19 @@ def test_an_optuna_sweep_runs_its_trials_as_slurm_jobs_into_a_persistent_study(
 DDP_TWO_NODES = ["trainer=ddp", "trainer.devices=1", "trainer.num_nodes=2"]  # one task on each node
 
 
-def test_ddp_across_two_slurm_nodes_is_one_run_with_equal_weights(tracking_server, tmp_path, image_folder):
+@pytest.mark.parametrize("task, objective", [("multiclass", "val/acc"), ("multilabel", "val/map")])
+def test_ddp_across_two_slurm_nodes_is_one_run_with_equal_weights(
+    tracking_server, tmp_path, image_folder, task, objective
+):
+    """One label an image (a folder) or several (a labels file): one run, the task's objective."""
+    images = image_folder if task == "multiclass" else make_multilabel_folder(tmp_path / "mosaics", images=40)
     overrides = ["stages=[train]", "trainer.max_epochs=2", *DDP_TWO_NODES]
-    finished(submit(tracking_server, "ddp", tmp_path, image_folder, *overrides))
-    parents, children = runs_of(tracking_server, "ddp")
+    finished(submit(tracking_server, f"ddp-{task}", tmp_path, images, *overrides))
+    parents, children = runs_of(tracking_server, f"ddp-{task}")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # rank 1 recorded nothing
     (train,) = children[parents[0].info.run_id]
     assert (train.data.params["train.num_nodes"], train.data.params["train.world_size"]) == ("2", "2")
+    assert train.data.params["train.objective"] == objective
     assert train.data.metrics["train/rank_weight_diff"] == 0.0  # both ranks ended with the same weights
     history = MlflowClient(tracking_server).get_metric_history(train.info.run_id, "train/loss")
     assert [m.step for m in history] == [0, 1]  # once per epoch: from rank 0 only

@@ -33,6 +33,13 @@ def test_the_fitted_temperature_undoes_a_planted_overconfidence():
     assert torch.equal((overconfident / temperature).argmax(1), overconfident.argmax(1))  # same answers
 
 
+def test_a_model_fifty_times_too_unsure_is_sharpened_not_called_chance():
+    """A best checkpoint from the first epochs of averaged weights: right answers at tiny logits."""
+    logits, targets = calibrated_logits(500)
+    temperature, why = safe_temperature(logits / 50, targets, seed=0)
+    assert temperature == pytest.approx(1 / 50, rel=0.15) and why.startswith("cross-validated NLL")
+
+
 def test_a_split_without_errors_fits_no_temperature():
     targets = torch.arange(30) % 3
     logits = torch.nn.functional.one_hot(targets, 3).float() * 4
@@ -68,7 +75,9 @@ def test_a_model_at_chance_keeps_its_logits_and_is_not_called_error_free():
     targets = torch.arange(30) % 3
     logits = torch.randn(30, 3, generator=torch.Generator().manual_seed(0)) * 1e-3  # no better than chance
     temperature, why = safe_temperature(logits, targets, seed=0)
-    assert temperature is None and why.startswith("none: no T") and "without error" not in why
+    assert (
+        temperature is None and "without error" not in why
+    )  # a fit on 30 images, which cross-validation drops
 
 
 def test_the_exported_network_gives_the_calibrated_probabilities(tmp_path):

@@ -18,10 +18,11 @@ from pipeline.data import embeddings
 from pipeline.data.audit import audit
 from pipeline.data.integrity import find_problems, inspect_files
 from pipeline.data.quality import Thresholds, measure, quality_issues
-from pipeline.data.sources import build_index
+from pipeline.data.sources import Record, build_index
 from pipeline.limits import MAX_PIXELS
 from pipeline.runner import run
 from pipeline.schema import plain
+from pipeline.tasks import MULTICLASS
 
 AUDIT = ["data.audit=true", "audit.image_size=64"]  # the size test_embeddings exports the backbone at too
 
@@ -57,6 +58,31 @@ def test_moved_images_are_label_issues_with_their_true_class_suggested(planted, 
         ("moved_h.png", "checker", "stripes_h"),
         ("moved_v.png", "stripes_h", "stripes_v"),
     }
+
+
+def test_label_issues_are_searched_among_class_members_and_named_by_their_own_row():
+    """Outliers (rows 0-2: far from every class, labels at random) are left out of the search; the moved
+    rows come back under their own positions, not their places among the members."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 30)
+    features = rng.normal(scale=0.5, size=(90, 18)) + 3 * np.kron(np.eye(3), np.ones(6))[labels]
+    features[:3] = rng.normal(loc=40, size=(3, 18))
+    given = labels.copy()
+    given[[40, 70]] = (labels[[40, 70]] + 1) % 3
+    records = [Record(f"{i}.png", int(label), "train") for i, label in enumerate(given)]
+    searched = []
+    search = audit_module.search_label_issues
+
+    def watched(rows, *args):
+        searched.append(len(rows))
+        return search(rows, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(audit_module, "search_label_issues", watched)
+        found = audit_module.label_issues_among_members(features, records, {0, 1, 2}, MULTICLASS, 0, None)
+    assert searched == [87]
+    assert {issue.index for issue in found} == {40, 70}
+    assert all(issue.suggested == labels[issue.index] for issue in found)
 
 
 def test_a_placeholder_is_an_outlier_and_poor_images_are_quality_issues(planted, audit_cache, tmp_path):

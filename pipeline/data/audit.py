@@ -89,13 +89,23 @@ def audit(
     neighbours = nearest(embedded.vectors, settings["outlier_neighbours"])
     outliers = find_outliers(neighbours, settings["outlier_fence"])
     far = {o.index for o in outliers}  # reported as outliers, not as label issues
-    records = [r for r, _ in good]
-    found = search_label_issues(embedded.label_features, records, task, seed, cache_folder)
-    issues = [i for i in found if i.index not in far]
+    issues = label_issues_among_members(
+        embedded.label_features, [r for r, _ in good], far, task, seed, cache_folder
+    )
     label_issues, outlier_rows = suspect_rows(good, class_names, neighbours, issues, outliers)
     similar = similar_pairs(neighbours, settings["duplicate_similarity"])
     seconds = round(time.perf_counter() - started, 2)
     return AuditReport(label_issues, outlier_rows, quality, similar, seconds, device)
+
+
+def label_issues_among_members(
+    features, records: list[Record], far: set[int], task, seed, cache_folder
+) -> list:
+    """search_label_issues with the outliers left out: they belong to no class, so in the search they would
+    skew the classifier and take places in cleanlab's count of wrong labels (docs/design.md)."""
+    members = [i for i in range(len(records)) if i not in far]
+    found = search_label_issues(features[members], [records[i] for i in members], task, seed, cache_folder)
+    return [replace(issue, index=members[issue.index]) for issue in found]
 
 
 def search_label_issues(features, records: list[Record], task: str, seed: int, cache_folder) -> list:

@@ -60,7 +60,7 @@ def test_moved_images_are_label_issues_with_their_true_class_suggested(planted, 
     }
 
 
-def test_label_issues_are_searched_among_class_members_and_named_by_their_own_row():
+def test_label_issues_are_searched_among_class_members_and_named_by_their_own_row(monkeypatch):
     """Outliers (rows 0-2: far from every class, labels at random) are left out of the search; the moved
     rows come back under their own positions, not their places among the members."""
     rng = np.random.default_rng(0)
@@ -77,9 +77,8 @@ def test_label_issues_are_searched_among_class_members_and_named_by_their_own_ro
         searched.append(len(rows))
         return search(rows, *args)
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(audit_module, "search_label_issues", watched)
-        found = audit_module.label_issues_among_members(features, records, {0, 1, 2}, MULTICLASS, 0, None)
+    monkeypatch.setattr(audit_module, "search_label_issues", watched)
+    found = audit_module.label_issues_among_members(features, records, {0, 1, 2}, MULTICLASS, 0, None)
     assert searched == [87]
     assert {issue.index for issue in found} == {40, 70}
     assert all(issue.suggested == labels[issue.index] for issue in found)

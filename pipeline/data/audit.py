@@ -99,7 +99,7 @@ def audit(
 
 
 def label_issues_among_members(
-    features, records: list[Record], far: set[int], task, seed, cache_folder
+    features, records: list[Record], far: set[int], task: str, seed: int, cache_folder
 ) -> list:
     """search_label_issues with the outliers left out: they belong to no class, so in the search they would
     skew the classifier and take places in cleanlab's count of wrong labels (docs/design.md)."""

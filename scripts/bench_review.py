@@ -133,6 +133,10 @@ def markdown(results: list[dict], info: dict) -> str:
     shares = [r["recovered"] for r in results if r["recovered"] is not None]
     if shares:
         lines += ["", f"Loss recovered, mean over seeds: {statistics.fmean(shares):.0%}."]
+    lost = sum(r["runs"]["clean"]["test_acc"] - r["runs"]["noisy"]["test_acc"] for r in results)
+    if lost > 0:  # a seed whose noise cost a single image weighs as much as one whose noise cost ten
+        regained = sum(r["runs"]["reviewed"]["test_acc"] - r["runs"]["noisy"]["test_acc"] for r in results)
+        lines.append(f"Pooled over seeds (accuracy regained / accuracy lost): {regained / lost:.0%}.")
     return "\n".join(lines) + "\n"
 
 

@@ -118,3 +118,19 @@ def test_the_review_bench_plants_noise_in_training_labels_only_each_class_to_one
         for f in ("noisy", "clean")
     ]
     assert tests[0] == tests[1] and tests[0]  # the same test images, labels untouched
+
+
+def test_the_review_bench_pools_the_accuracy_lost_and_regained_over_seeds():
+    bench = load_script("bench_review")
+
+    def seed(clean: float, noisy: float, reviewed: float, recovered: float | None) -> dict:
+        runs = {"clean": clean, "noisy": noisy, "reviewed": reviewed}
+        counts = {"planted": 10, "named": 8, "suggested": 9, "fixed": 7, "introduced": 1}
+        accuracy = {k: {"test_acc": v} for k, v in runs.items()}
+        return {"seed": 0, "runs": accuracy, **counts, "recovered": recovered}
+
+    results = [seed(1.0, 0.99, 1.0, 1.0), seed(1.0, 0.97, 0.97, 0.0), seed(0.99, 0.99, 0.99, None)]
+    info = {"date": "d", "commit": "c", "cpu_count": 2, "load_before": 0.0, "load_after": 0.0}
+    text = bench.markdown(results, {**info, "data": "folder", "noise": 0.1})
+    assert "mean over seeds: 50%" in text
+    assert "Pooled over seeds (accuracy regained / accuracy lost): 25%." in text  # 0.01 of 0.04

@@ -144,7 +144,7 @@ class DataConfig:
     task: Task = Task.auto  # one label an image or several
     label_separator: str = ";"  # what joins a labels file's labels of one image
     cache_dir: str = ".cache/data"  # where the built-in digits are written as PNG files
-    # px; auto: 192 when the training images' median short side reaches it, else 128 (pipeline.recipe);
+    # px; auto: 192 when the training images' median short side reaches it, else 160 (pipeline.recipe);
     # null: the pretrained model's input size
     image_size: Any = bounded(MISSING, IMAGE_SIZE)  # an int, auto or null (OmegaConf's unions break merging)
     # share of each class held out to pick the checkpoint (of train, with holdout=auto)

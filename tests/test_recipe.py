@@ -123,19 +123,19 @@ def test_the_eta_follows_the_phase_running_now(caplog, monkeypatch):
     assert last == "embedded images: 50/110 (45%), 20/s, ETA 3s", last
 
 
-def test_auto_size_is_192_for_large_training_images_and_128_for_small_ones():
+def test_auto_size_is_192_for_large_training_images_and_160_for_small_ones():
     assert auto_image_size([224, 250, 180])[0] == 192  # median 224
-    assert auto_image_size([100, 100, 300])[0] == 128  # median 100: upscaled to 128, never to 192
-    assert auto_image_size([])[0] == 128
-    line = "data.image_size=auto: 128 px (the training images' median short side is 191 px)"
+    assert auto_image_size([100, 100, 300])[0] == 160  # median 100: upscaled to 160, never to 192
+    assert auto_image_size([])[0] == 160
+    line = "data.image_size=auto: 160 px (the training images' median short side is 191 px)"
     assert auto_image_size([191, 191])[1] == line
 
 
-def test_auto_epochs_keep_the_compute_of_12_epochs_at_128_px():
-    assert [auto_epochs(s) for s in (16, 32, 128, 160, 192, 224)] == [12, 12, 12, 8, 6, 4]
+def test_auto_epochs_are_12_up_to_160_px_and_above_keep_the_compute_of_12_epochs_at_128_px():
+    assert [auto_epochs(s) for s in (16, 32, 128, 160, 176, 192, 224)] == [12, 12, 12, 12, 7, 6, 4]
 
 
-@pytest.mark.parametrize("side, size, epochs", [(200, 192, 6), (100, 128, 12)])
+@pytest.mark.parametrize("side, size, epochs", [(200, 192, 6), (100, 160, 12)])
 def test_a_run_resolves_auto_size_and_epochs_from_its_training_images(make_cfg, tmp_path, side, size, epochs):
     root = make_image_folder(tmp_path / "images", per_class=4, size=side)
     cfg = make_cfg("data.image_size=auto", "trainer.max_epochs=auto", root=root)

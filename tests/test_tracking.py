@@ -79,8 +79,8 @@ def test_an_auto_setting_is_recorded_as_requested_and_then_as_the_value_used(
     (parent,) = client.search_runs([experiment], "tags.pid != ''")
     params = parent.data.params
     assert params["data.image_size.requested"] == "auto" and params["trainer.max_epochs.requested"] == "auto"
-    assert params["data.image_size"] == "128" and int(params["trainer.max_epochs"]) > 0
+    assert params["data.image_size"] == "160" and int(params["trainer.max_epochs"]) > 0
     for key in ("finetune.strategy", "data.balance", "objective"):  # auto in conf/config.yaml
         assert params[f"{key}.requested"] == "auto" and params[key] != "auto", key
     description = parent.data.tags["mlflow.note.content"]
-    assert f"{params['trainer.max_epochs']} epochs, 128 px" in description  # the values used, not auto
+    assert f"{params['trainer.max_epochs']} epochs, 160 px" in description  # the values used, not auto

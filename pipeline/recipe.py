@@ -149,4 +149,4 @@ def auto_epochs(image_size: int) -> int:
     are held to the budget each was measured at."""
     if image_size <= SMALL_SIZE:
         return BASE_EPOCHS
-    return min(BASE_EPOCHS, math.ceil(BASE_EPOCHS * (COMPUTE_SIZE / image_size) ** 2))
+    return math.ceil(BASE_EPOCHS * (COMPUTE_SIZE / image_size) ** 2)  # below BASE_EPOCHS: size > COMPUTE_SIZE
